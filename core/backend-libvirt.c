@@ -1,0 +1,581 @@
+/* core/backend-libvirt.c: the libvirt backend (QEMU/KVM hosts).
+ *
+ * Thread model: ops run on FUSE worker threads and share one virConnectPtr
+ * (libvirt connections are thread-safe); they take a reference to it under
+ * lv->lock, so a reconnect can swap it underneath. One thread of ours runs
+ * libvirt's default event loop: domain events, the keepalive, the close
+ * callback, and a 1 s timer that reconnects after libvirtd went away.
+ * libvirt's own error printing is off: each failure is logged once, here.
+ */
+#define LOG_MODULE "libvirt"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#include "backend.h"
+#include "cleanup.h"
+#include "libvirt-xml.h"
+#include "log.h"
+
+struct lv {
+    char *uri;
+    struct backend_events events;
+
+    pthread_mutex_t lock;       /* protects conn, callback ids */
+    virConnectPtr conn;         /* NULL while disconnected */
+    int cb_lifecycle, cb_agent, cb_device_add, cb_device_del;
+    bool lost_logged;
+    bool dead;                  /* closed by the close callback */
+
+    pthread_t thread;
+    bool thread_started;
+    volatile bool quit;
+    int timer;                  /* reconnect timer id */
+};
+
+DEFINE_CLEANUP(virDomainPtr, virDomainFree)
+DEFINE_CLEANUP(virConnectPtr, virConnectClose)
+DEFINE_CLEANUP(virDomainSnapshotPtr, virDomainSnapshotFree)
+
+static void
+silent_error(void *opaque, virErrorPtr err)
+{
+    (void) opaque;
+    (void) err;
+}
+
+/* The last libvirt error (of this thread) as -errno, logged once. */
+static int
+lv_errno(const char *what, const char *name)
+{
+    virErrorPtr e = virGetLastError();
+    int code = e ? e->code : VIR_ERR_INTERNAL_ERROR;
+    const char *msg = e && e->message ? e->message : "unknown libvirt error";
+    int r;
+
+    switch (code) {
+    case VIR_ERR_NO_DOMAIN:
+    case VIR_ERR_NO_DOMAIN_SNAPSHOT:
+        return -ENOENT;             /* an ordinary answer, not worth a log */
+    case VIR_ERR_OPERATION_INVALID:
+        r = -EBUSY;
+        break;
+    case VIR_ERR_ACCESS_DENIED:
+    case VIR_ERR_AUTH_FAILED:
+    case VIR_ERR_AUTH_CANCELLED:
+        r = -EACCES;
+        break;
+    default:
+        r = -EIO;
+    }
+    return log_error_errno(r, "%s '%s': %s", what, name ? name : "", msg);
+}
+
+/* A reference to the current connection, or NULL (-EIO logged) if there
+ * is none right now. Release with virConnectClose(). */
+static virConnectPtr
+lv_conn(struct lv *lv)
+{
+    LOCK_FOR_SCOPE(&lv->lock);
+    if (!lv->conn || lv->dead) {
+        if (!lv->lost_logged)
+            log_error("no connection to '%s'; reconnecting", lv->uri);
+        lv->lost_logged = true;
+        return NULL;
+    }
+    virConnectRef(lv->conn);
+    return lv->conn;
+}
+
+/* ---- events ------------------------------------------------------------ */
+
+static void
+notify(struct lv *lv, virDomainPtr dom)
+{
+    const char *name = virDomainGetName(dom);
+
+    log_debug("event for '%s'", name ? name : "?");
+    if (name && lv->events.vm_changed)
+        lv->events.vm_changed(lv->events.opaque, "", name);
+}
+
+static int
+on_lifecycle(virConnectPtr c, virDomainPtr dom, int event, int detail,
+             void *opaque)
+{
+    (void) c;
+    (void) event;
+    (void) detail;
+    notify(opaque, dom);
+    return 0;
+}
+
+static void
+on_agent(virConnectPtr c, virDomainPtr dom, int state, int reason, void *opaque)
+{
+    (void) c;
+    (void) state;
+    (void) reason;
+    notify(opaque, dom);
+}
+
+static void
+on_device(virConnectPtr c, virDomainPtr dom, const char *alias, void *opaque)
+{
+    (void) c;
+    (void) alias;
+    notify(opaque, dom);
+}
+
+static void on_close(virConnectPtr conn, int reason, void *opaque);
+
+/* Called with lv->lock held. */
+static void
+register_callbacks(struct lv *lv)
+{
+    virConnectPtr c = lv->conn;
+
+    lv->cb_lifecycle = virConnectDomainEventRegisterAny(
+        c, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+        VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), lv, NULL);
+    lv->cb_agent = virConnectDomainEventRegisterAny(
+        c, NULL, VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE,
+        VIR_DOMAIN_EVENT_CALLBACK(on_agent), lv, NULL);
+    lv->cb_device_add = virConnectDomainEventRegisterAny(
+        c, NULL, VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
+        VIR_DOMAIN_EVENT_CALLBACK(on_device), lv, NULL);
+    lv->cb_device_del = virConnectDomainEventRegisterAny(
+        c, NULL, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+        VIR_DOMAIN_EVENT_CALLBACK(on_device), lv, NULL);
+    if (lv->cb_lifecycle < 0)
+        log_warning("cannot subscribe to domain events of '%s': changes by "
+                    "other tools may show late", lv->uri);
+    /* notice a dead daemon within seconds; not every driver has these */
+    (void) virConnectSetKeepAlive(c, 5, 3);
+    (void) virConnectRegisterCloseCallback(c, on_close, lv, NULL);
+    virResetLastError();
+}
+
+/* Called with lv->lock held; drops the connection. */
+static void
+drop_conn(struct lv *lv)
+{
+    virConnectPtr c = lv->conn;
+    int *ids[] = { &lv->cb_lifecycle, &lv->cb_agent, &lv->cb_device_add,
+                   &lv->cb_device_del };
+
+    if (!c)
+        return;
+    for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
+        if (*ids[i] >= 0)
+            (void) virConnectDomainEventDeregisterAny(c, *ids[i]);
+        *ids[i] = -1;
+    }
+    (void) virConnectUnregisterCloseCallback(c, on_close);
+    virConnectClose(c);
+    lv->conn = NULL;
+}
+
+/* quiet: retrying after a loss, which is logged once already */
+static int
+connect_now(struct lv *lv, bool quiet)
+{
+    virConnectPtr c = virConnectOpenAuth(lv->uri, virConnectAuthPtrDefault, 0);
+
+    if (!c && quiet) {
+        virResetLastError();
+        return -EIO;
+    }
+    if (!c)
+        return lv_errno("connect to", lv->uri);
+    LOCK_FOR_SCOPE(&lv->lock);
+    lv->conn = c;
+    lv->dead = false;
+    register_callbacks(lv);
+    if (lv->lost_logged)
+        log_info("connected to '%s' again", lv->uri);
+    lv->lost_logged = false;
+    return 0;
+}
+
+static void
+on_close(virConnectPtr conn, int reason, void *opaque)
+{
+    struct lv *lv = opaque;
+
+    (void) conn;
+    log_error("connection to '%s' closed (reason %d); reconnecting", lv->uri,
+              reason);
+    {
+        /* not dropped here: libvirt is inside this connection's code */
+        LOCK_FOR_SCOPE(&lv->lock);
+        lv->lost_logged = true;
+        lv->dead = true;
+    }
+    if (lv->events.reset)
+        lv->events.reset(lv->events.opaque);
+}
+
+/* Every second: reconnect if the connection is gone, or dead. */
+static void
+on_timer(int timer, void *opaque)
+{
+    struct lv *lv = opaque;
+    bool have;
+
+    (void) timer;
+    {
+        LOCK_FOR_SCOPE(&lv->lock);
+        if (lv->conn && !lv->dead && virConnectIsAlive(lv->conn) == 0) {
+            log_error("connection to '%s' is dead; reconnecting", lv->uri);
+            lv->lost_logged = true;
+            lv->dead = true;
+        }
+        if (lv->dead)
+            drop_conn(lv);
+        have = lv->conn != NULL;
+    }
+    if (have || lv->quit)
+        return;
+    if (connect_now(lv, true) == 0 && lv->events.reset)
+        lv->events.reset(lv->events.opaque);
+}
+
+static void *
+event_thread(void *opaque)
+{
+    struct lv *lv = opaque;
+
+    while (!lv->quit)
+        if (virEventRunDefaultImpl() < 0)
+            break;
+    return NULL;
+}
+
+static pthread_once_t event_once = PTHREAD_ONCE_INIT;
+static int event_init_result;
+
+static void
+event_init(void)
+{
+    virSetErrorFunc(NULL, silent_error);
+    event_init_result = virEventRegisterDefaultImpl();
+}
+
+/* ---- open / close ------------------------------------------------------ */
+
+static void
+lv_close(void *h)
+{
+    struct lv *lv = h;
+
+    if (!lv)
+        return;
+    lv->quit = true;
+    if (lv->timer >= 0)
+        virEventUpdateTimeout(lv->timer, 0);   /* wake the loop */
+    if (lv->thread_started)
+        pthread_join(lv->thread, NULL);
+    if (lv->timer >= 0)
+        virEventRemoveTimeout(lv->timer);
+    {
+        LOCK_FOR_SCOPE(&lv->lock);
+        drop_conn(lv);
+    }
+    pthread_mutex_destroy(&lv->lock);
+    free(lv->uri);
+    free(lv);
+}
+
+static int
+lv_open(const char *source, const struct vmsnapfs_opts *o,
+        const struct backend_events *events, void **ret_h)
+{
+    struct lv *lv;
+    int r;
+
+    (void) o;
+    pthread_once(&event_once, event_init);
+    if (event_init_result < 0)
+        return log_error_errno(-EIO, "cannot set up libvirt's event loop");
+
+    lv = calloc(1, sizeof *lv);
+    if (!lv)
+        return -ENOMEM;
+    pthread_mutex_init(&lv->lock, NULL);
+    lv->cb_lifecycle = lv->cb_agent = lv->cb_device_add = lv->cb_device_del = -1;
+    lv->timer = -1;
+    if (events)
+        lv->events = *events;
+    lv->uri = strdup(source);
+    if (!lv->uri) {
+        lv_close(lv);
+        return -ENOMEM;
+    }
+
+    r = connect_now(lv, false);
+    if (r < 0) {
+        lv_close(lv);
+        return r;
+    }
+    lv->timer = virEventAddTimeout(1000, on_timer, lv, NULL);
+    if (pthread_create(&lv->thread, NULL, event_thread, lv) != 0) {
+        lv_close(lv);
+        return log_error_errno(-EAGAIN, "cannot start the event thread");
+    }
+    lv->thread_started = true;
+    *ret_h = lv;
+    return 0;
+}
+
+/* ---- queries ----------------------------------------------------------- */
+
+static int
+cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+static int
+lv_list_vms(void *h, const char *ns, char ***ret_names)
+{
+    struct lv *lv = h;
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
+    virDomainPtr *doms = NULL;
+    int n;
+
+    if (ns && *ns)
+        return -ENOENT;
+    if (!c)
+        return -EIO;
+    n = virConnectListAllDomains(c, &doms, 0);
+    if (n < 0)
+        return lv_errno("list domains of", lv->uri);
+
+    char **names = calloc((size_t) n + 1, sizeof *names);
+    for (int i = 0; i < n; i++) {
+        if (names) {
+            names[i] = strdup(virDomainGetName(doms[i]));
+            if (!names[i]) {
+                strv_free(names);
+                names = NULL;
+            }
+        }
+        virDomainFree(doms[i]);
+    }
+    free(doms);
+    if (!names)
+        return -ENOMEM;
+    qsort(names, (size_t) n, sizeof *names, cmp_str);
+    *ret_names = names;
+    return 0;
+}
+
+static const char *
+state_name(int state)
+{
+    /* the words virsh uses */
+    switch (state) {
+    case VIR_DOMAIN_RUNNING: return "running";
+    case VIR_DOMAIN_BLOCKED: return "idle";
+    case VIR_DOMAIN_PAUSED: return "paused";
+    case VIR_DOMAIN_SHUTDOWN: return "in shutdown";
+    case VIR_DOMAIN_SHUTOFF: return "shut off";
+    case VIR_DOMAIN_CRASHED: return "crashed";
+    case VIR_DOMAIN_PMSUSPENDED: return "pmsuspended";
+    default: return "no state";
+    }
+}
+
+static virDomainPtr
+lookup(virConnectPtr c, const char *name, int *ret_err)
+{
+    virDomainPtr d = virDomainLookupByName(c, name);
+    if (!d)
+        *ret_err = lv_errno("look up domain", name);
+    return d;
+}
+
+static int
+lv_vm_get(void *h, const struct vm_ref *ref, struct vm_info **ret)
+{
+    struct lv *lv = h;
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
+    _cleanup_(virDomainFreep) virDomainPtr d = NULL;
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    int state, reason, r = 0;
+
+    if (ref->ns && *ref->ns)
+        return -ENOENT;
+    if (!c)
+        return -EIO;
+    d = lookup(c, ref->name, &r);
+    if (!d)
+        return r;
+    if (virDomainGetState(d, &state, &reason, 0) < 0 ||
+        virDomainGetUUIDString(d, uuid) < 0)
+        return lv_errno("get state of", ref->name);
+
+    struct vm_info *vm = calloc(1, sizeof *vm);
+    if (!vm)
+        return -ENOMEM;
+    vm->ns = strdup("");
+    vm->name = strdup(ref->name);
+    vm->uid = strdup(uuid);
+    vm->state = strdup(state_name(state));
+    vm->running = state != VIR_DOMAIN_SHUTOFF && state != VIR_DOMAIN_CRASHED &&
+                  state != VIR_DOMAIN_NOSTATE;
+    vm->definition = virDomainGetXMLDesc(d, 0);
+    if (!vm->definition) {
+        vm_info_free(vm);
+        return lv_errno("get the XML of", ref->name);
+    }
+    if (!vm->ns || !vm->name || !vm->uid || !vm->state) {
+        vm_info_free(vm);
+        return -ENOMEM;
+    }
+    vm->agent = vm->running && lv_xml_agent_connected(vm->definition) > 0;
+    r = lv_xml_disks(vm->definition, &vm->volumes, &vm->n_volumes);
+    if (r < 0) {
+        vm_info_free(vm);
+        return log_error_errno(r, "cannot read the disks of '%s'", ref->name);
+    }
+    for (size_t i = 0; i < vm->n_volumes; i++) {
+        virDomainBlockInfo info;
+        struct volume *v = &vm->volumes[i];
+
+        if (v->flags & VOLUME_CDROM)
+            continue;
+        if (virDomainGetBlockInfo(d, v->name, &info, 0) == 0) {
+            v->size = info.capacity;
+        } else {
+            virErrorPtr e = virGetLastError();
+            log_warning("size of disk '%s' of '%s': %s", v->name, ref->name,
+                        e && e->message ? e->message : "unknown");
+            virResetLastError();
+        }
+    }
+    *ret = vm;
+    return 0;
+}
+
+static int
+cmp_snap(const void *a, const void *b)
+{
+    return strcmp((*(struct snapshot_info *const *) a)->name,
+                  (*(struct snapshot_info *const *) b)->name);
+}
+
+/* One libvirt snapshot as a snapshot_info (metadata only). */
+static int
+snapshot_from_xml(const char *xml, const struct vm_info *now,
+                  struct snapshot_info **ret)
+{
+    struct lv_xml_snapshot x;
+    int r = lv_xml_snapshot_parse(xml, &x);
+
+    if (r < 0)
+        return r;
+    struct snapshot_info *s = calloc(1, sizeof *s);
+    if (!s) {
+        lv_xml_snapshot_clear(&x);
+        return -ENOMEM;
+    }
+    s->name = TAKE_PTR(x.name);
+    s->definition = TAKE_PTR(x.domain);
+    s->created = x.created;
+    s->phase = SNAPSHOT_SUCCEEDED;   /* in libvirt's metadata: it exists */
+    if (x.state && strcmp(x.state, "shutoff") != 0)
+        s->indications |= 1u << INDICATION_ONLINE;
+
+    /* disks the snapshot covers; sizes as the VM has them now */
+    s->volumes = calloc(x.n_disks ? x.n_disks : 1, sizeof *s->volumes);
+    for (size_t i = 0; s->volumes && i < x.n_disks; i++) {
+        struct volume *v = &s->volumes[s->n_volumes];
+        for (size_t j = 0; now && j < now->n_volumes; j++)
+            if (strcmp(now->volumes[j].name, x.disks[i].name) == 0)
+                v->size = now->volumes[j].size;
+        v->name = TAKE_PTR(x.disks[i].name);
+        v->source = TAKE_PTR(x.disks[i].source);
+        v->format = TAKE_PTR(x.disks[i].format);
+        s->n_volumes++;
+    }
+    lv_xml_snapshot_clear(&x);
+    if (!s->name || !s->volumes) {
+        snapshot_info_free(s);
+        return -ENOMEM;
+    }
+    *ret = s;
+    return 0;
+}
+
+static int
+lv_snapshot_list(void *h, const struct vm_ref *ref,
+                 struct snapshot_info ***ret_snaps, size_t *ret_n)
+{
+    struct lv *lv = h;
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
+    _cleanup_(virDomainFreep) virDomainPtr d = NULL;
+    virDomainSnapshotPtr *snaps = NULL;
+    struct vm_info *now = NULL;
+    int n, r = 0;
+
+    if (!c)
+        return -EIO;
+    d = lookup(c, ref->name, &r);
+    if (!d)
+        return r;
+    n = virDomainListAllSnapshots(d, &snaps, 0);
+    if (n < 0)
+        return lv_errno("list snapshots of", ref->name);
+    if (n > 0)
+        (void) lv_vm_get(h, ref, &now);     /* for the disk sizes */
+
+    struct snapshot_info **v = calloc((size_t) n + 1, sizeof *v);
+    size_t count = 0;
+    for (int i = 0; i < n; i++) {
+        _cleanup_(virDomainSnapshotFreep) virDomainSnapshotPtr s = snaps[i];
+        _cleanup_free_ char *xml = NULL;
+
+        if (!v || r < 0)
+            continue;
+        xml = virDomainSnapshotGetXMLDesc(s, 0);
+        if (!xml) {
+            r = lv_errno("get snapshot XML of", ref->name);
+            continue;
+        }
+        r = snapshot_from_xml(xml, now, &v[count]);
+        if (r < 0)
+            log_error_errno(r, "cannot parse snapshot '%s' of '%s'",
+                            virDomainSnapshotGetName(s), ref->name);
+        else
+            count++;
+    }
+    free(snaps);
+    vm_info_free(now);
+    if (!v)
+        return -ENOMEM;
+    if (r < 0) {
+        snapshot_infos_free(v, count);
+        return r;
+    }
+    qsort(v, count, sizeof *v, cmp_snap);
+    *ret_snaps = v;
+    *ret_n = count;
+    return 0;
+}
+
+const struct backend_ops backend_libvirt = {
+    .name = "libvirt",
+    .namespaced = false,
+    .open = lv_open,
+    .close = lv_close,
+    .list_vms = lv_list_vms,
+    .vm_get = lv_vm_get,
+    .snapshot_list = lv_snapshot_list,
+};

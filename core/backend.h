@@ -1,0 +1,163 @@
+/* core/backend.h: the backend interface, a table of operations.
+ *
+ * One interface serves libvirt and KubeVirt. The mapping:
+ *
+ *  concept       libvirt backend                   KubeVirt backend
+ *  ------------  --------------------------------  -------------------------------
+ *  namespace     none: one implicit namespace "";  a Namespace; the tree has one
+ *                the tree has VMs at the top       directory level per namespace
+ *                (namespaced = false)              (namespaced = true)
+ *  VM            a domain (virDomainPtr), by name  kubevirt.io/v1 VirtualMachine
+ *  vm uid        domain UUID                       metadata.uid
+ *  state         virDomainGetState -> "running",   status.printableStatus
+ *                "shut off", "paused", ...         ("Running", "Stopped", ...)
+ *  agent         live XML: guest-agent channel     VMI condition AgentConnected
+ *                state='connected'
+ *  definition    domain XML (domain.xml)           the VM object as JSON (vm.json)
+ *  volume        a <disk> of the domain, named by  spec.template.spec.volumes[],
+ *                its target dev (vda)              named by the volume name
+ *  snapshot      a domain snapshot in libvirt's    snapshot.kubevirt.io/v1beta1
+ *                metadata (virDomainSnapshotPtr),  VirtualMachineSnapshot +
+ *                external disk-only; phase etc.    VirtualMachineSnapshotContent;
+ *                kept by vmsnapfs beside it        status.phase, .indications,
+ *                                                  .error.message, .creationTime,
+ *                                                  .snapshotVolumes.excludedVolumes
+ *  phase         InProgress while vmsnapfs works,  status.phase as the cluster says
+ *                Succeeded once in the metadata
+ *  restore       vmsnapfs applies a plan itself    VirtualMachineRestore with
+ *                (libvirt 9 cannot revert          targetReadinessPolicy; status
+ *                external snapshots)               .complete, .conditions
+ *  volume data   pread on the qcow2/raw layers     a VirtualMachineExport of the VM
+ *                (extent map), NBD for live disks  or snapshot, read over HTTPS
+ *                (pull-mode backup)                with Range and the export token
+ *  events        virConnectDomainEventRegisterAny  watch on virtualmachines,
+ *                (lifecycle, agent, reconnect)     virtualmachinesnapshots (?watch=1)
+ *
+ * Thread model: every op may block and must be thread-safe; ops return >= 0
+ * on success or -errno (the SPEC's table: ENOENT, EEXIST, EBUSY, EIO, ...),
+ * and log a backend failure once, where the detail is. Ops a backend does not
+ * have yet are NULL; callers report -ENOTSUP. Returned objects are owned by
+ * the caller and freed with the *_free() functions below.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "opts.h"
+
+struct vm_ref {
+    const char *ns;     /* "" for libvirt */
+    const char *name;
+};
+
+enum volume_flags {
+    VOLUME_READONLY = 1 << 0,
+    VOLUME_SHAREABLE = 1 << 1,
+    VOLUME_CDROM = 1 << 2,
+    VOLUME_HOTPLUG = 1 << 3,      /* in the running VM only */
+};
+
+struct volume {
+    char *name;         /* libvirt target ("vda") / KubeVirt volume name */
+    char *source;       /* file or block device path / PVC or DataVolume name */
+    char *format;       /* "raw", "qcow2", ... ("" if unknown) */
+    uint64_t size;      /* virtual size in bytes (0 if unknown) */
+    unsigned flags;     /* enum volume_flags */
+};
+
+struct vm_info {
+    char *ns;
+    char *name;
+    char *uid;
+    char *state;        /* one word or phrase as the backend says it */
+    bool running;       /* a guest is executing or paused: snapshots are Online */
+    bool agent;         /* guest agent connected */
+    char *definition;   /* domain XML / VM JSON, no secrets */
+    struct volume *volumes;
+    size_t n_volumes;
+};
+
+enum snapshot_phase {
+    SNAPSHOT_IN_PROGRESS,
+    SNAPSHOT_SUCCEEDED,
+    SNAPSHOT_FAILED,
+    _SNAPSHOT_PHASE_MAX,
+};
+
+enum indication {
+    INDICATION_ONLINE,
+    INDICATION_GUEST_AGENT,
+    INDICATION_NO_GUEST_AGENT,
+    INDICATION_QUIESCE_FAILED,
+    INDICATION_QUIESCE_TIMEOUT,
+    INDICATION_PAUSED,
+    INDICATION_PARTIAL_SNAPSHOT,
+    _INDICATION_MAX,
+};
+
+struct snapshot_info {
+    char *name;
+    enum snapshot_phase phase;
+    unsigned indications;       /* bit (1 << enum indication) */
+    char *error;                /* NULL or why it failed */
+    time_t created;             /* the point in time */
+    char *definition;           /* captured domain XML / VM JSON */
+    struct volume *volumes;     /* included volumes */
+    size_t n_volumes;
+    char **excluded;            /* NULL-terminated volume names, may be NULL */
+    char **resources;           /* KubeVirt: "apiGroup kind namespace name" */
+};
+
+/* Changes the backend notices by itself (events); called from its thread. */
+struct backend_events {
+    /* a VM appeared, disappeared or changed (state, agent, definition,
+     * snapshots made by other tools where the backend can tell) */
+    void (*vm_changed)(void *opaque, const char *ns, const char *name);
+    /* anything may have changed (reconnected after the daemon came back) */
+    void (*reset)(void *opaque);
+    void *opaque;
+};
+
+struct backend_ops {
+    const char *name;
+    bool namespaced;
+
+    /* source: the SOURCE argument; events may be NULL */
+    int (*open)(const char *source, const struct vmsnapfs_opts *o,
+                const struct backend_events *events, void **ret_h);
+    void (*close)(void *h);
+
+    /* NULL-terminated, sorted; namespaced backends only */
+    int (*list_namespaces)(void *h, char ***ret_names);
+    /* NULL-terminated, sorted names of the VMs in ns */
+    int (*list_vms)(void *h, const char *ns, char ***ret_names);
+    int (*vm_get)(void *h, const struct vm_ref *vm, struct vm_info **ret);
+
+    /* all snapshots of a VM, sorted by name */
+    int (*snapshot_list)(void *h, const struct vm_ref *vm,
+                         struct snapshot_info ***ret_snaps, size_t *ret_n);
+    int (*snapshot_create)(void *h, const struct vm_ref *vm, const char *snap,
+                           const struct vmsnapfs_opts *o);
+    int (*snapshot_delete)(void *h, const struct vm_ref *vm, const char *snap);
+};
+
+/* The backend for a SOURCE ("qemu:///system", "kubevirt://ctx", ...), or
+ * NULL if it names none this build has. */
+const struct backend_ops *backend_for_source(const char *source);
+
+void volume_clear(struct volume *v);
+void vm_info_free(struct vm_info *vm);
+void snapshot_info_free(struct snapshot_info *s);
+void snapshot_infos_free(struct snapshot_info **v, size_t n);
+
+const char *snapshot_phase_to_string(enum snapshot_phase p);
+int snapshot_phase_from_string(const char *s);    /* -EINVAL if unknown */
+const char *indication_to_string(enum indication i);
+int indication_from_string(const char *s);
+
+#if HAVE_LIBVIRT
+extern const struct backend_ops backend_libvirt;
+#endif

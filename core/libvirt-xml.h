@@ -1,0 +1,31 @@
+/* core/libvirt-xml.h: the pieces of libvirt's domain and snapshot XML that
+ * vmsnapfs reads. Pure (libxml2 only), thread-safe; unit-tested. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "backend.h"
+
+/* Disks of a domain, in document order. Sizes are left 0. */
+int lv_xml_disks(const char *domain_xml, struct volume **ret_vols,
+                 size_t *ret_n);
+
+/* 1 if the guest-agent channel says state='connected', 0 if not (also when
+ * there is no such channel), -EINVAL if the XML does not parse. */
+int lv_xml_agent_connected(const char *domain_xml);
+
+struct lv_xml_snapshot {
+    char *name;
+    char *state;          /* "disk-snapshot", "running", "shutoff", ... */
+    char *description;
+    time_t created;
+    char *domain;         /* the captured <domain> element, serialised */
+    struct volume *disks; /* <disks><disk name= snapshot=...>: name, source,
+                             format; flags unused */
+    size_t n_disks;
+};
+
+int lv_xml_snapshot_parse(const char *snapshot_xml, struct lv_xml_snapshot *ret);
+void lv_xml_snapshot_clear(struct lv_xml_snapshot *s);

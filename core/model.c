@@ -1,0 +1,487 @@
+/* core/model.c: see model.h. */
+#define LOG_MODULE "model"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cleanup.h"
+#include "hashmap.h"
+#include "log.h"
+#include "model.h"
+
+struct cached {
+    struct model_vm *vm;          /* NULL: not fetched */
+    struct model_snapshots *snaps;
+};
+
+struct model {
+    const struct backend_ops *ops;
+    void *h;
+    struct events *events;
+
+    pthread_mutex_t lock;         /* protects everything below */
+    struct model_listener listener;
+    uint64_t generation;          /* bumped by every change */
+    struct hashmap *vms;          /* "ns/name" -> struct cached */
+    struct hashmap *names;        /* ns -> char ** (sorted VM names) */
+    char **namespaces;            /* sorted, namespaced backends */
+};
+
+uint64_t
+now_monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000000000 + (uint64_t) ts.tv_nsec;
+}
+
+static char *
+key_of(const char *ns, const char *name)
+{
+    char *k = NULL;
+    return asprintf(&k, "%s/%s", ns ? ns : "", name) < 0 ? NULL : k;
+}
+
+void
+model_vm_unref(struct model_vm *v)
+{
+    if (v && __atomic_sub_fetch(&v->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        vm_info_free(v->info);
+        free(v);
+    }
+}
+
+void
+model_snapshots_unref(struct model_snapshots *s)
+{
+    if (s && __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        snapshot_infos_free(s->v, s->n);
+        free(s);
+    }
+}
+
+static void
+cached_free(void *p)
+{
+    struct cached *c = p;
+    if (!c)
+        return;
+    model_vm_unref(c->vm);
+    model_snapshots_unref(c->snaps);
+    free(c);
+}
+
+static void
+strv_free_void(void *p)
+{
+    strv_free(p);
+}
+
+/* Called with m->lock held. */
+static void
+drop_lists(struct model *m)
+{
+    hashmap_free(m->names, strv_free_void);
+    m->names = hashmap_new();
+    strv_free(m->namespaces);
+    m->namespaces = NULL;
+}
+
+static void
+on_vm_changed(void *opaque, const char *ns, const char *name)
+{
+    struct model *m = opaque;
+    struct model_listener l;
+    _cleanup_free_ char *key = key_of(ns, name);
+
+    {
+        LOCK_FOR_SCOPE(&m->lock);
+        m->generation++;
+        if (key)
+            cached_free(hashmap_remove(m->vms, key));
+        drop_lists(m);
+        l = m->listener;
+    }
+    if (l.vm_changed)
+        l.vm_changed(l.opaque, ns, name);
+}
+
+static void
+on_reset(void *opaque)
+{
+    struct model *m = opaque;
+    struct model_listener l;
+
+    {
+        LOCK_FOR_SCOPE(&m->lock);
+        m->generation++;
+        hashmap_free(m->vms, cached_free);
+        m->vms = hashmap_new();
+        drop_lists(m);
+        l = m->listener;
+    }
+    if (l.reset)
+        l.reset(l.opaque);
+}
+
+int
+model_open(const char *source, const struct vmsnapfs_opts *o,
+           struct model **ret)
+{
+    const struct backend_ops *ops = backend_for_source(source);
+    struct model *m;
+    int r;
+
+    if (!ops)
+        return log_error_errno(-EINVAL, "no backend for source '%s' "
+                               "(expected a libvirt URI or kubevirt://)",
+                               source ? source : "");
+    m = calloc(1, sizeof *m);
+    if (!m)
+        return -ENOMEM;
+    m->ops = ops;
+    pthread_mutex_init(&m->lock, NULL);
+    m->vms = hashmap_new();
+    m->names = hashmap_new();
+    m->events = events_new();
+    if (!m->vms || !m->names || !m->events) {
+        model_close(m);
+        return -ENOMEM;
+    }
+
+    struct backend_events ev = {
+        .vm_changed = on_vm_changed,
+        .reset = on_reset,
+        .opaque = m,
+    };
+    r = ops->open(source, o, &ev, &m->h);
+    if (r < 0) {
+        model_close(m);
+        return r;
+    }
+    log_debug("opened '%s' with the %s backend", source, ops->name);
+    *ret = m;
+    return 0;
+}
+
+void
+model_close(struct model *m)
+{
+    if (!m)
+        return;
+    if (m->h)
+        m->ops->close(m->h);       /* stops the event thread first */
+    hashmap_free(m->vms, cached_free);
+    hashmap_free(m->names, strv_free_void);
+    strv_free(m->namespaces);
+    events_free(m->events);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+void
+model_set_listener(struct model *m, const struct model_listener *l)
+{
+    LOCK_FOR_SCOPE(&m->lock);
+    m->listener = *l;
+}
+
+bool
+model_namespaced(const struct model *m)
+{
+    return m->ops->namespaced;
+}
+
+struct events *
+model_events(struct model *m)
+{
+    return m->events;
+}
+
+static char **
+strv_copy(char *const *v)
+{
+    size_t n = 0;
+    while (v && v[n])
+        n++;
+    char **c = calloc(n + 1, sizeof *c);
+    for (size_t i = 0; c && i < n; i++) {
+        c[i] = strdup(v[i]);
+        if (!c[i]) {
+            strv_free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+static bool
+strv_contains_sorted(char *const *v, const char *s)
+{
+    size_t lo = 0, hi = 0;
+    while (v && v[hi])
+        hi++;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(v[mid], s);
+        if (c == 0)
+            return true;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
+/* The cached VM names of ns (fetched if needed), as a copy in *ret or
+ * answered by fn under the lock. */
+static int
+with_names(struct model *m, const char *ns, char ***ret_copy,
+           const char *contains)
+{
+    const char *k = ns ? ns : "";
+    uint64_t gen;
+
+    {
+        LOCK_FOR_SCOPE(&m->lock);
+        char **v = hashmap_get(m->names, k);
+        if (v) {
+            if (contains)
+                return strv_contains_sorted(v, contains) ? 0 : -ENOENT;
+            *ret_copy = strv_copy(v);
+            return *ret_copy ? 0 : -ENOMEM;
+        }
+        gen = m->generation;
+    }
+
+    char **fresh = NULL;
+    int r = m->ops->list_vms(m->h, k, &fresh);
+    if (r < 0)
+        return r;
+
+    LOCK_FOR_SCOPE(&m->lock);
+    r = contains ? (strv_contains_sorted(fresh, contains) ? 0 : -ENOENT) : 0;
+    if (!contains) {
+        *ret_copy = strv_copy(fresh);
+        if (!*ret_copy)
+            r = -ENOMEM;
+    }
+    void *old = NULL;
+    if (gen == m->generation && hashmap_put(m->names, k, fresh, &old) == 0)
+        strv_free(old);
+    else
+        strv_free(fresh);
+    return r;
+}
+
+int
+model_list_vms(struct model *m, const char *ns, char ***ret_names)
+{
+    return with_names(m, ns, ret_names, NULL);
+}
+
+int
+model_vm_exists(struct model *m, const char *ns, const char *name)
+{
+    return with_names(m, ns, NULL, name);
+}
+
+int
+model_list_namespaces(struct model *m, char ***ret_names)
+{
+    if (!m->ops->namespaced || !m->ops->list_namespaces)
+        return -ENOTSUP;
+    {
+        LOCK_FOR_SCOPE(&m->lock);
+        if (m->namespaces) {
+            *ret_names = strv_copy(m->namespaces);
+            return *ret_names ? 0 : -ENOMEM;
+        }
+    }
+    char **fresh = NULL;
+    int r = m->ops->list_namespaces(m->h, &fresh);
+    if (r < 0)
+        return r;
+    *ret_names = strv_copy(fresh);
+    LOCK_FOR_SCOPE(&m->lock);
+    strv_free(m->namespaces);
+    m->namespaces = fresh;
+    return *ret_names ? 0 : -ENOMEM;
+}
+
+int
+model_namespace_exists(struct model *m, const char *ns)
+{
+    _cleanup_strv_ char **v = NULL;
+    int r = model_list_namespaces(m, &v);
+    if (r < 0)
+        return r;
+    return strv_contains_sorted(v, ns) ? 0 : -ENOENT;
+}
+
+/* The cache entry for key, created if missing. Called with m->lock held. */
+static struct cached *
+entry(struct model *m, const char *key)
+{
+    struct cached *c = hashmap_get(m->vms, key);
+    if (c)
+        return c;
+    c = calloc(1, sizeof *c);
+    if (c && hashmap_put(m->vms, key, c, NULL) < 0) {
+        free(c);
+        c = NULL;
+    }
+    return c;
+}
+
+int
+model_vm_get(struct model *m, const char *ns, const char *name,
+             struct model_vm **ret)
+{
+    _cleanup_free_ char *key = key_of(ns, name);
+    uint64_t gen;
+    int r;
+
+    if (!key)
+        return -ENOMEM;
+    {
+        LOCK_FOR_SCOPE(&m->lock);
+        struct cached *c = hashmap_get(m->vms, key);
+        if (c && c->vm) {
+            __atomic_add_fetch(&c->vm->refs, 1, __ATOMIC_ACQ_REL);
+            *ret = c->vm;
+            return 0;
+        }
+        gen = m->generation;
+    }
+
+    struct vm_ref ref = { .ns = ns ? ns : "", .name = name };
+    struct model_vm *v = calloc(1, sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    r = m->ops->vm_get(m->h, &ref, &v->info);
+    if (r < 0) {
+        free(v);
+        return r;
+    }
+    v->refs = 1;                    /* the caller's */
+
+    LOCK_FOR_SCOPE(&m->lock);
+    struct cached *c;
+    if (gen == m->generation && (c = entry(m, key)) && !c->vm) {
+        c->vm = v;
+        v->refs++;                  /* the cache's */
+    }
+    *ret = v;
+    return 0;
+}
+
+int
+model_snapshots_get(struct model *m, const char *ns, const char *name,
+                    struct model_snapshots **ret)
+{
+    _cleanup_free_ char *key = key_of(ns, name);
+    uint64_t gen, now = now_monotonic_ns();
+    int r;
+
+    if (!key)
+        return -ENOMEM;
+    if (!m->ops->snapshot_list)
+        return -ENOTSUP;
+    {
+        LOCK_FOR_SCOPE(&m->lock);
+        struct cached *c = hashmap_get(m->vms, key);
+        if (c && c->snaps && now - c->snaps->fetched_ns < SNAPSHOTS_TTL_NS) {
+            __atomic_add_fetch(&c->snaps->refs, 1, __ATOMIC_ACQ_REL);
+            *ret = c->snaps;
+            return 0;
+        }
+        gen = m->generation;
+    }
+
+    struct vm_ref ref = { .ns = ns ? ns : "", .name = name };
+    struct model_snapshots *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    r = m->ops->snapshot_list(m->h, &ref, &s->v, &s->n);
+    if (r < 0) {
+        free(s);
+        return r;
+    }
+    s->refs = 1;
+    s->fetched_ns = now;
+
+    LOCK_FOR_SCOPE(&m->lock);
+    struct cached *c;
+    if (gen == m->generation && (c = entry(m, key))) {
+        model_snapshots_unref(c->snaps);
+        c->snaps = s;
+        s->refs++;
+    }
+    *ret = s;
+    return 0;
+}
+
+const struct snapshot_info *
+model_snapshot_find(const struct model_snapshots *s, const char *snap)
+{
+    size_t lo = 0, hi = s ? s->n : 0;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(s->v[mid]->name, snap);
+        if (c == 0)
+            return s->v[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* Forget a VM's cached snapshots (after a change made through us). */
+static void
+drop_snapshots(struct model *m, const char *ns, const char *vm)
+{
+    _cleanup_free_ char *key = key_of(ns, vm);
+    LOCK_FOR_SCOPE(&m->lock);
+    struct cached *c = key ? hashmap_get(m->vms, key) : NULL;
+    if (c) {
+        model_snapshots_unref(c->snaps);
+        c->snaps = NULL;
+    }
+    m->generation++;
+}
+
+int
+model_snapshot_create(struct model *m, const char *ns, const char *vm,
+                      const char *snap, const struct vmsnapfs_opts *o)
+{
+    struct vm_ref ref = { .ns = ns ? ns : "", .name = vm };
+    int r;
+
+    if (!m->ops->snapshot_create)
+        return -ENOTSUP;
+    r = m->ops->snapshot_create(m->h, &ref, snap, o);
+    drop_snapshots(m, ns, vm);
+    return r;
+}
+
+int
+model_snapshot_delete(struct model *m, const char *ns, const char *vm,
+                      const char *snap)
+{
+    struct vm_ref ref = { .ns = ns ? ns : "", .name = vm };
+    int r;
+
+    if (!m->ops->snapshot_delete)
+        return -ENOTSUP;
+    r = m->ops->snapshot_delete(m->h, &ref, snap);
+    drop_snapshots(m, ns, vm);
+    return r;
+}

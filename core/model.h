@@ -1,0 +1,77 @@
+/* core/model.h: what the tree shows, cached in front of a backend.
+ *
+ * VM lists and VM details are cached until the backend reports a change
+ * (an event) and then fetched again on the next access; snapshot lists,
+ * which libvirt reports no events for, are cached for SNAPSHOTS_TTL_NS.
+ * Cached objects are immutable and reference-counted, so readers render
+ * them without holding a lock. The listener hears of every change after the
+ * cache has dropped it (fs/ uses it to invalidate the kernel's caches).
+ *
+ * Thread model: all functions are thread-safe; listener callbacks run on
+ * the backend's event thread.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend.h"
+#include "events.h"
+#include "opts.h"
+
+#define SNAPSHOTS_TTL_NS (UINT64_C(1000) * 1000000)
+
+struct model;
+
+struct model_listener {
+    void (*vm_changed)(void *opaque, const char *ns, const char *name);
+    void (*reset)(void *opaque);
+    void *opaque;
+};
+
+/* Immutable, shared: release with model_vm_unref(). */
+struct model_vm {
+    int refs;
+    struct vm_info *info;
+};
+
+struct model_snapshots {
+    int refs;
+    uint64_t fetched_ns;          /* CLOCK_MONOTONIC */
+    struct snapshot_info **v;     /* sorted by name */
+    size_t n;
+};
+
+/* -EINVAL (logged) if no backend serves source. */
+int model_open(const char *source, const struct vmsnapfs_opts *o,
+               struct model **ret);
+void model_close(struct model *m);
+void model_set_listener(struct model *m, const struct model_listener *l);
+
+bool model_namespaced(const struct model *m);
+struct events *model_events(struct model *m);
+
+int model_list_namespaces(struct model *m, char ***ret_names);
+int model_list_vms(struct model *m, const char *ns, char ***ret_names);
+/* 0 if ns/name is a VM, -ENOENT if not (from the cached list) */
+int model_vm_exists(struct model *m, const char *ns, const char *name);
+int model_namespace_exists(struct model *m, const char *ns);
+
+int model_vm_get(struct model *m, const char *ns, const char *name,
+                 struct model_vm **ret);
+void model_vm_unref(struct model_vm *v);
+
+int model_snapshots_get(struct model *m, const char *ns, const char *name,
+                        struct model_snapshots **ret);
+void model_snapshots_unref(struct model_snapshots *s);
+/* the snapshot called snap in s, or NULL */
+const struct snapshot_info *model_snapshot_find(const struct model_snapshots *s,
+                                                const char *snap);
+
+/* The backend's op for creating a snapshot; -ENOTSUP where it has none. */
+int model_snapshot_create(struct model *m, const char *ns, const char *vm,
+                          const char *snap, const struct vmsnapfs_opts *o);
+int model_snapshot_delete(struct model *m, const char *ns, const char *vm,
+                          const char *snap);
+
+uint64_t now_monotonic_ns(void);

@@ -1,0 +1,77 @@
+/* core/snapshot-json.c: see snapshot-json.h; pure, thread-safe. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "snapshot-json.h"
+
+char *
+time_rfc3339(time_t t, char *buf, size_t size)
+{
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        buf[0] = '\0';
+    return buf;
+}
+
+static json_object *
+strv_json(char *const *v)
+{
+    json_object *a = json_object_new_array();
+    for (size_t i = 0; a && v && v[i]; i++)
+        json_object_array_add(a, json_object_new_string(v[i]));
+    return a;
+}
+
+char *
+snapshot_status_json(const char *ns, const char *vm,
+                     const struct snapshot_info *s)
+{
+    json_object *o = json_object_new_object();
+    json_object *ind = json_object_new_array();
+    json_object *vols = json_object_new_array();
+    char when[32];
+    char *out = NULL;
+
+    if (!o || !ind || !vols) {
+        json_object_put(o);
+        json_object_put(ind);
+        json_object_put(vols);
+        return NULL;
+    }
+    for (int i = 0; i < _INDICATION_MAX; i++)
+        if (s->indications & (1u << i))
+            json_object_array_add(ind, json_object_new_string(
+                                           indication_to_string(i)));
+    for (size_t i = 0; i < s->n_volumes; i++) {
+        json_object *v = json_object_new_object();
+        json_object_object_add(v, "name", json_object_new_string(s->volumes[i].name));
+        json_object_object_add(v, "size", json_object_new_int64((int64_t) s->volumes[i].size));
+        json_object_object_add(v, "format", json_object_new_string(s->volumes[i].format));
+        json_object_array_add(vols, v);
+    }
+
+    if (ns && *ns)
+        json_object_object_add(o, "namespace", json_object_new_string(ns));
+    json_object_object_add(o, "vm", json_object_new_string(vm));
+    json_object_object_add(o, "name", json_object_new_string(s->name));
+    json_object_object_add(o, "phase", json_object_new_string(
+                                           snapshot_phase_to_string(s->phase)));
+    json_object_object_add(o, "indications", ind);
+    json_object_object_add(o, "error", json_object_new_string(s->error ? s->error : ""));
+    json_object_object_add(o, "created", json_object_new_string(
+                                             time_rfc3339(s->created, when, sizeof when)));
+    json_object_object_add(o, "volumes", vols);
+    json_object_object_add(o, "excludedVolumes", strv_json(s->excluded));
+    if (s->resources)
+        json_object_object_add(o, "resources", strv_json(s->resources));
+
+    const char *text = json_object_to_json_string_ext(
+        o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);
+    if (text && asprintf(&out, "%s\n", text) < 0)
+        out = NULL;
+    json_object_put(o);
+    return out;
+}

@@ -1,0 +1,135 @@
+/* fs/notify.c: invalidates the kernel's caches when the model reports a
+ * change. The model's listener runs on the backend's event thread; it only
+ * queues work. A thread of ours calls fuse_lowlevel_notify_inval_*(), which
+ * must not run on a request path (libfuse documents the deadlock). */
+#define LOG_MODULE "notify"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "fs.h"
+#include "log.h"
+
+struct notify_item {
+    struct notify_item *next;
+    fuse_ino_t parent;      /* entry: parent and name; 0: inode only */
+    fuse_ino_t ino;
+    char name[];
+};
+
+static void
+push(struct fs *fs, fuse_ino_t parent, const char *name, fuse_ino_t ino)
+{
+    size_t len = name ? strlen(name) : 0;
+    struct notify_item *it = malloc(sizeof *it + len + 1);
+
+    if (!it)
+        return;     /* the kernel's timeouts still bound the staleness */
+    it->next = NULL;
+    it->parent = parent;
+    it->ino = ino;
+    memcpy(it->name, name ? name : "", len + 1);
+
+    LOCK_FOR_SCOPE(&fs->nlock);
+    if (fs->ntail)
+        fs->ntail->next = it;
+    else
+        fs->nhead = it;
+    fs->ntail = it;
+    pthread_cond_signal(&fs->ncond);
+}
+
+/* Called under the node table lock. */
+static void
+queue_node(struct fs *fs, struct fs_node *n, void *opaque)
+{
+    (void) opaque;
+    push(fs, n->parent ? inode_ino(fs, n->parent) : 0, n->name, inode_ino(fs, n));
+}
+
+static void
+on_vm_changed(void *opaque, const char *ns, const char *name)
+{
+    struct fs *fs = opaque;
+
+    /* the VM's own entry (it may be new or gone), then all of its nodes */
+    if (!model_namespaced(fs->model))
+        push(fs, FUSE_ROOT_ID, name, 0);
+    inode_foreach_vm(fs, ns, name, queue_node, NULL);
+}
+
+static void
+on_reset(void *opaque)
+{
+    struct fs *fs = opaque;
+
+    inode_foreach_vm(fs, NULL, NULL, queue_node, NULL);
+    push(fs, 0, NULL, FUSE_ROOT_ID);
+}
+
+const struct model_listener notify_listener = {
+    .vm_changed = on_vm_changed,
+    .reset = on_reset,
+};
+
+static void *
+notify_thread(void *opaque)
+{
+    struct fs *fs = opaque;
+
+    for (;;) {
+        struct notify_item *it;
+        {
+            LOCK_FOR_SCOPE(&fs->nlock);
+            while (!fs->nhead && !fs->nquit)
+                pthread_cond_wait(&fs->ncond, &fs->nlock);
+            if (fs->nquit)
+                return NULL;
+            it = fs->nhead;
+            fs->nhead = it->next;
+            if (!fs->nhead)
+                fs->ntail = NULL;
+        }
+        /* -ENOENT: the kernel did not know it; nothing to do */
+        if (it->parent)
+            (void) fuse_lowlevel_notify_inval_entry(fs->se, it->parent, it->name,
+                                                    strlen(it->name));
+        if (it->ino)
+            (void) fuse_lowlevel_notify_inval_inode(fs->se, it->ino, 0, 0);
+        log_debug("invalidated %s", it->name[0] ? it->name : "inode");
+        free(it);
+    }
+}
+
+int
+notify_start(struct fs *fs)
+{
+    pthread_mutex_init(&fs->nlock, NULL);
+    pthread_cond_init(&fs->ncond, NULL);
+    if (pthread_create(&fs->nthread, NULL, notify_thread, fs) != 0)
+        return -EAGAIN;
+    fs->nthread_started = true;
+    return 0;
+}
+
+void
+notify_stop(struct fs *fs)
+{
+    if (!fs->nthread_started)
+        return;
+    {
+        LOCK_FOR_SCOPE(&fs->nlock);
+        fs->nquit = true;
+        pthread_cond_signal(&fs->ncond);
+    }
+    pthread_join(fs->nthread, NULL);
+    while (fs->nhead) {
+        struct notify_item *it = fs->nhead;
+        fs->nhead = it->next;
+        free(it);
+    }
+    fs->ntail = NULL;
+    fs->nthread_started = false;
+}

@@ -1,0 +1,484 @@
+/* fs/ops.c: the FUSE low-level callbacks. Each finds its node, checks what
+ * only the FUSE layer knows, asks core/ (through tree.c and render.c), and
+ * replies exactly once.
+ *
+ * Thread model: callbacks run on libfuse's worker threads; shared state is
+ * the node table (inode.c, locked) and the model (thread-safe). Open files
+ * and directories carry their own immutable content in fi->fh.
+ */
+#define LOG_MODULE "fs"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cleanup.h"
+#include "fs.h"
+#include "log.h"
+#include "name.h"
+
+struct open_file {
+    char *buf;              /* generated files: the content at open */
+    size_t len;
+};
+
+struct dir_handle {
+    struct tree_entry *entries;
+    size_t n;
+};
+
+static struct fs *
+fs_of(fuse_req_t req)
+{
+    return fuse_req_userdata(req);
+}
+
+static void
+fs_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void) userdata;
+    /* ls -l of a large host: names and attributes in one go */
+    if (conn->capable & FUSE_CAP_READDIRPLUS)
+        conn->want |= FUSE_CAP_READDIRPLUS;
+    conn->want &= ~(unsigned) FUSE_CAP_READDIRPLUS_AUTO;
+}
+
+/* Fills e for node n (one lookup reference already taken). */
+static int
+entry_of(struct fs *fs, struct fs_node *n, struct fuse_entry_param *e)
+{
+    int r;
+
+    memset(e, 0, sizeof *e);
+    r = tree_stat(fs, n, &e->attr);
+    if (r < 0)
+        return r;
+    e->ino = inode_ino(fs, n);
+    e->generation = 1;
+    e->attr_timeout = e->entry_timeout = tree_timeout(n->kind);
+    return 0;
+}
+
+static void
+fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_node *dir = inode_get(fs, parent), *n;
+    struct fuse_entry_param e;
+    enum node_kind kind;
+    int r;
+
+    fs_trace("lookup", "parent=%" PRIu64 " name='%s'", (uint64_t) parent, name);
+    if (!tree_is_dir(dir->kind))
+        return (void) fuse_reply_err(req, ENOTDIR);
+    r = tree_lookup(fs, dir, name, &kind);
+    if (r < 0)
+        return (void) fuse_reply_err(req, -r);
+    n = inode_ref_child(fs, dir, name, kind);
+    if (!n)
+        return (void) fuse_reply_err(req, ENOMEM);
+    r = entry_of(fs, n, &e);
+    if (r < 0) {
+        inode_unref(fs, n, 1);
+        return (void) fuse_reply_err(req, -r);
+    }
+    if (fuse_reply_entry(req, &e) != 0)
+        inode_unref(fs, n, 1);      /* the kernel did not get it */
+}
+
+static void
+fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    struct fs *fs = fs_of(req);
+
+    inode_unref(fs, inode_get(fs, ino), nlookup);
+    fuse_reply_none(req);
+}
+
+static void
+fs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    struct fs *fs = fs_of(req);
+
+    for (size_t i = 0; i < count; i++)
+        inode_unref(fs, inode_get(fs, forgets[i].ino), forgets[i].nlookup);
+    fuse_reply_none(req);
+}
+
+static void
+fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_node *n = inode_get(fs, ino);
+    struct stat st;
+    int r;
+
+    (void) fi;
+    r = tree_stat(fs, n, &st);
+    if (r < 0)
+        return (void) fuse_reply_err(req, -r);
+    fuse_reply_attr(req, &st, tree_timeout(n->kind));
+}
+
+static void
+fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+           struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_node *n = inode_get(fs, ino);
+    struct stat st;
+    int r;
+
+    (void) attr;
+    if (to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
+        return (void) fuse_reply_err(req, EPERM);
+    /* truncating a control file before writing it is part of `echo x >` */
+    if (!tree_is_control(n->kind))
+        return (void) fuse_reply_err(req, EROFS);
+    r = tree_stat(fs, n, &st);
+    if (r < 0)
+        return (void) fuse_reply_err(req, -r);
+    (void) fi;
+    fuse_reply_attr(req, &st, tree_timeout(n->kind));
+}
+
+static void
+fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_node *n = inode_get(fs, ino);
+    struct dir_handle *d = calloc(1, sizeof *d);
+    int r;
+
+    if (!d)
+        return (void) fuse_reply_err(req, ENOMEM);
+    r = tree_list(fs, n, &d->entries, &d->n);
+    if (r < 0) {
+        free(d);
+        return (void) fuse_reply_err(req, -r);
+    }
+    fi->fh = (uintptr_t) d;
+    if (fuse_reply_open(req, fi) != 0) {
+        tree_entries_free(d->entries, d->n);
+        free(d);
+    }
+}
+
+static void
+fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct dir_handle *d = (struct dir_handle *) (uintptr_t) fi->fh;
+
+    (void) ino;
+    if (d) {
+        tree_entries_free(d->entries, d->n);
+        free(d);
+    }
+    fuse_reply_err(req, 0);
+}
+
+/* Offsets: 0 ".", 1 "..", 2+i entry i. */
+static void
+readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+               struct fuse_file_info *fi, bool plus)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_node *dir = inode_get(fs, ino);
+    struct dir_handle *d = (struct dir_handle *) (uintptr_t) fi->fh;
+    _cleanup_free_ char *buf = malloc(size);
+    size_t used = 0;
+
+    if (!buf)
+        return (void) fuse_reply_err(req, ENOMEM);
+    for (off_t i = off; (size_t) i < d->n + 2; i++) {
+        struct fuse_entry_param e = { 0 };
+        struct fs_node *n = NULL;
+        const char *name;
+        size_t need;
+
+        if (i < 2) {
+            name = i == 0 ? "." : "..";
+            e.attr.st_ino = i == 0 ? ino : inode_ino(fs, dir->parent ? dir->parent : dir);
+            e.attr.st_mode = S_IFDIR;
+        } else {
+            struct tree_entry *t = &d->entries[i - 2];
+            name = t->name;
+            if (plus) {
+                n = inode_ref_child(fs, dir, name, t->kind);
+                if (!n || entry_of(fs, n, &e) < 0) {
+                    if (n)
+                        inode_unref(fs, n, 1);
+                    continue;       /* gone since opendir */
+                }
+            } else {
+                e.attr.st_ino = 0xffffffff;   /* unknown: the kernel looks up */
+                e.attr.st_mode = tree_is_dir(t->kind) ? S_IFDIR : S_IFREG;
+            }
+        }
+        if (plus)
+            need = fuse_add_direntry_plus(req, buf + used, size - used, name,
+                                          n || i < 2 ? &e : NULL, i + 1);
+        else
+            need = fuse_add_direntry(req, buf + used, size - used, name,
+                                     &e.attr, i + 1);
+        if (need > size - used) {
+            if (n)
+                inode_unref(fs, n, 1);  /* did not fit: not handed out */
+            break;
+        }
+        used += need;
+    }
+    fuse_reply_buf(req, buf, used);
+}
+
+static void
+fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+           struct fuse_file_info *fi)
+{
+    readdir_common(req, ino, size, off, fi, false);
+}
+
+static void
+fs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+               struct fuse_file_info *fi)
+{
+    readdir_common(req, ino, size, off, fi, true);
+}
+
+static void
+fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_node *n = inode_get(fs, ino);
+    bool writing = (fi->flags & O_ACCMODE) != O_RDONLY;
+    struct open_file *h;
+    int r;
+
+    if (tree_is_dir(n->kind))
+        return (void) fuse_reply_err(req, EISDIR);
+    if (writing && !tree_is_control(n->kind))
+        return (void) fuse_reply_err(req, EROFS);
+
+    h = calloc(1, sizeof *h);
+    if (!h)
+        return (void) fuse_reply_err(req, ENOMEM);
+    if (tree_is_volume(n->kind)) {
+        struct stat st;
+        r = tree_stat(fs, n, &st);       /* it must still exist */
+    } else {
+        r = render_node(fs, n, &h->buf, &h->len);
+        fi->direct_io = 1;   /* content may change size between opens */
+    }
+    if (r < 0) {
+        free(h);
+        return (void) fuse_reply_err(req, -r);
+    }
+    fi->fh = (uintptr_t) h;
+    if (fuse_reply_open(req, fi) != 0) {
+        free(h->buf);
+        free(h);
+    }
+}
+
+static void
+fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+        struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_node *n = inode_get(fs, ino);
+    struct open_file *h = (struct open_file *) (uintptr_t) fi->fh;
+
+    if (tree_is_volume(n->kind)) {
+        events_add(model_events(fs->model), n->ns, n->vm, "read-volume",
+                   n->vol, -EIO, "reading disk data is not supported by this "
+                   "version of vmsnapfs yet");
+        return (void) fuse_reply_err(req, EIO);
+    }
+    if (off < 0 || (size_t) off >= h->len)
+        return (void) fuse_reply_buf(req, NULL, 0);
+    if (size > h->len - (size_t) off)
+        size = h->len - (size_t) off;
+    fuse_reply_buf(req, h->buf + off, size);
+}
+
+static void
+fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+         off_t off, struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_node *n = inode_get(fs, ino);
+
+    (void) buf;
+    (void) off;
+    (void) fi;
+    (void) size;
+    events_add(model_events(fs->model), n->ns, n->vm,
+               n->kind == NODE_VM_RESTORE ? "restore" : "clone", n->snap,
+               -ENOTSUP, "not supported by the %s backend yet",
+               model_namespaced(fs->model) ? "KubeVirt" : "libvirt");
+    fuse_reply_err(req, ENOTSUP);
+}
+
+static void
+fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct open_file *h = (struct open_file *) (uintptr_t) fi->fh;
+
+    (void) ino;
+    if (h) {
+        free(h->buf);
+        free(h);
+    }
+    fuse_reply_err(req, 0);
+}
+
+static void
+fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_node *dir = inode_get(fs, parent), *n;
+    struct fuse_entry_param e;
+    enum node_kind kind;
+    int r;
+
+    (void) mode;
+    fs_trace("mkdir", "parent=%" PRIu64 " name='%s'", (uint64_t) parent, name);
+    if (dir->kind != NODE_SNAPSHOTS)
+        return (void) fuse_reply_err(req, EPERM);
+    r = name_check(name);
+    if (r < 0) {
+        events_add(model_events(fs->model), dir->ns, dir->vm, "snapshot", name,
+                   r, "invalid snapshot name: 1-63 of a-z, 0-9, '-', '.'; "
+                   "each '.'-separated part starts and ends with a letter or digit");
+        return (void) fuse_reply_err(req, -r);
+    }
+    if (tree_lookup(fs, dir, name, &kind) == 0)
+        return (void) fuse_reply_err(req, EEXIST);
+    r = model_snapshot_create(fs->model, dir->ns, dir->vm, name, fs->opts);
+    if (r == -ENOTSUP)
+        events_add(model_events(fs->model), dir->ns, dir->vm, "snapshot", name,
+                   r, "taking snapshots is not supported by this version yet");
+    if (r < 0)
+        return (void) fuse_reply_err(req, -r);
+    r = tree_lookup(fs, dir, name, &kind);
+    n = r < 0 ? NULL : inode_ref_child(fs, dir, name, kind);
+    if (!n)
+        return (void) fuse_reply_err(req, r < 0 ? -r : ENOMEM);
+    r = entry_of(fs, n, &e);
+    if (r < 0) {
+        inode_unref(fs, n, 1);
+        return (void) fuse_reply_err(req, -r);
+    }
+    if (fuse_reply_entry(req, &e) != 0)
+        inode_unref(fs, n, 1);
+}
+
+static void
+fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_node *dir = inode_get(fs, parent);
+    enum node_kind kind;
+    int r;
+
+    fs_trace("rmdir", "parent=%" PRIu64 " name='%s'", (uint64_t) parent, name);
+    r = tree_lookup(fs, dir, name, &kind);
+    if (r < 0)
+        return (void) fuse_reply_err(req, -r);
+    if (kind != NODE_SNAPSHOT)
+        return (void) fuse_reply_err(req, tree_is_dir(kind) ? EPERM : ENOTDIR);
+    r = model_snapshot_delete(fs->model, dir->ns, dir->vm, name);
+    if (r == -ENOTSUP)
+        events_add(model_events(fs->model), dir->ns, dir->vm, "delete-snapshot",
+                   name, r, "deleting snapshots is not supported by this "
+                   "version yet");
+    fuse_reply_err(req, r < 0 ? -r : 0);
+}
+
+/* The fixed tree: no new files, links or renames. */
+static void
+fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+          struct fuse_file_info *fi)
+{
+    (void) parent;
+    (void) name;
+    (void) mode;
+    (void) fi;
+    fuse_reply_err(req, EROFS);
+}
+
+static void
+fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+         dev_t rdev)
+{
+    (void) parent;
+    (void) name;
+    (void) mode;
+    (void) rdev;
+    fuse_reply_err(req, EROFS);
+}
+
+static void
+fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    (void) parent;
+    (void) name;
+    fuse_reply_err(req, EROFS);
+}
+
+static void
+fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+          fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+    (void) parent;
+    (void) name;
+    (void) newparent;
+    (void) newname;
+    (void) flags;
+    fuse_reply_err(req, EROFS);
+}
+
+static void
+fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    (void) link;
+    (void) parent;
+    (void) name;
+    fuse_reply_err(req, EROFS);
+}
+
+static void
+fs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    struct statvfs sv = { .f_bsize = 4096, .f_frsize = 4096, .f_namemax = 255 };
+
+    (void) ino;
+    fuse_reply_statfs(req, &sv);
+}
+
+const struct fuse_lowlevel_ops fs_ops = {
+    .init = fs_init,
+    .lookup = fs_lookup,
+    .forget = fs_forget,
+    .forget_multi = fs_forget_multi,
+    .getattr = fs_getattr,
+    .setattr = fs_setattr,
+    .opendir = fs_opendir,
+    .readdir = fs_readdir,
+    .readdirplus = fs_readdirplus,
+    .releasedir = fs_releasedir,
+    .open = fs_open,
+    .read = fs_read,
+    .write = fs_write,
+    .release = fs_release,
+    .mkdir = fs_mkdir,
+    .rmdir = fs_rmdir,
+    .create = fs_create,
+    .mknod = fs_mknod,
+    .unlink = fs_unlink,
+    .rename = fs_rename,
+    .symlink = fs_symlink,
+    .statfs = fs_statfs,
+};

@@ -1,0 +1,138 @@
+/* tests/unit/test-libvirt-xml.c: domain XML -> volumes, agent state,
+ * snapshot XML. Reads the documents in tests/data/. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "libvirt-xml.h"
+
+static char *
+slurp(const char *name)
+{
+    char path[4096];
+    const char *dir = getenv("TEST_DATA_DIR");
+    snprintf(path, sizeof path, "%s/%s", dir ? dir : "tests/data", name);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char *buf = calloc(1, 1 << 20);
+    assert_non_null(buf);
+    size_t n = fread(buf, 1, (1 << 20) - 1, f);
+    assert_true(n > 0);
+    fclose(f);
+    return buf;
+}
+
+static void
+test_disks(void **state)
+{
+    char *xml = slurp("domain-disks.xml");
+    struct volume *v = NULL;
+    size_t n = 0;
+    (void) state;
+
+    assert_int_equal(lv_xml_disks(xml, &v, &n), 0);
+    assert_int_equal(n, 5);
+    assert_string_equal(v[0].name, "vda");
+    assert_string_equal(v[0].format, "qcow2");
+    /* the top image, not the backing file */
+    assert_string_equal(v[0].source, "/var/lib/vmsnapfs-test/root.qcow2");
+    assert_int_equal(v[0].flags, 0);
+
+    assert_string_equal(v[1].name, "vdb");
+    assert_string_equal(v[1].source, "/dev/vg0/data");
+    assert_int_equal(v[1].flags, VOLUME_SHAREABLE);
+
+    assert_string_equal(v[2].name, "sda");
+    assert_int_equal(v[2].flags, VOLUME_CDROM | VOLUME_READONLY);
+
+    assert_string_equal(v[3].name, "vdc");
+    assert_string_equal(v[3].source, "default/extra.img");
+    assert_int_equal(v[3].flags, VOLUME_READONLY);
+
+    /* no driver, no source: still a disk, format unknown */
+    assert_string_equal(v[4].name, "vdd");
+    assert_string_equal(v[4].format, "");
+    assert_null(v[4].source);
+
+    for (size_t i = 0; i < n; i++)
+        volume_clear(&v[i]);
+    free(v);
+    free(xml);
+}
+
+static void
+test_agent(void **state)
+{
+    char *xml = slurp("domain-disks.xml");
+    (void) state;
+
+    assert_int_equal(lv_xml_agent_connected(xml), 1);
+    char *p = strstr(xml, "state='connected'");
+    assert_non_null(p);
+    memcpy(p, "state='unplugged'", strlen("state='unplugged'"));
+    assert_int_equal(lv_xml_agent_connected(xml), 0);
+    assert_int_equal(lv_xml_agent_connected("<domain><devices/></domain>"), 0);
+    assert_int_equal(lv_xml_agent_connected("<domain"), -EINVAL);
+    assert_int_equal(lv_xml_agent_connected("<other/>"), -EINVAL);
+    free(xml);
+}
+
+static void
+test_bad_xml(void **state)
+{
+    struct volume *v = NULL;
+    size_t n = 0;
+    (void) state;
+    assert_int_equal(lv_xml_disks("not xml", &v, &n), -EINVAL);
+    assert_int_equal(lv_xml_disks(NULL, &v, &n), -EINVAL);
+    /* a disk without a target is unusable */
+    assert_int_equal(lv_xml_disks("<domain><devices><disk device='disk'/>"
+                                  "</devices></domain>", &v, &n), -EINVAL);
+    assert_int_equal(lv_xml_disks("<domain/>", &v, &n), 0);
+    assert_int_equal(n, 0);
+    free(v);
+}
+
+static void
+test_snapshot(void **state)
+{
+    char *xml = slurp("snapshot.xml");
+    struct lv_xml_snapshot s;
+    (void) state;
+
+    assert_int_equal(lv_xml_snapshot_parse(xml, &s), 0);
+    assert_string_equal(s.name, "before-upgrade");
+    assert_string_equal(s.state, "disk-snapshot");
+    assert_string_equal(s.description, "made by hand");
+    assert_int_equal(s.created, 1763786400);
+    assert_non_null(s.domain);
+    assert_non_null(strstr(s.domain, "<domain type=\"qemu\">"));
+    assert_non_null(strstr(s.domain, "/var/lib/vmsnapfs-test/root.raw"));
+    assert_null(strstr(s.domain, "domainsnapshot"));
+    assert_int_equal(s.n_disks, 2);
+    assert_string_equal(s.disks[0].name, "vda");
+    assert_string_equal(s.disks[0].source, "/var/lib/vmsnapfs-test/root.before-upgrade");
+    assert_string_equal(s.disks[1].name, "sda");
+    lv_xml_snapshot_clear(&s);
+
+    assert_int_equal(lv_xml_snapshot_parse("<domain/>", &s), -EINVAL);
+    assert_int_equal(lv_xml_snapshot_parse("<domainsnapshot/>", &s), -EINVAL);
+    free(xml);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_disks),
+        cmocka_unit_test(test_agent),
+        cmocka_unit_test(test_bad_xml),
+        cmocka_unit_test(test_snapshot),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

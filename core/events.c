@@ -90,12 +90,10 @@ events_add(struct events *ev, const char *ns, const char *vm, const char *op,
                  err ? "failed" : "succeeded", reason) < 0)
         line = NULL;
 
-    if (err)
-        log_emit(LOG_ERR, LOG_MODULE, err, "%s%s'%s': %s %s: %s", ns && *ns ? ns : "",
-                 ns && *ns ? "/" : "", vm, op, object ? object : "", reason);
-    else
-        log_info("%s%s'%s': %s %s: %s", ns && *ns ? ns : "", ns && *ns ? "/" : "",
-                 vm, op, object ? object : "", reason);
+    /* the same facts in the log: "'ns/vm': op 'object' failed: reason" */
+    log_emit(err ? LOG_ERR : LOG_INFO, LOG_MODULE, err, "'%s%s%s': %s '%s' %s: %s",
+             ns && *ns ? ns : "", ns && *ns ? "/" : "", vm, op,
+             object ? object : "-", err ? "failed" : "succeeded", reason);
 
     _cleanup_free_ char *key = key_of(ns, vm);
     if (!line || !key) {

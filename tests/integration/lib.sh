@@ -1,0 +1,150 @@
+# tests/integration/lib.sh: shared functions for integration tests (after
+# nbdkit's tests/functions.sh). Source it first thing:
+#
+#   . "${0%/*}/lib.sh"
+#
+# Tests run under `set -euo pipefail`; exit 77 means skipped. Everything a
+# test starts or creates is undone at exit, in reverse order (at_exit).
+
+set -euo pipefail
+
+testname=${0##*/}
+testname=${testname%.sh}
+srcdir=$(cd "${0%/*}/../.." && pwd)
+: "${VMSNAPFS:=$srcdir/build/fs/vmsnapfs}"
+: "${ERRNO_PROBE:=$srcdir/build/tests/integration/errno-probe}"
+
+# A unique prefix for everything a test names (VMs, files): tests clean up
+# their own, and never touch anything else.
+TEST_PREFIX="vmsnapfs-t-$$-"
+
+_at_exit=()
+at_exit() { _at_exit+=("$*"); }
+_run_at_exit() {
+    local status=$? i
+    for ((i = ${#_at_exit[@]} - 1; i >= 0; i--)); do
+        eval "${_at_exit[i]}" || status=1
+    done
+    exit "$status"
+}
+trap _run_at_exit EXIT
+trap 'exit 1' INT TERM
+
+fail() {
+    echo "FAIL: $testname: $*" >&2
+    exit 1
+}
+
+skip() {
+    echo "SKIP: $testname: $*" >&2
+    exit 77
+}
+
+requires() {
+    command -v "$1" >/dev/null 2>&1 || skip "needs $1"
+}
+
+requires_root() {
+    [ "$(id -u)" = 0 ] || skip "needs root"
+}
+
+requires_fuse() {
+    [ -c /dev/fuse ] || skip "needs /dev/fuse"
+    requires fusermount3
+}
+
+_workdir=
+workdir() {
+    if [ -z "$_workdir" ]; then
+        _workdir=$(mktemp -d "/tmp/${TEST_PREFIX}XXXXXX")
+        at_exit "rm -rf '$_workdir'"
+    fi
+    echo "$_workdir"
+}
+
+# wait_until SECONDS CMD...: poll CMD every 50 ms until it succeeds.
+wait_until() {
+    local limit=$1 start
+    shift
+    start=$(date +%s.%N)
+    while ! "$@" 2>/dev/null; do
+        if awk -v s="$start" -v n="$(date +%s.%N)" -v l="$limit" \
+            'BEGIN { exit !(n - s > l) }'; then
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
+# expect_errno ERRNO OP PATH [ARG]: the system call OP fails with ERRNO.
+expect_errno() {
+    local want=$1 got
+    shift
+    got=$("$ERRNO_PROBE" "$@")
+    [ "$got" = "$want" ] || fail "$*: expected $want, got $got"
+}
+
+# expect_content FILE TEXT: FILE holds exactly TEXT and a newline.
+expect_content() {
+    local got
+    got=$(cat "$1") || fail "cannot read $1"
+    [ "$got" = "$2" ] || fail "$1: expected '$2', got '$got'"
+    [ "$(tail -c 1 "$1" | od -An -c | tr -d ' ')" = '\n' ] ||
+        fail "$1: does not end with a newline"
+}
+
+is_mounted() {
+    grep -q " $1 fuse.vmsnapfs " /proc/mounts
+}
+
+# start_vmsnapfs SOURCE MOUNTPOINT [OPTIONS...]: the daemon in the
+# foreground, in the background of the test; waits for the mount. At exit:
+# unmounts, requires exit status 0 and a log without unexpected errors.
+_vmsnapfs_n=0
+start_vmsnapfs() {
+    local source=$1 mnt=$2 log pid
+    shift 2
+    mkdir -p "$mnt"
+    _vmsnapfs_n=$((_vmsnapfs_n + 1))
+    log=$(workdir)/vmsnapfs-$_vmsnapfs_n.log
+    "$VMSNAPFS" -f "$@" "$source" "$mnt" 2>"$log" &
+    pid=$!
+    VMSNAPFS_PID=$pid
+    VMSNAPFS_LOG=$log
+    at_exit "stop_vmsnapfs '$mnt' $pid '$log'"
+    local i
+    for ((i = 0; i < 200; i++)); do
+        is_mounted "$mnt" && return 0
+        kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; fail "vmsnapfs died"; }
+        sleep 0.05
+    done
+    cat "$log" >&2
+    fail "no mount on $mnt after 10 s"
+}
+
+# Lines a test expects in the log (grep -E patterns), not counted as errors.
+_expected_log=()
+expect_log() { _expected_log+=("$1"); }
+
+stop_vmsnapfs() {
+    local mnt=$1 pid=$2 log=$3 status=0 line ok p
+    if is_mounted "$mnt"; then
+        fusermount3 -u "$mnt" || { fusermount3 -uz "$mnt"; status=1; }
+    fi
+    if kill -0 "$pid" 2>/dev/null; then
+        wait "$pid" || { echo "vmsnapfs exited with status $?" >&2; status=1; }
+    fi
+    # unexpected errors or warnings in the log fail the test
+    while IFS= read -r line; do
+        case "$line" in *": error: "* | *": warning: "* | *AddressSanitizer* | *"runtime error"*) ;; *) continue ;; esac
+        ok=
+        for p in "${_expected_log[@]+"${_expected_log[@]}"}"; do
+            if grep -qE -- "$p" <<<"$line"; then ok=1; fi
+        done
+        if [ -z "$ok" ]; then
+            echo "unexpected log line: $line" >&2
+            status=1
+        fi
+    done <"$log"
+    return "$status"
+}

@@ -53,14 +53,11 @@ requires_fuse() {
     requires fusermount3
 }
 
-_workdir=
-workdir() {
-    if [ -z "$_workdir" ]; then
-        _workdir=$(mktemp -d "/tmp/${TEST_PREFIX}XXXXXX")
-        at_exit "rm -rf '$_workdir'"
-    fi
-    echo "$_workdir"
-}
+# A private directory, removed at exit (made here, not in workdir(), which
+# runs in $(...) subshells).
+_workdir=$(mktemp -d "/tmp/${TEST_PREFIX}XXXXXX")
+at_exit "rm -rf '$_workdir'"
+workdir() { echo "$_workdir"; }
 
 # wait_until SECONDS CMD...: poll CMD every 50 ms until it succeeds.
 wait_until() {
@@ -147,4 +144,24 @@ stop_vmsnapfs() {
         fi
     done <"$log"
     return "$status"
+}
+
+# use_guests: real guests on qemu:///system (tests/guest/guest.sh). Sets
+# GUEST_DIR, a directory for disk images that QEMU can reach; at exit every
+# domain named with TEST_PREFIX is destroyed and undefined.
+use_guests() {
+    requires_root
+    requires virsh
+    requires qemu-system-x86_64
+    requires qemu-img
+    # shellcheck source=../guest/guest.sh
+    . "$srcdir/tests/guest/guest.sh"
+    guest_build >/dev/null || fail "cannot build the test guest"
+    libvirt_ensure_running || fail "libvirtd is not running and cannot be started"
+    guest_cleanup_stale || true
+    GUEST_DIR=/var/tmp/${TEST_PREFIX}disks
+    mkdir -p "$GUEST_DIR"
+    chmod 0755 "$GUEST_DIR"
+    at_exit "rm -rf '$GUEST_DIR'"
+    at_exit "guest_cleanup_prefix '$TEST_PREFIX'"
 }

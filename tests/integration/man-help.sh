@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# man-help.sh: --help and the man page name the same options.
+. "${0%/*}/lib.sh"
+requires scdoc
+requires man
+
+page=$(workdir)/vmsnapfs.8
+scdoc <"$srcdir/fs/vmsnapfs.8.scd" >"$page"
+text=$(MANWIDTH=200 man -l "$page" 2>/dev/null)
+
+# command-line flags and -o mount options named in --help
+help=$("$VMSNAPFS" --help)
+flags=$(grep -oE '^ +-[a-zA-Z]( |,)|--[a-z-]+' <<<"$help" | tr -d ' ,' | sort -u)
+opts=$(grep -oE '^  [a-z_]+(=| )' <<<"$help" | tr -d ' =' | sort -u)
+[ -n "$flags" ] && [ -n "$opts" ] || fail "could not read --help"
+
+for f in $flags; do
+    grep -qE -- "(^|[ ,])$f([ ,]|$)" <<<"$text" || fail "man page lacks $f"
+done
+for o in $opts; do
+    grep -qE "(^| )$o(=| |$)" <<<"$text" || fail "man page lacks option $o"
+done
+
+# and the other way: every MOUNT OPTIONS entry of the page is in --help
+man_opts=$(sed -n '/^MOUNT OPTIONS/,/^THE TREE/p' <<<"$text" |
+    grep -oE '^ {7}[a-z_]+' | tr -d ' ' | sort -u)
+[ -n "$man_opts" ] || fail "could not read the page's MOUNT OPTIONS"
+for o in $man_opts; do
+    grep -qE "^  $o(=| )" <<<"$help" || fail "--help lacks option $o"
+done
+echo "PASS: $testname"

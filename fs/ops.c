@@ -300,7 +300,14 @@ fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         return (void) fuse_reply_buf(req, NULL, 0);
     if (size > h->len - (size_t) off)
         size = h->len - (size_t) off;
-    fuse_reply_buf(req, h->buf + off, size);
+    /* Reply from a copy: once the kernel has the reply, the reader may
+     * close the file and a RELEASE on another thread free h while this
+     * thread is still returning from writev() (ASan checks after it). */
+    _cleanup_free_ char *copy = malloc(size);
+    if (!copy)
+        return (void) fuse_reply_err(req, ENOMEM);
+    memcpy(copy, h->buf + off, size);
+    fuse_reply_buf(req, copy, size);
 }
 
 static void

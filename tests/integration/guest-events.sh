@@ -54,7 +54,7 @@ expect_content "$V/agent" disconnected
 guest_virsh snapshot-delete "$vm" by-virsh --metadata >/dev/null
 wait_until 3 sh -c "! test -e '$S'" || fail "deleted snapshot still shown"
 
-guest_virsh undefine "$vm" >/dev/null
+guest_undefine "$vm"
 wait_until 1 sh -c "! test -e '$V'" || fail "undefined VM still shown after 1 s"
 expect_errno ENOENT stat "$V/state"
 ls "$mnt" | grep -qx "$vm" && fail "undefined VM still listed"

@@ -133,7 +133,7 @@ stop_vmsnapfs() {
     fi
     # unexpected errors or warnings in the log fail the test
     while IFS= read -r line; do
-        case "$line" in *": error: "* | *": warning: "* | *AddressSanitizer* | *"runtime error"*) ;; *) continue ;; esac
+        case "$line" in *": error: "* | *": warning: "* | *Sanitizer* | *"runtime error"*) ;; *) continue ;; esac
         ok=
         for p in "${_expected_log[@]+"${_expected_log[@]}"}"; do
             if grep -qE -- "$p" <<<"$line"; then ok=1; fi
@@ -143,6 +143,10 @@ stop_vmsnapfs() {
             status=1
         fi
     done <"$log"
+    if [ "$status" != 0 ]; then
+        echo "--- $log:" >&2
+        tail -n 100 "$log" >&2
+    fi
     return "$status"
 }
 

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# tools/install-deps.sh: installs what vmsnapfs needs to build, run and be
+# tested on Debian 12, as root. Does nothing when all is installed already.
+set -euo pipefail
+
+packages=(
+    # build
+    build-essential meson ninja-build pkg-config scdoc
+    libfuse3-dev libvirt-dev libxml2-dev libjson-c-dev libcmocka-dev
+    # run
+    fuse3 libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
+    # the test and demo guest, built from Debian packages (tests/guest/)
+    linux-image-amd64 busybox-static qemu-guest-agent e2fsprogs cpio kmod
+    # tests
+    man-db procps util-linux python3
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null | grep -q "ok installed"; then
+        missing+=("$p")
+    fi
+done
+if [ "${#missing[@]}" = 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing packages (run as root): ${missing[*]}" >&2
+    exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -26,11 +26,11 @@ struct lv {
     char *uri;
     struct backend_events events;
 
-    pthread_mutex_t lock;       /* protects conn, callback ids */
+    pthread_mutex_t lock;       /* protects conn, ids, lost_logged */
     virConnectPtr conn;         /* NULL while disconnected */
-    int cb_lifecycle, cb_agent, cb_device_add, cb_device_del;
+    int ids[8];                 /* event subscriptions of conn */
     bool lost_logged;
-    bool dead;                  /* closed by the close callback */
+    bool dead;                  /* atomic: closed under us; drop and reconnect */
 
     pthread_t thread;
     bool thread_started;
@@ -82,7 +82,7 @@ static virConnectPtr
 lv_conn(struct lv *lv)
 {
     LOCK_FOR_SCOPE(&lv->lock);
-    if (!lv->conn || lv->dead) {
+    if (!lv->conn || __atomic_load_n(&lv->dead, __ATOMIC_ACQUIRE)) {
         if (!lv->lost_logged)
             log_error("no connection to '%s'; reconnecting", lv->uri);
         lv->lost_logged = true;
@@ -95,23 +95,31 @@ lv_conn(struct lv *lv)
 /* ---- events ------------------------------------------------------------ */
 
 static void
-notify(struct lv *lv, virDomainPtr dom)
+notify(struct lv *lv, virDomainPtr dom, unsigned change)
 {
     const char *name = virDomainGetName(dom);
 
-    log_debug("event for '%s'", name ? name : "?");
+    log_debug("event for '%s' (change %#x)", name ? name : "?", change);
     if (name && lv->events.vm_changed)
-        lv->events.vm_changed(lv->events.opaque, "", name);
+        lv->events.vm_changed(lv->events.opaque, "", name, change);
 }
 
 static int
 on_lifecycle(virConnectPtr c, virDomainPtr dom, int event, int detail,
              void *opaque)
 {
+    unsigned change = VM_CHANGE_STATE;
+
     (void) c;
-    (void) event;
-    (void) detail;
-    notify(opaque, dom);
+    if (event == VIR_DOMAIN_EVENT_DEFINED) {
+        change = detail == VIR_DOMAIN_EVENT_DEFINED_ADDED ||
+                         detail == VIR_DOMAIN_EVENT_DEFINED_RENAMED
+                     ? VM_CHANGE_EXISTENCE
+                     : VM_CHANGE_DEFINITION;
+    } else if (event == VIR_DOMAIN_EVENT_UNDEFINED) {
+        change = VM_CHANGE_EXISTENCE;
+    }
+    notify(opaque, dom, change);
     return 0;
 }
 
@@ -121,64 +129,132 @@ on_agent(virConnectPtr c, virDomainPtr dom, int state, int reason, void *opaque)
     (void) c;
     (void) state;
     (void) reason;
-    notify(opaque, dom);
+    notify(opaque, dom, VM_CHANGE_STATE);
 }
 
+/* device added or removed: the set of volumes may differ */
 static void
 on_device(virConnectPtr c, virDomainPtr dom, const char *alias, void *opaque)
 {
     (void) c;
     (void) alias;
-    notify(opaque, dom);
+    notify(opaque, dom, VM_CHANGE_DEFINITION);
+}
+
+static void
+on_metadata(virConnectPtr c, virDomainPtr dom, int type, const char *nsuri,
+            void *opaque)
+{
+    (void) c;
+    (void) type;
+    (void) nsuri;
+    notify(opaque, dom, VM_CHANGE_DEFINITION);
+}
+
+/* a block job ended (commit, copy pivot, backup): sources may differ */
+static void
+on_block_job(virConnectPtr c, virDomainPtr dom, const char *disk, int type,
+             int status, void *opaque)
+{
+    (void) c;
+    (void) disk;
+    (void) type;
+    (void) status;
+    notify(opaque, dom, VM_CHANGE_DEFINITION);
+}
+
+static void
+on_disk_change(virConnectPtr c, virDomainPtr dom, const char *old_src,
+               const char *new_src, const char *alias, int reason, void *opaque)
+{
+    (void) c;
+    (void) old_src;
+    (void) new_src;
+    (void) alias;
+    (void) reason;
+    notify(opaque, dom, VM_CHANGE_DEFINITION);
+}
+
+static void
+on_tray(virConnectPtr c, virDomainPtr dom, const char *alias, int reason,
+        void *opaque)
+{
+    (void) c;
+    (void) alias;
+    (void) reason;
+    notify(opaque, dom, VM_CHANGE_DEFINITION);
 }
 
 static void on_close(virConnectPtr conn, int reason, void *opaque);
 
-/* Called with lv->lock held. */
-static void
-register_callbacks(struct lv *lv)
-{
-    virConnectPtr c = lv->conn;
+/* The domain events vmsnapfs listens to; ids are per connection. */
+static const struct {
+    int id;
+    virConnectDomainEventGenericCallback cb;
+} subscriptions[] = {
+    { VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle) },
+    { VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(on_agent) },
+    { VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, VIR_DOMAIN_EVENT_CALLBACK(on_device) },
+    { VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, VIR_DOMAIN_EVENT_CALLBACK(on_device) },
+    { VIR_DOMAIN_EVENT_ID_METADATA_CHANGE, VIR_DOMAIN_EVENT_CALLBACK(on_metadata) },
+    { VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, VIR_DOMAIN_EVENT_CALLBACK(on_block_job) },
+    { VIR_DOMAIN_EVENT_ID_DISK_CHANGE, VIR_DOMAIN_EVENT_CALLBACK(on_disk_change) },
+    { VIR_DOMAIN_EVENT_ID_TRAY_CHANGE, VIR_DOMAIN_EVENT_CALLBACK(on_tray) },
+};
 
-    lv->cb_lifecycle = virConnectDomainEventRegisterAny(
-        c, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-        VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), lv, NULL);
-    lv->cb_agent = virConnectDomainEventRegisterAny(
-        c, NULL, VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE,
-        VIR_DOMAIN_EVENT_CALLBACK(on_agent), lv, NULL);
-    lv->cb_device_add = virConnectDomainEventRegisterAny(
-        c, NULL, VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
-        VIR_DOMAIN_EVENT_CALLBACK(on_device), lv, NULL);
-    lv->cb_device_del = virConnectDomainEventRegisterAny(
-        c, NULL, VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
-        VIR_DOMAIN_EVENT_CALLBACK(on_device), lv, NULL);
-    if (lv->cb_lifecycle < 0)
-        log_warning("cannot subscribe to domain events of '%s': changes by "
-                    "other tools may show late", lv->uri);
+_Static_assert(ELEMENTSOF(subscriptions) == ELEMENTSOF(((struct lv *) 0)->ids),
+               "one id per subscription");
+
+/* A connection and its subscriptions. Set up and torn down without
+ * lv->lock held: libvirt takes locks of its own in these calls, and its
+ * close callback runs under them (and then takes nothing of ours). */
+static int
+subscribe(struct lv *lv, virConnectPtr c, int *ids)
+{
+    int failed = 0;
+
+    for (size_t i = 0; i < ELEMENTSOF(subscriptions); i++) {
+        ids[i] = virConnectDomainEventRegisterAny(c, NULL, subscriptions[i].id,
+                                                  subscriptions[i].cb, lv, NULL);
+        failed += ids[i] < 0;
+    }
+    if (failed)
+        log_warning("cannot subscribe to %d kind(s) of domain event of '%s': "
+                    "such changes by other tools show only after %d s",
+                    failed, lv->uri, (int) (VM_CACHE_TTL_NS / 1000000000));
     /* notice a dead daemon within seconds; not every driver has these */
     (void) virConnectSetKeepAlive(c, 5, 3);
     (void) virConnectRegisterCloseCallback(c, on_close, lv, NULL);
     virResetLastError();
+    return 0;
 }
 
-/* Called with lv->lock held; drops the connection. */
+static void
+unsubscribe_and_close(virConnectPtr c, const int *ids)
+{
+    for (size_t i = 0; i < ELEMENTSOF(subscriptions); i++)
+        if (ids[i] >= 0)
+            (void) virConnectDomainEventDeregisterAny(c, ids[i]);
+    (void) virConnectUnregisterCloseCallback(c, on_close);
+    virResetLastError();
+    virConnectClose(c);
+}
+
+/* Takes the connection out (under the lock) and closes it (outside). */
 static void
 drop_conn(struct lv *lv)
 {
-    virConnectPtr c = lv->conn;
-    int *ids[] = { &lv->cb_lifecycle, &lv->cb_agent, &lv->cb_device_add,
-                   &lv->cb_device_del };
+    virConnectPtr c;
+    int ids[ELEMENTSOF(subscriptions)];
 
-    if (!c)
-        return;
-    for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
-        if (*ids[i] >= 0)
-            (void) virConnectDomainEventDeregisterAny(c, *ids[i]);
-        *ids[i] = -1;
+    {
+        LOCK_FOR_SCOPE(&lv->lock);
+        c = lv->conn;
+        lv->conn = NULL;
+        memcpy(ids, lv->ids, sizeof ids);
     }
-    (void) virConnectUnregisterCloseCallback(c, on_close);
-    virConnectClose(c);
-    lv->conn = NULL;
+    if (c)
+        unsubscribe_and_close(c, ids);
 }
 
 /* quiet: retrying after a loss, which is logged once already */
@@ -186,6 +262,7 @@ static int
 connect_now(struct lv *lv, bool quiet)
 {
     virConnectPtr c = virConnectOpenAuth(lv->uri, virConnectAuthPtrDefault, 0);
+    int ids[ELEMENTSOF(subscriptions)];
 
     if (!c && quiet) {
         virResetLastError();
@@ -193,16 +270,20 @@ connect_now(struct lv *lv, bool quiet)
     }
     if (!c)
         return lv_errno("connect to", lv->uri);
+    subscribe(lv, c, ids);
+
     LOCK_FOR_SCOPE(&lv->lock);
     lv->conn = c;
-    lv->dead = false;
-    register_callbacks(lv);
+    memcpy(lv->ids, ids, sizeof ids);
+    __atomic_store_n(&lv->dead, false, __ATOMIC_RELEASE);
     if (lv->lost_logged)
         log_info("connected to '%s' again", lv->uri);
     lv->lost_logged = false;
     return 0;
 }
 
+/* Runs inside libvirt's code for this connection, under its locks: it
+ * only marks the connection dead; the timer drops it. */
 static void
 on_close(virConnectPtr conn, int reason, void *opaque)
 {
@@ -211,38 +292,43 @@ on_close(virConnectPtr conn, int reason, void *opaque)
     (void) conn;
     log_error("connection to '%s' closed (reason %d); reconnecting", lv->uri,
               reason);
-    {
-        /* not dropped here: libvirt is inside this connection's code */
-        LOCK_FOR_SCOPE(&lv->lock);
-        lv->lost_logged = true;
-        lv->dead = true;
-    }
+    __atomic_store_n(&lv->dead, true, __ATOMIC_RELEASE);
     if (lv->events.reset)
         lv->events.reset(lv->events.opaque);
 }
 
-/* Every second: reconnect if the connection is gone, or dead. */
+/* Every second: drop a dead connection, and reconnect if there is none. */
 static void
 on_timer(int timer, void *opaque)
 {
     struct lv *lv = opaque;
-    bool have;
+    virConnectPtr c;
 
     (void) timer;
+    if (lv->quit)
+        return;
     {
         LOCK_FOR_SCOPE(&lv->lock);
-        if (lv->conn && !lv->dead && virConnectIsAlive(lv->conn) == 0) {
-            log_error("connection to '%s' is dead; reconnecting", lv->uri);
-            lv->lost_logged = true;
-            lv->dead = true;
-        }
-        if (lv->dead)
-            drop_conn(lv);
-        have = lv->conn != NULL;
+        c = lv->conn;
+        if (c)
+            virConnectRef(c);
     }
-    if (have || lv->quit)
-        return;
-    if (connect_now(lv, true) == 0 && lv->events.reset)
+    if (c && !__atomic_load_n(&lv->dead, __ATOMIC_ACQUIRE) &&
+        virConnectIsAlive(c) == 0) {
+        log_error("connection to '%s' is dead; reconnecting", lv->uri);
+        __atomic_store_n(&lv->dead, true, __ATOMIC_RELEASE);
+    }
+    if (c)
+        virConnectClose(c);
+    if (c && __atomic_load_n(&lv->dead, __ATOMIC_ACQUIRE)) {
+        {
+            LOCK_FOR_SCOPE(&lv->lock);
+            lv->lost_logged = true;
+        }
+        drop_conn(lv);
+        c = NULL;
+    }
+    if (!c && connect_now(lv, true) == 0 && lv->events.reset)
         lv->events.reset(lv->events.opaque);
 }
 
@@ -283,10 +369,7 @@ lv_close(void *h)
         pthread_join(lv->thread, NULL);
     if (lv->timer >= 0)
         virEventRemoveTimeout(lv->timer);
-    {
-        LOCK_FOR_SCOPE(&lv->lock);
-        drop_conn(lv);
-    }
+    drop_conn(lv);
     pthread_mutex_destroy(&lv->lock);
     free(lv->uri);
     free(lv);
@@ -308,7 +391,8 @@ lv_open(const char *source, const struct vmsnapfs_opts *o,
     if (!lv)
         return -ENOMEM;
     pthread_mutex_init(&lv->lock, NULL);
-    lv->cb_lifecycle = lv->cb_agent = lv->cb_device_add = lv->cb_device_del = -1;
+    for (size_t i = 0; i < ELEMENTSOF(lv->ids); i++)
+        lv->ids[i] = -1;
     lv->timer = -1;
     if (events)
         lv->events = *events;
@@ -493,10 +577,17 @@ snapshot_from_xml(const char *xml, const struct vm_info *now,
     if (x.state && strcmp(x.state, "shutoff") != 0)
         s->indications |= 1u << INDICATION_ONLINE;
 
-    /* disks the snapshot covers; sizes as the VM has them now */
+    /* disks the snapshot covers (sizes as the VM has them now), and the
+     * ones it left out (snapshot='no') */
     s->volumes = calloc(x.n_disks ? x.n_disks : 1, sizeof *s->volumes);
-    for (size_t i = 0; s->volumes && i < x.n_disks; i++) {
+    s->excluded = calloc(x.n_disks + 1, sizeof *s->excluded);
+    size_t n_excluded = 0;
+    for (size_t i = 0; s->volumes && s->excluded && i < x.n_disks; i++) {
         struct volume *v = &s->volumes[s->n_volumes];
+        if (x.disks[i].flags & VOLUME_NOT_SNAPSHOTTED) {
+            s->excluded[n_excluded++] = TAKE_PTR(x.disks[i].name);
+            continue;
+        }
         for (size_t j = 0; now && j < now->n_volumes; j++)
             if (strcmp(now->volumes[j].name, x.disks[i].name) == 0)
                 v->size = now->volumes[j].size;
@@ -506,7 +597,7 @@ snapshot_from_xml(const char *xml, const struct vm_info *now,
         s->n_volumes++;
     }
     lv_xml_snapshot_clear(&x);
-    if (!s->name || !s->volumes) {
+    if (!s->name || !s->volumes || !s->excluded) {
         snapshot_info_free(s);
         return -ENOMEM;
     }
@@ -549,10 +640,10 @@ lv_snapshot_list(void *h, const struct vm_ref *ref,
             r = lv_errno("get snapshot XML of", ref->name);
             continue;
         }
-        r = snapshot_from_xml(xml, now, &v[count]);
-        if (r < 0)
-            log_error_errno(r, "cannot parse snapshot '%s' of '%s'",
-                            virDomainSnapshotGetName(s), ref->name);
+        /* one snapshot libvirt describes oddly does not hide the others */
+        if (snapshot_from_xml(xml, now, &v[count]) < 0)
+            log_warning("cannot parse snapshot '%s' of '%s': left out",
+                        virDomainSnapshotGetName(s), ref->name);
         else
             count++;
     }

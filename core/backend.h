@@ -58,6 +58,7 @@ enum volume_flags {
     VOLUME_SHAREABLE = 1 << 1,
     VOLUME_CDROM = 1 << 2,
     VOLUME_HOTPLUG = 1 << 3,      /* in the running VM only */
+    VOLUME_NOT_SNAPSHOTTED = 1 << 4, /* a snapshot's disk with snapshot='no' */
 };
 
 struct volume {
@@ -111,11 +112,22 @@ struct snapshot_info {
     char **resources;           /* KubeVirt: "apiGroup kind namespace name" */
 };
 
+/* What changed about a VM, for how much of the kernel's caches to drop. */
+enum vm_change {
+    VM_CHANGE_STATE = 1 << 0,       /* state, agent: values only */
+    VM_CHANGE_DEFINITION = 1 << 1,  /* definition: volumes may come and go */
+    VM_CHANGE_EXISTENCE = 1 << 2,   /* defined, undefined, renamed */
+};
+
+/* How long VM details may be cached without an event: a bound for changes
+ * a backend has no event for. */
+#define VM_CACHE_TTL_NS (UINT64_C(30) * 1000000000)
+
 /* Changes the backend notices by itself (events); called from its thread. */
 struct backend_events {
-    /* a VM appeared, disappeared or changed (state, agent, definition,
-     * snapshots made by other tools where the backend can tell) */
-    void (*vm_changed)(void *opaque, const char *ns, const char *name);
+    /* a VM appeared, disappeared or changed; change: enum vm_change bits */
+    void (*vm_changed)(void *opaque, const char *ns, const char *name,
+                       unsigned change);
     /* anything may have changed (reconnected after the daemon came back) */
     void (*reset)(void *opaque);
     void *opaque;

@@ -94,7 +94,10 @@ parse_disk(const xmlNode *d, bool snapshot_disks, struct volume *v)
     v->format = attr(child(d, "driver"), "type");
     v->source = source_of(d);
     if (snapshot_disks) {
+        _cleanup_free_ char *mode = attr(d, "snapshot");
         v->name = attr(d, "name");
+        if (mode && strcmp(mode, "no") == 0)
+            v->flags |= VOLUME_NOT_SNAPSHOTTED;
     } else {
         v->name = attr(child(d, "target"), "dev");
         if (device && (strcmp(device, "cdrom") == 0 ||

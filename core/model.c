@@ -92,7 +92,7 @@ drop_lists(struct model *m)
 }
 
 static void
-on_vm_changed(void *opaque, const char *ns, const char *name)
+on_vm_changed(void *opaque, const char *ns, const char *name, unsigned change)
 {
     struct model *m = opaque;
     struct model_listener l;
@@ -107,7 +107,7 @@ on_vm_changed(void *opaque, const char *ns, const char *name)
         l = m->listener;
     }
     if (l.vm_changed)
-        l.vm_changed(l.opaque, ns, name);
+        l.vm_changed(l.opaque, ns, name, change);
 }
 
 static void
@@ -238,8 +238,8 @@ strv_contains_sorted(char *const *v, const char *s)
     return false;
 }
 
-/* The cached VM names of ns (fetched if needed), as a copy in *ret or
- * answered by fn under the lock. */
+/* The cached VM names of ns (fetched if needed): a copy in *ret_copy, or,
+ * with contains, 0 if that name is among them and -ENOENT if not. */
 static int
 with_names(struct model *m, const char *ns, char ***ret_copy,
            const char *contains)
@@ -352,7 +352,7 @@ model_vm_get(struct model *m, const char *ns, const char *name,
     {
         LOCK_FOR_SCOPE(&m->lock);
         struct cached *c = hashmap_get(m->vms, key);
-        if (c && c->vm) {
+        if (c && c->vm && now_monotonic_ns() - c->vm->fetched_ns < VM_CACHE_TTL_NS) {
             __atomic_add_fetch(&c->vm->refs, 1, __ATOMIC_ACQ_REL);
             *ret = c->vm;
             return 0;
@@ -370,10 +370,12 @@ model_vm_get(struct model *m, const char *ns, const char *name,
         return r;
     }
     v->refs = 1;                    /* the caller's */
+    v->fetched_ns = now_monotonic_ns();
 
     LOCK_FOR_SCOPE(&m->lock);
     struct cached *c;
-    if (gen == m->generation && (c = entry(m, key)) && !c->vm) {
+    if (gen == m->generation && (c = entry(m, key))) {
+        model_vm_unref(c->vm);      /* expired, or fetched by another too */
         c->vm = v;
         v->refs++;                  /* the cache's */
     }

@@ -1,7 +1,8 @@
 /* core/model.h: what the tree shows, cached in front of a backend.
  *
  * VM lists and VM details are cached until the backend reports a change
- * (an event) and then fetched again on the next access; snapshot lists,
+ * (an event), at most VM_CACHE_TTL_NS, and then fetched again on the next
+ * access; snapshot lists,
  * which libvirt reports no events for, are cached for SNAPSHOTS_TTL_NS.
  * Cached objects are immutable and reference-counted, so readers render
  * them without holding a lock. The listener hears of every change after the
@@ -24,7 +25,9 @@
 struct model;
 
 struct model_listener {
-    void (*vm_changed)(void *opaque, const char *ns, const char *name);
+    /* change: enum vm_change bits */
+    void (*vm_changed)(void *opaque, const char *ns, const char *name,
+                       unsigned change);
     void (*reset)(void *opaque);
     void *opaque;
 };
@@ -32,6 +35,7 @@ struct model_listener {
 /* Immutable, shared: release with model_vm_unref(). */
 struct model_vm {
     int refs;
+    uint64_t fetched_ns;          /* CLOCK_MONOTONIC */
     struct vm_info *info;
 };
 

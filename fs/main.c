@@ -9,6 +9,9 @@
 #define LOG_MODULE "main"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,6 +165,73 @@ resolve_admin_group(struct fs *fs)
     return 0;
 }
 
+/* Signals: SIGTERM, SIGINT and SIGHUP only wake a thread of ours (through
+ * a pipe), which stops the cache invalidations while the FUSE workers still
+ * answer the kernel (an invalidation can wait on a request), then ends the
+ * session loop. libfuse's own handlers would end the loop first. */
+static int signal_pipe[2] = { -1, -1 };
+static pthread_t main_thread;
+
+static void
+on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char c = (unsigned char) sig;
+    (void) !write(signal_pipe[1], &c, 1);
+    errno = saved;
+}
+
+static void
+on_wake(int sig)
+{
+    (void) sig;     /* interrupts the main thread's wait */
+}
+
+static void
+stop_notifications(struct fs *fs)
+{
+    struct model_listener none = { 0 };
+    model_set_listener(fs->model, &none);
+    notify_stop(fs);
+}
+
+static void *
+signal_thread(void *opaque)
+{
+    struct fs *fs = opaque;
+    unsigned char c = 0;
+
+    while (read(signal_pipe[0], &c, 1) < 0 && errno == EINTR)
+        ;
+    if (c == 0)
+        return NULL;            /* the loop ended by itself (unmount) */
+    log_info("signal %d: unmounting", c);
+    stop_notifications(fs);
+    fuse_session_exit(fs->se);
+    pthread_kill(main_thread, SIGUSR2);
+    return NULL;
+}
+
+static int
+setup_signals(void)
+{
+    struct sigaction sa = { .sa_handler = on_signal };
+    struct sigaction wake = { .sa_handler = on_wake };   /* no SA_RESTART */
+    struct sigaction ign = { .sa_handler = SIG_IGN };
+
+    if (pipe2(signal_pipe, O_CLOEXEC) < 0)
+        return -errno;
+    sigemptyset(&sa.sa_mask);
+    sigemptyset(&wake.sa_mask);
+    sigemptyset(&ign.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
+        sigaction(SIGHUP, &sa, NULL) < 0 || sigaction(SIGUSR2, &wake, NULL) < 0 ||
+        sigaction(SIGPIPE, &ign, NULL) < 0)
+        return -errno;
+    main_thread = pthread_self();
+    return 0;
+}
+
 static int
 run(struct fs *fs)
 {
@@ -193,17 +263,18 @@ run(struct fs *fs)
                         "(see the messages above)\n");
         return -EINVAL;
     }
-    if (fuse_set_signal_handlers(fs->se) != 0) {
-        fuse_session_destroy(fs->se);
-        return -EIO;
-    }
     if (fuse_session_mount(fs->se, arg_mountpoint) != 0) {
-        fuse_remove_signal_handlers(fs->se);
         fuse_session_destroy(fs->se);
         return -EIO;
     }
 
+    pthread_t sig_thread;
+    bool sig_thread_started = false;
     r = notify_start(fs);
+    if (r >= 0 && pthread_create(&sig_thread, NULL, signal_thread, fs) == 0)
+        sig_thread_started = true;
+    else
+        r = -EAGAIN;
     if (r >= 0) {
         struct model_listener l = notify_listener;
         l.opaque = fs;
@@ -218,12 +289,14 @@ run(struct fs *fs)
             r = fuse_session_loop_mt(fs->se, &cfg);
         }
         daemon_sd_notify("STOPPING=1");
-        struct model_listener none = { 0 };
-        model_set_listener(fs->model, &none);
-        notify_stop(fs);
     }
+    if (sig_thread_started) {
+        unsigned char none = 0;
+        (void) !write(signal_pipe[1], &none, 1);   /* if it still waits */
+        pthread_join(sig_thread, NULL);
+    }
+    stop_notifications(fs);
     fuse_session_unmount(fs->se);
-    fuse_remove_signal_handlers(fs->se);
     fuse_session_destroy(fs->se);
     fs->se = NULL;
     log_info("unmounted '%s'", arg_mountpoint);
@@ -245,12 +318,32 @@ main(int argc, char **argv)
     }
     log_set_debug(arg_debug ? "all" : getenv("VMSNAPFS_DEBUG"));
 
+    /* the daemon moves to / in the background: keep an absolute path */
+    _cleanup_free_ char *abs_mnt = NULL;
+    if (strncmp(arg_mountpoint, "/dev/fd/", 8) != 0) {
+        abs_mnt = realpath(arg_mountpoint, NULL);
+        if (!abs_mnt) {
+            fprintf(stderr, "vmsnapfs: mountpoint '%s': %s\n", arg_mountpoint,
+                    strerror(errno));
+            opts_clear(&arg_opts);
+            free(arg_fuse_opts);
+            return 1;
+        }
+        arg_mountpoint = abs_mnt;
+    }
+
     if (!arg_foreground && daemon_begin() < 0) {
         fprintf(stderr, "vmsnapfs: cannot go into the background: %s\n",
                 strerror(errno));
         return 1;
     }
 
+    if (setup_signals() < 0) {
+        fprintf(stderr, "vmsnapfs: cannot set up signal handling: %s\n",
+                strerror(errno));
+        daemon_ready(1);
+        return 1;
+    }
     fs.opts = &arg_opts;
     fs.uid = 0;
     clock_gettime(CLOCK_REALTIME, &fs.started);

@@ -41,31 +41,38 @@ push(struct fs *fs, fuse_ino_t parent, const char *name, fuse_ino_t ino)
     pthread_cond_signal(&fs->ncond);
 }
 
-/* Called under the node table lock. */
+/* Called under the node table lock. Names below a VM never change
+ * meaning, so their entries stay (a shell's working directory in them
+ * stays valid); only the values and attributes are dropped. Volume names
+ * can come and go with the definition. */
 static void
 queue_node(struct fs *fs, struct fs_node *n, void *opaque)
 {
-    (void) opaque;
-    push(fs, n->parent ? inode_ino(fs, n->parent) : 0, n->name, inode_ino(fs, n));
+    unsigned change = *(unsigned *) opaque;
+    bool entry = tree_is_volume(n->kind) && (change & VM_CHANGE_DEFINITION);
+
+    push(fs, entry && n->parent ? inode_ino(fs, n->parent) : 0, n->name,
+         inode_ino(fs, n));
 }
 
 static void
-on_vm_changed(void *opaque, const char *ns, const char *name)
+on_vm_changed(void *opaque, const char *ns, const char *name, unsigned change)
 {
     struct fs *fs = opaque;
 
-    /* the VM's own entry (it may be new or gone), then all of its nodes */
-    if (!model_namespaced(fs->model))
+    /* the VM's own entry, where it was defined or undefined */
+    if ((change & VM_CHANGE_EXISTENCE) && !model_namespaced(fs->model))
         push(fs, FUSE_ROOT_ID, name, 0);
-    inode_foreach_vm(fs, ns, name, queue_node, NULL);
+    inode_foreach_vm(fs, ns, name, queue_node, &change);
 }
 
 static void
 on_reset(void *opaque)
 {
     struct fs *fs = opaque;
+    unsigned change = VM_CHANGE_STATE | VM_CHANGE_DEFINITION;
 
-    inode_foreach_vm(fs, NULL, NULL, queue_node, NULL);
+    inode_foreach_vm(fs, NULL, NULL, queue_node, &change);
     push(fs, 0, NULL, FUSE_ROOT_ID);
 }
 

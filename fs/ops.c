@@ -188,9 +188,11 @@ readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     struct fs_node *dir = inode_get(fs, ino);
     struct dir_handle *d = (struct dir_handle *) (uintptr_t) fi->fh;
     _cleanup_free_ char *buf = malloc(size);
-    size_t used = 0;
+    /* nodes handed out in this reply: unref'd if the kernel does not get it */
+    _cleanup_free_ struct fs_node **given = calloc(d->n + 2, sizeof *given);
+    size_t used = 0, n_given = 0;
 
-    if (!buf)
+    if (!buf || !given)
         return (void) fuse_reply_err(req, ENOMEM);
     for (off_t i = off; (size_t) i < d->n + 2; i++) {
         struct fuse_entry_param e = { 0 };
@@ -219,7 +221,7 @@ readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         }
         if (plus)
             need = fuse_add_direntry_plus(req, buf + used, size - used, name,
-                                          n || i < 2 ? &e : NULL, i + 1);
+                                          &e, i + 1);
         else
             need = fuse_add_direntry(req, buf + used, size - used, name,
                                      &e.attr, i + 1);
@@ -229,8 +231,12 @@ readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             break;
         }
         used += need;
+        if (n)
+            given[n_given++] = n;
     }
-    fuse_reply_buf(req, buf, used);
+    if (fuse_reply_buf(req, buf, used) != 0)
+        for (size_t i = 0; i < n_given; i++)
+            inode_unref(fs, given[i], 1);
 }
 
 static void

@@ -21,8 +21,14 @@ wait_until 1 test -d "$V" || fail "defined VM not shown within 1 s"
 ls "$mnt" | grep -qx "$vm" || fail "defined VM not listed"
 expect_content "$V/state" "shut off"
 
+# a shell inside the VM's tree keeps a valid working directory across
+# the VM's changes (only values are invalidated, not names)
+at_exit "cd /"
+cd "$V/snapshots"
 guest_start "$vm"
 wait_until 1 grep -qx running "$V/state" || fail "started VM not running within 1 s: $(cat "$V/state")"
+[ "$(/bin/pwd -P)" = "$V/snapshots" ] || fail "working directory lost after an event"
+cd /
 guest_wait_agent "$vm"
 wait_until 1 grep -qx connected "$V/agent" || fail "agent not connected within 1 s"
 

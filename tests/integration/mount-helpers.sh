@@ -63,6 +63,17 @@ pid=$(pgrep -f "^$VMSNAPFS test:///default $dir/m\$")
 fusermount3 -u "$dir/m"
 wait_until 5 sh -c "! kill -0 $pid" || fail "daemon $pid still runs after unmount"
 
+# a relative mountpoint in the background: the daemon moves to /, and
+# still unmounts the right directory on SIGTERM
+mkdir -p "$dir/rel"
+(cd "$dir" && "$VMSNAPFS" test:///default rel)
+is_mounted "$dir/rel" || fail "relative mountpoint not mounted at $dir/rel"
+at_exit "is_mounted '$dir/rel' && fusermount3 -u '$dir/rel'; true"
+pid=$(pgrep -f "^$VMSNAPFS test:///default rel\$")
+kill -TERM "$pid"
+wait_until 5 sh -c "! kill -0 $pid" || fail "daemon $pid still runs after SIGTERM"
+is_mounted "$dir/rel" && fail "relative mountpoint still mounted after SIGTERM"
+
 # mount -t fuse.vmsnapfs and fstab. mount(8) runs helpers with no PATH, so
 # mount.fuse3's shell finds `vmsnapfs` in the default PATH only: run these
 # in a private mount namespace where /usr/local/sbin holds a link to the

@@ -11,6 +11,13 @@ requires python3
 unit=$VMSNAPFS_BUILDDIR/systemd/vmsnapfs@.service
 [ -f "$unit" ] || fail "no generated unit at $unit"
 grep -q '^Type=notify$' "$unit" || fail "unit is not Type=notify"
+# a private mount namespace would hide the mount from the host
+ns_opts='^(PrivateTmp|PrivateDevices|PrivateMounts|ProtectHome|ProtectSystem|ProtectKernelTunables|ProtectKernelModules|ProtectKernelLogs|ProtectControlGroups|ProtectHostname|ProtectClock|ProtectProc|ReadOnlyPaths|ReadWritePaths|InaccessiblePaths|TemporaryFileSystem|BindPaths|BindReadOnlyPaths|MountFlags|RootDirectory|RootImage)='
+if grep -Eq "$ns_opts" "$unit"; then
+    fail "the unit sets up a mount namespace: $(grep -E "$ns_opts" "$unit")"
+fi
+grep -q '^ExecStartPre=-/bin/fusermount3 -uz %f$' "$unit" ||
+    fail "no clean-up of a dead mount before start"
 exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
 [ -n "$exec_start" ] || fail "no ExecStart"
 case "$exec_start" in *@*) fail "unsubstituted variable in ExecStart: $exec_start" ;; esac

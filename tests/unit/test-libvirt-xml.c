@@ -117,7 +117,9 @@ test_snapshot(void **state)
     assert_int_equal(s.n_disks, 2);
     assert_string_equal(s.disks[0].name, "vda");
     assert_string_equal(s.disks[0].source, "/var/lib/vmsnapfs-test/root.before-upgrade");
+    assert_int_equal(s.disks[0].flags, 0);
     assert_string_equal(s.disks[1].name, "sda");
+    assert_int_equal(s.disks[1].flags, VOLUME_NOT_SNAPSHOTTED);
     lv_xml_snapshot_clear(&s);
 
     assert_int_equal(lv_xml_snapshot_parse("<domain/>", &s), -EINVAL);

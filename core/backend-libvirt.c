@@ -19,28 +19,10 @@
 
 #include "backend.h"
 #include "cleanup.h"
+#include "hashmap.h"
 #include "libvirt-xml.h"
+#include "libvirt.h"
 #include "log.h"
-
-struct lv {
-    char *uri;
-    struct backend_events events;
-
-    pthread_mutex_t lock;       /* protects conn, ids, lost_logged */
-    virConnectPtr conn;         /* NULL while disconnected */
-    int ids[8];                 /* event subscriptions of conn */
-    bool lost_logged;
-    bool dead;                  /* atomic: closed under us; drop and reconnect */
-
-    pthread_t thread;
-    bool thread_started;
-    volatile bool quit;
-    int timer;                  /* reconnect timer id */
-};
-
-DEFINE_CLEANUP(virDomainPtr, virDomainFree)
-DEFINE_CLEANUP(virConnectPtr, virConnectClose)
-DEFINE_CLEANUP(virDomainSnapshotPtr, virDomainSnapshotFree)
 
 static void
 silent_error(void *opaque, virErrorPtr err)
@@ -50,7 +32,7 @@ silent_error(void *opaque, virErrorPtr err)
 }
 
 /* The last libvirt error (of this thread) as -errno, logged once. */
-static int
+int
 lv_errno(const char *what, const char *name)
 {
     virErrorPtr e = virGetLastError();
@@ -76,9 +58,7 @@ lv_errno(const char *what, const char *name)
     return log_error_errno(r, "%s '%s': %s", what, name ? name : "", msg);
 }
 
-/* A reference to the current connection, or NULL (-EIO logged) if there
- * is none right now. Release with virConnectClose(). */
-static virConnectPtr
+virConnectPtr
 lv_conn(struct lv *lv)
 {
     LOCK_FOR_SCOPE(&lv->lock);
@@ -370,6 +350,8 @@ lv_close(void *h)
     if (lv->timer >= 0)
         virEventRemoveTimeout(lv->timer);
     drop_conn(lv);
+    hashmap_free(lv->lives, NULL);      /* views end before the backend */
+    pthread_mutex_destroy(&lv->live_lock);
     pthread_mutex_destroy(&lv->lock);
     free(lv->uri);
     free(lv);
@@ -397,7 +379,9 @@ lv_open(const char *source, const struct vmsnapfs_opts *o,
     if (events)
         lv->events = *events;
     lv->uri = strdup(source);
-    if (!lv->uri) {
+    lv->lives = hashmap_new();
+    pthread_mutex_init(&lv->live_lock, NULL);
+    if (!lv->uri || !lv->lives) {
         lv_close(lv);
         return -ENOMEM;
     }
@@ -476,8 +460,8 @@ state_name(int state)
     }
 }
 
-static virDomainPtr
-lookup(virConnectPtr c, const char *name, int *ret_err)
+virDomainPtr
+lv_lookup(virConnectPtr c, const char *name, int *ret_err)
 {
     virDomainPtr d = virDomainLookupByName(c, name);
     if (!d)
@@ -485,7 +469,7 @@ lookup(virConnectPtr c, const char *name, int *ret_err)
     return d;
 }
 
-static int
+int
 lv_vm_get(void *h, const struct vm_ref *ref, struct vm_info **ret)
 {
     struct lv *lv = h;
@@ -498,7 +482,7 @@ lv_vm_get(void *h, const struct vm_ref *ref, struct vm_info **ret)
         return -ENOENT;
     if (!c)
         return -EIO;
-    d = lookup(c, ref->name, &r);
+    d = lv_lookup(c, ref->name, &r);
     if (!d)
         return r;
     if (virDomainGetState(d, &state, &reason, 0) < 0 ||
@@ -605,7 +589,7 @@ snapshot_from_xml(const char *xml, const struct vm_info *now,
     return 0;
 }
 
-static int
+int
 lv_snapshot_list(void *h, const struct vm_ref *ref,
                  struct snapshot_info ***ret_snaps, size_t *ret_n)
 {
@@ -618,7 +602,7 @@ lv_snapshot_list(void *h, const struct vm_ref *ref,
 
     if (!c)
         return -EIO;
-    d = lookup(c, ref->name, &r);
+    d = lv_lookup(c, ref->name, &r);
     if (!d)
         return r;
     n = virDomainListAllSnapshots(d, &snaps, 0);
@@ -669,4 +653,6 @@ const struct backend_ops backend_libvirt = {
     .list_vms = lv_list_vms,
     .vm_get = lv_vm_get,
     .snapshot_list = lv_snapshot_list,
+    .volume_open = lv_volume_open,
+    .volume_usage = lv_volume_usage,
 };

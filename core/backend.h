@@ -47,6 +47,7 @@
 #include <time.h>
 
 #include "opts.h"
+#include "volume.h"
 
 struct vm_ref {
     const char *ns;     /* "" for libvirt */
@@ -154,6 +155,15 @@ struct backend_ops {
     int (*snapshot_create)(void *h, const struct vm_ref *vm, const char *snap,
                            const struct vmsnapfs_opts *o);
     int (*snapshot_delete)(void *h, const struct vm_ref *vm, const char *snap);
+
+    /* A point-in-time view of volume vol of the VM as it is now (snap NULL)
+     * or of snapshot snap, until volume_view_close(). */
+    int (*volume_open)(void *h, const struct vm_ref *vm, const char *snap,
+                       const char *vol, struct volume_view **ret);
+    /* st_size and the bytes holding data (st_blocks), without a view */
+    int (*volume_usage)(void *h, const struct vm_ref *vm, const char *snap,
+                        const char *vol, uint64_t *ret_size,
+                        uint64_t *ret_allocated);
 };
 
 /* The backend for a SOURCE ("qemu:///system", "kubevirt://ctx", ...), or

@@ -29,6 +29,12 @@ struct model {
     struct hashmap *vms;          /* "ns/name" -> struct cached */
     struct hashmap *names;        /* ns -> char ** (sorted VM names) */
     char **namespaces;            /* sorted, namespaced backends */
+    struct hashmap *usage;        /* "ns/vm/snap/vol" -> struct usage */
+};
+
+struct usage {
+    uint64_t size, allocated;
+    uint64_t fetched_ns, generation;
 };
 
 uint64_t
@@ -148,7 +154,8 @@ model_open(const char *source, const struct vmsnapfs_opts *o,
     m->vms = hashmap_new();
     m->names = hashmap_new();
     m->events = events_new();
-    if (!m->vms || !m->names || !m->events) {
+    m->usage = hashmap_new();
+    if (!m->vms || !m->names || !m->events || !m->usage) {
         model_close(m);
         return -ENOMEM;
     }
@@ -178,6 +185,7 @@ model_close(struct model *m)
     hashmap_free(m->vms, cached_free);
     hashmap_free(m->names, strv_free_void);
     strv_free(m->namespaces);
+    hashmap_free(m->usage, free);
     events_free(m->events);
     pthread_mutex_destroy(&m->lock);
     free(m);
@@ -486,4 +494,59 @@ model_snapshot_delete(struct model *m, const char *ns, const char *vm,
     r = m->ops->snapshot_delete(m->h, &ref, snap);
     drop_snapshots(m, ns, vm);
     return r;
+}
+
+int
+model_volume_open(struct model *m, const char *ns, const char *vm,
+                  const char *snap, const char *vol, struct volume_view **ret)
+{
+    struct vm_ref ref = { .ns = ns ? ns : "", .name = vm };
+
+    if (!m->ops->volume_open)
+        return -ENOTSUP;
+    return m->ops->volume_open(m->h, &ref, snap, vol, ret);
+}
+
+int
+model_volume_usage(struct model *m, const char *ns, const char *vm,
+                   const char *snap, const char *vol, uint64_t *ret_size,
+                   uint64_t *ret_allocated)
+{
+    struct vm_ref ref = { .ns = ns ? ns : "", .name = vm };
+    _cleanup_free_ char *key = NULL;
+    uint64_t gen, now = now_monotonic_ns();
+    int r;
+
+    if (!m->ops->volume_usage)
+        return -ENOTSUP;
+    if (asprintf(&key, "%s/%s/%s/%s", ref.ns, vm, snap ? snap : "", vol) < 0)
+        return -ENOMEM;
+    {
+        LOCK_FOR_SCOPE(&m->lock);
+        struct usage *u = hashmap_get(m->usage, key);
+        if (u && u->generation == m->generation &&
+            now - u->fetched_ns < VOLUME_USAGE_TTL_NS) {
+            *ret_size = u->size;
+            *ret_allocated = u->allocated;
+            return 0;
+        }
+        gen = m->generation;
+    }
+    struct usage fresh = { .fetched_ns = now, .generation = gen };
+    r = m->ops->volume_usage(m->h, &ref, snap, vol, &fresh.size, &fresh.allocated);
+    if (r < 0)
+        return r;
+    *ret_size = fresh.size;
+    *ret_allocated = fresh.allocated;
+
+    struct usage *u = malloc(sizeof *u);
+    void *old = NULL;
+    if (!u)
+        return 0;
+    *u = fresh;
+    LOCK_FOR_SCOPE(&m->lock);
+    if (hashmap_put(m->usage, key, u, &old) < 0)
+        free(u);
+    free(old);
+    return 0;
 }

@@ -78,4 +78,13 @@ int model_snapshot_create(struct model *m, const char *ns, const char *vm,
 int model_snapshot_delete(struct model *m, const char *ns, const char *vm,
                           const char *snap);
 
+/* A point-in-time view of a VM's volume (snap NULL) or a snapshot's. */
+int model_volume_open(struct model *m, const char *ns, const char *vm,
+                      const char *snap, const char *vol, struct volume_view **ret);
+/* st_size and the bytes holding data; cached VOLUME_USAGE_TTL_NS */
+int model_volume_usage(struct model *m, const char *ns, const char *vm,
+                       const char *snap, const char *vol, uint64_t *ret_size,
+                       uint64_t *ret_allocated);
+#define VOLUME_USAGE_TTL_NS (UINT64_C(5) * 1000000000)
+
 uint64_t now_monotonic_ns(void);

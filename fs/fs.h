@@ -17,6 +17,9 @@
 #include "model.h"
 #include "opts.h"
 
+/* The largest FUSE read vmsnapfs serves, and st_blksize of volumes. */
+#define VOLUME_IO_SIZE (1u << 20)
+
 /* Kinds of node in the tree (SPEC "The tree"). */
 enum node_kind {
     NODE_ROOT,

@@ -22,6 +22,7 @@
 struct open_file {
     char *buf;              /* generated files: the content at open */
     size_t len;
+    struct volume_view *view;   /* volumes: the point-in-time view */
 };
 
 struct dir_handle {
@@ -39,6 +40,9 @@ static void
 fs_init(void *userdata, struct fuse_conn_info *conn)
 {
     (void) userdata;
+    /* volumes: several reads in flight (readahead) */
+    if (conn->capable & FUSE_CAP_ASYNC_READ)
+        conn->want |= FUSE_CAP_ASYNC_READ;
     /* ls -l of a large host: names and attributes in one go */
     if (conn->capable & FUSE_CAP_READDIRPLUS)
         conn->want |= FUSE_CAP_READDIRPLUS;
@@ -271,8 +275,17 @@ fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (!h)
         return (void) fuse_reply_err(req, ENOMEM);
     if (tree_is_volume(n->kind)) {
-        struct stat st;
-        r = tree_stat(fs, n, &st);       /* it must still exist */
+        r = model_volume_open(fs->model, n->ns, n->vm,
+                              n->kind == NODE_SNAP_VOLUME ? n->snap : NULL,
+                              n->vol, &h->view);
+        if (r < 0 && r != -ENOENT)
+            events_add(model_events(fs->model), n->ns, n->vm, "open-volume",
+                       n->vol, r, "cannot open a point-in-time view of the "
+                       "disk (details in the log)");
+        if (r == -ENOTSUP)
+            r = -EIO;
+        /* page cache on: cp and qemu-img read it at full speed; the kernel
+         * drops what it had cached of the file at each open */
     } else {
         r = render_node(fs, n, &h->buf, &h->len);
         fi->direct_io = 1;   /* content may change size between opens */
@@ -289,6 +302,29 @@ fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 
 static void
+read_volume(fuse_req_t req, struct fs *fs, const struct fs_node *n,
+            struct volume_view *v, size_t size, off_t off)
+{
+    const char *reason = NULL;
+    int r;
+
+    if (off < 0 || (uint64_t) off >= v->size)
+        return (void) fuse_reply_buf(req, NULL, 0);
+    if (size > v->size - (uint64_t) off)
+        size = (size_t) (v->size - (uint64_t) off);
+    _cleanup_free_ char *buf = malloc(size);
+    if (!buf)
+        return (void) fuse_reply_err(req, ENOMEM);
+    r = volume_view_pread(v, buf, size, (uint64_t) off, &reason);
+    if (r < 0) {
+        events_add(model_events(fs->model), n->ns, n->vm, "read-volume", n->vol,
+                   r, "%s", reason ? reason : "the backend failed");
+        return (void) fuse_reply_err(req, -r);
+    }
+    fuse_reply_buf(req, buf, size);
+}
+
+static void
 fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         struct fuse_file_info *fi)
 {
@@ -296,12 +332,8 @@ fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     struct fs_node *n = inode_get(fs, ino);
     struct open_file *h = (struct open_file *) (uintptr_t) fi->fh;
 
-    if (tree_is_volume(n->kind)) {
-        events_add(model_events(fs->model), n->ns, n->vm, "read-volume",
-                   n->vol, -EIO, "reading disk data is not supported by this "
-                   "version of vmsnapfs yet");
-        return (void) fuse_reply_err(req, EIO);
-    }
+    if (h->view)
+        return read_volume(req, fs, n, h->view, size, off);
     if (off < 0 || (size_t) off >= h->len)
         return (void) fuse_reply_buf(req, NULL, 0);
     if (size > h->len - (size_t) off)
@@ -341,10 +373,38 @@ fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
     (void) ino;
     if (h) {
+        volume_view_close(h->view);
         free(h->buf);
         free(h);
     }
     fuse_reply_err(req, 0);
+}
+
+/* SEEK_DATA / SEEK_HOLE (the kernel does the others): holes of the disk,
+ * so cp keeps a sparse image sparse and skips its holes quickly. */
+static void
+fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+         struct fuse_file_info *fi)
+{
+    struct open_file *h = (struct open_file *) (uintptr_t) fi->fh;
+    uint64_t pos;
+    int r;
+
+    (void) ino;
+    if (off < 0)
+        return (void) fuse_reply_err(req, ENXIO);
+    if (!h->view) {
+        /* generated files have no holes */
+        if ((size_t) off >= h->len)
+            return (void) fuse_reply_err(req, ENXIO);
+        return (void) fuse_reply_lseek(req, whence == SEEK_DATA ? off : (off_t) h->len);
+    }
+    if (whence != SEEK_DATA && whence != SEEK_HOLE)
+        return (void) fuse_reply_err(req, EINVAL);
+    r = volume_view_seek(h->view, (uint64_t) off, whence, &pos);
+    if (r < 0)
+        return (void) fuse_reply_err(req, -r);
+    fuse_reply_lseek(req, (off_t) pos);
 }
 
 static void
@@ -486,6 +546,7 @@ const struct fuse_lowlevel_ops fs_ops = {
     .read = fs_read,
     .write = fs_write,
     .release = fs_release,
+    .lseek = fs_lseek,
     .mkdir = fs_mkdir,
     .rmdir = fs_rmdir,
     .create = fs_create,

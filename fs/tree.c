@@ -340,9 +340,12 @@ tree_list(struct fs *fs, const struct fs_node *dir, struct tree_entry **ret,
     return 0;
 }
 
-/* The volume a node shows: its size in *ret_size; -ENOENT if gone. */
+/* The volume a node shows: its size and the bytes that hold data (for
+ * st_blocks: cp looks for holes only when st_blocks says the file is
+ * sparse); -ENOENT if gone. */
 static int
-volume_size(struct fs *fs, const struct fs_node *n, uint64_t *ret_size)
+volume_usage(struct fs *fs, const struct fs_node *n, uint64_t *ret_size,
+             uint64_t *ret_allocated)
 {
     const struct volume *vols;
     size_t count;
@@ -351,6 +354,7 @@ volume_size(struct fs *fs, const struct fs_node *n, uint64_t *ret_size)
     const struct snapshot_info *s;
     int r;
 
+    /* it must be listed; the listing's size is the fallback */
     if (n->kind == NODE_VOLUME) {
         r = model_vm_get(fs->model, n->ns, n->vm, &vm);
         if (r < 0)
@@ -368,12 +372,19 @@ volume_size(struct fs *fs, const struct fs_node *n, uint64_t *ret_size)
     for (size_t i = 0; i < count; i++) {
         if (strcmp(vols[i].name, n->vol) == 0) {
             *ret_size = vols[i].size;
+            *ret_allocated = vols[i].size;
             r = 0;
         }
     }
     model_vm_unref(vm);
     model_snapshots_unref(l);
-    return r;
+    if (r < 0)
+        return r;
+    /* a disk qemu-img cannot read (gone, locked) still lists; reads say why */
+    (void) model_volume_usage(fs->model, n->ns, n->vm,
+                              n->kind == NODE_SNAP_VOLUME ? n->snap : NULL,
+                              n->vol, ret_size, ret_allocated);
+    return 0;
 }
 
 /* Does the directory a node stands for still exist? */
@@ -438,8 +449,10 @@ tree_stat(struct fs *fs, const struct fs_node *n, struct stat *st)
     if (tree_is_dir(n->kind)) {
         r = dir_exists(fs, n);
     } else if (tree_is_volume(n->kind)) {
-        r = volume_size(fs, n, &size);
-        st->st_blocks = (blkcnt_t) ((size + 511) / 512);
+        uint64_t allocated = 0;
+        r = volume_usage(fs, n, &size, &allocated);
+        st->st_blocks = (blkcnt_t) ((allocated + 511) / 512);
+        st->st_blksize = VOLUME_IO_SIZE;   /* cp reads this much at a time */
     } else {
         _cleanup_free_ char *text = NULL;
         size_t len = 0;

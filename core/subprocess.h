@@ -1,4 +1,4 @@
-/* core/spawn.h: running helper programs (qemu-img, qemu-nbd) without a
+/* core/subprocess.h: running helper programs (qemu-img, qemu-nbd) without a
  * shell, with a deadline, capturing their output. Thread-safe. */
 #pragma once
 
@@ -16,6 +16,9 @@ int spawn_capture(const char *module, char *const argv[], int timeout_ms,
 /* Starts argv in the background (stdin, stdout /dev/null; stderr to the
  * log file fd or /dev/null), in its own process group. */
 int spawn_background(char *const argv[], int stderr_fd, pid_t *ret_pid);
+
+/* Waits for it to exit by itself. */
+void spawn_stop_wait(pid_t pid);
 
 /* SIGTERM, then SIGKILL after grace_ms; reaps it. */
 void spawn_stop(pid_t pid, int grace_ms);

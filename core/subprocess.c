@@ -1,4 +1,4 @@
-/* core/spawn.c: see spawn.h. */
+/* core/subprocess.c: see subprocess.h. */
 #define LOG_MODULE "spawn"
 
 #include <errno.h>
@@ -15,7 +15,7 @@
 #include "cleanup.h"
 #include "log.h"
 #include "model.h"
-#include "spawn.h"
+#include "subprocess.h"
 
 extern char **environ;
 
@@ -177,6 +177,14 @@ spawn_stop(pid_t pid, int grace_ms)
         nanosleep(&ts, NULL);
     }
     kill(pid, SIGKILL);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+}
+
+void
+spawn_stop_wait(pid_t pid)
+{
+    int status;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
 }

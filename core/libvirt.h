@@ -1,0 +1,54 @@
+/* core/libvirt.h: what the libvirt backend's files share; private to
+ * them (backend-libvirt.c: connection, events, queries; libvirt-volume.c:
+ * disk views). */
+#pragma once
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#include "backend.h"
+#include "cleanup.h"
+#include "hashmap.h"
+
+struct lv {
+    char *uri;
+    struct backend_events events;
+
+    pthread_mutex_t lock;       /* protects conn, ids, lost_logged */
+    virConnectPtr conn;         /* NULL while disconnected */
+    int ids[8];                 /* event subscriptions of conn */
+    bool lost_logged;
+    bool dead;                  /* atomic: closed under us; drop and reconnect */
+
+    pthread_t thread;
+    bool thread_started;
+    volatile bool quit;
+    int timer;                  /* reconnect timer id */
+
+    pthread_mutex_t live_lock;  /* protects lives; held while a backup job
+                                   starts or ends (libvirt calls under it) */
+    struct hashmap *lives;      /* VM name -> struct lv_live */
+};
+
+DEFINE_CLEANUP(virDomainPtr, virDomainFree)
+DEFINE_CLEANUP(virConnectPtr, virConnectClose)
+DEFINE_CLEANUP(virDomainSnapshotPtr, virDomainSnapshotFree)
+
+
+/* The last libvirt error (of this thread) as -errno, logged once. */
+int lv_errno(const char *what, const char *name);
+/* A reference to the current connection, or NULL (-EIO logged) if there
+ * is none right now. Release with virConnectClose(). */
+virConnectPtr lv_conn(struct lv *lv);
+virDomainPtr lv_lookup(virConnectPtr c, const char *name, int *ret_err);
+
+int lv_vm_get(void *h, const struct vm_ref *ref, struct vm_info **ret);
+int lv_snapshot_list(void *h, const struct vm_ref *ref,
+                     struct snapshot_info ***ret_snaps, size_t *ret_n);
+int lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
+                   const char *vol, struct volume_view **ret);
+int lv_volume_usage(void *h, const struct vm_ref *ref, const char *snap,
+                    const char *vol, uint64_t *ret_size, uint64_t *ret_allocated);

@@ -1,0 +1,122 @@
+/* core/qemu-nbd.c: see qemu-nbd.h. */
+#define LOG_MODULE "qemu-nbd"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "log.h"
+#include "model.h"
+#include "qemu-nbd.h"
+#include "subprocess.h"
+
+#define START_TIMEOUT_NS (UINT64_C(10) * 1000000000)
+
+struct qemu_nbd {
+    pid_t pid;
+    char *dir;
+    char *socket;
+};
+
+const char *
+runtime_dir(void)
+{
+    const char *d = getenv("VMSNAPFS_RUNTIME_DIR");
+    if (!d || !*d)
+        d = "/run/vmsnapfs";
+    if (mkdir(d, 0700) < 0 && errno != EEXIST)
+        log_warning("cannot make '%s': %s", d, strerror(errno));
+    return d;
+}
+
+void
+qemu_nbd_stop(struct qemu_nbd *q)
+{
+    if (!q)
+        return;
+    spawn_stop(q->pid, 2000);
+    if (q->socket)
+        unlink(q->socket);
+    if (q->dir)
+        rmdir(q->dir);
+    free(q->socket);
+    free(q->dir);
+    free(q);
+}
+
+int
+qemu_nbd_start(const char *path, const char *format, const char *export,
+               struct qemu_nbd **ret)
+{
+    struct qemu_nbd *q = calloc(1, sizeof *q);
+    _cleanup_free_ char *fmt_opt = NULL, *sock_opt = NULL, *name_opt = NULL;
+    int r;
+
+    if (!q)
+        return -ENOMEM;
+    if (asprintf(&q->dir, "%s/nbd-XXXXXX", runtime_dir()) < 0) {
+        free(q);
+        return -ENOMEM;
+    }
+    if (!mkdtemp(q->dir)) {
+        r = log_error_errno(-errno, "cannot make a directory for qemu-nbd: %s",
+                            strerror(errno));
+        free(q->dir);
+        q->dir = NULL;
+        qemu_nbd_stop(q);
+        return r;
+    }
+    if (asprintf(&q->socket, "%s/sock", q->dir) < 0 ||
+        asprintf(&fmt_opt, "--format=%s", format && *format ? format : "raw") < 0 ||
+        asprintf(&sock_opt, "--socket=%s", q->socket) < 0 ||
+        asprintf(&name_opt, "--export-name=%s", export) < 0) {
+        qemu_nbd_stop(q);
+        return -ENOMEM;
+    }
+    char *argv[] = { (char *) "qemu-nbd", (char *) "--read-only",
+                     (char *) "--force-share", (char *) "--persistent",
+                     (char *) "--shared=4", fmt_opt, sock_opt, name_opt,
+                     (char *) path, NULL };
+    r = spawn_background(argv, -1, &q->pid);
+    if (r < 0) {
+        log_error_errno(r, "cannot run qemu-nbd: %s", strerror(-r));
+        qemu_nbd_stop(q);
+        return r;
+    }
+
+    /* ready once the socket exists; gone if it exited */
+    uint64_t deadline = now_monotonic_ns() + START_TIMEOUT_NS;
+    for (;;) {
+        struct stat st;
+        int status;
+        if (stat(q->socket, &st) == 0 && S_ISSOCK(st.st_mode))
+            break;
+        if (waitpid(q->pid, &status, WNOHANG) == q->pid) {
+            q->pid = 0;
+            qemu_nbd_stop(q);
+            return log_error_errno(-EIO, "qemu-nbd for '%s' exited at start", path);
+        }
+        if (now_monotonic_ns() > deadline) {
+            qemu_nbd_stop(q);
+            return log_error_errno(-EIO, "qemu-nbd for '%s' did not start", path);
+        }
+        struct timespec ts = { 0, 5 * 1000000 };
+        nanosleep(&ts, NULL);
+    }
+    log_debug("qemu-nbd %d serves '%s'", (int) q->pid, path);
+    *ret = q;
+    return 0;
+}
+
+const char *
+qemu_nbd_socket(const struct qemu_nbd *q)
+{
+    return q->socket;
+}

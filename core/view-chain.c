@@ -1,0 +1,256 @@
+/* core/view-chain.c: the chain view (see volume.h). The layer files are
+ * opened first, then mapped; every read is checked afterwards against the
+ * layers' size and mtime as they were at open, so data that changed during
+ * the view is never served: the read fails with -EIO instead. */
+#define LOG_MODULE "volume"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "log.h"
+#include "nbd-client.h"
+#include "qemu-img.h"
+#include "qemu-nbd.h"
+#include "volume.h"
+
+struct layer {
+    int fd;
+    struct timespec mtime;
+    off_t size;
+};
+
+struct chain_view {
+    struct volume_view base;
+    struct chain *chain;
+    struct extent_map *map;
+    struct layer *layers;
+
+    pthread_mutex_t qlock;          /* protects the QEMU reader below */
+    struct qemu_nbd *server;        /* started at the first EXTENT_QEMU read */
+    struct nbd_client *nbd;
+    bool qemu_failed;
+};
+
+static bool
+layer_changed(const struct layer *l)
+{
+    struct stat st;
+    return fstat(l->fd, &st) < 0 || st.st_size != l->size ||
+           st.st_mtim.tv_sec != l->mtime.tv_sec ||
+           st.st_mtim.tv_nsec != l->mtime.tv_nsec;
+}
+
+static bool
+any_layer_changed(const struct chain_view *cv)
+{
+    for (size_t i = 0; i < cv->chain->n; i++)
+        if (layer_changed(&cv->layers[i]))
+            return true;
+    return false;
+}
+
+static int
+qemu_reader(struct chain_view *cv, struct nbd_client **ret)
+{
+    LOCK_FOR_SCOPE(&cv->qlock);
+    if (!cv->nbd && !cv->qemu_failed) {
+        int r = qemu_nbd_start(cv->chain->layers[0], cv->chain->formats[0],
+                               "disk", &cv->server);
+        if (r >= 0)
+            r = nbd_client_open(qemu_nbd_socket(cv->server), "disk", 4, &cv->nbd);
+        if (r < 0) {
+            cv->qemu_failed = true;
+            qemu_nbd_stop(cv->server);
+            cv->server = NULL;
+        }
+    }
+    *ret = cv->nbd;
+    return cv->nbd ? 0 : -EIO;
+}
+
+static int
+full_pread(int fd, void *buf, size_t count, uint64_t off)
+{
+    char *p = buf;
+    while (count > 0) {
+        ssize_t n = pread(fd, p, count, (off_t) off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0) {            /* past a layer's end: reads as zeros */
+            memset(p, 0, count);
+            return 0;
+        }
+        p += n;
+        count -= (size_t) n;
+        off += (uint64_t) n;
+    }
+    return 0;
+}
+
+static int
+chain_pread(struct volume_view *v, void *buf, size_t count, uint64_t off,
+            const char **ret_reason)
+{
+    struct chain_view *cv = (struct chain_view *) v;
+    char *p = buf;
+    int r;
+
+    while (count > 0) {
+        const struct extent *e = extent_find(cv->map, off);
+        if (!e) {
+            memset(p, 0, count);
+            break;
+        }
+        size_t n = e->start + e->length - off < count ? (size_t) (e->start + e->length - off)
+                                                      : count;
+        switch (e->kind) {
+        case EXTENT_ZERO:
+            memset(p, 0, n);
+            r = 0;
+            break;
+        case EXTENT_FILE:
+            r = full_pread(cv->layers[e->layer].fd, p, n, e->offset + (off - e->start));
+            if (r < 0) {
+                *ret_reason = "reading a layer file failed";
+                return log_error_errno(-EIO, "read of '%s' at %llu: %s",
+                                       cv->chain->layers[e->layer],
+                                       (unsigned long long) off, strerror(-r));
+            }
+            break;
+        default: {
+            struct nbd_client *nbd;
+            r = qemu_reader(cv, &nbd);
+            if (r >= 0)
+                r = nbd_client_pread(nbd, p, n, off);
+            if (r < 0) {
+                *ret_reason = "reading through qemu-nbd failed";
+                return -EIO;
+            }
+        }
+        }
+        p += n;
+        off += n;
+        count -= n;
+    }
+    if (any_layer_changed(cv)) {
+        *ret_reason = "the disk changed while it was being read (the VM "
+                      "started, or another tool wrote it); open it again";
+        return log_error_errno(-EIO, "'%s' changed under an open view",
+                               cv->chain->layers[0]);
+    }
+    return 0;
+}
+
+static int
+chain_seek(struct volume_view *v, uint64_t off, int whence, uint64_t *ret)
+{
+    return extent_seek(((struct chain_view *) v)->map, off, whence, ret);
+}
+
+static void
+chain_close(struct volume_view *v)
+{
+    struct chain_view *cv = (struct chain_view *) v;
+
+    if (!cv)
+        return;
+    nbd_client_close(cv->nbd);
+    qemu_nbd_stop(cv->server);
+    for (size_t i = 0; cv->layers && cv->chain && i < cv->chain->n; i++)
+        if (cv->layers[i].fd >= 0)
+            close(cv->layers[i].fd);
+    free(cv->layers);
+    extent_map_free(cv->map);
+    chain_free(cv->chain);
+    pthread_mutex_destroy(&cv->qlock);
+    free(cv);
+}
+
+static const struct volume_view_ops chain_ops = {
+    .name = "chain",
+    .pread = chain_pread,
+    .seek = chain_seek,
+    .close = chain_close,
+};
+
+int
+volume_view_open_chain(const char *path, const char *format,
+                       struct volume_view **ret)
+{
+    struct chain_view *cv = calloc(1, sizeof *cv);
+    int r;
+
+    if (!cv)
+        return -ENOMEM;
+    cv->base.ops = &chain_ops;
+    pthread_mutex_init(&cv->qlock, NULL);
+    r = qemu_img_chain(path, format, &cv->chain);
+    if (r < 0)
+        goto fail;
+    cv->layers = calloc(cv->chain->n, sizeof *cv->layers);
+    if (!cv->layers) {
+        r = -ENOMEM;
+        goto fail;
+    }
+    for (size_t i = 0; i < cv->chain->n; i++)
+        cv->layers[i].fd = -1;
+    /* open first, then map: the map describes what the fds hold */
+    for (size_t i = 0; i < cv->chain->n; i++) {
+        struct stat st;
+        struct layer *l = &cv->layers[i];
+        l->fd = open(cv->chain->layers[i], O_RDONLY | O_CLOEXEC);
+        if (l->fd < 0 || fstat(l->fd, &st) < 0) {
+            r = log_error_errno(-errno, "cannot open layer '%s': %s",
+                                cv->chain->layers[i], strerror(errno));
+            goto fail;
+        }
+        l->size = st.st_size;
+        l->mtime = st.st_mtim;
+        (void) posix_fadvise(l->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    }
+    r = qemu_img_map(cv->chain, &cv->map);
+    if (r < 0)
+        goto fail;
+    if (cv->chain->qemu_only)
+        for (size_t i = 0; i < cv->map->n; i++)
+            if (cv->map->v[i].kind == EXTENT_FILE)
+                cv->map->v[i].kind = EXTENT_QEMU;
+    if (any_layer_changed(cv)) {
+        r = log_error_errno(-EIO, "'%s' changed while it was being mapped", path);
+        goto fail;
+    }
+    cv->base.size = cv->map->size;
+    cv->base.allocated = cv->map->allocated;
+    *ret = &cv->base;
+    return 0;
+fail:
+    chain_close(&cv->base);
+    return r;
+}
+
+int
+volume_chain_usage(const char *path, const char *format, uint64_t *ret_size,
+                   uint64_t *ret_allocated)
+{
+    _cleanup_(chain_freep) struct chain *c = NULL;
+    struct extent_map *m = NULL;
+    int r = qemu_img_chain(path, format, &c);
+
+    if (r >= 0)
+        r = qemu_img_map(c, &m);
+    if (r < 0)
+        return r;
+    *ret_size = m->size;
+    *ret_allocated = m->allocated;
+    extent_map_free(m);
+    return 0;
+}

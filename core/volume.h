@@ -1,0 +1,66 @@
+/* core/volume.h: an open, read-only, point-in-time view of one disk, as a
+ * raw image: what volumes/NAME.img serves from open to last close.
+ *
+ * Views are a table of ops. The chain view (stopped VMs, snapshot layers)
+ * reads the layer files with pread through an extent map, with qemu-nbd
+ * for what only QEMU can read; it fails reads with -EIO, never serves a
+ * torn mix, if a layer changes under it (the VM was started). The NBD view
+ * reads an export (a running VM's backup job).
+ *
+ * Thread model: views are thread-safe; pread and seek may run in parallel.
+ */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct volume_view;
+
+struct volume_view_ops {
+    const char *name;
+    /* exactly count bytes (the caller clamps to the size): 0 or -errno;
+     * *ret_reason may be set to a static reason for the events file */
+    int (*pread)(struct volume_view *v, void *buf, size_t count, uint64_t off,
+                 const char **ret_reason);
+    int (*seek)(struct volume_view *v, uint64_t off, int whence, uint64_t *ret);
+    void (*close)(struct volume_view *v);
+};
+
+struct volume_view {
+    const struct volume_view_ops *ops;
+    uint64_t size;
+    uint64_t allocated;     /* bytes that hold data (st_blocks) */
+};
+
+/* A view of the chain whose top is path (format: "qcow2", "raw", ...). */
+int volume_view_open_chain(const char *path, const char *format,
+                           struct volume_view **ret);
+/* A view of an NBD export; on_close(opaque) runs when it is closed. */
+int volume_view_open_nbd(const char *socket, const char *export,
+                         uint64_t allocated, void (*on_close)(void *),
+                         void *opaque, struct volume_view **ret);
+
+/* size and allocated bytes of a chain, without opening a view */
+int volume_chain_usage(const char *path, const char *format,
+                       uint64_t *ret_size, uint64_t *ret_allocated);
+
+static inline int
+volume_view_pread(struct volume_view *v, void *buf, size_t count, uint64_t off,
+                  const char **ret_reason)
+{
+    return v->ops->pread(v, buf, count, off, ret_reason);
+}
+
+static inline int
+volume_view_seek(struct volume_view *v, uint64_t off, int whence, uint64_t *ret)
+{
+    return v->ops->seek(v, off, whence, ret);
+}
+
+static inline void
+volume_view_close(struct volume_view *v)
+{
+    if (v)
+        v->ops->close(v);
+}

@@ -36,6 +36,7 @@ struct chain_view {
     struct qemu_nbd *server;        /* started at the first EXTENT_QEMU read */
     struct nbd_client *nbd;
     bool qemu_failed;
+    bool changed;                   /* atomic: a layer changed; stays so */
 };
 
 static bool
@@ -97,6 +98,20 @@ full_pread(int fd, void *buf, size_t count, uint64_t off)
 }
 
 static int
+chain_check(struct volume_view *v, const char **ret_reason)
+{
+    struct chain_view *cv = (struct chain_view *) v;
+
+    if (!__atomic_load_n(&cv->changed, __ATOMIC_ACQUIRE) && !any_layer_changed(cv))
+        return 0;
+    if (!__atomic_exchange_n(&cv->changed, true, __ATOMIC_ACQ_REL))
+        log_error("'%s' changed under an open view", cv->chain->layers[0]);
+    *ret_reason = "the disk changed while it was being read (the VM started, "
+                  "or another tool wrote it); open it again";
+    return -EIO;
+}
+
+static int
 chain_pread(struct volume_view *v, void *buf, size_t count, uint64_t off,
             const char **ret_reason)
 {
@@ -141,12 +156,33 @@ chain_pread(struct volume_view *v, void *buf, size_t count, uint64_t off,
         off += n;
         count -= n;
     }
-    if (any_layer_changed(cv)) {
-        *ret_reason = "the disk changed while it was being read (the VM "
-                      "started, or another tool wrote it); open it again";
-        return log_error_errno(-EIO, "'%s' changed under an open view",
-                               cv->chain->layers[0]);
+    return chain_check(v, ret_reason);
+}
+
+static int
+chain_segments(struct volume_view *v, uint64_t off, size_t count,
+               struct volume_segment *seg, size_t max, size_t *ret_n)
+{
+    struct chain_view *cv = (struct chain_view *) v;
+    size_t n_seg = 0;
+
+    while (count > 0) {
+        const struct extent *e = extent_find(cv->map, off);
+        size_t n = !e ? count
+                 : e->start + e->length - off < count ? (size_t) (e->start + e->length - off)
+                                                      : count;
+        if (n_seg == max || (e && e->kind == EXTENT_QEMU))
+            return -ENOTSUP;
+        if (e && e->kind == EXTENT_FILE)
+            seg[n_seg++] = (struct volume_segment) {
+                .fd = cv->layers[e->layer].fd, .pos = e->offset + (off - e->start), .len = n,
+            };
+        else
+            seg[n_seg++] = (struct volume_segment) { .fd = -1, .len = n };
+        off += n;
+        count -= n;
     }
+    *ret_n = n_seg;
     return 0;
 }
 
@@ -180,6 +216,8 @@ static const struct volume_view_ops chain_ops = {
     .pread = chain_pread,
     .seek = chain_seek,
     .close = chain_close,
+    .segments = chain_segments,
+    .check = chain_check,
 };
 
 int

@@ -366,6 +366,9 @@ lv_volume_usage(void *h, const struct vm_ref *ref, const char *snap,
         return r;
     if (!path || !format)
         return -ENOMEM;
+    /* a missing file is the reader's error to report, not stat's */
+    if (access(path, R_OK) < 0)
+        return -errno;
     return volume_chain_usage(path, format, ret_size, ret_allocated);
 }
 

@@ -44,8 +44,12 @@ qemu_nbd_stop(struct qemu_nbd *q)
     spawn_stop(q->pid, 2000);
     if (q->socket)
         unlink(q->socket);
-    if (q->dir)
+    if (q->dir) {
+        _cleanup_free_ char *err_path = NULL;
+        if (asprintf(&err_path, "%s/stderr", q->dir) >= 0)
+            unlink(err_path);
         rmdir(q->dir);
+    }
     free(q->socket);
     free(q->dir);
     free(q);
@@ -81,10 +85,17 @@ qemu_nbd_start(const char *path, const char *format, const char *export,
         return -ENOMEM;
     }
     char *argv[] = { (char *) "qemu-nbd", (char *) "--read-only",
-                     (char *) "--force-share", (char *) "--persistent",
+                     (char *) "--persistent",
                      (char *) "--shared=4", fmt_opt, sock_opt, name_opt,
                      (char *) path, NULL };
-    r = spawn_background(argv, -1, &q->pid);
+    /* its messages go to a file, for the log if it fails to start */
+    _cleanup_free_ char *err_path = NULL;
+    if (asprintf(&err_path, "%s/stderr", q->dir) < 0) {
+        qemu_nbd_stop(q);
+        return -ENOMEM;
+    }
+    _cleanup_close_ int err_fd = open(err_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    r = spawn_background(argv, err_fd, &q->pid);
     if (r < 0) {
         log_error_errno(r, "cannot run qemu-nbd: %s", strerror(-r));
         qemu_nbd_stop(q);
@@ -99,9 +110,15 @@ qemu_nbd_start(const char *path, const char *format, const char *export,
         if (stat(q->socket, &st) == 0 && S_ISSOCK(st.st_mode))
             break;
         if (waitpid(q->pid, &status, WNOHANG) == q->pid) {
+            char msg[512] = "";
+            _cleanup_close_ int fd = open(err_path, O_RDONLY | O_CLOEXEC);
+            ssize_t n = fd >= 0 ? read(fd, msg, sizeof msg - 1) : -1;
+            msg[n > 0 ? n : 0] = '\0';
+            msg[strcspn(msg, "\n")] = '\0';
             q->pid = 0;
             qemu_nbd_stop(q);
-            return log_error_errno(-EIO, "qemu-nbd for '%s' exited at start", path);
+            return log_error_errno(-EIO, "qemu-nbd for '%s' exited at start: %s",
+                                   path, msg[0] ? msg : "no message");
         }
         if (now_monotonic_ns() > deadline) {
             qemu_nbd_stop(q);

@@ -160,33 +160,6 @@ chain_pread(struct volume_view *v, void *buf, size_t count, uint64_t off,
 }
 
 static int
-chain_segments(struct volume_view *v, uint64_t off, size_t count,
-               struct volume_segment *seg, size_t max, size_t *ret_n)
-{
-    struct chain_view *cv = (struct chain_view *) v;
-    size_t n_seg = 0;
-
-    while (count > 0) {
-        const struct extent *e = extent_find(cv->map, off);
-        size_t n = !e ? count
-                 : e->start + e->length - off < count ? (size_t) (e->start + e->length - off)
-                                                      : count;
-        if (n_seg == max || (e && e->kind == EXTENT_QEMU))
-            return -ENOTSUP;
-        if (e && e->kind == EXTENT_FILE)
-            seg[n_seg++] = (struct volume_segment) {
-                .fd = cv->layers[e->layer].fd, .pos = e->offset + (off - e->start), .len = n,
-            };
-        else
-            seg[n_seg++] = (struct volume_segment) { .fd = -1, .len = n };
-        off += n;
-        count -= n;
-    }
-    *ret_n = n_seg;
-    return 0;
-}
-
-static int
 chain_seek(struct volume_view *v, uint64_t off, int whence, uint64_t *ret)
 {
     return extent_seek(((struct chain_view *) v)->map, off, whence, ret);
@@ -216,7 +189,6 @@ static const struct volume_view_ops chain_ops = {
     .pread = chain_pread,
     .seek = chain_seek,
     .close = chain_close,
-    .segments = chain_segments,
     .check = chain_check,
 };
 

@@ -18,14 +18,6 @@
 
 struct volume_view;
 
-/* A piece of a read that a file descriptor holds (fd >= 0, at pos) or that
- * is zeros (fd < 0): lets the FUSE layer splice data without copying it. */
-struct volume_segment {
-    int fd;
-    uint64_t pos;
-    size_t len;
-};
-
 struct volume_view_ops {
     const char *name;
     /* exactly count bytes (the caller clamps to the size): 0 or -errno;
@@ -34,11 +26,6 @@ struct volume_view_ops {
                  const char **ret_reason);
     int (*seek)(struct volume_view *v, uint64_t off, int whence, uint64_t *ret);
     void (*close)(struct volume_view *v);
-    /* optional: [off, off+count) as at most max segments; -ENOTSUP where it
-     * is not made of files and zeros (then pread). The fds stay valid
-     * until close. */
-    int (*segments)(struct volume_view *v, uint64_t off, size_t count,
-                    struct volume_segment *seg, size_t max, size_t *ret_n);
     /* optional: -EIO (and a reason) if what the view serves has changed
      * since it was opened */
     int (*check)(struct volume_view *v, const char **ret_reason);
@@ -73,14 +60,6 @@ static inline int
 volume_view_seek(struct volume_view *v, uint64_t off, int whence, uint64_t *ret)
 {
     return v->ops->seek(v, off, whence, ret);
-}
-
-static inline int
-volume_view_segments(struct volume_view *v, uint64_t off, size_t count,
-                     struct volume_segment *seg, size_t max, size_t *ret_n)
-{
-    return v->ops->segments ? v->ops->segments(v, off, count, seg, max, ret_n)
-                            : -ENOTSUP;
 }
 
 static inline int

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# volume-export.sh: a stopped VM's disks exported with cp are what the
+# guest wrote: exact (byte-identical to qemu-img convert of the chain),
+# clean (e2fsck -fn), readable at odd offsets, sparse where the disk is;
+# compressed clusters are read through qemu-nbd, which stops afterwards.
+. "${0%/*}/lib.sh"
+requires_fuse
+requires debugfs
+requires e2fsck
+requires python3
+use_guests
+
+vm=${TEST_PREFIX}exp
+d=$GUEST_DIR
+# vda: a 3-layer chain (raw base, two qcow2 overlays); vdb: 4 GiB, sparse
+guest_make_disk "$d/base.raw" 192M raw
+qemu-img create -q -f qcow2 -b "$d/base.raw" -F raw "$d/mid.qcow2"
+qemu-img create -q -f qcow2 -b "$d/mid.qcow2" -F qcow2 "$d/top.qcow2"
+guest_make_disk "$d/sparse.qcow2" 4G qcow2
+guest_define "$vm" --disk "$d/top.qcow2:qcow2:vda" --disk "$d/sparse.qcow2:qcow2:vdb"
+
+guest_start "$vm"
+guest_wait_agent "$vm"
+# 50 MB of random data and a marker, written by the guest
+want=$(guest_exec "$vm" 'dd if=/dev/urandom of=/data/big bs=1M count=50 2>/dev/null &&
+    echo marker-one >/data/marker && sync && sha256sum /data/big | cut -d" " -f1') ||
+    fail "writing in the guest"
+guest_exec "$vm" 'echo little >/mnt/vdb/little && sync' || fail "writing vdb"
+guest_shutdown "$vm"
+
+mnt=$(workdir)/mnt
+start_vmsnapfs qemu:///system "$mnt"
+img=$mnt/$vm/volumes/vda.img
+out=$(workdir)/out
+mkdir -p "$out"
+
+cp "$img" "$out/vda.raw"
+qemu-img convert -O raw "$d/top.qcow2" "$out/ref.raw"
+cmp "$out/vda.raw" "$out/ref.raw" || fail "export differs from qemu-img convert"
+e2fsck -fn "$out/vda.raw" >"$out/fsck.log" 2>&1 || fail "e2fsck: $(cat "$out/fsck.log")"
+got=$(debugfs -R 'cat /big' "$out/vda.raw" 2>/dev/null | sha256sum | cut -d' ' -f1)
+[ "$got" = "$want" ] || fail "/big in the export: $got, guest wrote $want"
+[ "$(debugfs -R 'cat /marker' "$out/vda.raw" 2>/dev/null)" = marker-one ] ||
+    fail "marker not in the export"
+
+# reads at odd offsets and lengths match the reference
+python3 - "$img" "$out/ref.raw" <<'PY' || fail "odd-offset reads differ"
+import os, random, sys
+img, ref = (os.open(p, os.O_RDONLY) for p in sys.argv[1:3])
+size = os.fstat(ref).st_size
+assert os.fstat(img).st_size == size, "st_size"
+rnd = random.Random(7)
+cases = [(0, 1), (1, 4095), (511, 513), (size - 1, 1), (size - 3, 10), (size, 5)]
+cases += [(rnd.randrange(size), rnd.randrange(1, 3 << 20)) for _ in range(200)]
+for off, n in cases:
+    a, b = os.pread(img, n, off), os.pread(ref, n, off)
+    if a != b:
+        sys.exit("mismatch at %d+%d" % (off, n))
+PY
+
+# SEEK_DATA / SEEK_HOLE and st_blocks tell the sparse disk's holes
+big=$mnt/$vm/volumes/vdb.img
+[ "$(stat -c %s "$big")" = $((4 << 30)) ] || fail "vdb size"
+blocks=$(stat -c %b "$big")
+[ "$blocks" -lt $((512 << 11)) ] || fail "st_blocks of the sparse disk: $blocks"
+python3 - "$big" <<'PY' || fail "SEEK_HOLE/SEEK_DATA"
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+size = os.fstat(fd).st_size
+hole = os.lseek(fd, 0, os.SEEK_HOLE)
+assert 0 < hole < size, "first hole at %d" % hole
+data = os.lseek(fd, hole, os.SEEK_DATA)
+assert hole < data < size, "data after the first hole at %d" % data
+try:
+    os.lseek(fd, size, os.SEEK_DATA)
+    sys.exit("SEEK_DATA at the end did not fail")
+except OSError as e:
+    assert e.errno == 6, e      # ENXIO
+PY
+cp "$big" "$out/vdb.raw"
+alloc=$(du -k "$out/vdb.raw" | cut -f1)
+[ "$alloc" -lt 65536 ] || fail "the sparse export takes $alloc KiB"
+qemu-img convert -O raw "$d/sparse.qcow2" "$out/vdb-ref.raw"
+cmp "$out/vdb.raw" "$out/vdb-ref.raw" || fail "sparse export differs"
+[ "$(debugfs -R 'cat /little' "$out/vdb.raw" 2>/dev/null)" = little ] ||
+    fail "data of the sparse disk missing"
+rm -f "$out"/vdb*.raw
+
+# compressed clusters: only QEMU can read them (qemu-nbd, then stopped)
+fusermount3 -u "$mnt"
+wait "$VMSNAPFS_PID" || fail "vmsnapfs exited with an error"
+qemu-img convert -q -c -O qcow2 "$d/top.qcow2" "$d/compressed.qcow2"
+guest_virsh detach-disk "$vm" vdb --config >/dev/null
+guest_virsh detach-disk "$vm" vda --config >/dev/null
+guest_virsh attach-disk "$vm" "$d/compressed.qcow2" vda --subdriver qcow2 \
+    --targetbus virtio --config >/dev/null
+VMSNAPFS_DEBUG=qemu-nbd start_vmsnapfs qemu:///system "$mnt"
+cp "$img" "$out/comp.raw"
+cmp "$out/comp.raw" "$out/ref.raw" || fail "export of compressed clusters differs"
+grep -Eq "qemu-nbd [0-9]+ serves '$d/compressed.qcow2'" "$VMSNAPFS_LOG" ||
+    fail "compressed clusters were not read through qemu-nbd"
+pgrep -f "qemu-nbd.*$d/compressed.qcow2" >/dev/null &&
+    fail "qemu-nbd still runs after the last close"
+echo "PASS: $testname"

@@ -69,6 +69,10 @@ struct fs {
     struct fs_node root;
     struct hashmap *nodes;  /* "parent-ptr/name" -> struct fs_node */
 
+    /* open volume views (ops.c) */
+    pthread_mutex_t vlock;
+    struct open_file *open_views;
+
     /* invalidation queue (notify.c) */
     pthread_mutex_t nlock;
     pthread_cond_t ncond;
@@ -126,6 +130,8 @@ extern const struct model_listener notify_listener;
 
 /* ops.c */
 extern const struct fuse_lowlevel_ops fs_ops;
+/* Closes the views of files still open at unmount. */
+void fs_close_views(struct fs *fs);
 
 /* daemon.c: going into the background, readiness */
 int daemon_begin(void);              /* parent: exits with the child's status */

@@ -298,6 +298,7 @@ run(struct fs *fs)
     stop_notifications(fs);
     fuse_session_unmount(fs->se);
     fuse_session_destroy(fs->se);
+    fs_close_views(fs);         /* backup jobs, qemu-nbd: nothing stays */
     fs->se = NULL;
     log_info("unmounted '%s'", arg_mountpoint);
     return r < 0 ? r : 0;
@@ -347,6 +348,7 @@ main(int argc, char **argv)
     fs.opts = &arg_opts;
     fs.uid = 0;
     clock_gettime(CLOCK_REALTIME, &fs.started);
+    pthread_mutex_init(&fs.vlock, NULL);
     r = resolve_admin_group(&fs);
     if (r >= 0)
         r = inode_init(&fs);

@@ -23,7 +23,52 @@ struct open_file {
     char *buf;              /* generated files: the content at open */
     size_t len;
     struct volume_view *view;   /* volumes: the point-in-time view */
+    struct open_file *prev, *next;  /* volumes: fs->open_views */
 };
+
+/* Open views are listed, so that an unmount with files still open (the
+ * kernel sends no release then) still ends their backup jobs. */
+static void
+track(struct fs *fs, struct open_file *h)
+{
+    LOCK_FOR_SCOPE(&fs->vlock);
+    h->next = fs->open_views;
+    if (h->next)
+        h->next->prev = h;
+    fs->open_views = h;
+}
+
+static void
+untrack(struct fs *fs, struct open_file *h)
+{
+    LOCK_FOR_SCOPE(&fs->vlock);
+    if (h->prev)
+        h->prev->next = h->next;
+    else if (fs->open_views == h)
+        fs->open_views = h->next;
+    if (h->next)
+        h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+}
+
+void
+fs_close_views(struct fs *fs)
+{
+    for (;;) {
+        struct open_file *h;
+        {
+            LOCK_FOR_SCOPE(&fs->vlock);
+            h = fs->open_views;
+            if (!h)
+                return;
+            fs->open_views = h->next;
+            if (h->next)
+                h->next->prev = NULL;
+        }
+        volume_view_close(h->view);
+        free(h);
+    }
+}
 
 struct dir_handle {
     struct tree_entry *entries;
@@ -296,7 +341,12 @@ fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return (void) fuse_reply_err(req, -r);
     }
     fi->fh = (uintptr_t) h;
+    if (h->view)
+        track(fs, h);
     if (fuse_reply_open(req, fi) != 0) {
+        if (h->view)
+            untrack(fs, h);
+        volume_view_close(h->view);
         free(h->buf);
         free(h);
     }
@@ -376,6 +426,8 @@ fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
     (void) ino;
     if (h) {
+        if (h->view)
+            untrack(fs_of(req), h);
         volume_view_close(h->view);
         free(h->buf);
         free(h);

@@ -391,6 +391,7 @@ lv_open(const char *source, const struct vmsnapfs_opts *o,
         lv_close(lv);
         return r;
     }
+    lv_end_stale_jobs(lv);
     lv->timer = virEventAddTimeout(1000, on_timer, lv, NULL);
     if (pthread_create(&lv->thread, NULL, event_thread, lv) != 0) {
         lv_close(lv);

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,19 +176,25 @@ backup_xml(const struct lv_live *l, const struct vm_info *vm)
     return buf;
 }
 
+static const char *
+state_dir(void)
+{
+    const char *base = getenv("VMSNAPFS_STATE_DIR");
+    return base && *base ? base : "/var/lib/vmsnapfs";
+}
+
 /* A private directory QEMU's user may write (it makes the socket and the
  * scratch files there): mode 0700, owned by that user. */
 static int
 live_dir(char **ret)
 {
-    const char *base = getenv("VMSNAPFS_STATE_DIR");
+    const char *base = state_dir();
     char *dir = NULL;
 
-    if (!base || !*base)
-        base = "/var/lib/vmsnapfs";
     if (mkdir(base, 0711) < 0 && errno != EEXIST)
         return log_error_errno(-errno, "cannot make '%s': %s", base, strerror(errno));
-    if (asprintf(&dir, "%s/live-XXXXXX", base) < 0)
+    /* the daemon's pid in the name: a later daemon can tell a dead one's */
+    if (asprintf(&dir, "%s/live-%d-XXXXXX", base, (int) getpid()) < 0)
         return -ENOMEM;
     if (!mkdtemp(dir)) {
         int r = log_error_errno(-errno, "cannot make '%s': %s", dir, strerror(errno));
@@ -404,4 +411,63 @@ lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
         r = volume_view_open_chain(v->source, v->format, ret);
     vm_info_free(vm);
     return r;
+}
+
+/* The pid in ".../live-PID-XXXXXX" if path is a live view directory of
+ * ours, else 0. */
+static pid_t
+live_dir_pid(const char *path)
+{
+    const char *base = state_dir();
+    size_t n = strlen(base);
+    char *end;
+
+    if (strncmp(path, base, n) != 0 || strncmp(path + n, "/live-", 6) != 0)
+        return 0;
+    long pid = strtol(path + n + 6, &end, 10);
+    return *end == '-' && pid > 0 ? (pid_t) pid : 0;
+}
+
+static bool
+process_alive(pid_t pid)
+{
+    return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+/* A daemon killed with SIGKILL leaves its backup jobs running (and their
+ * scratch files growing): end those whose daemon is gone, at start. */
+void
+lv_end_stale_jobs(struct lv *lv)
+{
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
+    virDomainPtr *doms = NULL;
+    int n;
+
+    if (!c)
+        return;
+    n = virConnectListAllDomains(c, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+    for (int i = 0; i < n; i++) {
+        _cleanup_free_ char *xml = virDomainBackupGetXMLDesc(doms[i], 0);
+        _cleanup_free_ char *dir = NULL;
+        const char *sock = xml ? strstr(xml, "socket='") : NULL;
+        if (!xml) {
+            virResetLastError();      /* no backup job: the usual case */
+        } else if (sock && (dir = strndup(sock + 8, strcspn(sock + 8, "'")))) {
+            char *slash = strrchr(dir, '/');
+            if (slash)
+                *slash = '\0';
+            pid_t pid = live_dir_pid(dir);
+            if (pid > 0 && pid != getpid() && !process_alive(pid)) {
+                log_warning("'%s': ending the backup job of a vmsnapfs that is "
+                            "gone (pid %d)", virDomainGetName(doms[i]), (int) pid);
+                if (virDomainAbortJob(doms[i]) < 0)
+                    lv_errno("end the stale backup job of", virDomainGetName(doms[i]));
+                remove_dir(dir);
+            }
+        }
+        virDomainFree(doms[i]);
+    }
+    free(doms);
+    if (n < 0)
+        virResetLastError();
 }

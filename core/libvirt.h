@@ -50,5 +50,7 @@ int lv_snapshot_list(void *h, const struct vm_ref *ref,
                      struct snapshot_info ***ret_snaps, size_t *ret_n);
 int lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
                    const char *vol, struct volume_view **ret);
+/* At start: end backup jobs of live views whose daemon died. */
+void lv_end_stale_jobs(struct lv *lv);
 int lv_volume_usage(void *h, const struct vm_ref *ref, const char *snap,
                     const char *vol, uint64_t *ret_size, uint64_t *ret_allocated);

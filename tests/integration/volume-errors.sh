@@ -74,4 +74,22 @@ ls -d /var/lib/vmsnapfs/live-* 2>/dev/null && fail "live view directories left b
 pgrep -f "qemu-nbd.*$d" && fail "qemu-nbd left behind"
 state=$(guest_agent "$vm" '{"execute":"guest-fsfreeze-status"}')
 [[ $state == *thawed* ]] || fail "guest not thawed: $state"
+
+# SIGKILL with a live view open leaves the backup job running; the next
+# vmsnapfs ends it at start
+start_vmsnapfs qemu:///system "$mnt"
+exec 3<"$img"
+head -c 4096 <&3 >/dev/null
+kill -KILL "$VMSNAPFS_PID"
+wait "$VMSNAPFS_PID" 2>/dev/null || true
+exec 3<&-
+fusermount3 -uz "$mnt"
+virsh -c qemu:///system domjobinfo "$vm" | grep -q 'Job type: *Unbounded' ||
+    fail "no backup job left by the killed daemon (the check proves nothing)"
+expect_log "ending the backup job of a vmsnapfs that is gone"
+start_vmsnapfs qemu:///system "$mnt"
+virsh -c qemu:///system domjobinfo "$vm" | grep -q 'Job type: *None' ||
+    fail "the stale backup job still runs after a new start"
+ls -d /var/lib/vmsnapfs/live-* 2>/dev/null && fail "stale live view directory left"
+cp "$img" "$(workdir)/after.raw" || fail "a live view after the clean-up"
 echo "PASS: $testname"

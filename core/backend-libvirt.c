@@ -20,9 +20,11 @@
 #include "backend.h"
 #include "cleanup.h"
 #include "hashmap.h"
+#include "libvirt-freeze.h"
 #include "libvirt-xml.h"
 #include "libvirt.h"
 #include "log.h"
+#include "snapshot-json.h"
 
 static void
 silent_error(void *opaque, virErrorPtr err)
@@ -342,6 +344,9 @@ lv_close(void *h)
 
     if (!lv)
         return;
+    /* thaws still running in the background (a late freeze): a while;
+     * what is left keeps its record for the next start */
+    (void) freeze_shutdown(UINT64_C(10) * 1000000000);
     lv->quit = true;
     if (lv->timer >= 0)
         virEventUpdateTimeout(lv->timer, 0);   /* wake the loop */
@@ -351,6 +356,8 @@ lv_close(void *h)
         virEventRemoveTimeout(lv->timer);
     drop_conn(lv);
     hashmap_free(lv->lives, NULL);      /* views end before the backend */
+    hashmap_free(lv->views, NULL);
+    hashmap_free(lv->ops, NULL);        /* ops end before the backend */
     pthread_mutex_destroy(&lv->live_lock);
     pthread_mutex_destroy(&lv->lock);
     free(lv->uri);
@@ -380,8 +387,10 @@ lv_open(const char *source, const struct vmsnapfs_opts *o,
         lv->events = *events;
     lv->uri = strdup(source);
     lv->lives = hashmap_new();
+    lv->views = hashmap_new();
+    lv->ops = hashmap_new();
     pthread_mutex_init(&lv->live_lock, NULL);
-    if (!lv->uri || !lv->lives) {
+    if (!lv->uri || !lv->lives || !lv->views || !lv->ops) {
         lv_close(lv);
         return -ENOMEM;
     }
@@ -392,6 +401,7 @@ lv_open(const char *source, const struct vmsnapfs_opts *o,
         return r;
     }
     lv_end_stale_jobs(lv);
+    freeze_recover(lv);         /* thaw what a killed daemon left frozen */
     lv->timer = virEventAddTimeout(1000, on_timer, lv, NULL);
     if (pthread_create(&lv->thread, NULL, event_thread, lv) != 0) {
         lv_close(lv);
@@ -559,8 +569,16 @@ snapshot_from_xml(const char *xml, const struct vm_info *now,
     s->definition = TAKE_PTR(x.domain);
     s->created = x.created;
     s->phase = SNAPSHOT_SUCCEEDED;   /* in libvirt's metadata: it exists */
-    if (x.state && strcmp(x.state, "shutoff") != 0)
-        s->indications |= 1u << INDICATION_ONLINE;
+    struct snapshot_meta meta;
+    if (snapshot_meta_decode(x.description, &meta) == 0) {
+        /* made here: what vmsnapfs knew at the time */
+        s->indications = meta.indications;
+        s->freeze_window_ms = meta.freeze_ms;
+        s->has_freeze_window = meta.have_freeze;
+        strv_free(meta.excluded);   /* the XML's snapshot='no' disks say it */
+    } else if (x.state && strcmp(x.state, "shutoff") != 0) {
+        s->indications |= 1u << INDICATION_ONLINE;     /* made elsewhere */
+    }
 
     /* disks the snapshot covers (sizes as the VM has them now), and the
      * ones it left out (snapshot='no') */
@@ -640,6 +658,29 @@ lv_snapshot_list(void *h, const struct vm_ref *ref,
         snapshot_infos_free(v, count);
         return r;
     }
+    /* one being taken right now shows as InProgress */
+    time_t started;
+    char *busy = lv_op_snapshot(lv, ref->name, &started);
+    bool listed = false;
+    for (size_t i = 0; busy && i < count; i++)
+        listed |= strcmp(v[i]->name, busy) == 0;
+    if (busy && !listed) {
+        struct snapshot_info *ip = calloc(1, sizeof *ip);
+        struct snapshot_info **nv = realloc(v, (count + 2) * sizeof *v);
+        if (ip && nv) {
+            v = nv;
+            ip->name = TAKE_PTR(busy);
+            ip->phase = SNAPSHOT_IN_PROGRESS;
+            ip->created = started;
+            ip->volumes = calloc(1, sizeof *ip->volumes);
+            v[count++] = ip;
+        } else {
+            free(ip);
+            if (nv)
+                v = nv;
+        }
+    }
+    free(busy);
     qsort(v, count, sizeof *v, cmp_snap);
     *ret_snaps = v;
     *ret_n = count;
@@ -654,6 +695,8 @@ const struct backend_ops backend_libvirt = {
     .list_vms = lv_list_vms,
     .vm_get = lv_vm_get,
     .snapshot_list = lv_snapshot_list,
+    .snapshot_create = lv_snapshot_create,
+    .snapshot_delete = lv_snapshot_delete,
     .volume_open = lv_volume_open,
     .volume_usage = lv_volume_usage,
 };

@@ -111,6 +111,13 @@ struct snapshot_info {
     size_t n_volumes;
     char **excluded;            /* NULL-terminated volume names, may be NULL */
     char **resources;           /* KubeVirt: "apiGroup kind namespace name" */
+    uint64_t freeze_window_ms;  /* freeze to thaw, where measured */
+    bool has_freeze_window;
+};
+
+/* What a changing op did, or why it failed: for the events file. */
+struct op_report {
+    char text[512];
 };
 
 /* What changed about a VM, for how much of the kernel's caches to drop. */
@@ -152,9 +159,11 @@ struct backend_ops {
     /* all snapshots of a VM, sorted by name */
     int (*snapshot_list)(void *h, const struct vm_ref *vm,
                          struct snapshot_info ***ret_snaps, size_t *ret_n);
+    /* returns once the snapshot left InProgress; rep says what happened */
     int (*snapshot_create)(void *h, const struct vm_ref *vm, const char *snap,
-                           const struct vmsnapfs_opts *o);
-    int (*snapshot_delete)(void *h, const struct vm_ref *vm, const char *snap);
+                           const struct vmsnapfs_opts *o, struct op_report *rep);
+    int (*snapshot_delete)(void *h, const struct vm_ref *vm, const char *snap,
+                           struct op_report *rep);
 
     /* A point-in-time view of volume vol of the VM as it is now (snap NULL)
      * or of snapshot snap, until volume_view_close(). */

@@ -339,10 +339,59 @@ live_view(struct lv *lv, virConnectPtr c, const struct vm_info *vm,
         }
         l->refs++;
     }
-    r = volume_view_open_nbd(l->socket, v->name, allocated, live_release, l, ret);
-    if (r < 0)
-        live_release(l);
-    return r;
+    return volume_view_open_nbd(l->socket, v->name, allocated, live_release, l, ret);
+}
+
+/* ---- open views per VM (rmdir of a snapshot waits for them: EBUSY) ------ */
+
+struct view_ref {
+    struct lv *lv;
+    char vm[];
+};
+
+static struct view_ref *
+views_enter(struct lv *lv, const char *vm)
+{
+    struct view_ref *v = malloc(sizeof *v + strlen(vm) + 1);
+
+    if (!v)
+        return NULL;
+    v->lv = lv;
+    strcpy(v->vm, vm);
+    LOCK_FOR_SCOPE(&lv->lock);
+    uintptr_t n = (uintptr_t) hashmap_get(lv->views, vm);
+    if (hashmap_put(lv->views, vm, (void *) (n + 1), NULL) < 0) {
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
+static void
+views_leave(void *opaque)
+{
+    struct view_ref *v = opaque;
+    {
+        LOCK_FOR_SCOPE(&v->lv->lock);
+        uintptr_t n = (uintptr_t) hashmap_get(v->lv->views, v->vm);
+        if (n <= 1)
+            hashmap_remove(v->lv->views, v->vm);
+        else
+            hashmap_put(v->lv->views, v->vm, (void *) (n - 1), NULL);
+    }
+    free(v);
+}
+
+bool
+lv_vm_has_views(struct lv *lv, const char *vm)
+{
+    {
+        LOCK_FOR_SCOPE(&lv->live_lock);
+        if (hashmap_get(lv->lives, vm))
+            return true;
+    }
+    LOCK_FOR_SCOPE(&lv->lock);
+    return hashmap_get(lv->views, vm) != NULL;
 }
 
 /* ---- the backend ops ----------------------------------------------------- */
@@ -391,7 +440,10 @@ lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
         r = snapshot_layer(lv, ref, snap, vol, &path, &format);
         if (r < 0)
             return r;
-        return volume_view_open_chain(path, format, ret);
+        struct view_ref *vr = views_enter(lv, ref->name);
+        if (!vr)
+            return -ENOMEM;
+        return volume_view_open_chain(path, format, views_leave, vr, ret);
     }
 
     _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
@@ -407,8 +459,11 @@ lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
               : -ENOENT;
     else if (vm->running && live_exportable(v))
         r = live_view(lv, c, vm, v, ret);
-    else
-        r = volume_view_open_chain(v->source, v->format, ret);
+    else {
+        struct view_ref *vr = views_enter(lv, ref->name);
+        r = vr ? volume_view_open_chain(v->source, v->format, views_leave, vr, ret)
+               : -ENOMEM;
+    }
     vm_info_free(vm);
     return r;
 }

@@ -223,3 +223,42 @@ lv_xml_snapshot_clear(struct lv_xml_snapshot *s)
     free(s->disks);
     *s = (struct lv_xml_snapshot) { 0 };
 }
+
+int
+lv_xml_set_disk_source(const char *domain_xml, const char *target,
+                       const char *old_src, const char *new_src,
+                       const char *new_fmt, char **ret)
+{
+    _cleanup_(xml_doc_freep) xmlDocPtr doc = parse(domain_xml);
+    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+    xmlNode *devices = child(root, "devices");
+
+    if (!is(root, "domain"))
+        return -EINVAL;
+    for (xmlNode *d = devices ? devices->children : NULL; d; d = d->next) {
+        if (!is(d, "disk"))
+            continue;
+        _cleanup_free_ char *dev = attr(child(d, "target"), "dev");
+        xmlNode *src = child(d, "source");
+        _cleanup_free_ char *file = attr(src, "file");
+        if (!dev || strcmp(dev, target) != 0 || !file || strcmp(file, old_src) != 0)
+            continue;
+        xmlSetProp(src, (const xmlChar *) "file", (const xmlChar *) new_src);
+        xmlNode *drv = child(d, "driver");
+        if (drv && new_fmt && *new_fmt)
+            xmlSetProp(drv, (const xmlChar *) "type", (const xmlChar *) new_fmt);
+        /* the old chain description no longer holds */
+        xmlNode *bs = child(d, "backingStore");
+        if (bs) {
+            xmlUnlinkNode(bs);
+            xmlFreeNode(bs);
+        }
+        xmlChar *out = NULL;
+        int len = 0;
+        xmlDocDumpMemory(doc, &out, &len);
+        *ret = out ? strndup((const char *) out, (size_t) len) : NULL;
+        xmlFree(out);
+        return *ret ? 0 : -ENOMEM;
+    }
+    return -ENOENT;
+}

@@ -16,6 +16,13 @@ int lv_xml_disks(const char *domain_xml, struct volume **ret_vols,
  * there is no such channel), -EINVAL if the XML does not parse. */
 int lv_xml_agent_connected(const char *domain_xml);
 
+/* The domain XML with disk target's <source file> set to new_src (if it was
+ * old_src) and its driver type to new_fmt; allocated in *ret. -ENOENT if
+ * no such disk with that source. */
+int lv_xml_set_disk_source(const char *domain_xml, const char *target,
+                           const char *old_src, const char *new_src,
+                           const char *new_fmt, char **ret);
+
 struct lv_xml_snapshot {
     char *name;
     char *state;          /* "disk-snapshot", "running", "shutoff", ... */

@@ -28,6 +28,9 @@ struct lv {
     volatile bool quit;
     int timer;                  /* reconnect timer id */
 
+    struct hashmap *ops;        /* VM name -> struct lv_op; under lock */
+    struct hashmap *views;      /* VM name -> open chain views (count) */
+
     pthread_mutex_t live_lock;  /* protects lives; held while a backup job
                                    starts or ends (libvirt calls under it) */
     struct hashmap *lives;      /* VM name -> struct lv_live */
@@ -37,6 +40,19 @@ DEFINE_CLEANUP(virDomainPtr, virDomainFree)
 DEFINE_CLEANUP(virConnectPtr, virConnectClose)
 DEFINE_CLEANUP(virDomainSnapshotPtr, virDomainSnapshotFree)
 
+
+/* A changing operation on a VM: one at a time per VM (EBUSY otherwise). */
+struct lv_op {
+    char *snap;             /* the snapshot it makes (InProgress) or NULL */
+    time_t started;
+};
+
+int lv_op_begin(struct lv *lv, const char *vm, const char *snap);
+void lv_op_end(struct lv *lv, const char *vm);
+/* The snapshot an operation on vm makes right now (copied), or NULL. */
+char *lv_op_snapshot(struct lv *lv, const char *vm, time_t *ret_started);
+/* true while a volume of vm is open (live or snapshot view) */
+bool lv_vm_has_views(struct lv *lv, const char *vm);
 
 /* The last libvirt error (of this thread) as -errno, logged once. */
 int lv_errno(const char *what, const char *name);
@@ -48,6 +64,10 @@ virDomainPtr lv_lookup(virConnectPtr c, const char *name, int *ret_err);
 int lv_vm_get(void *h, const struct vm_ref *ref, struct vm_info **ret);
 int lv_snapshot_list(void *h, const struct vm_ref *ref,
                      struct snapshot_info ***ret_snaps, size_t *ret_n);
+int lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
+                       const struct vmsnapfs_opts *o, struct op_report *rep);
+int lv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap,
+                       struct op_report *rep);
 int lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
                    const char *vol, struct volume_view **ret);
 /* At start: end backup jobs of live views whose daemon died. */

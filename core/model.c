@@ -468,18 +468,37 @@ drop_snapshots(struct model *m, const char *ns, const char *vm)
     m->generation++;
 }
 
+/* Changing ops run to their end: a thread cancelled half-way (libfuse
+ * cancels its workers at exit) could leave a guest frozen or a disk chain
+ * half-merged. */
+struct no_cancel {
+    int old;
+};
+
+static void
+restore_cancel(struct no_cancel *nc)
+{
+    int ignored;
+    pthread_setcancelstate(nc->old, &ignored);
+}
+
 int
 model_snapshot_create(struct model *m, const char *ns, const char *vm,
                       const char *snap, const struct vmsnapfs_opts *o)
 {
     struct vm_ref ref = { .ns = ns ? ns : "", .name = vm };
+    struct op_report rep = { .text = "" };
+    _cleanup_(restore_cancel) struct no_cancel nc = { 0 };
     int r;
 
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &nc.old);
     if (!m->ops->snapshot_create)
-        return -ENOTSUP;
-    r = m->ops->snapshot_create(m->h, &ref, snap, o);
+        return events_add(m->events, ns, vm, "snapshot", snap, -ENOTSUP,
+                          "taking snapshots is not supported by this backend yet");
+    r = m->ops->snapshot_create(m->h, &ref, snap, o, &rep);
     drop_snapshots(m, ns, vm);
-    return r;
+    return events_add(m->events, ns, vm, "snapshot", snap, r, "%s",
+                      rep.text[0] ? rep.text : r < 0 ? strerror(-r) : "done");
 }
 
 int
@@ -487,13 +506,18 @@ model_snapshot_delete(struct model *m, const char *ns, const char *vm,
                       const char *snap)
 {
     struct vm_ref ref = { .ns = ns ? ns : "", .name = vm };
+    struct op_report rep = { .text = "" };
+    _cleanup_(restore_cancel) struct no_cancel nc = { 0 };
     int r;
 
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &nc.old);
     if (!m->ops->snapshot_delete)
-        return -ENOTSUP;
-    r = m->ops->snapshot_delete(m->h, &ref, snap);
+        return events_add(m->events, ns, vm, "delete-snapshot", snap, -ENOTSUP,
+                          "deleting snapshots is not supported by this backend yet");
+    r = m->ops->snapshot_delete(m->h, &ref, snap, &rep);
     drop_snapshots(m, ns, vm);
-    return r;
+    return events_add(m->events, ns, vm, "delete-snapshot", snap, r, "%s",
+                      rep.text[0] ? rep.text : r < 0 ? strerror(-r) : "done");
 }
 
 int

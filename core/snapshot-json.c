@@ -1,4 +1,5 @@
 /* core/snapshot-json.c: see snapshot-json.h; pure, thread-safe. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,9 @@ snapshot_status_json(const char *ns, const char *vm,
                                              time_rfc3339(s->created, when, sizeof when)));
     json_object_object_add(o, "volumes", vols);
     json_object_object_add(o, "excludedVolumes", strv_json(s->excluded));
+    if (s->has_freeze_window)
+        json_object_object_add(o, "freezeWindowMs",
+                               json_object_new_int64((int64_t) s->freeze_window_ms));
     if (s->resources)
         json_object_object_add(o, "resources", strv_json(s->resources));
 
@@ -74,4 +78,70 @@ snapshot_status_json(const char *ns, const char *vm,
         out = NULL;
     json_object_put(o);
     return out;
+}
+
+#define META_PREFIX "vmsnapfs "
+
+char *
+snapshot_meta_encode(const struct snapshot_meta *m)
+{
+    json_object *o = json_object_new_object();
+    json_object *ind = json_object_new_array();
+    char *out = NULL;
+
+    if (!o || !ind) {
+        json_object_put(o);
+        json_object_put(ind);
+        return NULL;
+    }
+    for (int i = 0; i < _INDICATION_MAX; i++)
+        if (m->indications & (1u << i))
+            json_object_array_add(ind, json_object_new_string(indication_to_string(i)));
+    json_object_object_add(o, "indications", ind);
+    json_object_object_add(o, "excluded", strv_json(m->excluded));
+    if (m->have_freeze)
+        json_object_object_add(o, "freezeWindowMs", json_object_new_int64((int64_t) m->freeze_ms));
+    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+    if (text && asprintf(&out, META_PREFIX "%s", text) < 0)
+        out = NULL;
+    json_object_put(o);
+    return out;
+}
+
+int
+snapshot_meta_decode(const char *text, struct snapshot_meta *ret)
+{
+    struct snapshot_meta m = { 0 };
+    json_object *o, *v;
+
+    if (!text || strncmp(text, META_PREFIX, strlen(META_PREFIX)) != 0)
+        return -ENOENT;
+    o = json_tokener_parse(text + strlen(META_PREFIX));
+    if (!o || !json_object_is_type(o, json_type_object)) {
+        json_object_put(o);
+        return -EINVAL;
+    }
+    if (json_object_object_get_ex(o, "indications", &v) &&
+        json_object_is_type(v, json_type_array)) {
+        for (size_t i = 0; i < json_object_array_length(v); i++) {
+            int k = indication_from_string(
+                json_object_get_string(json_object_array_get_idx(v, i)));
+            if (k >= 0)
+                m.indications |= 1u << k;
+        }
+    }
+    if (json_object_object_get_ex(o, "excluded", &v) &&
+        json_object_is_type(v, json_type_array)) {
+        size_t n = json_object_array_length(v);
+        m.excluded = calloc(n + 1, sizeof *m.excluded);
+        for (size_t i = 0; m.excluded && i < n; i++)
+            m.excluded[i] = strdup(json_object_get_string(json_object_array_get_idx(v, i)));
+    }
+    if (json_object_object_get_ex(o, "freezeWindowMs", &v)) {
+        m.freeze_ms = (uint64_t) json_object_get_int64(v);
+        m.have_freeze = true;
+    }
+    json_object_put(o);
+    *ret = m;
+    return 0;
 }

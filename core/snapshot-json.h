@@ -2,6 +2,9 @@
  * as one JSON object, for tools"). */
 #pragma once
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "backend.h"
 
 /* Allocated, newline-terminated JSON text; NULL on OOM. */
@@ -10,3 +13,17 @@ char *snapshot_status_json(const char *ns, const char *vm,
 
 /* RFC 3339 UTC ("2026-11-22T04:31:34Z") into buf (at least 32 bytes). */
 char *time_rfc3339(time_t t, char *buf, size_t size);
+
+/* What vmsnapfs keeps of a snapshot where libvirt has no field for it, in
+ * the snapshot's description: "vmsnapfs {JSON}". */
+struct snapshot_meta {
+    unsigned indications;       /* bits of enum indication */
+    char **excluded;            /* NULL-terminated, may be NULL */
+    uint64_t freeze_ms;         /* freeze to thaw, as measured */
+    bool have_freeze;
+};
+
+char *snapshot_meta_encode(const struct snapshot_meta *m);
+/* 0 and *ret (excluded allocated) if text holds vmsnapfs metadata,
+ * -ENOENT if it does not, -EINVAL if it is damaged. */
+int snapshot_meta_decode(const char *text, struct snapshot_meta *ret);

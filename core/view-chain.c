@@ -37,6 +37,8 @@ struct chain_view {
     struct nbd_client *nbd;
     bool qemu_failed;
     bool changed;                   /* atomic: a layer changed; stays so */
+    void (*on_close)(void *);
+    void *opaque;
 };
 
 static bool
@@ -181,6 +183,8 @@ chain_close(struct volume_view *v)
     extent_map_free(cv->map);
     chain_free(cv->chain);
     pthread_mutex_destroy(&cv->qlock);
+    if (cv->on_close)
+        cv->on_close(cv->opaque);
     free(cv);
 }
 
@@ -194,13 +198,19 @@ static const struct volume_view_ops chain_ops = {
 
 int
 volume_view_open_chain(const char *path, const char *format,
+                       void (*on_close)(void *), void *opaque,
                        struct volume_view **ret)
 {
     struct chain_view *cv = calloc(1, sizeof *cv);
     int r;
 
-    if (!cv)
+    if (!cv) {
+        if (on_close)
+            on_close(opaque);
         return -ENOMEM;
+    }
+    cv->on_close = on_close;
+    cv->opaque = opaque;
     cv->base.ops = &chain_ops;
     pthread_mutex_init(&cv->qlock, NULL);
     r = qemu_img_chain(path, format, &cv->chain);

@@ -60,12 +60,18 @@ volume_view_open_nbd(const char *socket, const char *export, uint64_t allocated,
     struct nbd_view *nv = calloc(1, sizeof *nv);
     int r;
 
-    if (!nv)
+    /* on_close runs exactly once: at close, or here on failure */
+    if (!nv) {
+        if (on_close)
+            on_close(opaque);
         return -ENOMEM;
+    }
     nv->base.ops = &nbd_ops;
     r = nbd_client_open(socket, export, 4, &nv->nbd);
     if (r < 0) {
         free(nv);
+        if (on_close)
+            on_close(opaque);
         return r;
     }
     nv->base.size = nbd_client_size(nv->nbd);

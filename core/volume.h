@@ -37,10 +37,13 @@ struct volume_view {
     uint64_t allocated;     /* bytes that hold data (st_blocks) */
 };
 
-/* A view of the chain whose top is path (format: "qcow2", "raw", ...). */
+/* A view of the chain whose top is path (format: "qcow2", "raw", ...);
+ * on_close(opaque) (may be NULL) runs when it is closed. */
 int volume_view_open_chain(const char *path, const char *format,
+                           void (*on_close)(void *), void *opaque,
                            struct volume_view **ret);
-/* A view of an NBD export; on_close(opaque) runs when it is closed. */
+/* A view of an NBD export. on_close(opaque), for both kinds of view, runs
+ * exactly once: when the view is closed, or before a failed open returns. */
 int volume_view_open_nbd(const char *socket, const char *export,
                          uint64_t allocated, void (*on_close)(void *),
                          void *opaque, struct volume_view **ret);

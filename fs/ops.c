@@ -502,9 +502,6 @@ fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
     if (tree_lookup(fs, dir, name, &kind) == 0)
         return (void) fuse_reply_err(req, EEXIST);
     r = model_snapshot_create(fs->model, dir->ns, dir->vm, name, fs->opts);
-    if (r == -ENOTSUP)
-        events_add(model_events(fs->model), dir->ns, dir->vm, "snapshot", name,
-                   r, "taking snapshots is not supported by this version yet");
     if (r < 0)
         return (void) fuse_reply_err(req, -r);
     r = tree_lookup(fs, dir, name, &kind);
@@ -535,10 +532,6 @@ fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     if (kind != NODE_SNAPSHOT)
         return (void) fuse_reply_err(req, tree_is_dir(kind) ? EPERM : ENOTDIR);
     r = model_snapshot_delete(fs->model, dir->ns, dir->vm, name);
-    if (r == -ENOTSUP)
-        events_add(model_events(fs->model), dir->ns, dir->vm, "delete-snapshot",
-                   name, r, "deleting snapshots is not supported by this "
-                   "version yet");
     fuse_reply_err(req, r < 0 ? -r : 0);
 }
 

@@ -1,0 +1,613 @@
+/* core/libvirt-snapshot.c: taking and deleting snapshots on libvirt.
+ *
+ * A snapshot is an external disk-only snapshot in libvirt's metadata (so
+ * virsh sees it): the disk's top image becomes the snapshot's immutable
+ * layer and the VM goes on in a new qcow2 overlay. For a running VM with an
+ * agent: freeze, snapshot, thaw, as three steps, so each outcome is known.
+ * What libvirt has no field for (indications, excluded disks, the freeze
+ * window) is kept in the snapshot's description (snapshot-json.h).
+ *
+ * Deleting snapshot S merges the layer above S's into S's layer (block
+ * commit on a running VM, qemu-img commit on a stopped one) and drops the
+ * metadata: chains stay as deep as the number of snapshots, and every other
+ * snapshot keeps its content (its data is the chain below its overlay).
+ *
+ * Thread model: one changing operation per VM (lv_op_begin); libvirt calls
+ * are made without our locks held.
+ */
+#define LOG_MODULE "snapshot"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "libvirt-freeze.h"
+#include "libvirt-xml.h"
+#include "libvirt.h"
+#include "log.h"
+#include "model.h"
+#include "qemu-img.h"
+#include "snapshot-json.h"
+#include "subprocess.h"
+
+#define BLOCK_JOB_POLL_NS (UINT64_C(20) * 1000000)
+
+static int
+report(struct op_report *rep, int r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rep->text, sizeof rep->text, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+/* ---- one operation per VM ------------------------------------------------ */
+
+static void
+op_free(void *p)
+{
+    struct lv_op *op = p;
+    if (op) {
+        free(op->snap);
+        free(op);
+    }
+}
+
+int
+lv_op_begin(struct lv *lv, const char *vm, const char *snap)
+{
+    struct lv_op *op = calloc(1, sizeof *op);
+
+    if (!op || (snap && !(op->snap = strdup(snap)))) {
+        op_free(op);
+        return -ENOMEM;
+    }
+    op->started = time(NULL);
+    LOCK_FOR_SCOPE(&lv->lock);
+    if (hashmap_get(lv->ops, vm)) {
+        op_free(op);
+        return -EBUSY;
+    }
+    if (hashmap_put(lv->ops, vm, op, NULL) < 0) {
+        op_free(op);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void
+lv_op_end(struct lv *lv, const char *vm)
+{
+    LOCK_FOR_SCOPE(&lv->lock);
+    op_free(hashmap_remove(lv->ops, vm));
+}
+
+char *
+lv_op_snapshot(struct lv *lv, const char *vm, time_t *ret_started)
+{
+    LOCK_FOR_SCOPE(&lv->lock);
+    struct lv_op *op = hashmap_get(lv->ops, vm);
+    if (!op || !op->snap)
+        return NULL;
+    *ret_started = op->started;
+    return strdup(op->snap);
+}
+
+/* ---- which disks, where their overlays go ---------------------------------- */
+
+struct plan_disk {
+    const char *name;       /* target */
+    const char *source;     /* current top (live definition) */
+    const char *format;
+    char *overlay;          /* new top, or NULL: excluded */
+};
+
+static bool
+snapshottable(const struct volume *persistent)
+{
+    return !(persistent->flags & (VOLUME_CDROM | VOLUME_READONLY | VOLUME_SHAREABLE)) &&
+           persistent->source && persistent->source[0] == '/';
+}
+
+static const struct volume *
+by_name(const struct volume *v, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i].name, name) == 0)
+            return &v[i];
+    return NULL;
+}
+
+/* "/dir/vm.vda.snap.qcow2" beside the disk's current top */
+static char *
+overlay_path(const char *top, const char *vm, const char *disk, const char *snap)
+{
+    char *p = NULL;
+    const char *slash = strrchr(top, '/');
+    int dirlen = slash ? (int) (slash - top) : 1;
+    if (asprintf(&p, "%.*s/%s.%s.%s.qcow2", dirlen, slash ? top : "/", vm, disk, snap) < 0)
+        return NULL;
+    return p;
+}
+
+static void
+xml_attr(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        switch (*s) {
+        case '&': fputs("&amp;", f); break;
+        case '<': fputs("&lt;", f); break;
+        case '>': fputs("&gt;", f); break;
+        case '\'': fputs("&apos;", f); break;
+        case '"': fputs("&quot;", f); break;
+        default: fputc(*s, f);
+        }
+    }
+}
+
+static char *
+snapshot_xml(const char *snap, const char *description, const struct plan_disk *d,
+             size_t n, const char *domain_xml)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+
+    if (!f)
+        return NULL;
+    fprintf(f, "<domainsnapshot>\n  <name>%s</name>\n  <description>", snap);
+    xml_attr(f, description);
+    fprintf(f, "</description>\n");
+    if (domain_xml) {
+        /* metadata only: the definition, no disk touched */
+        fprintf(f, "  <creationTime>%lld</creationTime>\n  <state>shutoff</state>\n"
+                   "  <memory snapshot='no'/>\n", (long long) time(NULL));
+    }
+    fprintf(f, "  <disks>\n");
+    for (size_t i = 0; i < n; i++) {
+        fprintf(f, "    <disk name='");
+        xml_attr(f, d[i].name);
+        if (!d[i].overlay || domain_xml) {
+            fprintf(f, "' snapshot='no'/>\n");
+            continue;
+        }
+        fprintf(f, "' snapshot='external' type='file'>\n"
+                   "      <driver type='qcow2'/>\n      <source file='");
+        xml_attr(f, d[i].overlay);
+        fprintf(f, "'/>\n    </disk>\n");
+    }
+    fprintf(f, "  </disks>\n");
+    if (domain_xml)
+        fprintf(f, "%s\n", domain_xml);
+    fprintf(f, "</domainsnapshot>\n");
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* Sets the snapshot's description (the final metadata) by redefining it. */
+static void
+set_description(virDomainPtr dom, virDomainSnapshotPtr snap, const char *desc)
+{
+    _cleanup_free_ char *xml = virDomainSnapshotGetXMLDesc(snap, 0);
+    char *start, *end;
+
+    if (!xml || !(start = strstr(xml, "<description>")) ||
+        !(end = strstr(start, "</description>"))) {
+        virResetLastError();
+        log_warning("'%s': cannot update the description of snapshot '%s'",
+                    virDomainGetName(dom), virDomainSnapshotGetName(snap));
+        return;
+    }
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return;
+    fprintf(f, "%.*s<description>", (int) (start - xml), xml);
+    xml_attr(f, desc);
+    fprintf(f, "%s", end);
+    if (fclose(f) != 0) {
+        free(buf);
+        return;
+    }
+    virDomainSnapshotPtr s = virDomainSnapshotCreateXML(dom, buf,
+                                                        VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE);
+    if (!s) {
+        lv_errno("update the description of a snapshot of", virDomainGetName(dom));
+        virResetLastError();
+    } else {
+        virDomainSnapshotFree(s);
+    }
+    free(buf);
+}
+
+/* ---- create -------------------------------------------------------------- */
+
+static int
+remove_new_files(struct plan_disk *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (d[i].overlay && unlink(d[i].overlay) < 0 && errno != ENOENT)
+            log_warning("cannot remove '%s': %s", d[i].overlay, strerror(errno));
+    return 0;
+}
+
+static int delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
+                         struct op_report *rep);
+
+int
+lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
+                   const struct vmsnapfs_opts *o, struct op_report *rep)
+{
+    struct lv *lv = h;
+    uint64_t start = now_monotonic_ns();
+    uint64_t deadline = o->failure_deadline_ns ? start + o->failure_deadline_ns : 0;
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
+    _cleanup_(virDomainFreep) virDomainPtr dom = NULL;
+    _cleanup_free_ char *live_xml = NULL, *inactive_xml = NULL;
+    struct volume *pers = NULL, *live = NULL;
+    size_t n_pers = 0, n_live = 0;
+    int r = 0, state, reason;
+
+    if (!c)
+        return report(rep, -EIO, "no connection to libvirt");
+    dom = lv_lookup(c, ref->name, &r);
+    if (!dom)
+        return r;
+    virDomainSnapshotPtr existing = virDomainSnapshotLookupByName(dom, snap, 0);
+    if (existing) {
+        virDomainSnapshotFree(existing);
+        return report(rep, -EEXIST, "a snapshot of that name exists");
+    }
+    virResetLastError();
+    r = lv_op_begin(lv, ref->name, snap);
+    if (r < 0)
+        return report(rep, r, "another operation runs on this VM");
+
+    /* every disk of the persistent definition, at its current source */
+    if (virDomainGetState(dom, &state, &reason, 0) < 0 ||
+        !(inactive_xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE)) ||
+        !(live_xml = virDomainGetXMLDesc(dom, 0))) {
+        r = lv_errno("read the definition of", ref->name);
+        lv_op_end(lv, ref->name);
+        return report(rep, r, "cannot read the VM's definition from libvirt");
+    }
+    bool running = state == VIR_DOMAIN_RUNNING || state == VIR_DOMAIN_PAUSED ||
+                   state == VIR_DOMAIN_BLOCKED || state == VIR_DOMAIN_PMSUSPENDED ||
+                   state == VIR_DOMAIN_SHUTDOWN;
+    bool agent = running && lv_xml_agent_connected(live_xml) > 0;
+    if (lv_xml_disks(inactive_xml, &pers, &n_pers) < 0 ||
+        lv_xml_disks(live_xml, &live, &n_live) < 0) {
+        lv_op_end(lv, ref->name);
+        return report(rep, -EIO, "cannot parse the VM's definition");
+    }
+
+    /* the plan: one entry per disk of the live definition */
+    struct plan_disk *d = calloc(n_live ? n_live : 1, sizeof *d);
+    struct snapshot_meta meta = { 0 };
+    size_t n_excl = 0, n_incl = 0;
+    meta.excluded = calloc(n_live + 1, sizeof *meta.excluded);
+    for (size_t i = 0; d && meta.excluded && i < n_live; i++) {
+        const struct volume *p = by_name(pers, n_pers, live[i].name);
+        d[i].name = live[i].name;
+        d[i].source = live[i].source;
+        d[i].format = live[i].format;
+        if (p && snapshottable(p) && live[i].source && live[i].source[0] == '/') {
+            d[i].overlay = overlay_path(live[i].source, ref->name, live[i].name, snap);
+            n_incl++;
+        } else {
+            meta.excluded[n_excl++] = live[i].name;    /* borrowed */
+        }
+    }
+
+    r = 0;
+    if (!d || !meta.excluded) {
+        r = -ENOMEM;
+    } else if (running && !agent && o->consistency == CONSISTENCY_REQUIRED) {
+        r = report(rep, -EAGAIN, "no guest agent connected and consistency=required: "
+                                 "no consistent snapshot is possible now");
+    }
+    for (size_t i = 0; r == 0 && i < n_live; i++) {
+        if (d[i].overlay && access(d[i].overlay, F_OK) == 0)
+            r = report(rep, -EEXIST, "the overlay file '%s' exists already", d[i].overlay);
+    }
+
+    virDomainSnapshotPtr made = NULL;
+    struct freeze *fz = NULL;
+    uint64_t frozen_ms = 0;
+    if (r == 0 && running) {
+        meta.indications |= 1u << INDICATION_ONLINE;
+        if (state == VIR_DOMAIN_PAUSED)
+            meta.indications |= 1u << INDICATION_PAUSED;
+        if (!agent) {
+            meta.indications |= 1u << INDICATION_NO_GUEST_AGENT;
+        } else if (n_incl > 0) {
+            meta.indications |= 1u << INDICATION_GUEST_AGENT;
+            switch (freeze_begin(lv, dom, deadline, &fz)) {
+            case FREEZE_FROZEN:
+                break;
+            case FREEZE_FAILED:
+                meta.indications |= 1u << INDICATION_QUIESCE_FAILED;
+                if (o->consistency == CONSISTENCY_REQUIRED)
+                    r = report(rep, -EAGAIN, "the guest agent could not freeze the "
+                                             "filesystems and consistency=required");
+                break;
+            case FREEZE_TIMEOUT:
+                r = report(rep, -ETIMEDOUT, "the freeze did not answer within the "
+                                            "failure deadline; the guest is thawed "
+                                            "once it does");
+                break;
+            }
+        }
+    }
+    if (r == 0) {
+        _cleanup_free_ char *desc = snapshot_meta_encode(&meta);
+        _cleanup_free_ char *xml = desc ? snapshot_xml(snap, desc, d, n_live,
+                                                       n_incl ? NULL : inactive_xml)
+                                        : NULL;
+        unsigned flags = n_incl ? VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY |
+                                      VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
+                                : VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE;
+        if (!xml) {
+            r = -ENOMEM;
+        } else if (!(made = virDomainSnapshotCreateXML(dom, xml, flags))) {
+            r = lv_errno("take a snapshot of", ref->name);
+            virErrorPtr e = virGetLastError();
+            report(rep, r == -EBUSY ? -EIO : r, "libvirt: %s",
+                   e && e->message ? e->message : "snapshot failed");
+            r = r == -EBUSY ? -EIO : r;
+            remove_new_files(d, n_live);
+        }
+    }
+    /* thaw as soon as the point in time is taken, whatever happened */
+    frozen_ms = freeze_thaw(fz);
+    fz = NULL;
+
+    if (made) {
+        for (size_t i = 0; i < n_live; i++)
+            if (d[i].overlay && chmod(d[i].overlay, 0600) < 0)
+                log_warning("cannot make '%s' private: %s", d[i].overlay, strerror(errno));
+        if (meta.indications & (1u << INDICATION_GUEST_AGENT)) {
+            meta.freeze_ms = frozen_ms;
+            meta.have_freeze = true;
+            _cleanup_free_ char *desc = snapshot_meta_encode(&meta);
+            if (desc)
+                set_description(dom, made, desc);
+        }
+        if (deadline && now_monotonic_ns() > deadline) {
+            /* too late: undo all of it */
+            virDomainSnapshotFree(made);
+            made = NULL;
+            struct op_report undo = { .text = "" };
+            (void) delete_locked(lv, dom, snap, &undo);
+            r = report(rep, -ETIMEDOUT, "the failure deadline passed; the snapshot "
+                                        "was undone");
+        } else {
+            char ind[128] = "";
+            for (int i = 0; i < _INDICATION_MAX; i++)
+                if (meta.indications & (1u << i))
+                    snprintf(ind + strlen(ind), sizeof ind - strlen(ind), "%s%s",
+                             ind[0] ? "," : "", indication_to_string(i));
+            report(rep, 0, "%zu disk(s), %zu excluded; indications %s%s; freeze "
+                           "window %llu ms; took %llu ms", n_incl, n_excl,
+                   ind[0] ? ind : "none", "", (unsigned long long) frozen_ms,
+                   (unsigned long long) ((now_monotonic_ns() - start) / 1000000));
+            virDomainSnapshotFree(made);
+        }
+    }
+
+    for (size_t i = 0; d && i < n_live; i++)
+        free(d[i].overlay);
+    free(d);
+    free(meta.excluded);
+    for (size_t i = 0; i < n_pers; i++)
+        volume_clear(&pers[i]);
+    free(pers);
+    for (size_t i = 0; i < n_live; i++)
+        volume_clear(&live[i]);
+    free(live);
+    lv_op_end(lv, ref->name);
+    return r;
+}
+
+/* ---- delete -------------------------------------------------------------- */
+
+/* Waits for the block job on disk to be ready (ready = true) or gone. */
+static int
+wait_block_job(virDomainPtr dom, const char *disk, bool ready)
+{
+    for (;;) {
+        virDomainBlockJobInfo info;
+        int r = virDomainGetBlockJobInfo(dom, disk, &info, 0);
+        if (r < 0)
+            return lv_errno("follow the block job of", virDomainGetName(dom));
+        if (r == 0)
+            return ready ? log_error_errno(-EIO, "'%s': the block job on %s "
+                                           "ended early", virDomainGetName(dom), disk)
+                         : 0;
+        if (ready && info.end > 0 && info.cur == info.end)
+            return 0;
+        struct timespec ts = { 0, (long) BLOCK_JOB_POLL_NS };
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int
+run_qemu_img(char *const argv[])
+{
+    return spawn_capture("qemu-img", argv, 10 * 60 * 1000, 1 << 20, NULL);
+}
+
+/* Points the persistent definition's disk at a new source (stopped VM). */
+static int
+redefine_source(virConnectPtr c, virDomainPtr dom, const char *disk,
+                const char *old_src, const char *new_src, const char *new_fmt)
+{
+    _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE |
+                                                            VIR_DOMAIN_XML_SECURE);
+    _cleanup_free_ char *fixed = NULL;
+    int r;
+
+    if (!xml)
+        return lv_errno("read the definition of", virDomainGetName(dom));
+    r = lv_xml_set_disk_source(xml, disk, old_src, new_src, new_fmt, &fixed);
+    if (r < 0)
+        return log_error_errno(r, "'%s': cannot point disk %s at '%s'",
+                               virDomainGetName(dom), disk, new_src);
+    virDomainPtr d = virDomainDefineXML(c, fixed);
+    if (!d)
+        return lv_errno("redefine", virDomainGetName(dom));
+    virDomainFree(d);
+    return 0;
+}
+
+/* Merges the layer above snapshot S's layer (S's overlay) into S's layer,
+ * on one disk. */
+static int
+merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
+           const char *top, const char *top_fmt, const char *overlay,
+           struct op_report *rep)
+{
+    _cleanup_(chain_freep) struct chain *ch = NULL;
+    const char *vm = virDomainGetName(dom);
+    int r = qemu_img_chain(top, top_fmt, &ch);
+    size_t k;
+
+    if (r < 0)
+        return report(rep, -EIO, "cannot read the chain of disk %s", disk);
+    for (k = 0; k < ch->n && strcmp(ch->layers[k], overlay) != 0; k++)
+        ;
+    if (k == ch->n) {
+        /* not in the chain any more (restored elsewhere): metadata only */
+        log_info("'%s': '%s' is not in the chain of %s any more", vm, overlay, disk);
+        return 0;
+    }
+    if (k + 1 >= ch->n)
+        return report(rep, -EIO, "'%s' has no backing file to merge into", overlay);
+    const char *base = ch->layers[k + 1], *base_fmt = ch->formats[k + 1];
+
+    if (running) {
+        unsigned flags = k == 0 ? VIR_DOMAIN_BLOCK_COMMIT_ACTIVE : 0;
+        if (virDomainBlockCommit(dom, disk, base, k == 0 ? NULL : overlay, 0, flags) < 0) {
+            r = lv_errno("merge a layer of", vm);
+            virErrorPtr e = virGetLastError();
+            return report(rep, r == -EBUSY ? -EBUSY : -EIO, "block commit of %s: %s",
+                          disk, e && e->message ? e->message : "failed");
+        }
+        if (k == 0) {
+            r = wait_block_job(dom, disk, true);
+            if (r >= 0 && virDomainBlockJobAbort(dom, disk,
+                                                 VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) < 0)
+                r = lv_errno("switch to the merged layer of", vm);
+        }
+        if (r >= 0)
+            r = wait_block_job(dom, disk, false);
+        if (r < 0)
+            return report(rep, -EIO, "merging disk %s failed (see the log)", disk);
+    } else {
+        char *commit[] = { (char *) "qemu-img", (char *) "commit", (char *) "-q",
+                           (char *) "-f", (char *) "qcow2", (char *) overlay, NULL };
+        r = run_qemu_img(commit);
+        if (r >= 0 && k == 0) {
+            r = redefine_source(c, dom, disk, overlay, base, base_fmt);
+        } else if (r >= 0) {
+            char fmt_opt[64];
+            snprintf(fmt_opt, sizeof fmt_opt, "%s", base_fmt);
+            char *rebase[] = { (char *) "qemu-img", (char *) "rebase", (char *) "-u",
+                               (char *) "-f", ch->formats[k - 1], (char *) "-b",
+                               (char *) base, (char *) "-F", fmt_opt,
+                               ch->layers[k - 1], NULL };
+            r = run_qemu_img(rebase);
+        }
+        if (r < 0)
+            return report(rep, -EIO, "merging disk %s with qemu-img failed (see the log)",
+                          disk);
+    }
+    if (unlink(overlay) < 0 && errno != ENOENT)
+        log_warning("cannot remove '%s': %s", overlay, strerror(errno));
+    return 0;
+}
+
+/* Called with the VM's operation held. */
+static int
+delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
+              struct op_report *rep)
+{
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
+    virDomainSnapshotPtr s = virDomainSnapshotLookupByName(dom, snap, 0);
+    _cleanup_free_ char *xml = NULL, *live_xml = NULL;
+    struct lv_xml_snapshot x = { 0 };
+    struct volume *live = NULL;
+    size_t n_live = 0;
+    int r, state, reason;
+
+    if (!s) {
+        r = lv_errno("find a snapshot of", virDomainGetName(dom));
+        return report(rep, r, "no such snapshot");
+    }
+    if (!c || !(xml = virDomainSnapshotGetXMLDesc(s, 0)) ||
+        virDomainGetState(dom, &state, &reason, 0) < 0 ||
+        !(live_xml = virDomainGetXMLDesc(dom, 0))) {
+        virDomainSnapshotFree(s);
+        return report(rep, lv_errno("read a snapshot of", virDomainGetName(dom)),
+                      "cannot read the snapshot from libvirt");
+    }
+    bool running = state != VIR_DOMAIN_SHUTOFF && state != VIR_DOMAIN_CRASHED;
+    r = lv_xml_snapshot_parse(xml, &x);
+    if (r >= 0)
+        r = lv_xml_disks(live_xml, &live, &n_live);
+    for (size_t i = 0; r >= 0 && i < x.n_disks; i++) {
+        const struct volume *disk = &x.disks[i];
+        const struct volume *now = by_name(live, n_live, disk->name);
+        if ((disk->flags & VOLUME_NOT_SNAPSHOTTED) || !disk->source || !now ||
+            !now->source)
+            continue;
+        r = merge_disk(c, dom, running, disk->name, now->source, now->format,
+                       disk->source, rep);
+    }
+    if (r >= 0 && virDomainSnapshotDelete(s, VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) < 0)
+        r = report(rep, lv_errno("delete the metadata of a snapshot of",
+                                 virDomainGetName(dom)),
+                   "libvirt could not delete the snapshot's metadata");
+    lv_xml_snapshot_clear(&x);
+    for (size_t i = 0; i < n_live; i++)
+        volume_clear(&live[i]);
+    free(live);
+    virDomainSnapshotFree(s);
+    if (r >= 0 && !rep->text[0])
+        report(rep, 0, "merged and removed");
+    return r;
+}
+
+int
+lv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap,
+                   struct op_report *rep)
+{
+    struct lv *lv = h;
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
+    _cleanup_(virDomainFreep) virDomainPtr dom = NULL;
+    int r = 0;
+
+    if (!c)
+        return report(rep, -EIO, "no connection to libvirt");
+    dom = lv_lookup(c, ref->name, &r);
+    if (!dom)
+        return r;
+    if (lv_vm_has_views(lv, ref->name))
+        return report(rep, -EBUSY, "a volume of this VM is open");
+    r = lv_op_begin(lv, ref->name, NULL);
+    if (r < 0)
+        return report(rep, r, "another operation runs on this VM");
+    r = delete_locked(lv, dom, snap, rep);
+    lv_op_end(lv, ref->name);
+    return r;
+}

@@ -30,6 +30,8 @@ struct freeze {
     bool done;              /* the freeze call returned */
     int result;             /* its return value */
     bool abandoned;         /* the caller gave up: the thread cleans up */
+    void (*after)(void *);  /* then runs this (the VM's operation ends) */
+    void *after_opaque;
     uint64_t started_ns, frozen_ns;
 };
 
@@ -186,6 +188,8 @@ freeze_thread(void *opaque)
             record_remove(f->record);
             log_info("'%s': thawed after a late freeze", f->name);
         }
+        if (f->after)
+            f->after(f->after_opaque);
         freeze_free(f);
     }
     bg_leave();
@@ -254,14 +258,25 @@ freeze_begin(struct lv *lv, virDomainPtr dom, uint64_t deadline_ns,
 uint64_t
 freeze_thaw(struct freeze *f)
 {
+    return freeze_thaw_then(f, NULL, NULL);
+}
+
+uint64_t
+freeze_thaw_then(struct freeze *f, void (*after)(void *), void *opaque)
+{
     uint64_t frozen_ms = 0;
 
-    if (!f)
+    if (!f) {
+        if (after)
+            after(opaque);
         return 0;
+    }
     pthread_mutex_lock(&f->lock);
     if (!f->done) {
         /* still waiting for the agent: the freeze thread finishes up */
         f->abandoned = true;
+        f->after = after;
+        f->after_opaque = opaque;
         pthread_mutex_unlock(&f->lock);
         return 0;
     }
@@ -277,6 +292,8 @@ freeze_thaw(struct freeze *f)
             frozen_ms = (now_monotonic_ns() - f->started_ns) / 1000000;
     }
     freeze_free(f);
+    if (after)
+        after(opaque);
     return frozen_ms;
 }
 

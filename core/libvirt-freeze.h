@@ -36,6 +36,9 @@ enum freeze_result freeze_begin(struct lv *lv, virDomainPtr dom,
 /* Thaws (if frozen, or once a late freeze lands) and frees f. Returns the
  * frozen time in ms (0 if it was not frozen). */
 uint64_t freeze_thaw(struct freeze *f);
+/* The same, and after(opaque) once done: at once, or, for a freeze still
+ * waiting for the agent, after its late thaw (the VM stays busy). */
+uint64_t freeze_thaw_then(struct freeze *f, void (*after)(void *), void *opaque);
 /* _cleanup_ form */
 void freeze_thawp(struct freeze **f);
 

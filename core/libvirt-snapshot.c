@@ -88,6 +88,17 @@ lv_op_end(struct lv *lv, const char *vm)
     op_free(hashmap_remove(lv->ops, vm));
 }
 
+void
+lv_op_forget_snapshot(struct lv *lv, const char *vm)
+{
+    LOCK_FOR_SCOPE(&lv->lock);
+    struct lv_op *op = hashmap_get(lv->ops, vm);
+    if (op) {
+        free(op->snap);
+        op->snap = NULL;
+    }
+}
+
 char *
 lv_op_snapshot(struct lv *lv, const char *vm, time_t *ret_started)
 {
@@ -244,6 +255,19 @@ remove_new_files(struct plan_disk *d, size_t n)
 static int delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
                          struct op_report *rep);
 
+struct op_end_ctx {
+    struct lv *lv;
+    char vm[];
+};
+
+static void
+op_end_later(void *opaque)
+{
+    struct op_end_ctx *c = opaque;
+    lv_op_end(c->lv, c->vm);
+    free(c);
+}
+
 int
 lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
                    const struct vmsnapfs_opts *o, struct op_report *rep)
@@ -368,8 +392,17 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
             remove_new_files(d, n_live);
         }
     }
-    /* thaw as soon as the point in time is taken, whatever happened */
-    frozen_ms = freeze_thaw(fz);
+    /* thaw as soon as the point in time is taken, whatever happened; a
+     * freeze still pending keeps the VM busy until its late thaw */
+    struct op_end_ctx *late = NULL;
+    if (fz && r == -ETIMEDOUT && (late = malloc(sizeof *late + strlen(ref->name) + 1))) {
+        lv_op_forget_snapshot(lv, ref->name);  /* busy, but no InProgress dir */
+        late->lv = lv;
+        strcpy(late->vm, ref->name);
+        frozen_ms = freeze_thaw_then(fz, op_end_later, late);
+    } else {
+        frozen_ms = freeze_thaw(fz);
+    }
     fz = NULL;
 
     if (made) {
@@ -415,7 +448,8 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
     for (size_t i = 0; i < n_live; i++)
         volume_clear(&live[i]);
     free(live);
-    lv_op_end(lv, ref->name);
+    if (!late)
+        lv_op_end(lv, ref->name);
     return r;
 }
 

@@ -49,6 +49,8 @@ struct lv_op {
 
 int lv_op_begin(struct lv *lv, const char *vm, const char *snap);
 void lv_op_end(struct lv *lv, const char *vm);
+/* The operation goes on (busy) but makes no snapshot any more. */
+void lv_op_forget_snapshot(struct lv *lv, const char *vm);
 /* The snapshot an operation on vm makes right now (copied), or NULL. */
 char *lv_op_snapshot(struct lv *lv, const char *vm, time_t *ret_started);
 /* true while a volume of vm is open (live or snapshot view) */

@@ -371,7 +371,6 @@ lv_open(const char *source, const struct vmsnapfs_opts *o,
     struct lv *lv;
     int r;
 
-    (void) o;
     pthread_once(&event_once, event_init);
     if (event_init_result < 0)
         return log_error_errno(-EIO, "cannot set up libvirt's event loop");
@@ -383,6 +382,7 @@ lv_open(const char *source, const struct vmsnapfs_opts *o,
     for (size_t i = 0; i < ELEMENTSOF(lv->ids); i++)
         lv->ids[i] = -1;
     lv->timer = -1;
+    lv->deadline_ns = o ? o->failure_deadline_ns : 0;
     if (events)
         lv->events = *events;
     lv->uri = strdup(source);

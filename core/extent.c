@@ -58,8 +58,8 @@ append(struct extent_map *m, const struct extent *e)
 }
 
 int
-extent_map_parse(const char *json, unsigned n_layers, uint64_t size,
-                 struct extent_map **ret)
+extent_map_parse(const char *json, unsigned n_layers, const bool *direct,
+                 uint64_t size, struct extent_map **ret)
 {
     json_object *arr = json ? json_tokener_parse(json) : NULL;
     struct extent_map *m = NULL;
@@ -93,7 +93,8 @@ extent_map_parse(const char *json, unsigned n_layers, uint64_t size,
             /* zeros, unallocated to the bottom of the chain, or a range
              * with no data that qemu reads as zeros */
             e.kind = EXTENT_ZERO;
-        } else if (get_u64(o, "offset", &e.offset) && depth < n_layers) {
+        } else if (get_u64(o, "offset", &e.offset) && depth < n_layers &&
+                   (!direct || direct[depth])) {
             e.kind = EXTENT_FILE;
             e.layer = (unsigned) depth;
         } else {

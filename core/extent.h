@@ -32,9 +32,12 @@ struct extent_map {
 };
 
 /* Parses qemu-img map's JSON for a chain of n_layers layers and a disk of
- * size bytes. -EINVAL for output that does not describe [0, size). */
-int extent_map_parse(const char *json, unsigned n_layers, uint64_t size,
-                     struct extent_map **ret);
+ * size bytes. direct[i]: layer i's data can be read at the host offsets
+ * qemu reports (raw and qcow2: the offset is into that very file); data of
+ * other layers (vmdk extent files, ...) is left to QEMU. direct may be NULL
+ * (all direct). -EINVAL for output that does not describe [0, size). */
+int extent_map_parse(const char *json, unsigned n_layers, const bool *direct,
+                     uint64_t size, struct extent_map **ret);
 void extent_map_free(struct extent_map *m);
 
 /* The extent holding off, or NULL past the end. */

@@ -13,7 +13,9 @@
 #define LOG_MODULE "libvirt"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pwd.h>
+#include <sys/file.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "libvirt-freeze.h"
 #include "libvirt.h"
 #include "log.h"
 #include "model.h"
@@ -33,9 +36,12 @@ struct lv_live {
     struct lv *lv;
     char *vm;
     unsigned refs;          /* open views; under live_lock */
-    virDomainPtr dom;
+    bool detached;          /* no longer in lv->lives (the VM restarted) */
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    unsigned id;            /* the domain's id while the job runs */
     char *dir;              /* socket and scratch files; QEMU's user owns it */
     char *socket;
+    int lock_fd;            /* flock'd while the job is ours (see stale jobs) */
 };
 
 /* ---- where a volume's data is ------------------------------------------ */
@@ -89,27 +95,6 @@ snapshot_layer(struct lv *lv, const struct vm_ref *ref, const char *snap,
 }
 
 /* ---- live views: a pull-mode backup job per running VM ----------------- */
-
-/* Thaws on every path out of the scope that froze (STYLE: freeze guard). */
-struct freeze_guard {
-    virDomainPtr dom;
-    const char *vm;
-    bool frozen;
-    uint64_t since_ns;
-};
-
-static void
-freeze_guard_release(struct freeze_guard *g)
-{
-    if (!g->frozen)
-        return;
-    if (virDomainFSThaw(g->dom, NULL, 0, 0) < 0)
-        lv_errno("thaw the filesystems of", g->vm);
-    else
-        log_info("'%s': filesystems thawed after %llu ms", g->vm,
-                 (unsigned long long) ((now_monotonic_ns() - g->since_ns) / 1000000));
-    g->frozen = false;
-}
 
 static char *
 xml_escape(const char *s)
@@ -184,29 +169,37 @@ state_dir(void)
 }
 
 /* A private directory QEMU's user may write (it makes the socket and the
- * scratch files there): mode 0700, owned by that user. */
+ * scratch files there): mode 0700, owned by that user. In it, a lock file
+ * this daemon holds while the job is its own: a later daemon that finds a
+ * job whose lock it can take knows its owner is gone. */
 static int
-live_dir(char **ret)
+live_dir(struct lv_live *l)
 {
     const char *base = state_dir();
-    char *dir = NULL;
+    _cleanup_free_ char *lock = NULL;
 
     if (mkdir(base, 0711) < 0 && errno != EEXIST)
         return log_error_errno(-errno, "cannot make '%s': %s", base, strerror(errno));
-    /* the daemon's pid in the name: a later daemon can tell a dead one's */
-    if (asprintf(&dir, "%s/live-%d-XXXXXX", base, (int) getpid()) < 0)
+    if (asprintf(&l->dir, "%s/live-XXXXXX", base) < 0) {
+        l->dir = NULL;
         return -ENOMEM;
-    if (!mkdtemp(dir)) {
-        int r = log_error_errno(-errno, "cannot make '%s': %s", dir, strerror(errno));
-        free(dir);
+    }
+    if (!mkdtemp(l->dir)) {
+        int r = log_error_errno(-errno, "cannot make '%s': %s", l->dir, strerror(errno));
+        free(l->dir);
+        l->dir = NULL;
         return r;
     }
+    if (asprintf(&lock, "%s/owner.lock", l->dir) < 0)
+        return -ENOMEM;
+    l->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (l->lock_fd < 0 || flock(l->lock_fd, LOCK_EX | LOCK_NB) < 0)
+        return log_error_errno(-errno, "cannot lock '%s': %s", lock, strerror(errno));
     struct passwd *pw = getpwnam("libvirt-qemu");
     if (!pw)
         pw = getpwnam("qemu");
-    if (pw && chown(dir, pw->pw_uid, pw->pw_gid) < 0)
-        log_warning("cannot give '%s' to QEMU's user: %s", dir, strerror(errno));
-    *ret = dir;
+    if (pw && chown(l->dir, pw->pw_uid, pw->pw_gid) < 0)
+        log_warning("cannot give '%s' to QEMU's user: %s", l->dir, strerror(errno));
     return 0;
 }
 
@@ -227,45 +220,82 @@ live_free(struct lv_live *l)
         return;
     if (l->dir)
         remove_dir(l->dir);
-    if (l->dom)
-        virDomainFree(l->dom);
+    if (l->lock_fd >= 0)
+        close(l->lock_fd);
     free(l->socket);
     free(l->dir);
     free(l->vm);
     free(l);
 }
 
-/* Ends the VM's backup job. Called with live_lock held. */
+/* Is the domain's backup job the one at socket? */
+static bool
+job_is(virDomainPtr dom, const char *socket)
+{
+    _cleanup_free_ char *xml = virDomainBackupGetXMLDesc(dom, 0);
+    if (!xml) {
+        virResetLastError();
+        return false;
+    }
+    return strstr(xml, socket) != NULL;
+}
+
+/* Ends the VM's backup job if it is still ours (same domain run, same
+ * socket): never someone else's job. Called with live_lock held. */
 static void
 live_end(struct lv_live *l)
 {
-    if (virDomainAbortJob(l->dom) < 0)
-        lv_errno("end the backup job of", l->vm);
-    else
-        log_debug("'%s': backup job ended", l->vm);
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(l->lv);
+    virDomainPtr dom = c ? virDomainLookupByUUIDString(c, l->uuid) : NULL;
+
+    if (!dom) {
+        virResetLastError();
+    } else if (virDomainGetID(dom) == l->id && job_is(dom, l->socket)) {
+        if (virDomainAbortJob(dom) < 0)
+            lv_errno("end the backup job of", l->vm);
+        else
+            log_debug("'%s': backup job ended", l->vm);
+    }
+    if (dom)
+        virDomainFree(dom);
     live_free(l);
 }
 
-/* Freeze (if an agent answers), start the backup job, thaw. Called with
- * live_lock held. */
+/* No job, freeze (if an agent answers; a durable freeze with its guard),
+ * start the backup job, thaw. Called with live_lock held. */
 static int
 live_start(struct lv *lv, virConnectPtr c, const struct vm_info *vm,
            struct lv_live **ret)
 {
     struct lv_live *l = calloc(1, sizeof *l);
+    _cleanup_(virDomainFreep) virDomainPtr dom = NULL;
     _cleanup_free_ char *xml = NULL;
+    virDomainJobInfo job;
     int r = 0;
 
     if (!l)
         return -ENOMEM;
     l->lv = lv;
+    l->lock_fd = -1;
     l->vm = strdup(vm->name);
-    l->dom = lv_lookup(c, vm->name, &r);
-    if (!l->vm || !l->dom) {
+    dom = lv_lookup(c, vm->name, &r);
+    if (!l->vm || !dom) {
         live_free(l);
         return r < 0 ? r : -ENOMEM;
     }
-    r = live_dir(&l->dir);
+    /* another job (a migration, someone's backup) would make libvirt wait
+     * with the guest frozen: not now */
+    if (virDomainGetJobInfo(dom, &job) == 0 && job.type != VIR_DOMAIN_JOB_NONE) {
+        live_free(l);
+        return log_error_errno(-EBUSY, "'%s': another job runs on the VM", vm->name);
+    }
+    virResetLastError();
+    l->id = virDomainGetID(dom);
+    if (virDomainGetUUIDString(dom, l->uuid) < 0) {
+        live_free(l);
+        return lv_errno("get the UUID of", vm->name);
+    }
+    r = live_dir(l);
     if (r < 0 || asprintf(&l->socket, "%s/nbd.sock", l->dir) < 0) {
         live_free(l);
         return r < 0 ? r : -ENOMEM;
@@ -277,21 +307,15 @@ live_start(struct lv *lv, virConnectPtr c, const struct vm_info *vm,
     }
 
     {
-        _cleanup_(freeze_guard_release) struct freeze_guard g = {
-            .dom = l->dom, .vm = vm->name,
-        };
-        if (vm->agent) {
-            g.since_ns = now_monotonic_ns();
-            if (virDomainFSFreeze(l->dom, NULL, 0, 0) >= 0)
-                g.frozen = true;
-            else
-                log_warning("'%s': cannot freeze the filesystems (%s): the "
-                            "view is crash-consistent", vm->name,
-                            virGetLastErrorMessage());
-        }
-        if (virDomainBackupBegin(l->dom, xml, NULL, 0) < 0)
+        _cleanup_(freeze_thawp) struct freeze *fz = NULL;
+        uint64_t deadline = now_monotonic_ns() + lv->deadline_ns;
+        if (vm->agent &&
+            freeze_begin(lv, dom, lv->deadline_ns ? deadline : 0, &fz) != FREEZE_FROZEN)
+            log_warning("'%s': the filesystems are not frozen: the view is "
+                        "crash-consistent", vm->name);
+        if (virDomainBackupBegin(dom, xml, NULL, 0) < 0)
             r = lv_errno("start a backup job (point-in-time view) of", vm->name);
-    }   /* thawed here, whatever happened */
+    }   /* thawed here, whatever happened (or when a late freeze lands) */
 
     if (r < 0) {
         live_free(l);
@@ -311,7 +335,8 @@ live_release(void *opaque)
     LOCK_FOR_SCOPE(&lv->live_lock);
     if (--l->refs > 0)
         return;
-    hashmap_remove(lv->lives, l->vm);
+    if (!l->detached)
+        hashmap_remove(lv->lives, l->vm);
     live_end(l);
 }
 
@@ -328,6 +353,19 @@ live_view(struct lv *lv, virConnectPtr c, const struct vm_info *vm,
     {
         LOCK_FOR_SCOPE(&lv->live_lock);
         l = hashmap_get(lv->lives, vm->name);
+        if (l) {
+            /* a job of an earlier run of the VM is gone with it */
+            virDomainPtr dom = virDomainLookupByUUIDString(c, l->uuid);
+            bool same = dom && virDomainGetID(dom) == l->id;
+            if (dom)
+                virDomainFree(dom);
+            virResetLastError();
+            if (!same) {
+                hashmap_remove(lv->lives, vm->name);
+                l->detached = true;
+                l = NULL;
+            }
+        }
         if (!l) {
             r = live_start(lv, c, vm, &l);
             if (r < 0)
@@ -346,13 +384,14 @@ live_view(struct lv *lv, virConnectPtr c, const struct vm_info *vm,
 
 struct view_ref {
     struct lv *lv;
+    char uuid[VIR_UUID_STRING_BUFLEN];  /* "" for snapshot layers */
     char vm[];
 };
 
 static struct view_ref *
 views_enter(struct lv *lv, const char *vm)
 {
-    struct view_ref *v = malloc(sizeof *v + strlen(vm) + 1);
+    struct view_ref *v = calloc(1, sizeof *v + strlen(vm) + 1);
 
     if (!v)
         return NULL;
@@ -380,6 +419,22 @@ views_leave(void *opaque)
             hashmap_put(v->lv->views, v->vm, (void *) (n - 1), NULL);
     }
     free(v);
+}
+
+/* For a stopped VM's disk on block devices: still stopped? */
+static bool
+still_stopped(void *opaque)
+{
+    struct view_ref *v = opaque;
+    if (!v->uuid[0])
+        return true;
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(v->lv);
+    virDomainPtr dom = c ? virDomainLookupByUUIDString(c, v->uuid) : NULL;
+    int active = dom ? virDomainIsActive(dom) : -1;
+    if (dom)
+        virDomainFree(dom);
+    virResetLastError();
+    return active == 0;
 }
 
 bool
@@ -443,7 +498,8 @@ lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
         struct view_ref *vr = views_enter(lv, ref->name);
         if (!vr)
             return -ENOMEM;
-        return volume_view_open_chain(path, format, views_leave, vr, ret);
+        /* snapshot layers are immutable while a view is open (rmdir: EBUSY) */
+        return volume_view_open_chain(path, format, views_leave, NULL, vr, ret);
     }
 
     _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
@@ -459,34 +515,35 @@ lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
               : -ENOENT;
     else if (vm->running && live_exportable(v))
         r = live_view(lv, c, vm, v, ret);
+    else if (vm->running && (v->flags & VOLUME_SHAREABLE) && !(v->flags & VOLUME_READONLY))
+        r = log_error_errno(-EBUSY, "disk '%s' of '%s' is shared and written by the "
+                            "running VM: no point-in-time view of it", vol, ref->name);
     else {
         struct view_ref *vr = views_enter(lv, ref->name);
-        r = vr ? volume_view_open_chain(v->source, v->format, views_leave, vr, ret)
+        if (vr && !vm->running)
+            snprintf(vr->uuid, sizeof vr->uuid, "%s", vm->uid);
+        r = vr ? volume_view_open_chain(v->source, v->format, views_leave,
+                                        still_stopped, vr, ret)
                : -ENOMEM;
     }
     vm_info_free(vm);
     return r;
 }
 
-/* The pid in ".../live-PID-XXXXXX" if path is a live view directory of
- * ours, else 0. */
-static pid_t
-live_dir_pid(const char *path)
+/* Is dir one of our live view directories whose owner is gone (its lock
+ * is free)? */
+static bool
+live_dir_orphaned(const char *dir)
 {
     const char *base = state_dir();
     size_t n = strlen(base);
-    char *end;
+    _cleanup_free_ char *lock = NULL;
 
-    if (strncmp(path, base, n) != 0 || strncmp(path + n, "/live-", 6) != 0)
-        return 0;
-    long pid = strtol(path + n + 6, &end, 10);
-    return *end == '-' && pid > 0 ? (pid_t) pid : 0;
-}
-
-static bool
-process_alive(pid_t pid)
-{
-    return kill(pid, 0) == 0 || errno == EPERM;
+    if (strncmp(dir, base, n) != 0 || strncmp(dir + n, "/live-", 6) != 0 ||
+        asprintf(&lock, "%s/owner.lock", dir) < 0)
+        return false;
+    _cleanup_close_ int fd = open(lock, O_RDWR | O_CLOEXEC);
+    return fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0;
 }
 
 /* A daemon killed with SIGKILL leaves its backup jobs running (and their
@@ -511,10 +568,9 @@ lv_end_stale_jobs(struct lv *lv)
             char *slash = strrchr(dir, '/');
             if (slash)
                 *slash = '\0';
-            pid_t pid = live_dir_pid(dir);
-            if (pid > 0 && pid != getpid() && !process_alive(pid)) {
+            if (live_dir_orphaned(dir)) {
                 log_warning("'%s': ending the backup job of a vmsnapfs that is "
-                            "gone (pid %d)", virDomainGetName(doms[i]), (int) pid);
+                            "gone", virDomainGetName(doms[i]));
                 if (virDomainAbortJob(doms[i]) < 0)
                     lv_errno("end the stale backup job of", virDomainGetName(doms[i]));
                 remove_dir(dir);

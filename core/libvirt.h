@@ -28,6 +28,7 @@ struct lv {
     volatile bool quit;
     int timer;                  /* reconnect timer id */
 
+    uint64_t deadline_ns;       /* failure_deadline (0: none) */
     struct hashmap *ops;        /* VM name -> struct lv_op; under lock */
     struct hashmap *views;      /* VM name -> open chain views (count) */
 

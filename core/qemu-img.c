@@ -14,8 +14,9 @@
 #include "qemu-img.h"
 #include "subprocess.h"
 
-#define QEMU_IMG_TIMEOUT_MS 30000
-#define QEMU_IMG_MAX_OUTPUT (64u << 20)
+/* a fragmented multi-TB chain maps to a long JSON list: room for ~8M extents */
+#define QEMU_IMG_TIMEOUT_MS (5 * 60 * 1000)
+#define QEMU_IMG_MAX_OUTPUT (1024u << 20)
 
 void
 chain_free(struct chain *c)
@@ -131,7 +132,13 @@ qemu_img_map(const struct chain *c, struct extent_map **ret)
 
     if (r < 0)
         return r;
-    r = extent_map_parse(out, (unsigned) c->n, c->size, ret);
+    _cleanup_free_ bool *direct = calloc(c->n, sizeof *direct);
+    if (!direct)
+        return -ENOMEM;
+    for (size_t i = 0; i < c->n; i++)
+        direct[i] = !c->qemu_only && (strcmp(c->formats[i], "raw") == 0 ||
+                                      strcmp(c->formats[i], "qcow2") == 0);
+    r = extent_map_parse(out, (unsigned) c->n, direct, c->size, ret);
     if (r < 0)
         return log_error_errno(r, "cannot read qemu-img map of '%s'", c->layers[0]);
     return 0;

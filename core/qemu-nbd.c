@@ -6,7 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdbool.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,12 +58,55 @@ qemu_nbd_stop(struct qemu_nbd *q)
     free(q);
 }
 
+/* QEMU's option syntax doubles commas inside a value */
+static char *
+escape_commas(const char *s)
+{
+    char *out = malloc(2 * strlen(s) + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (; *s; s++) {
+        if (*s == ',')
+            *o++ = ',';
+        *o++ = *s;
+    }
+    *o = '\0';
+    return out;
+}
+
+static bool
+is_block(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISBLK(st.st_mode);
+}
+
+/* listening, not only bound: a connect goes through */
+static bool
+accepts(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool ok;
+
+    if (fd < 0 || strlen(path) >= sizeof sa.sun_path) {
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    strcpy(sa.sun_path, path);
+    ok = connect(fd, (struct sockaddr *) &sa, sizeof sa) == 0;
+    close(fd);
+    return ok;
+}
+
 int
 qemu_nbd_start(const char *path, const char *format, const char *export,
                struct qemu_nbd **ret)
 {
     struct qemu_nbd *q = calloc(1, sizeof *q);
-    _cleanup_free_ char *fmt_opt = NULL, *sock_opt = NULL, *name_opt = NULL;
+    _cleanup_free_ char *image = NULL, *sock_opt = NULL, *name_opt = NULL;
+    _cleanup_free_ char *escaped = NULL;
     int r;
 
     if (!q)
@@ -78,16 +124,20 @@ qemu_nbd_start(const char *path, const char *format, const char *export,
         return r;
     }
     if (asprintf(&q->socket, "%s/sock", q->dir) < 0 ||
-        asprintf(&fmt_opt, "--format=%s", format && *format ? format : "raw") < 0 ||
+        /* without the image lock: a stopped VM may start meanwhile (the
+         * view then fails its reads, see view-chain.c) */
+        !(escaped = escape_commas(path)) ||
+        asprintf(&image, "driver=%s,file.driver=%s,file.filename=%s,file.locking=off",
+                 format && *format ? format : "raw",
+                 is_block(path) ? "host_device" : "file", escaped) < 0 ||
         asprintf(&sock_opt, "--socket=%s", q->socket) < 0 ||
         asprintf(&name_opt, "--export-name=%s", export) < 0) {
         qemu_nbd_stop(q);
         return -ENOMEM;
     }
     char *argv[] = { (char *) "qemu-nbd", (char *) "--read-only",
-                     (char *) "--persistent",
-                     (char *) "--shared=4", fmt_opt, sock_opt, name_opt,
-                     (char *) path, NULL };
+                     (char *) "--persistent", (char *) "--shared=4", sock_opt,
+                     name_opt, (char *) "--image-opts", image, NULL };
     /* its messages go to a file, for the log if it fails to start */
     _cleanup_free_ char *err_path = NULL;
     if (asprintf(&err_path, "%s/stderr", q->dir) < 0) {
@@ -107,7 +157,7 @@ qemu_nbd_start(const char *path, const char *format, const char *export,
     for (;;) {
         struct stat st;
         int status;
-        if (stat(q->socket, &st) == 0 && S_ISSOCK(st.st_mode))
+        if (stat(q->socket, &st) == 0 && S_ISSOCK(st.st_mode) && accepts(q->socket))
             break;
         if (waitpid(q->pid, &status, WNOHANG) == q->pid) {
             char msg[512] = "";

@@ -75,6 +75,17 @@ drain(int fd, char **buf, size_t *len, size_t max)
     return 1;
 }
 
+/* Reads and drops what fd has: 0 at EOF, 1 if more may come. */
+static int
+drain_discard(int fd)
+{
+    char chunk[65536];
+    ssize_t n = read(fd, chunk, sizeof chunk);
+    if (n < 0)
+        return errno == EINTR || errno == EAGAIN ? 1 : -errno;
+    return n > 0;
+}
+
 int
 spawn_capture(const char *module, char *const argv[], int timeout_ms,
               size_t max_out, char **ret_out)
@@ -100,8 +111,11 @@ spawn_capture(const char *module, char *const argv[], int timeout_ms,
     }
 
     bool o_open = true, e_open = true;
+    size_t e_cap = 65536;
     while (o_open || e_open) {
-        struct pollfd p[2] = { { out[0], POLLIN, 0 }, { err[0], POLLIN, 0 } };
+        /* only open pipes are polled: a closed one would spin */
+        struct pollfd p[2] = { { o_open ? out[0] : -1, POLLIN, 0 },
+                               { e_open ? err[0] : -1, POLLIN, 0 } };
         uint64_t now = now_monotonic_ns();
         if (now >= deadline) {
             r = -ETIMEDOUT;
@@ -112,19 +126,25 @@ spawn_capture(const char *module, char *const argv[], int timeout_ms,
             r = -errno;
             break;
         }
+        r = 0;
         if (o_open && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
             r = drain(out[0], &obuf, &olen, max_out);
             if (r <= 0)
                 o_open = false;
             if (r < 0)
                 break;
+            r = 0;
         }
         if (e_open && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
-            int re = drain(err[0], &ebuf, &elen, 65536);
-            if (re <= 0)
+            /* keep only the first 64 KiB of messages, but read them all:
+             * a child blocked on a full pipe never exits */
+            int re = elen < e_cap ? drain(err[0], &ebuf, &elen, e_cap)
+                                  : drain_discard(err[0]);
+            if (re == 0 || (re < 0 && re != -EFBIG))
                 e_open = false;
+            if (re == -EFBIG)
+                elen = e_cap;
         }
-        r = 0;
     }
     if (r < 0)
         kill(pid, SIGKILL);

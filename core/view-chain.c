@@ -24,6 +24,9 @@ struct layer {
     int fd;
     struct timespec mtime;
     off_t size;
+    dev_t dev;
+    ino_t ino;
+    bool regular;           /* a file: changes show in size and mtime */
 };
 
 struct chain_view {
@@ -35,9 +38,9 @@ struct chain_view {
     pthread_mutex_t qlock;          /* protects the QEMU reader below */
     struct qemu_nbd *server;        /* started at the first EXTENT_QEMU read */
     struct nbd_client *nbd;
-    bool qemu_failed;
     bool changed;                   /* atomic: a layer changed; stays so */
     void (*on_close)(void *);
+    bool (*unchanged)(void *);      /* for block devices, where fstat can't tell */
     void *opaque;
 };
 
@@ -45,6 +48,8 @@ static bool
 layer_changed(const struct layer *l)
 {
     struct stat st;
+    if (!l->regular)
+        return false;           /* see unchanged() */
     return fstat(l->fd, &st) < 0 || st.st_size != l->size ||
            st.st_mtim.tv_sec != l->mtime.tv_sec ||
            st.st_mtim.tv_nsec != l->mtime.tv_nsec;
@@ -53,29 +58,42 @@ layer_changed(const struct layer *l)
 static bool
 any_layer_changed(const struct chain_view *cv)
 {
-    for (size_t i = 0; i < cv->chain->n; i++)
+    bool devices = false;
+    for (size_t i = 0; i < cv->chain->n; i++) {
         if (layer_changed(&cv->layers[i]))
             return true;
+        devices |= !cv->layers[i].regular;
+    }
+    return devices && cv->unchanged && !cv->unchanged(cv->opaque);
+}
+
+/* Do the paths still name the files we opened? (qemu-img and qemu-nbd open
+ * them by path: a file renamed over one would make them describe another.) */
+static bool
+paths_moved(const struct chain_view *cv)
+{
+    for (size_t i = 0; i < cv->chain->n; i++) {
+        struct stat st;
+        if (stat(cv->chain->layers[i], &st) < 0 || st.st_dev != cv->layers[i].dev ||
+            st.st_ino != cv->layers[i].ino)
+            return true;
+    }
     return false;
 }
 
+/* qemu-nbd for what only QEMU reads; started at open where the map has
+ * such extents, so it opens the same files we did (checked). */
 static int
-qemu_reader(struct chain_view *cv, struct nbd_client **ret)
+qemu_reader_start(struct chain_view *cv)
 {
-    LOCK_FOR_SCOPE(&cv->qlock);
-    if (!cv->nbd && !cv->qemu_failed) {
-        int r = qemu_nbd_start(cv->chain->layers[0], cv->chain->formats[0],
-                               "disk", &cv->server);
-        if (r >= 0)
-            r = nbd_client_open(qemu_nbd_socket(cv->server), "disk", 4, &cv->nbd);
-        if (r < 0) {
-            cv->qemu_failed = true;
-            qemu_nbd_stop(cv->server);
-            cv->server = NULL;
-        }
-    }
-    *ret = cv->nbd;
-    return cv->nbd ? 0 : -EIO;
+    int r = qemu_nbd_start(cv->chain->layers[0], cv->chain->formats[0], "disk",
+                           &cv->server);
+    if (r >= 0)
+        r = nbd_client_open(qemu_nbd_socket(cv->server), "disk", 4, &cv->nbd);
+    if (r >= 0 && paths_moved(cv))
+        r = log_error_errno(-EIO, "'%s' was replaced while being opened",
+                            cv->chain->layers[0]);
+    return r;
 }
 
 static int
@@ -88,7 +106,11 @@ full_pread(int fd, void *buf, size_t count, uint64_t off)
             continue;
         if (n < 0)
             return -errno;
-        if (n == 0) {            /* past a layer's end: reads as zeros */
+        if (n == 0) {
+            /* a raw file's last partial sector reads as zeros; anything
+             * more missing is not what qemu mapped */
+            if (count >= 512)
+                return -EIO;
             memset(p, 0, count);
             return 0;
         }
@@ -144,10 +166,7 @@ chain_pread(struct volume_view *v, void *buf, size_t count, uint64_t off,
             }
             break;
         default: {
-            struct nbd_client *nbd;
-            r = qemu_reader(cv, &nbd);
-            if (r >= 0)
-                r = nbd_client_pread(nbd, p, n, off);
+            r = cv->nbd ? nbd_client_pread(cv->nbd, p, n, off) : -EIO;
             if (r < 0) {
                 *ret_reason = "reading through qemu-nbd failed";
                 return -EIO;
@@ -198,8 +217,8 @@ static const struct volume_view_ops chain_ops = {
 
 int
 volume_view_open_chain(const char *path, const char *format,
-                       void (*on_close)(void *), void *opaque,
-                       struct volume_view **ret)
+                       void (*on_close)(void *), bool (*unchanged)(void *),
+                       void *opaque, struct volume_view **ret)
 {
     struct chain_view *cv = calloc(1, sizeof *cv);
     int r;
@@ -210,6 +229,7 @@ volume_view_open_chain(const char *path, const char *format,
         return -ENOMEM;
     }
     cv->on_close = on_close;
+    cv->unchanged = unchanged;
     cv->opaque = opaque;
     cv->base.ops = &chain_ops;
     pthread_mutex_init(&cv->qlock, NULL);
@@ -235,6 +255,9 @@ volume_view_open_chain(const char *path, const char *format,
         }
         l->size = st.st_size;
         l->mtime = st.st_mtim;
+        l->dev = st.st_dev;
+        l->ino = st.st_ino;
+        l->regular = S_ISREG(st.st_mode);
         (void) posix_fadvise(l->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     }
     r = qemu_img_map(cv->chain, &cv->map);
@@ -244,7 +267,12 @@ volume_view_open_chain(const char *path, const char *format,
         for (size_t i = 0; i < cv->map->n; i++)
             if (cv->map->v[i].kind == EXTENT_FILE)
                 cv->map->v[i].kind = EXTENT_QEMU;
-    if (any_layer_changed(cv)) {
+    if (cv->map->needs_qemu) {
+        r = qemu_reader_start(cv);
+        if (r < 0)
+            goto fail;
+    }
+    if (any_layer_changed(cv) || paths_moved(cv)) {
         r = log_error_errno(-EIO, "'%s' changed while it was being mapped", path);
         goto fail;
     }

@@ -76,6 +76,9 @@ volume_view_open_nbd(const char *socket, const char *export, uint64_t allocated,
     }
     nv->base.size = nbd_client_size(nv->nbd);
     nv->base.allocated = allocated ? allocated : nv->base.size;
+    /* a live disk: what the page cache holds of an earlier view (or of
+     * the stopped disk) is another point in time */
+    nv->base.uncached = true;
     nv->on_close = on_close;
     nv->opaque = opaque;
     *ret = &nv->base;

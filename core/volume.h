@@ -12,6 +12,7 @@
 #pragma once
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -35,13 +36,17 @@ struct volume_view {
     const struct volume_view_ops *ops;
     uint64_t size;
     uint64_t allocated;     /* bytes that hold data (st_blocks) */
+    bool uncached;          /* serve without the page cache: another view
+                               of the same file may show other content */
 };
 
-/* A view of the chain whose top is path (format: "qcow2", "raw", ...);
- * on_close(opaque) (may be NULL) runs when it is closed. */
+/* A view of the chain whose top is path (format: "qcow2", "raw", ...).
+ * unchanged(opaque) (may be NULL) tells, for layers that are block devices
+ * (whose changes fstat cannot see), whether their content may still be
+ * trusted (e.g. the VM is still stopped). */
 int volume_view_open_chain(const char *path, const char *format,
-                           void (*on_close)(void *), void *opaque,
-                           struct volume_view **ret);
+                           void (*on_close)(void *), bool (*unchanged)(void *),
+                           void *opaque, struct volume_view **ret);
 /* A view of an NBD export. on_close(opaque), for both kinds of view, runs
  * exactly once: when the view is closed, or before a failed open returns. */
 int volume_view_open_nbd(const char *socket, const char *export,

@@ -164,10 +164,13 @@ fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     struct stat st;
     int r;
 
-    (void) fi;
     r = tree_stat(fs, n, &st);
     if (r < 0)
         return (void) fuse_reply_err(req, -r);
+    /* an open volume is the size of its view, whatever the disk is now */
+    struct open_file *h = fi ? (struct open_file *) (uintptr_t) fi->fh : NULL;
+    if (h && h->view)
+        st.st_size = (off_t) h->view->size;
     fuse_reply_attr(req, &st, tree_timeout(n->kind));
 }
 
@@ -329,6 +332,8 @@ fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
                        "disk (details in the log)");
         if (r == -ENOTSUP)
             r = -EIO;
+        if (r >= 0 && h->view->uncached)
+            fi->direct_io = 1;
 
         /* page cache on: cp and qemu-img read it at full speed; the kernel
          * drops what it had cached of the file at each open */

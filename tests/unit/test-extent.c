@@ -35,7 +35,7 @@ test_map(void **state)
     struct extent_map *m = NULL;
     (void) state;
 
-    assert_int_equal(extent_map_parse(map_json, 3, 8 * MiB, &m), 0);
+    assert_int_equal(extent_map_parse(map_json, 3, NULL, 8 * MiB, &m), 0);
     assert_true(m->size == 8 * MiB);
     assert_true(m->needs_qemu);
     /* adjacent zeros merge; adjacent file ranges merge when contiguous */
@@ -70,7 +70,7 @@ test_seek(void **state)
     uint64_t pos = 0;
     (void) state;
 
-    assert_int_equal(extent_map_parse(map_json, 3, 8 * MiB, &m), 0);
+    assert_int_equal(extent_map_parse(map_json, 3, NULL, 8 * MiB, &m), 0);
     assert_int_equal(extent_seek(m, 0, SEEK_DATA, &pos), 0);
     assert_true(pos == 0);
     assert_int_equal(extent_seek(m, 0, SEEK_HOLE, &pos), 0);
@@ -90,7 +90,7 @@ test_seek(void **state)
     /* all zeros: no data anywhere */
     assert_int_equal(extent_map_parse("[{\"start\": 0, \"length\": 4096, \"depth\": 0, "
                                       "\"present\": false, \"zero\": true, \"data\": false}]",
-                                      1, 4096, &m), 0);
+                                      1, NULL, 4096, &m), 0);
     assert_int_equal(extent_seek(m, 0, SEEK_DATA, &pos), -ENXIO);
     assert_int_equal(extent_seek(m, 0, SEEK_HOLE, &pos), 0);
     assert_true(pos == 0);
@@ -117,11 +117,20 @@ test_bad_maps(void **state)
         "[{\"start\": 0, \"length\": 0}, {\"start\": 0, \"length\": 8192}]",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        assert_int_equal(extent_map_parse(bad[i], 1, 8192, &m), -EINVAL);
+        assert_int_equal(extent_map_parse(bad[i], 1, NULL, 8192, &m), -EINVAL);
     /* a depth beyond the chain cannot be read from a file: QEMU reads it */
     assert_int_equal(extent_map_parse("[{\"start\": 0, \"length\": 8192, \"depth\": 5, "
-                                      "\"data\": true, \"offset\": 0}]", 2, 8192, &m), 0);
+                                      "\"data\": true, \"offset\": 0}]", 2, NULL, 8192, &m), 0);
     assert_int_equal(m->v[0].kind, EXTENT_QEMU);
+    extent_map_free(m);
+    /* a layer whose offsets are not into its own file: QEMU reads it */
+    bool direct[2] = { true, false };
+    assert_int_equal(extent_map_parse("[{\"start\": 0, \"length\": 4096, \"depth\": 1, "
+                                      "\"data\": true, \"offset\": 0}, {\"start\": 4096, "
+                                      "\"length\": 4096, \"depth\": 0, \"data\": true, "
+                                      "\"offset\": 65536}]", 2, direct, 8192, &m), 0);
+    assert_int_equal(m->v[0].kind, EXTENT_QEMU);
+    assert_int_equal(m->v[1].kind, EXTENT_FILE);
     extent_map_free(m);
 }
 

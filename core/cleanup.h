@@ -5,6 +5,7 @@
  */
 #pragma once
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <pthread.h>
@@ -22,6 +23,13 @@ closep(int *fd)
 {
     if (*fd >= 0)
         (void) close(*fd);
+}
+
+static inline void
+fclosep(FILE **f)
+{
+    if (*f)
+        (void) fclose(*f);
 }
 
 static inline void

@@ -11,7 +11,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,17 +198,60 @@ stop_notifications(struct fs *fs)
     notify_stop(fs);
 }
 
+/* Is our mount still in this mount namespace's table? (/proc/self/
+ * mountinfo: "ID PARENT MAJ:MIN ROOT MOUNTPOINT ...") */
+static bool
+still_mounted(dev_t dev)
+{
+    _cleanup_(fclosep) FILE *f = fopen("/proc/self/mountinfo", "re");
+    char line[4096];
+    unsigned maj, min;
+
+    if (!f)
+        return true;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "%*u %*u %u:%u", &maj, &min) == 2 &&
+            makedev(maj, min) == dev)
+            return true;
+    return false;
+}
+
+/* Waits for a signal, or for the mount to leave the mount table while the
+ * kernel keeps the connection (a copy of the mount lives on in another
+ * mount namespace, e.g. a VM that QEMU started while it was mounted):
+ * either way, stop invalidations, then end the session loop. */
 static void *
 signal_thread(void *opaque)
 {
     struct fs *fs = opaque;
     unsigned char c = 0;
+    struct stat st;
+    int mfd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+    bool watch = mfd >= 0 && stat(arg_mountpoint, &st) == 0;
 
-    while (read(signal_pipe[0], &c, 1) < 0 && errno == EINTR)
-        ;
+    for (;;) {
+        struct pollfd p[2] = { { signal_pipe[0], POLLIN, 0 },
+                               { watch ? mfd : -1, POLLPRI, 0 } };
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            break;
+        if (p[0].revents & POLLIN) {
+            if (read(signal_pipe[0], &c, 1) == 1)
+                break;
+            continue;
+        }
+        if ((p[1].revents & (POLLPRI | POLLERR)) && !still_mounted(st.st_dev)) {
+            c = 255;
+            break;
+        }
+    }
+    if (mfd >= 0)
+        close(mfd);
     if (c == 0)
         return NULL;            /* the loop ended by itself (unmount) */
-    log_info("signal %d: unmounting", c);
+    if (c == 255)
+        log_info("unmounted from '%s': stopping", arg_mountpoint);
+    else
+        log_info("signal %d: unmounting", c);
     stop_notifications(fs);
     fuse_session_exit(fs->se);
     pthread_kill(main_thread, SIGUSR2);

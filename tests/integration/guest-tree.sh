@@ -67,4 +67,13 @@ wait_until 1 grep -qx "shut off" "$A/state" || fail "state after destroy: $(cat 
 expect_content "$A/agent" disconnected
 guest_destroy "$b"
 wait_until 1 grep -qx "shut off" "$B/state" || fail "state of b after destroy"
+
+# a VM started while mounted gets a copy of the mount in QEMU's own mount
+# namespace (libvirt's default), which keeps the kernel's connection: an
+# unmount must still end the daemon
+guest_start "$b"
+fusermount3 -u "$mnt"
+wait_until 5 sh -c "! kill -0 $VMSNAPFS_PID" ||
+    fail "vmsnapfs still runs after the unmount (a VM holds a copy of the mount)"
+wait "$VMSNAPFS_PID" || fail "vmsnapfs exit status after the unmount"
 echo "PASS: $testname"

@@ -288,8 +288,9 @@ freeze_thaw_then(struct freeze *f, void (*after)(void *), void *opaque)
         bool frozen = f->result >= 0;
         if (thaw_until_done(f->dom, f->name, !frozen) == 0)
             record_remove(f->record);
+        /* frozen from the moment the freeze answered until the thaw did */
         if (frozen)
-            frozen_ms = (now_monotonic_ns() - f->started_ns) / 1000000;
+            frozen_ms = (now_monotonic_ns() - f->frozen_ns) / 1000000;
     }
     freeze_free(f);
     if (after)

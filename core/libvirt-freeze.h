@@ -34,7 +34,8 @@ enum freeze_result {
 enum freeze_result freeze_begin(struct lv *lv, virDomainPtr dom,
                                 uint64_t deadline_ns, struct freeze **ret);
 /* Thaws (if frozen, or once a late freeze lands) and frees f. Returns the
- * frozen time in ms (0 if it was not frozen). */
+ * freeze window in ms: from the freeze's answer (all filesystems frozen)
+ * to the thaw's (0 if it was not frozen). */
 uint64_t freeze_thaw(struct freeze *f);
 /* The same, and after(opaque) once done: at once, or, for a freeze still
  * waiting for the agent, after its late thaw (the VM stays busy). */

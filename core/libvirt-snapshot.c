@@ -475,6 +475,27 @@ wait_block_job(virDomainPtr dom, const char *disk, bool ready)
     }
 }
 
+/* Switches disk to the merged layer once the active commit is ready: the
+ * job reports all data copied (cur == end) a little before libvirt has
+ * seen QEMU's "ready" event, so a pivot refused as "not ready" is retried. */
+static int
+pivot(virDomainPtr dom, const char *disk)
+{
+    uint64_t give_up = now_monotonic_ns() + UINT64_C(60) * 1000000000;
+
+    for (;;) {
+        if (virDomainBlockJobAbort(dom, disk, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) == 0)
+            return 0;
+        virErrorPtr e = virGetLastError();
+        bool not_ready = e && e->code == VIR_ERR_BLOCK_COPY_ACTIVE;
+        if (!not_ready || now_monotonic_ns() > give_up)
+            return lv_errno("switch to the merged layer of", virDomainGetName(dom));
+        virResetLastError();
+        struct timespec ts = { 0, (long) BLOCK_JOB_POLL_NS };
+        nanosleep(&ts, NULL);
+    }
+}
+
 static int
 run_qemu_img(char *const argv[])
 {
@@ -539,9 +560,8 @@ merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
         }
         if (k == 0) {
             r = wait_block_job(dom, disk, true);
-            if (r >= 0 && virDomainBlockJobAbort(dom, disk,
-                                                 VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) < 0)
-                r = lv_errno("switch to the merged layer of", vm);
+            if (r >= 0)
+                r = pivot(dom, disk);
         }
         if (r >= 0)
             r = wait_block_job(dom, disk, false);

@@ -345,8 +345,9 @@ lv_close(void *h)
     if (!lv)
         return;
     /* thaws still running in the background (a late freeze): a while;
-     * what is left keeps its record for the next start */
-    (void) freeze_shutdown(UINT64_C(10) * 1000000000);
+     * what is left keeps its record for the next start, and lv stays
+     * allocated for those threads (the process is ending) */
+    bool pending = freeze_shutdown(UINT64_C(10) * 1000000000) < 0;
     lv->quit = true;
     if (lv->timer >= 0)
         virEventUpdateTimeout(lv->timer, 0);   /* wake the loop */
@@ -355,6 +356,8 @@ lv_close(void *h)
     if (lv->timer >= 0)
         virEventRemoveTimeout(lv->timer);
     drop_conn(lv);
+    if (pending)
+        return;
     hashmap_free(lv->lives, NULL);      /* views end before the backend */
     hashmap_free(lv->views, NULL);
     hashmap_free(lv->ops, NULL);        /* ops end before the backend */

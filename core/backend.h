@@ -60,6 +60,7 @@ enum volume_flags {
     VOLUME_CDROM = 1 << 2,
     VOLUME_HOTPLUG = 1 << 3,      /* in the running VM only */
     VOLUME_NOT_SNAPSHOTTED = 1 << 4, /* a snapshot's disk with snapshot='no' */
+    VOLUME_INTERNAL = 1 << 5,     /* a snapshot's disk with snapshot='internal' */
 };
 
 struct volume {

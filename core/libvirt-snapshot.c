@@ -119,11 +119,16 @@ struct plan_disk {
     char *overlay;          /* new top, or NULL: excluded */
 };
 
+/* A disk whose top is a regular file takes a qcow2 overlay beside it;
+ * block devices (an overlay would land in /dev), network disks, cdroms,
+ * read-only and shareable disks are left out. */
 static bool
-snapshottable(const struct volume *persistent)
+snapshottable(const struct volume *persistent, const struct volume *live)
 {
+    struct stat st;
     return !(persistent->flags & (VOLUME_CDROM | VOLUME_READONLY | VOLUME_SHAREABLE)) &&
-           persistent->source && persistent->source[0] == '/';
+           live->source && live->source[0] == '/' && stat(live->source, &st) == 0 &&
+           S_ISREG(st.st_mode);
 }
 
 static const struct volume *
@@ -208,7 +213,7 @@ snapshot_xml(const char *snap, const char *description, const struct plan_disk *
 static void
 set_description(virDomainPtr dom, virDomainSnapshotPtr snap, const char *desc)
 {
-    _cleanup_free_ char *xml = virDomainSnapshotGetXMLDesc(snap, 0);
+    _cleanup_free_ char *xml = virDomainSnapshotGetXMLDesc(snap, VIR_DOMAIN_SNAPSHOT_XML_SECURE);
     char *start, *end;
 
     if (!xml || !(start = strstr(xml, "<description>")) ||
@@ -243,17 +248,19 @@ set_description(virDomainPtr dom, virDomainSnapshotPtr snap, const char *desc)
 
 /* ---- create -------------------------------------------------------------- */
 
-static int
-remove_new_files(struct plan_disk *d, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (d[i].overlay && unlink(d[i].overlay) < 0 && errno != ENOENT)
-            log_warning("cannot remove '%s': %s", d[i].overlay, strerror(errno));
-    return 0;
-}
-
 static int delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
                          struct op_report *rep);
+
+/* A libvirt job (migration, backup, block job waiting) would hold the
+ * snapshot up while the guest is frozen. */
+static bool
+other_job(virDomainPtr dom)
+{
+    virDomainJobInfo job;
+    bool busy = virDomainGetJobInfo(dom, &job) == 0 && job.type != VIR_DOMAIN_JOB_NONE;
+    virResetLastError();
+    return busy;
+}
 
 struct op_end_ctx {
     struct lv *lv;
@@ -325,7 +332,7 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
         d[i].name = live[i].name;
         d[i].source = live[i].source;
         d[i].format = live[i].format;
-        if (p && snapshottable(p) && live[i].source && live[i].source[0] == '/') {
+        if (p && snapshottable(p, &live[i])) {
             d[i].overlay = overlay_path(live[i].source, ref->name, live[i].name, snap);
             n_incl++;
         } else {
@@ -333,9 +340,24 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
         }
     }
 
+    /* disks of the saved definition that the running VM does not have */
+    char **excl = meta.excluded ? realloc(meta.excluded, (n_live + n_pers + 1) * sizeof *excl)
+                                : NULL;
+    if (excl) {
+        meta.excluded = excl;
+        for (size_t i = 0; i < n_pers; i++)
+            if (!by_name(live, n_live, pers[i].name) && !(pers[i].flags & VOLUME_CDROM))
+                meta.excluded[n_excl++] = pers[i].name;
+        meta.excluded[n_excl] = NULL;
+    }
+
     r = 0;
-    if (!d || !meta.excluded) {
+    if (!d || !meta.excluded || !excl) {
         r = -ENOMEM;
+    } else if (lv_vm_has_views(lv, ref->name)) {
+        r = report(rep, -EBUSY, "a volume of this VM is open (a backup job runs for it)");
+    } else if (running && other_job(dom)) {
+        r = report(rep, -EBUSY, "another job runs on the VM (a migration, a backup, ...)");
     } else if (running && !agent && o->consistency == CONSISTENCY_REQUIRED) {
         r = report(rep, -EAGAIN, "no guest agent connected and consistency=required: "
                                  "no consistent snapshot is possible now");
@@ -350,9 +372,12 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
     uint64_t frozen_ms = 0;
     if (r == 0 && running) {
         meta.indications |= 1u << INDICATION_ONLINE;
-        if (state == VIR_DOMAIN_PAUSED)
+        if (state != VIR_DOMAIN_RUNNING) {
+            /* paused (or suspended): no agent answers; crash-consistent */
             meta.indications |= 1u << INDICATION_PAUSED;
-        if (!agent) {
+            if (o->consistency == CONSISTENCY_REQUIRED)
+                r = report(rep, -EAGAIN, "the VM is paused and consistency=required");
+        } else if (!agent) {
             meta.indications |= 1u << INDICATION_NO_GUEST_AGENT;
         } else if (n_incl > 0) {
             meta.indications |= 1u << INDICATION_GUEST_AGENT;
@@ -389,7 +414,7 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
             report(rep, r == -EBUSY ? -EIO : r, "libvirt: %s",
                    e && e->message ? e->message : "snapshot failed");
             r = r == -EBUSY ? -EIO : r;
-            remove_new_files(d, n_live);
+            /* ATOMIC: libvirt removed what it had made */
         }
     }
     /* thaw as soon as the point in time is taken, whatever happened; a
@@ -456,10 +481,17 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
 /* ---- delete -------------------------------------------------------------- */
 
 /* Waits for the block job on disk to be ready (ready = true) or gone. */
+#define BLOCK_JOB_MAX_NS (UINT64_C(3600) * 1000000000)
+
 static int
 wait_block_job(virDomainPtr dom, const char *disk, bool ready)
 {
+    uint64_t give_up = now_monotonic_ns() + BLOCK_JOB_MAX_NS;
+
     for (;;) {
+        if (now_monotonic_ns() > give_up)
+            return log_error_errno(-ETIMEDOUT, "'%s': the block job on %s did not "
+                                   "finish within an hour", virDomainGetName(dom), disk);
         virDomainBlockJobInfo info;
         int r = virDomainGetBlockJobInfo(dom, disk, &info, 0);
         if (r < 0)
@@ -562,6 +594,8 @@ merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
             r = wait_block_job(dom, disk, true);
             if (r >= 0)
                 r = pivot(dom, disk);
+            if (r < 0)      /* leave no job behind; the chain stays as it was */
+                (void) virDomainBlockJobAbort(dom, disk, 0);
         }
         if (r >= 0)
             r = wait_block_job(dom, disk, false);
@@ -571,6 +605,8 @@ merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
         char *commit[] = { (char *) "qemu-img", (char *) "commit", (char *) "-q",
                            (char *) "-f", (char *) "qcow2", (char *) overlay, NULL };
         r = run_qemu_img(commit);
+        if (r >= 0 && virDomainIsActive(dom) != 0)
+            r = log_error_errno(-EIO, "'%s' started while its disk %s was merged", vm, disk);
         if (r >= 0 && k == 0) {
             r = redefine_source(c, dom, disk, overlay, base, base_fmt);
         } else if (r >= 0) {
@@ -581,11 +617,24 @@ merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
                                (char *) base, (char *) "-F", fmt_opt,
                                ch->layers[k - 1], NULL };
             r = run_qemu_img(rebase);
+            /* the saved definition may describe the old chain
+             * (<backingStore>): drop that, libvirt reads the images anew */
+            if (r >= 0)
+                r = redefine_source(c, dom, disk, top, top, top_fmt);
         }
         if (r < 0)
             return report(rep, -EIO, "merging disk %s with qemu-img failed (see the log)",
                           disk);
     }
+    /* the overlay goes only once the chain does without it */
+    _cleanup_(chain_freep) struct chain *after = NULL;
+    /* the disk's top now: the base where the top itself was merged */
+    if (qemu_img_chain(k == 0 ? base : top, k == 0 ? base_fmt : top_fmt, &after) < 0)
+        return report(rep, -EIO, "cannot read the chain of disk %s after the merge", disk);
+    for (size_t i = 0; i < after->n; i++)
+        if (strcmp(after->layers[i], overlay) == 0)
+            return report(rep, -EIO, "the merge of disk %s did not complete: '%s' is "
+                                     "still in use", disk, overlay);
     if (unlink(overlay) < 0 && errno != ENOENT)
         log_warning("cannot remove '%s': %s", overlay, strerror(errno));
     return 0;
@@ -622,13 +671,18 @@ delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
     for (size_t i = 0; r >= 0 && i < x.n_disks; i++) {
         const struct volume *disk = &x.disks[i];
         const struct volume *now = by_name(live, n_live, disk->name);
-        if ((disk->flags & VOLUME_NOT_SNAPSHOTTED) || !disk->source || !now ||
+        if ((disk->flags & (VOLUME_NOT_SNAPSHOTTED | VOLUME_INTERNAL)) || !disk->source || !now ||
             !now->source)
             continue;
         r = merge_disk(c, dom, running, disk->name, now->source, now->format,
                        disk->source, rep);
     }
-    if (r >= 0 && virDomainSnapshotDelete(s, VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) < 0)
+    /* internal snapshots (made elsewhere) live inside the qcow2: libvirt
+     * deletes those itself; ours are external, their data merged above */
+    bool internal = x.memory_internal;
+    for (size_t i = 0; i < x.n_disks; i++)
+        internal |= (x.disks[i].flags & VOLUME_INTERNAL) != 0;
+    if (r >= 0 && virDomainSnapshotDelete(s, internal ? 0 : VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) < 0)
         r = report(rep, lv_errno("delete the metadata of a snapshot of",
                                  virDomainGetName(dom)),
                    "libvirt could not delete the snapshot's metadata");

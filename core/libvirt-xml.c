@@ -98,6 +98,8 @@ parse_disk(const xmlNode *d, bool snapshot_disks, struct volume *v)
         v->name = attr(d, "name");
         if (mode && strcmp(mode, "no") == 0)
             v->flags |= VOLUME_NOT_SNAPSHOTTED;
+        if (mode && strcmp(mode, "internal") == 0)
+            v->flags |= VOLUME_INTERNAL;
     } else {
         v->name = attr(child(d, "target"), "dev");
         if (device && (strcmp(device, "cdrom") == 0 ||
@@ -193,6 +195,9 @@ lv_xml_snapshot_parse(const char *snapshot_xml, struct lv_xml_snapshot *ret)
     _cleanup_free_ char *ct = text(child(root, "creationTime"));
     if (ct)
         s.created = (time_t) strtoll(ct, NULL, 10);
+
+    _cleanup_free_ char *mem = attr(child(root, "memory"), "snapshot");
+    s.memory_internal = mem && strcmp(mem, "internal") == 0;
 
     xmlNode *dom = child(root, "domain");
     if (dom) {

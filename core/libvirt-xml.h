@@ -32,6 +32,7 @@ struct lv_xml_snapshot {
     struct volume *disks; /* <disks><disk name= snapshot=...>: name, source,
                              format; flags unused */
     size_t n_disks;
+    bool memory_internal;   /* <memory snapshot='internal'> */
 };
 
 int lv_xml_snapshot_parse(const char *snapshot_xml, struct lv_xml_snapshot *ret);

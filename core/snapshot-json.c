@@ -124,8 +124,10 @@ snapshot_meta_decode(const char *text, struct snapshot_meta *ret)
     if (json_object_object_get_ex(o, "indications", &v) &&
         json_object_is_type(v, json_type_array)) {
         for (size_t i = 0; i < json_object_array_length(v); i++) {
-            int k = indication_from_string(
-                json_object_get_string(json_object_array_get_idx(v, i)));
+            json_object *e = json_object_array_get_idx(v, i);
+            int k = json_object_is_type(e, json_type_string)
+                        ? indication_from_string(json_object_get_string(e))
+                        : -EINVAL;
             if (k >= 0)
                 m.indications |= 1u << k;
         }
@@ -134,8 +136,12 @@ snapshot_meta_decode(const char *text, struct snapshot_meta *ret)
         json_object_is_type(v, json_type_array)) {
         size_t n = json_object_array_length(v);
         m.excluded = calloc(n + 1, sizeof *m.excluded);
-        for (size_t i = 0; m.excluded && i < n; i++)
-            m.excluded[i] = strdup(json_object_get_string(json_object_array_get_idx(v, i)));
+        size_t k = 0;
+        for (size_t i = 0; m.excluded && i < n; i++) {
+            json_object *e = json_object_array_get_idx(v, i);
+            if (json_object_is_type(e, json_type_string))   /* skip anything else */
+                m.excluded[k++] = strdup(json_object_get_string(e));
+        }
     }
     if (json_object_object_get_ex(o, "freezeWindowMs", &v)) {
         m.freeze_ms = (uint64_t) json_object_get_int64(v);

@@ -39,8 +39,33 @@ done
 [ "$(sha256sum <"$V/snapshots/keep/volumes/vda.img")" = "$keep_sum" ] ||
     fail "the older snapshot changed over running cycles"
 
+# a paused VM: no agent answers; a quick crash-consistent snapshot
+guest_virsh suspend "$vm" >/dev/null
+mkdir "$V/snapshots/paused"
+[ "$(cat "$V/snapshots/paused/indications" | tr '\n' ' ')" = "Online Paused " ] ||
+    fail "indications of a paused VM: $(cat "$V/snapshots/paused/indications")"
+rmdir "$V/snapshots/paused"
+guest_virsh resume "$vm" >/dev/null
+
+# two snapshots while running, then stopped: rmdir of the older one merges
+# a layer below the top (qemu-img commit + rebase) and the VM still boots
+mkdir "$V/snapshots/mid-a"
+guest_exec "$vm" 'echo between >/data/between && sync' || fail "write between"
+mkdir "$V/snapshots/mid-b"
+mid_b_sum=$(sha256sum <"$V/snapshots/mid-b/volumes/vda.img")
 guest_shutdown "$vm"
 wait_until 2 grep -qx "shut off" "$V/state" || fail "VM did not stop"
+rmdir "$V/snapshots/mid-a"
+[ "$(sha256sum <"$V/snapshots/mid-b/volumes/vda.img")" = "$mid_b_sum" ] ||
+    fail "a later snapshot changed when an older one was deleted"
+[ "$(sha256sum <"$V/snapshots/keep/volumes/vda.img")" = "$keep_sum" ] ||
+    fail "the oldest snapshot changed"
+guest_start "$vm"
+guest_wait_agent "$vm"
+guest_exec "$vm" 'cat /data/between' | grep -qx between || fail "data lost by the merge"
+guest_shutdown "$vm"
+wait_until 2 grep -qx "shut off" "$V/state" || fail "VM did not stop"
+rmdir "$V/snapshots/mid-b"
 for i in 11 12 13 14 15; do
     mkdir "$V/snapshots/c$i"
     [ "$(depth)" -le 3 ] || fail "stopped, cycle $i: chain depth $(depth)"

@@ -62,7 +62,7 @@ wait "$mkpid" 2>/dev/null || true
 fusermount3 -uz "$mnt"
 t0=$(date +%s)
 start_vmsnapfs qemu:///system "$mnt"
-expect_log "a previous vmsnapfs froze it and did not thaw it"
+expect_log "a previous vmsnapfs froze a VM .* and did not thaw it"
 wait_until 10 thawed || fail "not thawed within 10 s of the new mount"
 [ "$(guest_state "$vm")" = running ] || fail "the VM does not run any more"
 guest_exec "$vm" 'echo after >/data/after && sync' || fail "guest cannot write after the thaw"

@@ -110,12 +110,27 @@ entry_of(struct fs *fs, struct fs_node *n, struct fuse_entry_param *e)
     return 0;
 }
 
+/* Replies with node n, which holds one lookup reference for the reply:
+ * dropped again if the reply fails or the kernel does not get it. */
+static void
+reply_entry(fuse_req_t req, struct fs *fs, struct fs_node *n)
+{
+    struct fuse_entry_param e;
+    int r = entry_of(fs, n, &e);
+
+    if (r < 0) {
+        inode_unref(fs, n, 1);
+        return (void) fuse_reply_err(req, -r);
+    }
+    if (fuse_reply_entry(req, &e) != 0)
+        inode_unref(fs, n, 1);
+}
+
 static void
 fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = fs_of(req);
     struct fs_node *dir = inode_get(fs, parent), *n;
-    struct fuse_entry_param e;
     enum node_kind kind;
     int r;
 
@@ -128,13 +143,7 @@ fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     n = inode_ref_child(fs, dir, name, kind);
     if (!n)
         return (void) fuse_reply_err(req, ENOMEM);
-    r = entry_of(fs, n, &e);
-    if (r < 0) {
-        inode_unref(fs, n, 1);
-        return (void) fuse_reply_err(req, -r);
-    }
-    if (fuse_reply_entry(req, &e) != 0)
-        inode_unref(fs, n, 1);      /* the kernel did not get it */
+    reply_entry(req, fs, n);
 }
 
 static void
@@ -489,7 +498,6 @@ fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
     struct fs *fs = fs_of(req);
     struct fs_node *dir = inode_get(fs, parent), *n;
-    struct fuse_entry_param e;
     enum node_kind kind;
     int r;
 
@@ -513,13 +521,7 @@ fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
     n = r < 0 ? NULL : inode_ref_child(fs, dir, name, kind);
     if (!n)
         return (void) fuse_reply_err(req, r < 0 ? -r : ENOMEM);
-    r = entry_of(fs, n, &e);
-    if (r < 0) {
-        inode_unref(fs, n, 1);
-        return (void) fuse_reply_err(req, -r);
-    }
-    if (fuse_reply_entry(req, &e) != 0)
-        inode_unref(fs, n, 1);
+    reply_entry(req, fs, n);
 }
 
 static void

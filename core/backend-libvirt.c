@@ -404,6 +404,7 @@ lv_open(const char *source, const struct vmsnapfs_opts *o,
         return r;
     }
     lv_end_stale_jobs(lv);
+    lv_finish_stale_merges(lv);
     freeze_recover(lv);         /* thaw what a killed daemon left frozen */
     lv->timer = virEventAddTimeout(1000, on_timer, lv, NULL);
     if (pthread_create(&lv->thread, NULL, event_thread, lv) != 0) {

@@ -409,12 +409,11 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
         if (!xml) {
             r = -ENOMEM;
         } else if (!(made = virDomainSnapshotCreateXML(dom, xml, flags))) {
+            /* ATOMIC: libvirt removed what it had made. EBUSY where a job
+             * of another tool is in the way (lv_errno's mapping) */
             r = lv_errno("take a snapshot of", ref->name);
             virErrorPtr e = virGetLastError();
-            report(rep, r == -EBUSY ? -EIO : r, "libvirt: %s",
-                   e && e->message ? e->message : "snapshot failed");
-            r = r == -EBUSY ? -EIO : r;
-            /* ATOMIC: libvirt removed what it had made */
+            report(rep, r, "libvirt: %s", e && e->message ? e->message : "snapshot failed");
         }
     }
     /* thaw as soon as the point in time is taken, whatever happened; a
@@ -446,9 +445,12 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
             virDomainSnapshotFree(made);
             made = NULL;
             struct op_report undo = { .text = "" };
-            (void) delete_locked(lv, dom, snap, &undo);
-            r = report(rep, -ETIMEDOUT, "the failure deadline passed; the snapshot "
-                                        "was undone");
+            if (delete_locked(lv, dom, snap, &undo) < 0)
+                r = report(rep, -ETIMEDOUT, "the failure deadline passed, and undoing "
+                                            "the snapshot failed: %s", undo.text);
+            else
+                r = report(rep, -ETIMEDOUT, "the failure deadline passed; the snapshot "
+                                            "was undone");
         } else {
             char ind[128] = "";
             for (int i = 0; i < _INDICATION_MAX; i++)
@@ -562,7 +564,7 @@ redefine_source(virConnectPtr c, virDomainPtr dom, const char *disk,
 static int
 merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
            const char *top, const char *top_fmt, const char *overlay,
-           struct op_report *rep)
+           const char *snap, struct op_report *rep)
 {
     _cleanup_(chain_freep) struct chain *ch = NULL;
     const char *vm = virDomainGetName(dom);
@@ -574,8 +576,14 @@ merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
     for (k = 0; k < ch->n && strcmp(ch->layers[k], overlay) != 0; k++)
         ;
     if (k == ch->n) {
-        /* not in the chain any more (restored elsewhere): metadata only */
-        log_info("'%s': '%s' is not in the chain of %s any more", vm, overlay, disk);
+        /* not in the chain any more: merged already (a merge a killed
+         * daemon left to QEMU to finish), or changed by another tool. An
+         * overlay of ours is no one's then; others' files stay. */
+        _cleanup_free_ char *mine = overlay_path(overlay, vm, disk, snap);
+        if (mine && strcmp(mine, overlay) == 0 && unlink(overlay) == 0)
+            log_info("'%s': removed '%s', merged earlier", vm, overlay);
+        else
+            log_info("'%s': '%s' is not in the chain of %s any more", vm, overlay, disk);
         return 0;
     }
     if (k + 1 >= ch->n)
@@ -675,7 +683,7 @@ delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
             !now->source)
             continue;
         r = merge_disk(c, dom, running, disk->name, now->source, now->format,
-                       disk->source, rep);
+                       disk->source, x.name, rep);
     }
     /* internal snapshots (made elsewhere) live inside the qcow2: libvirt
      * deletes those itself; ours are external, their data merged above */
@@ -718,4 +726,48 @@ lv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap,
     r = delete_locked(lv, dom, snap, rep);
     lv_op_end(lv, ref->name);
     return r;
+}
+
+/* At start: an rmdir that a killed daemon left between an active commit's
+ * "ready" and its pivot leaves the job waiting for ever (and the VM busy
+ * for other block jobs): pivot those whose top is an overlay of ours. The
+ * snapshot's metadata stays; an rmdir of it finishes (see merge_disk). */
+void
+lv_finish_stale_merges(struct lv *lv)
+{
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
+    virDomainPtr *doms = NULL;
+    int n = c ? virConnectListAllDomains(c, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE) : -1;
+
+    for (int i = 0; i < n; i++) {
+        const char *vm = virDomainGetName(doms[i]);
+        _cleanup_free_ char *xml = virDomainGetXMLDesc(doms[i], 0);
+        struct volume *v = NULL;
+        size_t nv = 0;
+
+        if (xml && lv_xml_disks(xml, &v, &nv) == 0) {
+            for (size_t j = 0; j < nv; j++) {
+                virDomainBlockJobInfo info;
+                if (!v[j].source ||
+                    virDomainGetBlockJobInfo(doms[i], v[j].name, &info, 0) != 1 ||
+                    info.type != VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT ||
+                    info.end == 0 || info.cur != info.end)
+                    continue;
+                _cleanup_free_ char *prefix = overlay_path(v[j].source, vm, v[j].name, "");
+                size_t plen = prefix ? strlen(prefix) - strlen(".qcow2") : 0;
+                if (!prefix || strncmp(v[j].source, prefix, plen) != 0)
+                    continue;       /* not an overlay of ours: not our job */
+                log_warning("'%s': finishing the merge of disk %s a vmsnapfs left",
+                            vm, v[j].name);
+                (void) pivot(doms[i], v[j].name);
+            }
+            for (size_t j = 0; j < nv; j++)
+                volume_clear(&v[j]);
+            free(v);
+        }
+        virResetLastError();
+        virDomainFree(doms[i]);
+    }
+    free(doms);
+    virResetLastError();
 }

@@ -73,6 +73,8 @@ int lv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap,
                        struct op_report *rep);
 int lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
                    const char *vol, struct volume_view **ret);
+/* At start: pivot active commits a killed daemon left ready. */
+void lv_finish_stale_merges(struct lv *lv);
 /* At start: end backup jobs of live views whose daemon died. */
 void lv_end_stale_jobs(struct lv *lv);
 int lv_volume_usage(void *h, const struct vm_ref *ref, const char *snap,

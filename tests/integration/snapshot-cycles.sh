@@ -81,6 +81,22 @@ ls "$GUEST_DIR"/*.c[0-9]*.qcow2 2>/dev/null && fail "overlays of deleted snapsho
 guest_start "$vm"
 guest_wait_agent "$vm"
 guest_exec "$vm" 'ls /data/f10 /data/kept' >/dev/null || fail "data lost over the cycles"
+# a merge left half-way (an active commit ready, not pivoted: what a
+# daemon killed during rmdir leaves): the next daemon finishes it, and an
+# rmdir of the snapshot then completes
+mkdir "$V/snapshots/left"
+guest_virsh blockcommit "$vm" vda --active >/dev/null
+wait_until 30 sh -c "virsh -c qemu:///system blockjob '$vm' vda 2>&1 | grep -q '100 %'" ||
+    fail "the active commit did not get ready"
+fusermount3 -u "$mnt"
+wait "$VMSNAPFS_PID" || fail "vmsnapfs exit status"
+start_vmsnapfs qemu:///system "$mnt"
+expect_log "finishing the merge of disk vda a vmsnapfs left"
+wait_until 10 sh -c "! virsh -c qemu:///system blockjob '$vm' vda 2>&1 | grep -q 'Commit'" ||
+    fail "the left-over commit job is still there"
+rmdir "$V/snapshots/left"
+ls "$GUEST_DIR"/*.left.qcow2 2>/dev/null && fail "the overlay of the finished merge is left"
+
 rmdir "$V/snapshots/keep"
 [ "$(depth)" = 1 ] || fail "depth $(depth) with no snapshot left"
 guest_exec "$vm" 'cat /data/kept' | grep -qx kept || fail "data lost by the last merge"

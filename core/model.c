@@ -574,3 +574,32 @@ model_volume_usage(struct model *m, const char *ns, const char *vm,
     free(old);
     return 0;
 }
+
+bool
+model_snapshot_exists(struct model *m, const char *ns, const char *vm,
+                      const char *snap)
+{
+    struct model_snapshots *l = NULL;
+    bool found = model_snapshots_get(m, ns, vm, &l) == 0 &&
+                 model_snapshot_find(l, snap) != NULL;
+    model_snapshots_unref(l);
+    return found;
+}
+
+int
+model_restore(struct model *m, const char *ns, const char *vm,
+              const struct restore_request *rq)
+{
+    return events_add(m->events, ns, vm, "restore", rq->snap, -ENOTSUP,
+                      "restoring is not supported by this version yet "
+                      "(policy=%s mode=%s)", restore_policy_to_string(rq->policy),
+                      restore_mode_to_string(rq->mode));
+}
+
+int
+model_clone(struct model *m, const char *ns, const char *vm, const char *snap,
+            const char *new_name)
+{
+    return events_add(m->events, ns, vm, "clone", snap, -ENOTSUP,
+                      "cloning (to '%s') is not supported by this version yet", new_name);
+}

@@ -19,6 +19,7 @@
 #include "backend.h"
 #include "events.h"
 #include "opts.h"
+#include "restore.h"
 
 #define SNAPSHOTS_TTL_NS (UINT64_C(1000) * 1000000)
 
@@ -77,6 +78,16 @@ int model_snapshot_create(struct model *m, const char *ns, const char *vm,
                           const char *snap, const struct vmsnapfs_opts *o);
 int model_snapshot_delete(struct model *m, const char *ns, const char *vm,
                           const char *snap);
+
+/* Does the VM have a snapshot of that name (now)? */
+bool model_snapshot_exists(struct model *m, const char *ns, const char *vm,
+                           const char *snap);
+/* Restore and clone (SPEC "Restore"): -ENOTSUP where the backend has them
+ * not yet; the outcome goes to events. */
+int model_restore(struct model *m, const char *ns, const char *vm,
+                  const struct restore_request *rq);
+int model_clone(struct model *m, const char *ns, const char *vm, const char *snap,
+                const char *new_name);
 
 /* A point-in-time view of a VM's volume (snap NULL) or a snapshot's. */
 int model_volume_open(struct model *m, const char *ns, const char *vm,

@@ -18,6 +18,7 @@
 #include "fs.h"
 #include "log.h"
 #include "name.h"
+#include "restore.h"
 
 struct open_file {
     char *buf;              /* generated files: the content at open */
@@ -415,22 +416,44 @@ fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     fuse_reply_buf(req, copy, size);
 }
 
+/* Writes to restore and clone: one line each, parsed here and answered
+ * from write() (not close()), so `echo ... > restore` reports the errno. */
 static void
 fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
          off_t off, struct fuse_file_info *fi)
 {
     struct fs *fs = fs_of(req);
     struct fs_node *n = inode_get(fs, ino);
+    struct events *ev = model_events(fs->model);
+    const char *why = NULL;
+    int r;
 
-    (void) buf;
-    (void) off;
     (void) fi;
-    (void) size;
-    events_add(model_events(fs->model), n->ns, n->vm,
-               n->kind == NODE_VM_RESTORE ? "restore" : "clone", n->snap,
-               -ENOTSUP, "not supported by the %s backend yet",
-               model_namespaced(fs->model) ? "KubeVirt" : "libvirt");
-    fuse_reply_err(req, ENOTSUP);
+    if (off != 0)
+        return (void) fuse_reply_err(req, EINVAL);     /* one line, at once */
+    if (n->kind == NODE_VM_RESTORE) {
+        struct restore_request rq;
+        r = restore_request_parse(buf, size, &rq, &why);
+        if (r < 0)
+            r = events_add(ev, n->ns, n->vm, "restore", NULL, r, "malformed line: %s", why);
+        else if (!model_snapshot_exists(fs->model, n->ns, n->vm, rq.snap))
+            r = events_add(ev, n->ns, n->vm, "restore", rq.snap, -ENOENT, "no such snapshot");
+        else
+            r = model_restore(fs->model, n->ns, n->vm, &rq);
+    } else {
+        char name[NAME_MAX_LEN + 1];
+        r = clone_request_parse(buf, size, name, &why);
+        if (r < 0)
+            r = events_add(ev, n->ns, n->vm, "clone", n->snap, r, "malformed line: %s", why);
+        else if (model_vm_exists(fs->model, n->ns, name) == 0)
+            r = events_add(ev, n->ns, n->vm, "clone", n->snap, -EEXIST,
+                           "a VM named '%s' exists", name);
+        else
+            r = model_clone(fs->model, n->ns, n->vm, n->snap, name);
+    }
+    if (r < 0)
+        return (void) fuse_reply_err(req, -r);
+    fuse_reply_write(req, size);
 }
 
 static void

@@ -55,6 +55,11 @@ guest_virsh snapshot-dumpxml "$a" before | grep -q '<state>disk-snapshot</state>
 # the same name again
 expect_errno EEXIST mkdir "$S"
 
+# clone: the line is checked (EINVAL), the new name must be free (EEXIST)
+expect_errno EINVAL write "$S/clone" "Not_A_Name"
+expect_errno EEXIST write "$S/clone" "$b"
+expect_log "'$a': clone 'before' failed: "
+
 # without an agent: crash-consistent, said so
 mkdir "$B/snapshots/crash"
 [ "$(cat "$B/snapshots/crash/indications" | tr '\n' ' ')" = "Online NoGuestAgent " ] ||

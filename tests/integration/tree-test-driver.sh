@@ -75,6 +75,18 @@ grep -q "snapshot Upper failed invalid snapshot name" "$vm/events" ||
     fail "no reason in events for a bad name: $(cat "$vm/events")"
 expect_log "'test': snapshot '.*' failed: invalid snapshot name"
 
+# a line written to restore is checked first: errors come from write()
+expect_errno EINVAL write "$vm/restore" "Bad_Name"
+expect_errno EINVAL write "$vm/restore" "s1 policy=Sometimes"
+expect_errno EINVAL write "$vm/restore" "s1 colour=blue"
+expect_errno EINVAL write "$vm/restore" $'\n'
+expect_errno ENOENT write "$vm/restore" "no-such-snapshot policy=StopTarget"
+grep -q "restore - failed malformed line: unknown policy" "$vm/events" ||
+    fail "no reason for a malformed restore line: $(cat "$vm/events")"
+grep -q "restore no-such-snapshot failed no such snapshot" "$vm/events" ||
+    fail "no reason for an unknown snapshot"
+expect_log "'test': restore '.*' failed: "
+
 # recursive tools walk the tree's metadata without errors
 find "$mnt" >/dev/null || fail "find failed"
 ls -lR "$mnt" >/dev/null || fail "ls -lR failed"

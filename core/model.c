@@ -142,9 +142,12 @@ model_open(const char *source, const struct vmsnapfs_opts *o,
     struct model *m;
     int r;
 
+    if (!ops && source && strncmp(source, "kubevirt://", 11) == 0)
+        return log_error_errno(-ENOTSUP, "'%s': the KubeVirt backend is not in "
+                               "this version yet", source);
     if (!ops)
-        return log_error_errno(-EINVAL, "no backend for source '%s' "
-                               "(expected a libvirt URI or kubevirt://)",
+        return log_error_errno(-EINVAL, "no backend for source '%s' (expected a "
+                               "libvirt URI such as qemu:///system)",
                                source ? source : "");
     m = calloc(1, sizeof *m);
     if (!m)

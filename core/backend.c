@@ -5,6 +5,7 @@
 
 #include "backend.h"
 #include "cleanup.h"
+#include "string-table.h"
 
 const struct backend_ops *
 backend_for_source(const char *source)
@@ -89,15 +90,6 @@ static const char *const indication_names[_INDICATION_MAX] = {
     [INDICATION_PARTIAL_SNAPSHOT] = "PartialSnapshot",
 };
 
-static int
-table_lookup(const char *const *names, int n, const char *s)
-{
-    for (int i = 0; s && i < n; i++)
-        if (strcmp(s, names[i]) == 0)
-            return i;
-    return -EINVAL;
-}
-
 const char *
 snapshot_phase_to_string(enum snapshot_phase p)
 {
@@ -107,7 +99,7 @@ snapshot_phase_to_string(enum snapshot_phase p)
 int
 snapshot_phase_from_string(const char *s)
 {
-    return table_lookup(phase_names, _SNAPSHOT_PHASE_MAX, s);
+    return string_table_lookup(phase_names, _SNAPSHOT_PHASE_MAX, s);
 }
 
 const char *
@@ -119,5 +111,5 @@ indication_to_string(enum indication i)
 int
 indication_from_string(const char *s)
 {
-    return table_lookup(indication_names, _INDICATION_MAX, s);
+    return string_table_lookup(indication_names, _INDICATION_MAX, s);
 }

@@ -7,6 +7,7 @@
 #include "cleanup.h"
 #include "duration.h"
 #include "opts.h"
+#include "string-table.h"
 
 static const char *const consistency_names[_CONSISTENCY_MAX] = {
     [CONSISTENCY_BEST_EFFORT] = "best-effort",
@@ -22,10 +23,7 @@ consistency_to_string(enum consistency c)
 int
 consistency_from_string(const char *s)
 {
-    for (int i = 0; i < _CONSISTENCY_MAX; i++)
-        if (s && strcmp(s, consistency_names[i]) == 0)
-            return i;
-    return -EINVAL;
+    return string_table_lookup(consistency_names, _CONSISTENCY_MAX, s);
 }
 
 void

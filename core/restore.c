@@ -5,6 +5,7 @@
 
 #include "duration.h"
 #include "restore.h"
+#include "string-table.h"
 
 static const char *const policy_names[_RESTORE_POLICY_MAX] = {
     [RESTORE_FAIL_IMMEDIATE] = "FailImmediate",
@@ -19,15 +20,6 @@ static const char *const mode_names[_RESTORE_MODE_MAX] = {
     [RESTORE_DRY_RUN] = "DryRun",
 };
 
-static int
-lookup(const char *const *names, int n, const char *s)
-{
-    for (int i = 0; s && i < n; i++)
-        if (strcmp(s, names[i]) == 0)
-            return i;
-    return -EINVAL;
-}
-
 const char *
 restore_policy_to_string(enum restore_policy p)
 {
@@ -37,7 +29,7 @@ restore_policy_to_string(enum restore_policy p)
 int
 restore_policy_from_string(const char *s)
 {
-    return lookup(policy_names, _RESTORE_POLICY_MAX, s);
+    return string_table_lookup(policy_names, _RESTORE_POLICY_MAX, s);
 }
 
 const char *
@@ -49,7 +41,7 @@ restore_mode_to_string(enum restore_mode m)
 int
 restore_mode_from_string(const char *s)
 {
-    return lookup(mode_names, _RESTORE_MODE_MAX, s);
+    return string_table_lookup(mode_names, _RESTORE_MODE_MAX, s);
 }
 
 /* The text as one line: a final newline is allowed, none inside, no NUL. */

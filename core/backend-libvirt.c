@@ -337,6 +337,23 @@ event_init(void)
 
 /* ---- open / close ------------------------------------------------------ */
 
+/* What a killed daemon left on running domains: one pass over them. */
+static void
+recover_running(struct lv *lv)
+{
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
+    virDomainPtr *doms = NULL;
+    int n = c ? virConnectListAllDomains(c, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE) : -1;
+
+    for (int i = 0; i < n; i++) {
+        lv_end_stale_job(doms[i]);
+        lv_finish_stale_merges(doms[i]);
+        virDomainFree(doms[i]);
+    }
+    free(doms);
+    virResetLastError();
+}
+
 static void
 lv_close(void *h)
 {
@@ -403,8 +420,7 @@ lv_open(const char *source, const struct vmsnapfs_opts *o,
         lv_close(lv);
         return r;
     }
-    lv_end_stale_jobs(lv);
-    lv_finish_stale_merges(lv);
+    recover_running(lv);
     freeze_recover(lv);         /* thaw what a killed daemon left frozen */
     lv->timer = virEventAddTimeout(1000, on_timer, lv, NULL);
     if (pthread_create(&lv->thread, NULL, event_thread, lv) != 0) {

@@ -46,7 +46,7 @@ struct freeze {
     bool abandoned;         /* the caller left: a thread finishes up */
     void (*after)(void *);  /* then runs this (the VM's operation ends) */
     void *after_opaque;
-    uint64_t started_ns, frozen_ns;
+    uint64_t frozen_ns;     /* when the freeze answered */
 };
 
 static pthread_mutex_t bg_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -170,8 +170,7 @@ thaw_until(struct lv *lv, const char *uuid, const char *name, uint64_t for_ns,
         }
         if (now_monotonic_ns() > give_up)
             return -ETIMEDOUT;
-        struct timespec ts = { 0, (long) THAW_RETRY_NS };
-        nanosleep(&ts, NULL);
+        sleep_ns(THAW_RETRY_NS);
     }
 }
 
@@ -284,7 +283,6 @@ freeze_begin(struct lv *lv, virDomainPtr dom, uint64_t deadline_ns,
         return FREEZE_FAILED;       /* never freeze without a record */
     }
 
-    f->started_ns = now_monotonic_ns();
     bg_enter();
     if (pthread_create(&t, NULL, freeze_thread, f) != 0) {
         bg_leave();

@@ -504,8 +504,7 @@ wait_block_job(virDomainPtr dom, const char *disk, bool ready)
                          : 0;
         if (ready && info.end > 0 && info.cur == info.end)
             return 0;
-        struct timespec ts = { 0, (long) BLOCK_JOB_POLL_NS };
-        nanosleep(&ts, NULL);
+        sleep_ns(BLOCK_JOB_POLL_NS);
     }
 }
 
@@ -525,8 +524,7 @@ pivot(virDomainPtr dom, const char *disk)
         if (!not_ready || now_monotonic_ns() > give_up)
             return lv_errno("switch to the merged layer of", virDomainGetName(dom));
         virResetLastError();
-        struct timespec ts = { 0, (long) BLOCK_JOB_POLL_NS };
-        nanosleep(&ts, NULL);
+        sleep_ns(BLOCK_JOB_POLL_NS);
     }
 }
 
@@ -730,44 +728,35 @@ lv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap,
 
 /* At start: an rmdir that a killed daemon left between an active commit's
  * "ready" and its pivot leaves the job waiting for ever (and the VM busy
- * for other block jobs): pivot those whose top is an overlay of ours. The
+ * for other block jobs): pivot dom's whose top is an overlay of ours. The
  * snapshot's metadata stays; an rmdir of it finishes (see merge_disk). */
 void
-lv_finish_stale_merges(struct lv *lv)
+lv_finish_stale_merges(virDomainPtr dom)
 {
-    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
-    virDomainPtr *doms = NULL;
-    int n = c ? virConnectListAllDomains(c, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE) : -1;
+    const char *vm = virDomainGetName(dom);
+    _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, 0);
+    struct volume *v = NULL;
+    size_t nv = 0;
 
-    for (int i = 0; i < n; i++) {
-        const char *vm = virDomainGetName(doms[i]);
-        _cleanup_free_ char *xml = virDomainGetXMLDesc(doms[i], 0);
-        struct volume *v = NULL;
-        size_t nv = 0;
-
-        if (xml && lv_xml_disks(xml, &v, &nv) == 0) {
-            for (size_t j = 0; j < nv; j++) {
-                virDomainBlockJobInfo info;
-                if (!v[j].source ||
-                    virDomainGetBlockJobInfo(doms[i], v[j].name, &info, 0) != 1 ||
-                    info.type != VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT ||
-                    info.end == 0 || info.cur != info.end)
-                    continue;
-                _cleanup_free_ char *prefix = overlay_path(v[j].source, vm, v[j].name, "");
-                size_t plen = prefix ? strlen(prefix) - strlen(".qcow2") : 0;
-                if (!prefix || strncmp(v[j].source, prefix, plen) != 0)
-                    continue;       /* not an overlay of ours: not our job */
-                log_warning("'%s': finishing the merge of disk %s a vmsnapfs left",
-                            vm, v[j].name);
-                (void) pivot(doms[i], v[j].name);
-            }
-            for (size_t j = 0; j < nv; j++)
-                volume_clear(&v[j]);
-            free(v);
-        }
+    if (!xml || lv_xml_disks(xml, &v, &nv) < 0) {
         virResetLastError();
-        virDomainFree(doms[i]);
+        return;
     }
-    free(doms);
+    for (size_t j = 0; j < nv; j++) {
+        virDomainBlockJobInfo info;
+        if (!v[j].source || virDomainGetBlockJobInfo(dom, v[j].name, &info, 0) != 1 ||
+            info.type != VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT || info.end == 0 ||
+            info.cur != info.end)
+            continue;
+        _cleanup_free_ char *prefix = overlay_path(v[j].source, vm, v[j].name, "");
+        size_t plen = prefix ? strlen(prefix) - strlen(".qcow2") : 0;
+        if (!prefix || strncmp(v[j].source, prefix, plen) != 0)
+            continue;       /* not an overlay of ours: not our job */
+        log_warning("'%s': finishing the merge of disk %s a vmsnapfs left", vm, v[j].name);
+        (void) pivot(dom, v[j].name);
+    }
+    for (size_t j = 0; j < nv; j++)
+        volume_clear(&v[j]);
+    free(v);
     virResetLastError();
 }

@@ -547,38 +547,28 @@ live_dir_orphaned(const char *dir)
 }
 
 /* A daemon killed with SIGKILL leaves its backup jobs running (and their
- * scratch files growing): end those whose daemon is gone, at start. */
+ * scratch files growing): end dom's if its daemon is gone (at start). */
 void
-lv_end_stale_jobs(struct lv *lv)
+lv_end_stale_job(virDomainPtr dom)
 {
-    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
-    virDomainPtr *doms = NULL;
-    int n;
+    _cleanup_free_ char *xml = virDomainBackupGetXMLDesc(dom, 0);
+    _cleanup_free_ char *dir = NULL;
+    const char *sock = xml ? strstr(xml, "socket='") : NULL;
 
-    if (!c)
+    if (!xml) {
+        virResetLastError();          /* no backup job: the usual case */
         return;
-    n = virConnectListAllDomains(c, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
-    for (int i = 0; i < n; i++) {
-        _cleanup_free_ char *xml = virDomainBackupGetXMLDesc(doms[i], 0);
-        _cleanup_free_ char *dir = NULL;
-        const char *sock = xml ? strstr(xml, "socket='") : NULL;
-        if (!xml) {
-            virResetLastError();      /* no backup job: the usual case */
-        } else if (sock && (dir = strndup(sock + 8, strcspn(sock + 8, "'")))) {
-            char *slash = strrchr(dir, '/');
-            if (slash)
-                *slash = '\0';
-            if (live_dir_orphaned(dir)) {
-                log_warning("'%s': ending the backup job of a vmsnapfs that is "
-                            "gone", virDomainGetName(doms[i]));
-                if (virDomainAbortJob(doms[i]) < 0)
-                    lv_errno("end the stale backup job of", virDomainGetName(doms[i]));
-                remove_dir(dir);
-            }
-        }
-        virDomainFree(doms[i]);
     }
-    free(doms);
-    if (n < 0)
-        virResetLastError();
+    if (!sock || !(dir = strndup(sock + 8, strcspn(sock + 8, "'"))))
+        return;
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    if (!live_dir_orphaned(dir))
+        return;
+    log_warning("'%s': ending the backup job of a vmsnapfs that is gone",
+                virDomainGetName(dom));
+    if (virDomainAbortJob(dom) < 0)
+        lv_errno("end the stale backup job of", virDomainGetName(dom));
+    remove_dir(dir);
 }

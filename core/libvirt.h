@@ -73,9 +73,9 @@ int lv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap,
                        struct op_report *rep);
 int lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
                    const char *vol, struct volume_view **ret);
-/* At start: pivot active commits a killed daemon left ready. */
-void lv_finish_stale_merges(struct lv *lv);
-/* At start: end backup jobs of live views whose daemon died. */
-void lv_end_stale_jobs(struct lv *lv);
+/* At start, per running domain: pivot an active commit a killed daemon
+ * left ready; end a backup job of a live view whose daemon died. */
+void lv_finish_stale_merges(virDomainPtr dom);
+void lv_end_stale_job(virDomainPtr dom);
 int lv_volume_usage(void *h, const struct vm_ref *ref, const char *snap,
                     const char *vol, uint64_t *ret_size, uint64_t *ret_allocated);

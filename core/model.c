@@ -45,6 +45,13 @@ now_monotonic_ns(void)
     return (uint64_t) ts.tv_sec * 1000000000 + (uint64_t) ts.tv_nsec;
 }
 
+void
+sleep_ns(uint64_t ns)
+{
+    struct timespec ts = { (time_t) (ns / 1000000000), (long) (ns % 1000000000) };
+    nanosleep(&ts, NULL);
+}
+
 static char *
 key_of(const char *ns, const char *name)
 {

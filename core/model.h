@@ -99,3 +99,5 @@ int model_volume_usage(struct model *m, const char *ns, const char *vm,
 #define VOLUME_USAGE_TTL_NS (UINT64_C(5) * 1000000000)
 
 uint64_t now_monotonic_ns(void);
+/* Sleeps ns (< 1 s) nanoseconds: the pause of a polling loop. */
+void sleep_ns(uint64_t ns);

@@ -174,8 +174,7 @@ qemu_nbd_start(const char *path, const char *format, const char *export,
             qemu_nbd_stop(q);
             return log_error_errno(-EIO, "qemu-nbd for '%s' did not start", path);
         }
-        struct timespec ts = { 0, 5 * 1000000 };
-        nanosleep(&ts, NULL);
+        sleep_ns(5 * 1000000);
     }
     log_debug("qemu-nbd %d serves '%s'", (int) q->pid, path);
     *ret = q;

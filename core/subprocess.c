@@ -193,8 +193,7 @@ spawn_stop(pid_t pid, int grace_ms)
     for (int waited = 0; waited < grace_ms; waited += 10) {
         if (waitpid(pid, &status, WNOHANG) == pid)
             return;
-        struct timespec ts = { 0, 10 * 1000000 };
-        nanosleep(&ts, NULL);
+        sleep_ns(10 * 1000000);
     }
     kill(pid, SIGKILL);
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)

@@ -411,7 +411,7 @@ dir_exists(struct fs *fs, const struct fs_node *n)
 }
 
 static mode_t
-mode_of(const struct fs *fs, enum node_kind k)
+mode_of(enum node_kind k)
 {
     switch (k) {
     case NODE_SNAPSHOTS:
@@ -426,7 +426,6 @@ mode_of(const struct fs *fs, enum node_kind k)
     case NODE_SNAP_CLONE:
         return S_IFREG | 0660;
     default:
-        (void) fs;
         return tree_is_dir(k) ? S_IFDIR | 0755 : S_IFREG | 0444;
     }
 }
@@ -439,7 +438,7 @@ tree_stat(struct fs *fs, const struct fs_node *n, struct stat *st)
 
     memset(st, 0, sizeof *st);
     st->st_ino = inode_ino(fs, n);
-    st->st_mode = mode_of(fs, n->kind);
+    st->st_mode = mode_of(n->kind);
     st->st_nlink = tree_is_dir(n->kind) ? 2 : 1;
     st->st_uid = fs->uid;
     st->st_gid = fs->gid;

@@ -422,6 +422,11 @@ lv_open(const char *source, const struct vmsnapfs_opts *o,
     }
     recover_running(lv);
     freeze_recover(lv);         /* thaw what a killed daemon left frozen */
+    virConnectPtr c = lv_conn(lv);
+    if (c) {
+        lv_restore_recover(lv, c);  /* finish or roll back restores */
+        virConnectClose(c);
+    }
     lv->timer = virEventAddTimeout(1000, on_timer, lv, NULL);
     if (pthread_create(&lv->thread, NULL, event_thread, lv) != 0) {
         lv_close(lv);
@@ -717,6 +722,8 @@ const struct backend_ops backend_libvirt = {
     .snapshot_list = lv_snapshot_list,
     .snapshot_create = lv_snapshot_create,
     .snapshot_delete = lv_snapshot_delete,
+    .restore = lv_restore,
+    .clone = lv_clone,
     .volume_open = lv_volume_open,
     .volume_usage = lv_volume_usage,
 };

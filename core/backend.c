@@ -1,5 +1,7 @@
 /* core/backend.c: backend selection and the shared value types. */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +30,31 @@ volume_clear(struct volume *v)
     free(v->source);
     free(v->format);
     *v = (struct volume) { 0 };
+}
+
+void
+restore_status_clear(struct restore_status *st)
+{
+    for (size_t i = 0; i < st->n_conflicts; i++)
+        free(st->conflicts[i]);
+    memset(st->conflicts, 0, sizeof st->conflicts);
+    st->n_conflicts = 0;
+}
+
+void
+restore_status_conflict(struct restore_status *st, const char *fmt, ...)
+{
+    va_list ap;
+    char *line = NULL;
+
+    if (st->n_conflicts >= RESTORE_MAX_CONFLICTS)
+        return;
+    va_start(ap, fmt);
+    if (vasprintf(&line, fmt, ap) < 0)
+        line = NULL;
+    va_end(ap);
+    if (line)
+        st->conflicts[st->n_conflicts++] = line;
 }
 
 static void

@@ -47,6 +47,7 @@
 #include <time.h>
 
 #include "opts.h"
+#include "restore.h"
 #include "volume.h"
 
 struct vm_ref {
@@ -121,6 +122,23 @@ struct op_report {
     char text[512];
 };
 
+/* A restore: what it was asked, how it went (SPEC "Restore"). */
+#define RESTORE_MAX_CONFLICTS 64
+struct restore_status {
+    char snap[256];
+    enum restore_mode mode;
+    enum snapshot_phase phase;
+    time_t started, finished;   /* finished 0 while InProgress */
+    char error[512];            /* "" or why it failed */
+    char *conflicts[RESTORE_MAX_CONFLICTS + 1];  /* NULL-terminated, owned */
+    size_t n_conflicts;
+};
+
+void restore_status_clear(struct restore_status *st);
+/* Appends one conflict line (printf); silently caps the count. */
+void restore_status_conflict(struct restore_status *st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* What changed about a VM, for how much of the kernel's caches to drop. */
 enum vm_change {
     VM_CHANGE_STATE = 1 << 0,       /* state, agent: values only */
@@ -165,6 +183,15 @@ struct backend_ops {
                            const struct vmsnapfs_opts *o, struct op_report *rep);
     int (*snapshot_delete)(void *h, const struct vm_ref *vm, const char *snap,
                            struct op_report *rep);
+
+    /* Restores vm to a snapshot as rq says; st->conflicts and st->error
+     * are filled in (st->phase, times: the caller's). Returns once done. */
+    int (*restore)(void *h, const struct vm_ref *vm, const struct restore_request *rq,
+                   const struct vmsnapfs_opts *o, struct restore_status *st);
+    /* Defines new_name from snapshot snap of vm, left stopped. */
+    int (*clone)(void *h, const struct vm_ref *vm, const char *snap,
+                 const char *new_name, const struct vmsnapfs_opts *o,
+                 struct op_report *rep);
 
     /* A point-in-time view of volume vol of the VM as it is now (snap NULL)
      * or of snapshot snap, until volume_view_close(). */

@@ -58,8 +58,7 @@ static const char *
 record_dir(void)
 {
     static char dir[512];
-    const char *base = getenv("VMSNAPFS_STATE_DIR");
-    snprintf(dir, sizeof dir, "%s/freeze", base && *base ? base : "/var/lib/vmsnapfs");
+    snprintf(dir, sizeof dir, "%s/freeze", state_dir());
     return dir;
 }
 

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "layers.h"
 #include "libvirt-freeze.h"
 #include "libvirt-xml.h"
 #include "libvirt.h"
@@ -141,8 +142,8 @@ by_name(const struct volume *v, size_t n, const char *name)
 }
 
 /* "/dir/vm.vda.snap.qcow2" beside the disk's current top */
-static char *
-overlay_path(const char *top, const char *vm, const char *disk, const char *snap)
+char *
+lv_overlay_path(const char *top, const char *vm, const char *disk, const char *snap)
 {
     char *p = NULL;
     const char *slash = strrchr(top, '/');
@@ -275,41 +276,75 @@ op_end_later(void *opaque)
     free(c);
 }
 
+static int create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
+                         const struct vmsnapfs_opts *o, struct op_report *rep,
+                         bool *ret_handed_over);
+
 int
 lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
                    const struct vmsnapfs_opts *o, struct op_report *rep)
 {
     struct lv *lv = h;
-    uint64_t start = now_monotonic_ns();
-    uint64_t deadline = o->failure_deadline_ns ? start + o->failure_deadline_ns : 0;
     _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
     _cleanup_(virDomainFreep) virDomainPtr dom = NULL;
-    _cleanup_free_ char *live_xml = NULL, *inactive_xml = NULL;
-    struct volume *pers = NULL, *live = NULL;
-    size_t n_pers = 0, n_live = 0;
-    int r = 0, state, reason;
+    bool handed_over = false;
+    int r = 0;
 
     if (!c)
         return report(rep, -EIO, "no connection to libvirt");
     dom = lv_lookup(c, ref->name, &r);
     if (!dom)
         return r;
+    r = lv_op_begin(lv, ref->name, snap);
+    if (r < 0)
+        return report(rep, r, "another operation runs on this VM");
+    r = create_locked(lv, dom, snap, o, rep, &handed_over);
+    if (!handed_over)
+        lv_op_end(lv, ref->name);
+    return r;
+}
+
+int
+lv_snapshot_create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
+                          const struct vmsnapfs_opts *o, struct op_report *rep)
+{
+    bool handed_over = false;
+    /* a stopped VM (the only caller's case) has no freeze to wait for */
+    int r = create_locked(lv, dom, snap, o, rep, &handed_over);
+    if (handed_over)
+        log_warning("'%s': a late thaw holds the VM's operation", virDomainGetName(dom));
+    return r;
+}
+
+/* Called with the VM's operation held. *ret_handed_over: a freeze that
+ * has not answered yet ends the operation once it does (late thaw). */
+static int
+create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
+              const struct vmsnapfs_opts *o, struct op_report *rep,
+              bool *ret_handed_over)
+{
+    uint64_t start = now_monotonic_ns();
+    uint64_t deadline = o->failure_deadline_ns ? start + o->failure_deadline_ns : 0;
+    const struct vm_ref real = { .ns = "", .name = virDomainGetName(dom) };
+    const struct vm_ref *ref = &real;
+    _cleanup_free_ char *live_xml = NULL, *inactive_xml = NULL;
+    struct volume *pers = NULL, *live = NULL;
+    size_t n_pers = 0, n_live = 0;
+    int r = 0, state, reason;
+
+    *ret_handed_over = false;
     virDomainSnapshotPtr existing = virDomainSnapshotLookupByName(dom, snap, 0);
     if (existing) {
         virDomainSnapshotFree(existing);
         return report(rep, -EEXIST, "a snapshot of that name exists");
     }
     virResetLastError();
-    r = lv_op_begin(lv, ref->name, snap);
-    if (r < 0)
-        return report(rep, r, "another operation runs on this VM");
 
     /* every disk of the persistent definition, at its current source */
     if (virDomainGetState(dom, &state, &reason, 0) < 0 ||
         !(inactive_xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE)) ||
         !(live_xml = virDomainGetXMLDesc(dom, 0))) {
         r = lv_errno("read the definition of", ref->name);
-        lv_op_end(lv, ref->name);
         return report(rep, r, "cannot read the VM's definition from libvirt");
     }
     bool running = state == VIR_DOMAIN_RUNNING || state == VIR_DOMAIN_PAUSED ||
@@ -318,7 +353,6 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
     bool agent = running && lv_xml_agent_connected(live_xml) > 0;
     if (lv_xml_disks(inactive_xml, &pers, &n_pers) < 0 ||
         lv_xml_disks(live_xml, &live, &n_live) < 0) {
-        lv_op_end(lv, ref->name);
         return report(rep, -EIO, "cannot parse the VM's definition");
     }
 
@@ -333,7 +367,7 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
         d[i].source = live[i].source;
         d[i].format = live[i].format;
         if (p && snapshottable(p, &live[i])) {
-            d[i].overlay = overlay_path(live[i].source, ref->name, live[i].name, snap);
+            d[i].overlay = lv_overlay_path(live[i].source, ref->name, live[i].name, snap);
             n_incl++;
         } else {
             meta.excluded[n_excl++] = live[i].name;    /* borrowed */
@@ -366,6 +400,12 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
         if (d[i].overlay && access(d[i].overlay, F_OK) == 0)
             r = report(rep, -EEXIST, "the overlay file '%s' exists already", d[i].overlay);
     }
+    /* recorded as ours before libvirt makes them: only files vmsnapfs
+     * made are ever reclaimed */
+    for (size_t i = 0; r == 0 && i < n_live; i++)
+        if (d[i].overlay && layer_mine_add(d[i].overlay) < 0)
+            r = report(rep, -EIO, "cannot record the overlay '%s' in the state "
+                                  "directory", d[i].overlay);
 
     virDomainSnapshotPtr made = NULL;
     struct freeze *fz = NULL;
@@ -475,8 +515,7 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
     for (size_t i = 0; i < n_live; i++)
         volume_clear(&live[i]);
     free(live);
-    if (!late)
-        lv_op_end(lv, ref->name);
+    *ret_handed_over = late != NULL;
     return r;
 }
 
@@ -577,7 +616,7 @@ merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
         /* not in the chain any more: merged already (a merge a killed
          * daemon left to QEMU to finish), or changed by another tool. An
          * overlay of ours is no one's then; others' files stay. */
-        _cleanup_free_ char *mine = overlay_path(overlay, vm, disk, snap);
+        _cleanup_free_ char *mine = lv_overlay_path(overlay, vm, disk, snap);
         if (mine && strcmp(mine, overlay) == 0 && unlink(overlay) == 0)
             log_info("'%s': removed '%s', merged earlier", vm, overlay);
         else
@@ -643,7 +682,33 @@ merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
                                      "still in use", disk, overlay);
     if (unlink(overlay) < 0 && errno != ENOENT)
         log_warning("cannot remove '%s': %s", overlay, strerror(errno));
+    else
+        layer_mine_remove(overlay);
     return 0;
+}
+
+/* May snapshot S (overlay ov, layer = what ov builds on) be merged away
+ * on a disk whose top is now top? Only where it is a plain link of the
+ * VM's own chain: ov is in the chain, ov is the only image building on
+ * the layer, and nothing but the chain's next image builds on ov. */
+static bool
+mergeable(const struct layer_refs *g, const char *ov, const char *top)
+{
+    _cleanup_strv_ char **mine = NULL, **chain = NULL;
+    const char *one = NULL;
+    size_t k;
+
+    if (layer_chain(ov, &mine) < 0 || !mine[0] || !mine[1] ||
+        layer_chain(top, &chain) < 0)
+        return false;
+    for (k = 0; chain[k] && strcmp(chain[k], mine[0]) != 0; k++)
+        ;
+    if (!chain[k] || !chain[k + 1] || strcmp(chain[k + 1], mine[1]) != 0)
+        return false;
+    if (layer_refs_children(g, mine[1], &one) != 1 || strcmp(one, mine[0]) != 0)
+        return false;
+    size_t above = layer_refs_children(g, mine[0], &one);
+    return k == 0 ? above == 0 : above == 1 && strcmp(one, chain[k - 1]) == 0;
 }
 
 /* Called with the VM's operation held. */
@@ -671,18 +736,30 @@ delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
                       "cannot read the snapshot from libvirt");
     }
     bool running = state != VIR_DOMAIN_SHUTOFF && state != VIR_DOMAIN_CRASHED;
+    struct layer_refs *g = NULL;
+    char **candidates = NULL;
+    size_t n_cand = 0, kept = 0;
     r = lv_xml_snapshot_parse(xml, &x);
     if (r >= 0)
         r = lv_xml_disks(live_xml, &live, &n_live);
+    if (r >= 0 && (r = lv_layer_refs(c, &g)) < 0)
+        report(rep, r, "cannot tell which images build on the snapshot's layers");
     for (size_t i = 0; r >= 0 && i < x.n_disks; i++) {
         const struct volume *disk = &x.disks[i];
         const struct volume *now = by_name(live, n_live, disk->name);
-        if ((disk->flags & (VOLUME_NOT_SNAPSHOTTED | VOLUME_INTERNAL)) || !disk->source || !now ||
-            !now->source)
+        if ((disk->flags & (VOLUME_NOT_SNAPSHOTTED | VOLUME_INTERNAL)) || !disk->source)
             continue;
-        r = merge_disk(c, dom, running, disk->name, now->source, now->format,
-                       disk->source, x.name, rep);
+        if (now && now->source && mergeable(g, disk->source, now->source)) {
+            r = merge_disk(c, dom, running, disk->name, now->source, now->format,
+                           disk->source, x.name, rep);
+        } else {
+            /* a clone, a restored VM or another branch builds on it: the
+             * metadata goes, the data stays until nothing needs it */
+            kept++;
+            r = strv_push_chain(&candidates, &n_cand, disk->source);
+        }
     }
+    layer_refs_free(g);
     /* internal snapshots (made elsewhere) live inside the qcow2: libvirt
      * deletes those itself; ours are external, their data merged above */
     bool internal = x.memory_internal;
@@ -692,12 +769,18 @@ delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
         r = report(rep, lv_errno("delete the metadata of a snapshot of",
                                  virDomainGetName(dom)),
                    "libvirt could not delete the snapshot's metadata");
+    if (r >= 0)
+        lv_reclaim(c, candidates);
+    strv_free(candidates);
     lv_xml_snapshot_clear(&x);
     for (size_t i = 0; i < n_live; i++)
         volume_clear(&live[i]);
     free(live);
     virDomainSnapshotFree(s);
-    if (r >= 0 && !rep->text[0])
+    if (r >= 0 && !rep->text[0] && kept)
+        report(rep, 0, "removed; the layers of %zu disk(s) stay while a clone, a restored "
+                       "VM or another snapshot builds on them", kept);
+    else if (r >= 0 && !rep->text[0])
         report(rep, 0, "merged and removed");
     return r;
 }
@@ -748,7 +831,7 @@ lv_finish_stale_merges(virDomainPtr dom)
             info.type != VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT || info.end == 0 ||
             info.cur != info.end)
             continue;
-        _cleanup_free_ char *prefix = overlay_path(v[j].source, vm, v[j].name, "");
+        _cleanup_free_ char *prefix = lv_overlay_path(v[j].source, vm, v[j].name, "");
         size_t plen = prefix ? strlen(prefix) - strlen(".qcow2") : 0;
         if (!prefix || strncmp(v[j].source, prefix, plen) != 0)
             continue;       /* not an overlay of ours: not our job */

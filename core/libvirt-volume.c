@@ -161,13 +161,6 @@ backup_xml(const struct lv_live *l, const struct vm_info *vm)
     return buf;
 }
 
-static const char *
-state_dir(void)
-{
-    const char *base = getenv("VMSNAPFS_STATE_DIR");
-    return base && *base ? base : "/var/lib/vmsnapfs";
-}
-
 /* A private directory QEMU's user may write (it makes the socket and the
  * scratch files there): mode 0700, owned by that user. In it, a lock file
  * this daemon holds while the job is its own: a later daemon that finds a

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <libxml/parser.h>
 #include <libxml/tree.h>
@@ -178,6 +179,19 @@ lv_xml_agent_connected(const char *domain_xml)
     return 0;
 }
 
+static char *
+dump(xmlDocPtr doc, xmlNode *n)
+{
+    char *s = NULL;
+    if (!n)
+        return NULL;
+    xmlBufferPtr buf = xmlBufferCreate();
+    if (buf && xmlNodeDump(buf, doc, n, 0, 1) >= 0)
+        s = strdup((const char *) xmlBufferContent(buf));
+    xmlBufferFree(buf);
+    return s;
+}
+
 int
 lv_xml_snapshot_parse(const char *snapshot_xml, struct lv_xml_snapshot *ret)
 {
@@ -199,12 +213,14 @@ lv_xml_snapshot_parse(const char *snapshot_xml, struct lv_xml_snapshot *ret)
     _cleanup_free_ char *mem = attr(child(root, "memory"), "snapshot");
     s.memory_internal = mem && strcmp(mem, "internal") == 0;
 
-    xmlNode *dom = child(root, "domain");
-    if (dom) {
-        xmlBufferPtr buf = xmlBufferCreate();
-        if (buf && xmlNodeDump(buf, doc, dom, 0, 1) >= 0)
-            s.domain = strdup((const char *) xmlBufferContent(buf));
-        xmlBufferFree(buf);
+    s.domain = dump(doc, child(root, "domain"));
+    xmlNode *inactive = child(root, "inactiveDomain");
+    if (inactive) {
+        /* the same element under another name: rename it while dumped */
+        const xmlChar *saved = inactive->name;
+        inactive->name = (const xmlChar *) "domain";
+        s.inactive_domain = dump(doc, inactive);
+        inactive->name = saved;
     }
 
     r = disks_of(child(root, "disks"), true, &s.disks, &s.n_disks);
@@ -223,6 +239,7 @@ lv_xml_snapshot_clear(struct lv_xml_snapshot *s)
     free(s->state);
     free(s->description);
     free(s->domain);
+    free(s->inactive_domain);
     for (size_t i = 0; s->disks && i < s->n_disks; i++)
         volume_clear(&s->disks[i]);
     free(s->disks);
@@ -266,4 +283,178 @@ lv_xml_set_disk_source(const char *domain_xml, const char *target,
         return *ret ? 0 : -ENOMEM;
     }
     return -ENOENT;
+}
+
+int
+lv_xml_macs(const char *domain_xml, char ***ret)
+{
+    _cleanup_(xml_doc_freep) xmlDocPtr doc = parse(domain_xml);
+    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+    xmlNode *devices = child(root, "devices");
+    size_t n = 0;
+
+    if (!is(root, "domain"))
+        return -EINVAL;
+    for (xmlNode *d = devices ? devices->children : NULL; d; d = d->next)
+        n += is(d, "interface");
+    char **v = calloc(n + 1, sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    n = 0;
+    for (xmlNode *d = devices ? devices->children : NULL; d; d = d->next) {
+        char *mac = is(d, "interface") ? attr(child(d, "mac"), "address") : NULL;
+        if (mac)
+            v[n++] = mac;
+    }
+    *ret = v;
+    return 0;
+}
+
+static bool
+in_strv(char *const *v, const char *s)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        if (strcasecmp(v[i], s) == 0)
+            return true;
+    return false;
+}
+
+static void
+drop(xmlNode *n)
+{
+    xmlUnlinkNode(n);
+    xmlFreeNode(n);
+}
+
+/* A file chardev's path naming the old VM names the new one: the first
+ * occurrence of old in the file's name is replaced; a name without it
+ * gets ".new" before its extension. */
+static void
+rename_path(xmlNode *src, const char *old, const char *new)
+{
+    _cleanup_free_ char *path = attr(src, "path");
+    if (!path)
+        return;
+    char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    char *hit = strstr(base, old);
+    _cleanup_free_ char *out = NULL;
+    if (hit) {
+        if (asprintf(&out, "%.*s%s%s", (int) (hit - path), path, new, hit + strlen(old)) < 0)
+            return;
+    } else {
+        char *dot = strrchr(base, '.');
+        int keep = dot ? (int) (dot - path) : (int) strlen(path);
+        if (asprintf(&out, "%.*s.%s%s", keep, path, new, dot ? dot : "") < 0)
+            return;
+    }
+    xmlSetProp(src, (const xmlChar *) "path", (const xmlChar *) out);
+}
+
+int
+lv_xml_edit(const char *domain_xml, const struct lv_xml_edit *e, char **ret)
+{
+    _cleanup_(xml_doc_freep) xmlDocPtr doc = parse(domain_xml);
+    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+    xmlNode *devices = child(root, "devices");
+    size_t found = 0, wanted = 0;
+
+    if (!is(root, "domain"))
+        return -EINVAL;
+    if (e->name) {
+        xmlNode *name = child(root, "name");
+        if (!name)
+            return -EINVAL;
+        xmlNodeSetContent(name, NULL);
+        xmlNodeAddContent(name, (const xmlChar *) e->name);
+    }
+    xmlNode *uuid = child(root, "uuid");
+    if (e->drop_uuid && uuid)
+        drop(uuid);
+
+    /* firmware identity: a new serial; the sysinfo uuid must match the
+     * domain's, so it goes with it */
+    xmlNode *sysinfo = child(root, "sysinfo");
+    for (xmlNode *sec = sysinfo ? sysinfo->children : NULL; sec; sec = sec->next) {
+        if (!is(sec, "system"))
+            continue;
+        xmlNode *next;
+        for (xmlNode *en = sec->children; en; en = next) {
+            next = en->next;
+            _cleanup_free_ char *what = is(en, "entry") ? attr(en, "name") : NULL;
+            if (!what)
+                continue;
+            if (e->drop_uuid && strcmp(what, "uuid") == 0) {
+                drop(en);
+            } else if (e->serial && strcmp(what, "serial") == 0) {
+                xmlNodeSetContent(en, NULL);
+                xmlNodeAddContent(en, (const xmlChar *) e->serial);
+            }
+        }
+    }
+    if (e->drop_uuid) {
+        /* a new VM gets its own NVRAM file: libvirt picks the path */
+        xmlNode *os = child(root, "os");
+        xmlNode *nvram = child(os, "nvram");
+        if (nvram)
+            drop(nvram);
+    }
+
+    for (size_t i = 0; e->disk_targets && e->disk_targets[i]; i++)
+        wanted++;
+    xmlNode *next;
+    for (xmlNode *d = devices ? devices->children : NULL; d; d = next) {
+        next = d->next;
+        if (is(d, "disk")) {
+            _cleanup_free_ char *dev = attr(child(d, "target"), "dev");
+            if (!dev)
+                continue;
+            if (in_strv(e->drop_disks, dev)) {
+                drop(d);
+                continue;
+            }
+            for (size_t i = 0; e->disk_targets && e->disk_targets[i]; i++) {
+                if (strcmp(e->disk_targets[i], dev) != 0)
+                    continue;
+                found++;
+                xmlNode *src = child(d, "source");
+                if (src)
+                    drop(src);
+                xmlNode *bs = child(d, "backingStore");
+                if (bs)
+                    drop(bs);
+                src = xmlNewNode(NULL, (const xmlChar *) "source");
+                xmlSetProp(src, (const xmlChar *) "file",
+                           (const xmlChar *) e->disk_sources[i]);
+                xmlNode *drv = child(d, "driver");
+                if (drv) {
+                    xmlSetProp(drv, (const xmlChar *) "type", (const xmlChar *) "qcow2");
+                    xmlAddNextSibling(drv, src);
+                } else {
+                    xmlAddChild(d, src);
+                }
+                xmlSetProp(d, (const xmlChar *) "type", (const xmlChar *) "file");
+            }
+        } else if (is(d, "interface")) {
+            xmlNode *mac = child(d, "mac");
+            _cleanup_free_ char *addr = attr(mac, "address");
+            if (mac && (e->new_macs || (addr && in_strv(e->drop_macs, addr))))
+                drop(mac);
+        } else if (e->name && e->old_name &&
+                   (is(d, "serial") || is(d, "console") || is(d, "channel") ||
+                    is(d, "parallel"))) {
+            _cleanup_free_ char *type = attr(d, "type");
+            if (type && strcmp(type, "file") == 0 && child(d, "source"))
+                rename_path(child(d, "source"), e->old_name, e->name);
+        }
+    }
+    if (found != wanted)
+        return -ENOENT;
+
+    xmlChar *out = NULL;
+    int len = 0;
+    xmlDocDumpMemory(doc, &out, &len);
+    *ret = out ? strndup((const char *) out, (size_t) len) : NULL;
+    xmlFree(out);
+    return *ret ? 0 : -ENOMEM;
 }

@@ -29,6 +29,8 @@ struct lv_xml_snapshot {
     char *description;
     time_t created;
     char *domain;         /* the captured <domain> element, serialised */
+    char *inactive_domain;  /* <inactiveDomain> (a running VM's saved
+                               definition) as a <domain>, or NULL */
     struct volume *disks; /* <disks><disk name= snapshot=...>: name, source,
                              format; flags unused */
     size_t n_disks;
@@ -37,3 +39,23 @@ struct lv_xml_snapshot {
 
 int lv_xml_snapshot_parse(const char *snapshot_xml, struct lv_xml_snapshot *ret);
 void lv_xml_snapshot_clear(struct lv_xml_snapshot *s);
+
+/* The MAC addresses of a domain's interfaces (NULL-terminated). */
+int lv_xml_macs(const char *domain_xml, char ***ret);
+
+/* Changes to a captured definition, for a restore or a clone. */
+struct lv_xml_edit {
+    const char *name;           /* new <name>, or NULL */
+    bool drop_uuid;             /* a new VM: libvirt makes one */
+    bool new_macs;              /* drop every interface's <mac> */
+    char *const *drop_macs;     /* or these only (NULL-terminated) */
+    char *const *disk_targets;  /* these disks become qcow2 files ... */
+    char *const *disk_sources;  /* ... at these paths (parallel) */
+    char *const *drop_disks;    /* targets to remove */
+    const char *serial;         /* new <sysinfo> serial (if one is set) */
+    const char *old_name;       /* file chardevs naming old_name get name */
+};
+
+/* The <domain> XML with e applied; allocated in *ret. -ENOENT if a
+ * disk_target is not in it. */
+int lv_xml_edit(const char *domain_xml, const struct lv_xml_edit *e, char **ret);

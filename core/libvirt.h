@@ -79,3 +79,26 @@ void lv_finish_stale_merges(virDomainPtr dom);
 void lv_end_stale_job(virDomainPtr dom);
 int lv_volume_usage(void *h, const struct vm_ref *ref, const char *snap,
                     const char *vol, uint64_t *ret_size, uint64_t *ret_allocated);
+
+struct layer_refs;
+/* The chains every domain and snapshot of c uses (libvirt-layers.c). */
+int lv_layer_refs(virConnectPtr c, struct layer_refs **ret);
+/* Removes the candidates vmsnapfs made that nothing uses any more. */
+void lv_reclaim(virConnectPtr c, char *const *candidates);
+/* Appends s (or the chain below top) to the NULL-terminated *v of *n. */
+int strv_push(char ***v, size_t *n, const char *s);
+int strv_push_chain(char ***v, size_t *n, const char *top);
+
+/* Takes snapshot snap with the VM's operation held (libvirt-snapshot.c). */
+int lv_snapshot_create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
+                              const struct vmsnapfs_opts *o, struct op_report *rep);
+/* "<dir of top>/<vm>.<disk>.<what>.qcow2" */
+char *lv_overlay_path(const char *top, const char *vm, const char *disk, const char *what);
+
+/* libvirt-restore.c */
+int lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
+               const struct vmsnapfs_opts *o, struct restore_status *st);
+int lv_clone(void *h, const struct vm_ref *ref, const char *snap, const char *new_name,
+             const struct vmsnapfs_opts *o, struct op_report *rep);
+/* At start: finishes or rolls back the restores a killed daemon left. */
+void lv_restore_recover(struct lv *lv, virConnectPtr c);

@@ -12,6 +12,7 @@
 #include "hashmap.h"
 #include "log.h"
 #include "model.h"
+#include "snapshot-json.h"
 
 struct cached {
     struct model_vm *vm;          /* NULL: not fetched */
@@ -30,7 +31,10 @@ struct model {
     struct hashmap *names;        /* ns -> char ** (sorted VM names) */
     char **namespaces;            /* sorted, namespaced backends */
     struct hashmap *usage;        /* "ns/vm/snap/vol" -> struct usage */
+    struct hashmap *restores;     /* "ns/vm" -> struct restore_status */
 };
+
+static void restore_status_free(void *p);
 
 struct usage {
     uint64_t size, allocated;
@@ -165,7 +169,8 @@ model_open(const char *source, const struct vmsnapfs_opts *o,
     m->names = hashmap_new();
     m->events = events_new();
     m->usage = hashmap_new();
-    if (!m->vms || !m->names || !m->events || !m->usage) {
+    m->restores = hashmap_new();
+    if (!m->vms || !m->names || !m->events || !m->usage || !m->restores) {
         model_close(m);
         return -ENOMEM;
     }
@@ -196,6 +201,7 @@ model_close(struct model *m)
     hashmap_free(m->names, strv_free_void);
     strv_free(m->namespaces);
     hashmap_free(m->usage, free);
+    hashmap_free(m->restores, restore_status_free);
     events_free(m->events);
     pthread_mutex_destroy(&m->lock);
     free(m);
@@ -596,20 +602,118 @@ model_snapshot_exists(struct model *m, const char *ns, const char *vm,
     return found;
 }
 
+static void
+restore_status_free(void *p)
+{
+    struct restore_status *st = p;
+    if (st) {
+        restore_status_clear(st);
+        free(st);
+    }
+}
+
+/* Publishes a copy of st as the VM's last restore. */
+static void
+set_restore_status(struct model *m, const char *key, const struct restore_status *st)
+{
+    struct restore_status *copy = calloc(1, sizeof *copy);
+    void *old = NULL;
+
+    if (!copy || !key)
+        return free(copy);
+    *copy = *st;
+    memset(copy->conflicts, 0, sizeof copy->conflicts);
+    copy->n_conflicts = 0;
+    for (size_t i = 0; i < st->n_conflicts; i++)
+        if ((copy->conflicts[copy->n_conflicts] = strdup(st->conflicts[i])))
+            copy->n_conflicts++;
+    LOCK_FOR_SCOPE(&m->lock);
+    if (hashmap_put(m->restores, key, copy, &old) < 0)
+        restore_status_free(copy);
+    restore_status_free(old);
+}
+
 int
 model_restore(struct model *m, const char *ns, const char *vm,
-              const struct restore_request *rq)
+              const struct restore_request *rq, const struct vmsnapfs_opts *o)
 {
-    return events_add(m->events, ns, vm, "restore", rq->snap, -ENOTSUP,
-                      "restoring is not supported by this version yet "
-                      "(policy=%s mode=%s)", restore_policy_to_string(rq->policy),
-                      restore_mode_to_string(rq->mode));
+    struct vm_ref ref = { .ns = ns ? ns : "", .name = vm };
+    struct restore_status st = { .mode = rq->mode, .phase = SNAPSHOT_IN_PROGRESS };
+    _cleanup_free_ char *key = key_of(ns, vm);
+    _cleanup_(restore_cancel) struct no_cancel nc = { 0 };
+    int r;
+
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &nc.old);
+    snprintf(st.snap, sizeof st.snap, "%s", rq->snap);
+    st.started = time(NULL);
+    if (!m->ops->restore)
+        return events_add(m->events, ns, vm, "restore", rq->snap, -ENOTSUP,
+                          "restoring is not supported by this backend yet");
+    set_restore_status(m, key, &st);
+    r = m->ops->restore(m->h, &ref, rq, o, &st);
+    st.finished = time(NULL);
+    st.phase = r < 0 ? SNAPSHOT_FAILED : SNAPSHOT_SUCCEEDED;
+    if (r < 0 && !st.error[0])
+        snprintf(st.error, sizeof st.error, "%s", strerror(-r));
+    set_restore_status(m, key, &st);
+    drop_snapshots(m, ns, vm);      /* the safety snapshot */
+    if (r >= 0)
+        r = events_add(m->events, ns, vm, "restore", rq->snap, 0, "%s (policy=%s mode=%s)%s%zu "
+                       "conflict(s)", rq->mode == RESTORE_DRY_RUN ? "dry run, nothing changed"
+                                                                  : "restored",
+                       restore_policy_to_string(rq->policy), restore_mode_to_string(rq->mode),
+                       "; ", st.n_conflicts);
+    else
+        r = events_add(m->events, ns, vm, "restore", rq->snap, r, "%s", st.error);
+    restore_status_clear(&st);
+    return r;
+}
+
+char *
+model_restore_status(struct model *m, const char *ns, const char *vm)
+{
+    _cleanup_free_ char *key = key_of(ns, vm);
+    char *buf = NULL, when[32];
+    size_t len = 0;
+
+    if (!key)
+        return NULL;
+    LOCK_FOR_SCOPE(&m->lock);
+    const struct restore_status *st = hashmap_get(m->restores, key);
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return NULL;
+    if (st) {
+        fprintf(f, "snapshot: %s\nmode: %s\nphase: %s\n", st->snap,
+                restore_mode_to_string(st->mode), snapshot_phase_to_string(st->phase));
+        fprintf(f, "started: %s\n", time_rfc3339(st->started, when, sizeof when));
+        fprintf(f, "finished: %s\n", st->finished ? time_rfc3339(st->finished, when, sizeof when)
+                                                  : "");
+        fprintf(f, "error: %s\n", st->error);
+        for (size_t i = 0; i < st->n_conflicts; i++)
+            fprintf(f, "conflict: %s\n", st->conflicts[i]);
+    }
+    if (fclose(f) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
 }
 
 int
 model_clone(struct model *m, const char *ns, const char *vm, const char *snap,
-            const char *new_name)
+            const char *new_name, const struct vmsnapfs_opts *o)
 {
-    return events_add(m->events, ns, vm, "clone", snap, -ENOTSUP,
-                      "cloning (to '%s') is not supported by this version yet", new_name);
+    struct vm_ref ref = { .ns = ns ? ns : "", .name = vm };
+    struct op_report rep = { .text = "" };
+    _cleanup_(restore_cancel) struct no_cancel nc = { 0 };
+    int r;
+
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &nc.old);
+    if (!m->ops->clone)
+        return events_add(m->events, ns, vm, "clone", snap, -ENOTSUP,
+                          "cloning is not supported by this backend yet");
+    r = m->ops->clone(m->h, &ref, snap, new_name, o, &rep);
+    return events_add(m->events, ns, vm, "clone", snap, r, "%s",
+                      rep.text[0] ? rep.text : r < 0 ? strerror(-r) : "done");
 }

@@ -83,11 +83,14 @@ int model_snapshot_delete(struct model *m, const char *ns, const char *vm,
 bool model_snapshot_exists(struct model *m, const char *ns, const char *vm,
                            const char *snap);
 /* Restore and clone (SPEC "Restore"): -ENOTSUP where the backend has them
- * not yet; the outcome goes to events. */
+ * not; the outcome goes to events, a restore's also to its status. */
 int model_restore(struct model *m, const char *ns, const char *vm,
-                  const struct restore_request *rq);
+                  const struct restore_request *rq, const struct vmsnapfs_opts *o);
 int model_clone(struct model *m, const char *ns, const char *vm, const char *snap,
-                const char *new_name);
+                const char *new_name, const struct vmsnapfs_opts *o);
+/* The VM's last restore through this mount as `key: value` lines (SPEC),
+ * "" if none; NULL on -ENOMEM. */
+char *model_restore_status(struct model *m, const char *ns, const char *vm);
 
 /* A point-in-time view of a VM's volume (snap NULL) or a snapshot's. */
 int model_volume_open(struct model *m, const char *ns, const char *vm,

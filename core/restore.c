@@ -75,8 +75,14 @@ restore_request_parse(const char *text, size_t len, struct restore_request *ret,
     char *tok = strtok_r(buf, " \t", &save);
     if (!tok)
         return *ret_reason = "no snapshot name", -EINVAL;
-    if (name_check(tok) < 0)
+    /* any snapshot's name: ours (pre-restore-S-20260101T000000Z has
+     * upper-case letters) and other tools' too; ENOENT if there is none */
+    if (strlen(tok) >= sizeof req.snap || strchr(tok, '/') ||
+        strcmp(tok, ".") == 0 || strcmp(tok, "..") == 0)
         return *ret_reason = "invalid snapshot name", -EINVAL;
+    for (const char *c = tok; *c; c++)
+        if ((unsigned char) *c < 0x20 || *c == 0x7f)
+            return *ret_reason = "invalid snapshot name", -EINVAL;
     strcpy(req.snap, tok);
 
     while ((tok = strtok_r(NULL, " \t", &save))) {

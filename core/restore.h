@@ -23,7 +23,7 @@ enum restore_mode {
 };
 
 struct restore_request {
-    char snap[NAME_MAX_LEN + 1];
+    char snap[256];             /* any existing snapshot's name */
     enum restore_policy policy;
     uint64_t grace_ns;          /* WaitGracePeriod:DURATION */
     enum restore_mode mode;

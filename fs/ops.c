@@ -439,7 +439,7 @@ fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
         else if (!model_snapshot_exists(fs->model, n->ns, n->vm, rq.snap))
             r = events_add(ev, n->ns, n->vm, "restore", rq.snap, -ENOENT, "no such snapshot");
         else
-            r = model_restore(fs->model, n->ns, n->vm, &rq);
+            r = model_restore(fs->model, n->ns, n->vm, &rq, fs->opts);
     } else {
         char name[NAME_MAX_LEN + 1];
         r = clone_request_parse(buf, size, name, &why);
@@ -449,7 +449,7 @@ fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
             r = events_add(ev, n->ns, n->vm, "clone", n->snap, -EEXIST,
                            "a VM named '%s' exists", name);
         else
-            r = model_clone(fs->model, n->ns, n->vm, n->snap, name);
+            r = model_clone(fs->model, n->ns, n->vm, n->snap, name, fs->opts);
     }
     if (r < 0)
         return (void) fuse_reply_err(req, -r);

@@ -131,10 +131,15 @@ render_node(struct fs *fs, const struct fs_node *n, char **ret, size_t *ret_len)
             r = text ? document(f, text) : -ENOMEM;
         break;
     }
-    case NODE_VM_RESTORE:
-        /* no restore has run through this mount: empty status */
+    case NODE_VM_RESTORE: {
+        /* the last restore through this mount; empty if none */
         r = model_vm_exists(fs->model, n->ns, n->vm);
+        _cleanup_free_ char *text = r < 0 ? NULL
+                                          : model_restore_status(fs->model, n->ns, n->vm);
+        if (r >= 0)
+            r = text ? document(f, text) : -ENOMEM;
         break;
+    }
     default:
         r = render_snapshot(fs, n, f);
     }

@@ -217,19 +217,26 @@ _guest_check_reachable() {
 # config at its next start).
 guest_define() {
     if (($# < 1)); then
-        _guest_err "usage: guest_define NAME [--disk PATH[:FORMAT[:TARGET]]]... [--noagent] [--nochannel] [--cmdline EXTRA]"
+        _guest_err "usage: guest_define NAME [--disk PATH[:FORMAT[:TARGET]]]... [--noagent] [--nochannel] [--nic MAC] [--cmdline EXTRA]"
         return 2
     fi
     local name=$1
     shift
     local -a disks=()
-    local noagent=0 channel=1 extra="" memory=256
+    local noagent=0 channel=1 extra="" memory=256 nic_xml=""
     while (($#)); do
         case "$1" in
             --disk) (($# >= 2)) || { _guest_err "--disk needs a value"; return 2; }
                     disks+=("$2"); shift 2 ;;
             --noagent) noagent=1; shift ;;
             --nochannel) channel=0; shift ;;
+            --nic) (($# >= 2)) || { _guest_err "--nic needs a MAC address"; return 2; }
+                   nic_xml+="    <interface type='user'>
+      <mac address='$(_guest_xml_escape "$2")'/>
+      <model type='virtio'/>
+    </interface>
+"
+                   shift 2 ;;
             --cmdline) (($# >= 2)) || { _guest_err "--cmdline needs a value"; return 2; }
                        extra+=" $2"; shift 2 ;;
             --memory) (($# >= 2)) || { _guest_err "--memory needs a value"; return 2; }
@@ -296,7 +303,7 @@ guest_define() {
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
-${disk_xml}${channel_xml}    <serial type='file'>
+${disk_xml}${nic_xml}${channel_xml}    <serial type='file'>
       <source path='$(_guest_xml_escape "$log")'/>
       <target port='0'/>
     </serial>

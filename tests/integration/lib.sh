@@ -167,5 +167,8 @@ use_guests() {
     mkdir -p "$GUEST_DIR"
     chmod 0755 "$GUEST_DIR"
     at_exit "rm -rf '$GUEST_DIR'"
+    # the daemons' durable state (freeze records, restore plans, the files
+    # vmsnapfs made) is the test's own, and goes with it
+    export VMSNAPFS_STATE_DIR=$GUEST_DIR/state
     at_exit "guest_cleanup_prefix '$TEST_PREFIX'"
 }

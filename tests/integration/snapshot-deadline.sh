@@ -44,7 +44,7 @@ wait_until 15 thawed || fail "the guest stayed frozen after a late freeze"
 guest_exec "$vm" 'echo alive >/data/alive && sync' || fail "guest cannot write"
 wait_until 5 sh -c "[ \"\$('$ERRNO_PROBE' stat '$V/snapshots/x')\" = ENOENT ]"
 # and the VM is free again
-ls /var/lib/vmsnapfs/freeze/ | grep -q . && fail "a freeze record left after the thaw"
+ls "$VMSNAPFS_STATE_DIR"/freeze/ | grep -q . && fail "a freeze record left after the thaw"
 
 # SIGKILL during a slow freeze; the next daemon thaws
 fusermount3 -u "$mnt"
@@ -54,7 +54,7 @@ kpid=$!
 wait_until 10 is_mounted "$mnt" || fail "no mount"
 mkdir "$V/snapshots/killed" 2>/dev/null &
 mkpid=$!
-wait_until 5 sh -c 'ls /var/lib/vmsnapfs/freeze/ | grep -q .' || fail "no freeze record"
+wait_until 5 sh -c 'ls "$VMSNAPFS_STATE_DIR"/freeze/ | grep -q .' || fail "no freeze record"
 sleep 1
 kill -KILL "$kpid"
 wait "$kpid" 2>/dev/null || true
@@ -66,5 +66,5 @@ expect_log "a previous vmsnapfs froze a VM .* and did not thaw it"
 wait_until 10 thawed || fail "not thawed within 10 s of the new mount"
 [ "$(guest_state "$vm")" = running ] || fail "the VM does not run any more"
 guest_exec "$vm" 'echo after >/data/after && sync' || fail "guest cannot write after the thaw"
-wait_until 5 sh -c '! ls /var/lib/vmsnapfs/freeze/ | grep -q .' || fail "freeze record left"
+wait_until 5 sh -c '! ls "$VMSNAPFS_STATE_DIR"/freeze/ | grep -q .' || fail "freeze record left"
 echo "PASS: $testname"

@@ -76,7 +76,8 @@ grep -q "snapshot Upper failed invalid snapshot name" "$vm/events" ||
 expect_log "'test': snapshot '.*' failed: invalid snapshot name"
 
 # a line written to restore is checked first: errors come from write()
-expect_errno EINVAL write "$vm/restore" "Bad_Name"
+expect_errno EINVAL write "$vm/restore" "a/b"
+expect_errno ENOENT write "$vm/restore" "Bad_Name"
 expect_errno EINVAL write "$vm/restore" "s1 policy=Sometimes"
 expect_errno EINVAL write "$vm/restore" "s1 colour=blue"
 expect_errno EINVAL write "$vm/restore" $'\n'

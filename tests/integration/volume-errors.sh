@@ -70,7 +70,7 @@ wait "$VMSNAPFS_PID" || fail "vmsnapfs exited with an error after SIGTERM"
 exec 3<&-
 virsh -c qemu:///system domjobinfo "$vm" | grep -q 'Job type: *None' ||
     fail "backup job left after the daemon stopped"
-ls -d /var/lib/vmsnapfs/live-* 2>/dev/null && fail "live view directories left behind"
+ls -d "$VMSNAPFS_STATE_DIR"/live-* 2>/dev/null && fail "live view directories left behind"
 pgrep -f "qemu-nbd.*$d" && fail "qemu-nbd left behind"
 state=$(guest_agent "$vm" '{"execute":"guest-fsfreeze-status"}')
 [[ $state == *thawed* ]] || fail "guest not thawed: $state"
@@ -90,6 +90,6 @@ expect_log "ending the backup job of a vmsnapfs that is gone"
 start_vmsnapfs qemu:///system "$mnt"
 virsh -c qemu:///system domjobinfo "$vm" | grep -q 'Job type: *None' ||
     fail "the stale backup job still runs after a new start"
-ls -d /var/lib/vmsnapfs/live-* 2>/dev/null && fail "stale live view directory left"
+ls -d "$VMSNAPFS_STATE_DIR"/live-* 2>/dev/null && fail "stale live view directory left"
 cp "$img" "$(workdir)/after.raw" || fail "a live view after the clean-up"
 echo "PASS: $testname"

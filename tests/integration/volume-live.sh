@@ -56,7 +56,7 @@ e2fsck -fn "$out/b.raw" >"$out/fsck.log" 2>&1 || fail "e2fsck of the shared view
 # the last close ended the backup job and removed its files
 wait_until 5 sh -c "virsh -c qemu:///system domjobinfo '$vm' | grep -q 'Job type: *None'" ||
     fail "backup job still active: $(virsh -c qemu:///system domjobinfo "$vm")"
-ls -d /var/lib/vmsnapfs/live-* 2>/dev/null && fail "live view directories left behind"
+ls -d "$VMSNAPFS_STATE_DIR"/live-* 2>/dev/null && fail "live view directories left behind"
 
 # a new open is a new point in time: the new marker is there
 cp "$img" "$out/d.raw"

@@ -127,6 +127,131 @@ test_snapshot(void **state)
     free(xml);
 }
 
+/* A running VM's snapshot, as libvirt 9 writes it: the live <domain> and
+ * the saved <inactiveDomain> (made by virsh snapshot-create-as
+ * --disk-only; an interface, sysinfo and nvram added). */
+static void
+test_snapshot_inactive(void **state)
+{
+    char *xml = slurp("snapshot-running.xml");
+    struct lv_xml_snapshot s;
+    (void) state;
+
+    assert_int_equal(lv_xml_snapshot_parse(xml, &s), 0);
+    assert_non_null(s.domain);
+    assert_non_null(s.inactive_domain);
+    assert_true(strncmp(s.inactive_domain, "<domain", 7) == 0);
+    assert_null(strstr(s.inactive_domain, "inactiveDomain"));
+    assert_non_null(strstr(s.inactive_domain, "</domain>"));
+    /* the saved definition has no runtime aliases */
+    assert_null(strstr(s.inactive_domain, "<alias"));
+
+    struct volume *v = NULL;
+    size_t n = 0;
+    assert_int_equal(lv_xml_disks(s.inactive_domain, &v, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].source, "/var/lib/vmsnapfs-test/d.qcow2");
+    volume_clear(&v[0]);
+    free(v);
+
+    char **macs = NULL;
+    assert_int_equal(lv_xml_macs(s.inactive_domain, &macs), 0);
+    assert_non_null(macs[0]);
+    assert_string_equal(macs[0], "52:54:00:aa:bb:cc");
+    assert_null(macs[1]);
+    for (char **m = macs; *m; m++)
+        free(*m);
+    free(macs);
+    lv_xml_snapshot_clear(&s);
+    free(xml);
+}
+
+static void
+test_edit_clone(void **state)
+{
+    char *xml = slurp("snapshot-running.xml");
+    struct lv_xml_snapshot s;
+    char *out = NULL;
+    (void) state;
+
+    assert_int_equal(lv_xml_snapshot_parse(xml, &s), 0);
+    char *targets[] = { "vda", NULL };
+    char *sources[] = { "/var/lib/vmsnapfs-test/moe.vda.clone.qcow2", NULL };
+    struct lv_xml_edit e = {
+        .name = "moe", .drop_uuid = true, .new_macs = true,
+        .disk_targets = targets, .disk_sources = sources,
+        .serial = "00112233", .old_name = "larry",
+    };
+    assert_int_equal(lv_xml_edit(s.inactive_domain, &e, &out), 0);
+    assert_non_null(strstr(out, "<name>moe</name>"));
+    assert_null(strstr(out, "<uuid>"));
+    assert_null(strstr(out, "fa6b9d5c"));               /* sysinfo uuid too */
+    assert_null(strstr(out, "52:54:00:aa:bb:cc"));
+    assert_non_null(strstr(out, "<interface type=\"user\">"));
+    assert_null(strstr(out, "larry"));                  /* nvram, console log */
+    assert_null(strstr(out, "<nvram>"));
+    assert_non_null(strstr(out, "/var/lib/vmsnapfs-test/logs/moe.console.log"));
+    assert_non_null(strstr(out, "<entry name=\"serial\">00112233</entry>"));
+
+    struct volume *v = NULL;
+    size_t n = 0;
+    assert_int_equal(lv_xml_disks(out, &v, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(v[0].source, "/var/lib/vmsnapfs-test/moe.vda.clone.qcow2");
+    assert_string_equal(v[0].format, "qcow2");
+    volume_clear(&v[0]);
+    free(v);
+    free(out);
+
+    /* a disk it does not have */
+    char *nope[] = { "vdz", NULL };
+    e.disk_targets = nope;
+    assert_int_equal(lv_xml_edit(s.inactive_domain, &e, &out), -ENOENT);
+    lv_xml_snapshot_clear(&s);
+    free(xml);
+}
+
+static void
+test_edit_restore(void **state)
+{
+    char *xml = slurp("snapshot-running.xml");
+    struct lv_xml_snapshot s;
+    char *out = NULL;
+    (void) state;
+
+    assert_int_equal(lv_xml_snapshot_parse(xml, &s), 0);
+    char *targets[] = { "vda", NULL };
+    char *sources[] = { "/var/lib/vmsnapfs-test/larry.vda.restore-s1.qcow2", NULL };
+    char *macs[] = { "52:54:00:AA:BB:CC", NULL };     /* any case */
+    struct lv_xml_edit e = {
+        .disk_targets = targets, .disk_sources = sources, .drop_macs = macs,
+    };
+    assert_int_equal(lv_xml_edit(s.inactive_domain, &e, &out), 0);
+    /* the same VM: name, UUID, serial, NVRAM and console stay */
+    assert_non_null(strstr(out, "<name>larry</name>"));
+    assert_non_null(strstr(out, "<uuid>fa6b9d5c-7c43-431a-8872-e0ec83c1f2fa</uuid>"));
+    assert_non_null(strstr(out, "ABC123"));
+    assert_non_null(strstr(out, "larry_VARS.fd"));
+    assert_non_null(strstr(out, "logs/larry.console.log"));
+    assert_null(strstr(out, "52:54:00:aa:bb:cc"));
+    assert_non_null(strstr(out, "larry.vda.restore-s1.qcow2"));
+    free(out);
+
+    /* BestEffort drops a device */
+    char *drop[] = { "vda", NULL };
+    struct lv_xml_edit d = { .drop_disks = drop };
+    assert_int_equal(lv_xml_edit(s.inactive_domain, &d, &out), 0);
+    struct volume *v = NULL;
+    size_t n = 9;
+    assert_int_equal(lv_xml_disks(out, &v, &n), 0);
+    assert_int_equal(n, 0);
+    free(v);
+    free(out);
+    assert_int_equal(lv_xml_edit("<nodomain/>", &d, &out), -EINVAL);
+    lv_xml_snapshot_clear(&s);
+    free(xml);
+}
+
 int
 main(void)
 {
@@ -135,6 +260,9 @@ main(void)
         cmocka_unit_test(test_agent),
         cmocka_unit_test(test_bad_xml),
         cmocka_unit_test(test_snapshot),
+        cmocka_unit_test(test_snapshot_inactive),
+        cmocka_unit_test(test_edit_clone),
+        cmocka_unit_test(test_edit_restore),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

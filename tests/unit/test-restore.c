@@ -41,6 +41,12 @@ test_valid(void **state)
 
     assert_int_equal(parse("s1  policy=WaitEventually", &r), 0);
     assert_int_equal(r.policy, RESTORE_WAIT_EVENTUALLY);
+
+    /* the safety snapshots' names, and other tools' */
+    assert_int_equal(parse("pre-restore-s1-20261122T065715Z policy=StopTarget", &r), 0);
+    assert_string_equal(r.snap, "pre-restore-s1-20261122T065715Z");
+    assert_int_equal(parse("Before_Upgrade", &r), 0);
+    assert_int_equal(r.policy, RESTORE_FAIL_IMMEDIATE);
 }
 
 static void
@@ -49,7 +55,7 @@ test_invalid(void **state)
     struct restore_request r;
     (void) state;
     const char *bad[] = {
-        "", "\n", "Bad_Name", "s1 policy=Sometimes", "s1 mode=Lenient",
+        "", "\n", "a/b", "..", "s1 policy=Sometimes", "s1 mode=Lenient",
         "s1 policy", "s1 color=red", "s1 policy=StopTarget policy=FailImmediate",
         "s1 mode=DryRun mode=Strict", "s1 policy=WaitGracePeriod",
         "s1 policy=WaitGracePeriod:soon", "s1 policy=WaitGracePeriod:0",

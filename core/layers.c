@@ -1,0 +1,357 @@
+/* core/layers.c: see layers.h. The qcow2 header (QEMU's docs/interop/
+ * qcow2.txt): magic "QFI\xfb", version, then the backing file name's
+ * offset (u64) and length (u32), all big-endian. */
+#define LOG_MODULE "layers"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "hashmap.h"
+#include "layers.h"
+#include "log.h"
+#include "opts.h"
+
+#define QCOW2_MAGIC 0x514649fbu
+#define MAX_BACKING_NAME 4096
+#define MAX_CHAIN 1024
+
+int
+layer_backing(const char *path, char **ret)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    unsigned char h[20];
+
+    *ret = NULL;
+    if (fd < 0)
+        return -errno;
+    ssize_t n = pread(fd, h, sizeof h, 0);
+    if (n < 0)
+        return -errno;
+    uint32_t magic, len;
+    uint64_t off;
+    if ((size_t) n < sizeof h)
+        return 0;                       /* too small for qcow2: raw */
+    memcpy(&magic, h, 4);
+    if (be32toh(magic) != QCOW2_MAGIC)
+        return 0;                       /* raw (or a format without backing) */
+    memcpy(&off, h + 8, 8);
+    memcpy(&len, h + 16, 4);
+    off = be64toh(off);
+    len = be32toh(len);
+    if (off == 0 || len == 0)
+        return 0;
+    if (len > MAX_BACKING_NAME || off > INT64_MAX)
+        return -EINVAL;
+    _cleanup_free_ char *name = malloc((size_t) len + 1);
+    if (!name)
+        return -ENOMEM;
+    n = pread(fd, name, len, (off_t) off);
+    if (n < 0)
+        return -errno;
+    if ((size_t) n != len || memchr(name, '\0', len))
+        return -EINVAL;
+    name[len] = '\0';
+    /* relative names are relative to the image's directory; protocol
+     * names (nbd://, json:{...}) stay as they are */
+    if (name[0] != '/' && !strchr(name, ':')) {
+        _cleanup_free_ char *copy = strdup(path);
+        if (!copy)
+            return -ENOMEM;
+        if (asprintf(ret, "%s/%s", dirname(copy), name) < 0) {
+            *ret = NULL;
+            return -ENOMEM;
+        }
+        return 0;
+    }
+    *ret = TAKE_PTR(name);
+    return 0;
+}
+
+char *
+layer_canonical(const char *path)
+{
+    char buf[PATH_MAX];
+
+    if (realpath(path, buf))
+        return strdup(buf);
+    _cleanup_free_ char *d = strdup(path), *b = strdup(path);
+    if (!d || !b)
+        return NULL;
+    if (path[0] == '/' && realpath(dirname(d), buf)) {
+        char *out = NULL;
+        const char *base = basename(b);
+        if (asprintf(&out, "%s%s%s", buf, strcmp(buf, "/") ? "/" : "", base) < 0)
+            return NULL;
+        return out;
+    }
+    return strdup(path);
+}
+
+int
+layer_chain(const char *top, char ***ret)
+{
+    char **v = calloc(MAX_CHAIN + 1, sizeof *v);
+    size_t n = 0;
+    int r = 0;
+
+    if (!v)
+        return -ENOMEM;
+    _cleanup_free_ char *cur = layer_canonical(top);
+    while (cur && n < MAX_CHAIN) {
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(v[i], cur) == 0) {
+                r = -ELOOP;             /* a loop: stop, keep what we have */
+                goto out;
+            }
+        char *next = NULL;
+        int k = layer_backing(cur, &next);
+        v[n++] = TAKE_PTR(cur);
+        if (k < 0) {
+            r = k == -ENOENT ? -ENOENT : -EIO;
+            break;
+        }
+        if (!next)
+            break;
+        if (next[0] != '/') {           /* not a file: listed, not followed */
+            v[n++] = next;
+            break;
+        }
+        cur = layer_canonical(next);
+        free(next);
+        if (!cur)
+            r = -ENOMEM;
+    }
+out:
+    *ret = v;
+    return r;
+}
+
+/* ---- the graph ------------------------------------------------------------ */
+
+struct layer_refs {
+    struct hashmap *used;       /* path -> (void *) 1 */
+    struct hashmap *children;   /* parent path -> struct kids */
+};
+
+struct kids {
+    size_t n;
+    char *first;
+    char **all;
+};
+
+static void
+kids_free(void *p)
+{
+    struct kids *k = p;
+    if (k) {
+        strv_free(k->all);
+        free(k);
+    }
+}
+
+struct layer_refs *
+layer_refs_new(void)
+{
+    struct layer_refs *g = calloc(1, sizeof *g);
+    if (!g || !(g->used = hashmap_new()) || !(g->children = hashmap_new())) {
+        layer_refs_free(g);
+        return NULL;
+    }
+    return g;
+}
+
+void
+layer_refs_free(struct layer_refs *g)
+{
+    if (!g)
+        return;
+    hashmap_free(g->used, NULL);
+    hashmap_free(g->children, kids_free);
+    free(g);
+}
+
+static int
+add_child(struct layer_refs *g, const char *parent, const char *child)
+{
+    struct kids *k = hashmap_get(g->children, parent);
+    if (!k) {
+        if (!(k = calloc(1, sizeof *k)) || hashmap_put(g->children, parent, k, NULL) < 0) {
+            free(k);
+            return -ENOMEM;
+        }
+    }
+    for (size_t i = 0; i < k->n; i++)
+        if (strcmp(k->all[i], child) == 0)
+            return 0;
+    char **all = realloc(k->all, (k->n + 2) * sizeof *all);
+    if (!all)
+        return -ENOMEM;
+    k->all = all;
+    if (!(all[k->n] = strdup(child)))
+        return -ENOMEM;
+    all[++k->n] = NULL;
+    k->first = all[0];
+    return 0;
+}
+
+int
+layer_refs_add(struct layer_refs *g, char *const *chain)
+{
+    for (size_t i = 0; chain && chain[i]; i++) {
+        if (hashmap_put(g->used, chain[i], (void *) 1, NULL) < 0)
+            return -ENOMEM;
+        if (chain[i + 1] && add_child(g, chain[i + 1], chain[i]) < 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+bool
+layer_refs_used(const struct layer_refs *g, const char *path)
+{
+    return hashmap_get(g->used, path) != NULL;
+}
+
+size_t
+layer_refs_children(const struct layer_refs *g, const char *path, const char **ret_one)
+{
+    struct kids *k = hashmap_get(g->children, path);
+    if (ret_one)
+        *ret_one = k ? k->first : NULL;
+    return k ? k->n : 0;
+}
+
+/* ---- the registry ---------------------------------------------------------- */
+
+/* STATE/layers: one canonical path a line; STATE/layers.lock serialises
+ * changes (the file itself is replaced on removal). */
+static int
+registry_lock(void)
+{
+    char path[PATH_MAX];
+    const char *dir = state_dir();
+
+    if (mkdir(dir, 0711) < 0 && errno != EEXIST)
+        return log_error_errno(-errno, "cannot make '%s': %s", dir, strerror(errno));
+    snprintf(path, sizeof path, "%s/layers.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return log_error_errno(-errno, "cannot open '%s': %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX) < 0) {
+        int r = -errno;
+        close(fd);
+        return r;
+    }
+    return fd;
+}
+
+static void
+registry_path(char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/layers", state_dir());
+}
+
+int
+layer_mine_add(const char *path)
+{
+    _cleanup_free_ char *p = layer_canonical(path);
+    char reg[PATH_MAX];
+    _cleanup_close_ int lock = registry_lock();
+
+    if (!p)
+        return -ENOMEM;
+    if (lock < 0)
+        return lock;
+    registry_path(reg, sizeof reg);
+    _cleanup_close_ int fd = open(reg, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return log_error_errno(-errno, "cannot open '%s': %s", reg, strerror(errno));
+    size_t len = strlen(p);
+    p[len] = '\n';      /* overwrite the NUL for one write; length kept */
+    ssize_t n = write(fd, p, len + 1);
+    p[len] = '\0';
+    if (n != (ssize_t) (len + 1) || fsync(fd) < 0)
+        return log_error_errno(-EIO, "cannot record '%s' in '%s'", p, reg);
+    return 0;
+}
+
+bool
+layer_mine(const char *path)
+{
+    _cleanup_free_ char *p = layer_canonical(path);
+    char reg[PATH_MAX], *line = NULL;
+    size_t cap = 0;
+    bool found = false;
+
+    if (!p)
+        return false;
+    registry_path(reg, sizeof reg);
+    _cleanup_(fclosep) FILE *f = fopen(reg, "re");
+    while (f && !found && getline(&line, &cap, f) > 0) {
+        line[strcspn(line, "\n")] = '\0';
+        found = strcmp(line, p) == 0;
+    }
+    free(line);
+    return found;
+}
+
+void
+layer_mine_remove(const char *path)
+{
+    _cleanup_free_ char *p = layer_canonical(path);
+    char reg[PATH_MAX], tmp[PATH_MAX + 8], *line = NULL;
+    size_t cap = 0;
+    _cleanup_close_ int lock = registry_lock();
+
+    if (!p || lock < 0)
+        return;
+    registry_path(reg, sizeof reg);
+    snprintf(tmp, sizeof tmp, "%s.new", reg);
+    _cleanup_(fclosep) FILE *in = fopen(reg, "re");
+    FILE *out = in ? fopen(tmp, "we") : NULL;
+    if (!out)
+        return;
+    while (getline(&line, &cap, in) > 0) {
+        size_t len = strcspn(line, "\n");
+        if (len == strlen(p) && strncmp(line, p, len) == 0)
+            continue;
+        fprintf(out, "%.*s\n", (int) len, line);
+    }
+    free(line);
+    if (fflush(out) != 0 || fsync(fileno(out)) < 0 || fclose(out) != 0 ||
+        rename(tmp, reg) < 0) {
+        log_warning("cannot update '%s': %s", reg, strerror(errno));
+        unlink(tmp);
+    }
+}
+
+size_t
+layer_reclaim(const struct layer_refs *g, char *const *candidates)
+{
+    size_t gone = 0;
+
+    for (size_t i = 0; candidates && candidates[i]; i++) {
+        const char *p = candidates[i];
+        if (layer_refs_used(g, p) || !layer_mine(p))
+            continue;
+        if (unlink(p) < 0 && errno != ENOENT) {
+            log_warning("cannot remove '%s': %s", p, strerror(errno));
+            continue;
+        }
+        log_info("removed '%s': nothing uses it any more", p);
+        layer_mine_remove(p);
+        gone++;
+    }
+    return gone;
+}

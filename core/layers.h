@@ -1,0 +1,53 @@
+/* core/layers.h: disk image layers as files. Which file backs which (read
+ * from the qcow2 header: no qemu-img run, so a whole host is scanned
+ * quickly), which files vmsnapfs made (a registry in the state directory),
+ * and who builds on whom (a graph of the chains in use), so that nothing
+ * merges into or removes a layer that a VM, a clone or a snapshot needs.
+ *
+ * Paths are canonical (realpath of the file, or of its directory while the
+ * file does not exist yet). Thread-safe; the registry is shared by all
+ * daemons of the host (flock).
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* The file backing path: *ret NULL for a raw file or a qcow2 without
+ * backing. -errno if path cannot be read, -EINVAL for a qcow2 header that
+ * does not make sense. A backing that is not a plain file (nbd://, json:)
+ * is returned as written. */
+int layer_backing(const char *path, char **ret);
+
+/* The chain from top down to its base, canonical paths, NULL-terminated.
+ * Stops at the first file that cannot be read: that one is still listed
+ * (something refers to it) and -ENOENT or -EIO returned with the chain. */
+int layer_chain(const char *top, char ***ret);
+
+/* path made canonical: realpath, or realpath(dirname) + basename. */
+char *layer_canonical(const char *path);
+
+/* ---- who builds on whom -------------------------------------------------- */
+
+struct layer_refs;
+
+struct layer_refs *layer_refs_new(void);
+void layer_refs_free(struct layer_refs *g);
+/* Adds a chain in use (top first). */
+int layer_refs_add(struct layer_refs *g, char *const *chain);
+/* Is path part of any chain in use? */
+bool layer_refs_used(const struct layer_refs *g, const char *path);
+/* How many distinct files build directly on path; the first in *ret_one. */
+size_t layer_refs_children(const struct layer_refs *g, const char *path,
+                           const char **ret_one);
+
+/* ---- what vmsnapfs made -------------------------------------------------- */
+
+/* Records path as made by vmsnapfs, before it is made (durable). */
+int layer_mine_add(const char *path);
+bool layer_mine(const char *path);
+void layer_mine_remove(const char *path);
+
+/* Removes every candidate that vmsnapfs made and no chain in g uses any
+ * more. Returns how many files went. */
+size_t layer_reclaim(const struct layer_refs *g, char *const *candidates);

@@ -1,0 +1,1110 @@
+/* core/libvirt-restore.c: restoring a VM to a snapshot, and cloning one
+ * from a snapshot, on libvirt (SPEC "Restore"). libvirt 9 cannot revert
+ * external snapshots, so vmsnapfs does it itself:
+ *
+ *  - every disk the snapshot covers gets a fresh qcow2 overlay on the
+ *    snapshot's layer (the image the snapshot's overlay builds on), so a
+ *    restore costs the same for any disk size and the snapshot stays as
+ *    it was;
+ *  - the definition captured with the snapshot is defined again, its
+ *    disks pointing at the new overlays (one virDomainDefineXML: libvirt
+ *    replaces the saved definition atomically).
+ *
+ * Crash safety: a plan is written (fsync, rename) before the VM is
+ * stopped or anything is made, and its phase is moved on as steps finish.
+ * A daemon that starts and finds a plan finishes it when the definition
+ * already names the new overlays, otherwise drops those overlays: the VM
+ * is either as it was or fully restored, and started again if the restore
+ * had stopped it.
+ *
+ * Before changing anything, the VM's current state is kept as the snapshot
+ * pre-restore-SNAP-STAMP (an ordinary snapshot), so a restore can itself be
+ * restored away. A clone is the same thing with a new name, UUID, MAC
+ * addresses and firmware serial, left stopped; the source VM is untouched.
+ *
+ * Layers that a restored VM or a clone builds on are shared with the
+ * snapshot: rmdir of the snapshot keeps them (libvirt-snapshot.c,
+ * mergeable()) until nothing uses them.
+ */
+#define LOG_MODULE "restore"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "fault.h"
+#include "layers.h"
+#include "libvirt-xml.h"
+#include "libvirt.h"
+#include "log.h"
+#include "model.h"
+#include "qemu-img.h"
+#include "subprocess.h"
+
+#define POLL_NS (UINT64_C(100) * 1000000)
+#define STOP_GRACE_NS (UINT64_C(60) * 1000000000)
+
+static int
+fail(struct restore_status *st, int r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+fail(struct restore_status *st, int r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(st->error, sizeof st->error, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+static void
+stamp(char buf[32])
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, 32, "%Y%m%dT%H%M%SZ", &tm);
+}
+
+/* ---- the plan on disk -------------------------------------------------- */
+
+struct plan {
+    char *vm, *uuid, *snap;
+    const char *phase;          /* "stopping", "prepared", "defined" */
+    bool start_after;           /* the restore stopped the VM */
+    char **overlays;            /* new tops (NULL-terminated) */
+    size_t n_overlays;
+    char **old;                 /* the old chains, reclaimed at the end */
+    size_t n_old;
+    char *path;                 /* the plan file */
+};
+
+static void
+plan_clear(struct plan *p)
+{
+    free(p->vm);
+    free(p->uuid);
+    free(p->snap);
+    strv_free(p->overlays);
+    strv_free(p->old);
+    free(p->path);
+    *p = (struct plan) { 0 };
+}
+
+static char *
+plan_dir(void)
+{
+    char *d = NULL;
+    if (asprintf(&d, "%s/restore", state_dir()) < 0)
+        return NULL;
+    return d;
+}
+
+static struct json_object *
+strv_json(char *const *v)
+{
+    struct json_object *a = json_object_new_array();
+    for (size_t i = 0; a && v && v[i]; i++)
+        json_object_array_add(a, json_object_new_string(v[i]));
+    return a;
+}
+
+/* Writes the plan durably: a new file, fsync'd, renamed over the old one,
+ * and the directory fsync'd. */
+static int
+plan_write(struct plan *p)
+{
+    _cleanup_free_ char *dir = plan_dir(), *tmp = NULL;
+
+    if (!dir)
+        return -ENOMEM;
+    if ((mkdir(state_dir(), 0711) < 0 && errno != EEXIST) ||
+        (mkdir(dir, 0700) < 0 && errno != EEXIST))
+        return log_error_errno(-errno, "cannot make '%s': %s", dir, strerror(errno));
+    if (!p->path && asprintf(&p->path, "%s/%s.json", dir, p->uuid) < 0) {
+        p->path = NULL;
+        return -ENOMEM;
+    }
+    if (asprintf(&tmp, "%s.new", p->path) < 0)
+        return -ENOMEM;
+
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "vm", json_object_new_string(p->vm));
+    json_object_object_add(o, "uuid", json_object_new_string(p->uuid));
+    json_object_object_add(o, "snapshot", json_object_new_string(p->snap));
+    json_object_object_add(o, "phase", json_object_new_string(p->phase));
+    json_object_object_add(o, "startAfter", json_object_new_boolean(p->start_after));
+    json_object_object_add(o, "overlays", strv_json(p->overlays));
+    json_object_object_add(o, "old", strv_json(p->old));
+    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
+
+    int r = 0;
+    _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    size_t len = text ? strlen(text) : 0;
+    if (fd < 0 || !text || write(fd, text, len) != (ssize_t) len || fsync(fd) < 0 ||
+        rename(tmp, p->path) < 0) {
+        r = log_error_errno(-EIO, "cannot write the restore plan '%s': %s", p->path,
+                            strerror(errno));
+        unlink(tmp);
+    }
+    json_object_put(o);
+    _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (r == 0 && dfd >= 0)
+        (void) fsync(dfd);
+    return r;
+}
+
+/* STATE/restore/UUID.lock, held by the daemon restoring that VM: a plan
+ * whose lock can be taken is a killed daemon's. -EBUSY if held. */
+static int
+plan_lock(const char *uuid, bool wait)
+{
+    _cleanup_free_ char *dir = plan_dir(), *path = NULL;
+
+    if (!dir || asprintf(&path, "%s/%s.lock", dir, uuid) < 0)
+        return -ENOMEM;
+    if ((mkdir(state_dir(), 0711) < 0 && errno != EEXIST) ||
+        (mkdir(dir, 0700) < 0 && errno != EEXIST))
+        return log_error_errno(-errno, "cannot make '%s': %s", dir, strerror(errno));
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return log_error_errno(-errno, "cannot open '%s': %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
+        close(fd);
+        return -EBUSY;
+    }
+    return fd;
+}
+
+static void
+plan_remove(struct plan *p)
+{
+    if (p->path && unlink(p->path) < 0 && errno != ENOENT)
+        log_warning("cannot remove the restore plan '%s': %s", p->path, strerror(errno));
+}
+
+static char **
+json_strv(struct json_object *a, size_t *ret_n)
+{
+    size_t n = a && json_object_is_type(a, json_type_array) ? json_object_array_length(a) : 0;
+    char **v = calloc(n + 1, sizeof *v);
+    for (size_t i = 0; v && i < n; i++)
+        v[i] = strdup(json_object_get_string(json_object_array_get_idx(a, i)) ?: "");
+    *ret_n = n;
+    return v;
+}
+
+static int
+plan_read(const char *path, struct plan *p)
+{
+    struct json_object *o = json_object_from_file(path);
+    struct json_object *v;
+    const char *phase = NULL;
+
+    *p = (struct plan) { 0 };
+    if (!o)
+        return -EINVAL;
+#define STR(key) (json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : NULL)
+    const char *vm = STR("vm"), *uuid = STR("uuid"), *snap = STR("snapshot");
+    phase = STR("phase");
+#undef STR
+    p->start_after = json_object_object_get_ex(o, "startAfter", &v) && json_object_get_boolean(v);
+    p->overlays = json_strv(json_object_object_get_ex(o, "overlays", &v) ? v : NULL,
+                            &p->n_overlays);
+    p->old = json_strv(json_object_object_get_ex(o, "old", &v) ? v : NULL, &p->n_old);
+    p->vm = vm ? strdup(vm) : NULL;
+    p->uuid = uuid ? strdup(uuid) : NULL;
+    p->snap = snap ? strdup(snap) : NULL;
+    p->phase = !phase ? NULL : strcmp(phase, "stopping") == 0 ? "stopping"
+                             : strcmp(phase, "prepared") == 0 ? "prepared"
+                             : strcmp(phase, "defined") == 0 ? "defined" : NULL;
+    p->path = strdup(path);
+    json_object_put(o);
+    if (!p->vm || !p->uuid || !p->snap || !p->phase || !p->overlays || !p->old || !p->path) {
+        plan_clear(p);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* ---- stopping and starting --------------------------------------------- */
+
+static bool
+active(virDomainPtr dom)
+{
+    int a = virDomainIsActive(dom);
+    virResetLastError();
+    return a == 1;
+}
+
+/* Waits until dom is shut off; until deadline (0: for ever). */
+static int
+wait_shutoff(virDomainPtr dom, uint64_t deadline)
+{
+    while (active(dom)) {
+        if (deadline && now_monotonic_ns() > deadline)
+            return -ETIMEDOUT;
+        sleep_ns(POLL_NS);
+    }
+    return 0;
+}
+
+/* Stops dom the way KubeVirt's StopTarget does: a clean shutdown (through
+ * the agent where one answers, else ACPI), then a hard stop past the grace
+ * period. */
+static int
+stop_vm(virDomainPtr dom, bool agent, uint64_t deadline)
+{
+    uint64_t grace = now_monotonic_ns() + STOP_GRACE_NS;
+    if (deadline && deadline < grace)
+        grace = deadline;
+    if (virDomainShutdownFlags(dom, agent ? VIR_DOMAIN_SHUTDOWN_GUEST_AGENT : 0) < 0 &&
+        (!agent || virDomainShutdownFlags(dom, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN) < 0))
+        log_warning("'%s': a clean shutdown was refused; stopping it hard",
+                    virDomainGetName(dom));
+    virResetLastError();
+    if (wait_shutoff(dom, grace) == 0)
+        return 0;
+    log_warning("'%s' did not shut down within its grace period: stopping it hard",
+                virDomainGetName(dom));
+    if (virDomainDestroy(dom) < 0 && active(dom))
+        return lv_errno("stop", virDomainGetName(dom));
+    return wait_shutoff(dom, now_monotonic_ns() + STOP_GRACE_NS);
+}
+
+static int
+start_vm(virDomainPtr dom)
+{
+    if (active(dom))
+        return 0;
+    if (virDomainCreate(dom) < 0)
+        return lv_errno("start", virDomainGetName(dom));
+    return 0;
+}
+
+/* ---- overlays ------------------------------------------------------------ */
+
+/* A new qcow2 on layer (of format fmt) at path, recorded as ours first,
+ * private to root (it holds the guest's data). */
+static int
+make_overlay(const char *path, const char *layer, const char *fmt)
+{
+    if (access(path, F_OK) == 0)
+        return log_error_errno(-EEXIST, "'%s' exists already", path);
+    int r = layer_mine_add(path);
+    if (r < 0)
+        return r;
+    char *argv[] = { (char *) "qemu-img", (char *) "create", (char *) "-q", (char *) "-f",
+                     (char *) "qcow2", (char *) "-F", (char *) fmt, (char *) "-b",
+                     (char *) layer, (char *) path, NULL };
+    r = spawn_capture("qemu-img", argv, 60 * 1000, 1 << 16, NULL);
+    if (r < 0) {
+        unlink(path);
+        layer_mine_remove(path);
+        return log_error_errno(-EIO, "cannot make the overlay '%s' on '%s'", path, layer);
+    }
+    if (chmod(path, 0600) < 0)
+        log_warning("cannot make '%s' private: %s", path, strerror(errno));
+    return 0;
+}
+
+static void
+drop_overlays(char *const *v)
+{
+    for (size_t i = 0; v && v[i]; i++) {
+        if (unlink(v[i]) < 0 && errno != ENOENT)
+            log_warning("cannot remove '%s': %s", v[i], strerror(errno));
+        else
+            layer_mine_remove(v[i]);
+    }
+}
+
+/* ---- what the snapshot gives back ---------------------------------------- */
+
+struct target_disk {
+    char *name;         /* target dev */
+    char *layer;        /* the snapshot's data: what its overlay builds on */
+    char *format;       /* the layer's format */
+};
+
+struct source_plan {
+    struct lv_xml_snapshot x;
+    const char *def;            /* inactive definition if captured, else live */
+    struct target_disk *disks;
+    size_t n;
+    char **missing;             /* disks whose snapshot data is gone */
+    size_t n_missing;
+};
+
+static void
+source_plan_clear(struct source_plan *sp)
+{
+    for (size_t i = 0; i < sp->n; i++) {
+        free(sp->disks[i].name);
+        free(sp->disks[i].layer);
+        free(sp->disks[i].format);
+    }
+    free(sp->disks);
+    strv_free(sp->missing);
+    lv_xml_snapshot_clear(&sp->x);
+    *sp = (struct source_plan) { 0 };
+}
+
+/* Reads snapshot snap of dom: its definition and the layer of each disk. */
+static int
+source_plan_read(virDomainPtr dom, const char *snap, struct source_plan *sp, char *why,
+                 size_t why_len)
+{
+    _cleanup_(virDomainSnapshotFreep) virDomainSnapshotPtr s =
+        virDomainSnapshotLookupByName(dom, snap, 0);
+    _cleanup_free_ char *xml = s ? virDomainSnapshotGetXMLDesc(s, 0) : NULL;
+
+    *sp = (struct source_plan) { 0 };
+    if (!s) {
+        int r = lv_errno("find a snapshot of", virDomainGetName(dom));
+        snprintf(why, why_len, "no such snapshot");
+        return r;
+    }
+    if (!xml || lv_xml_snapshot_parse(xml, &sp->x) < 0) {
+        virResetLastError();
+        snprintf(why, why_len, "cannot read the snapshot from libvirt");
+        return -EIO;
+    }
+    sp->def = sp->x.inactive_domain ? sp->x.inactive_domain : sp->x.domain;
+    if (!sp->def) {
+        snprintf(why, why_len, "the snapshot holds no definition of the VM");
+        return -EIO;
+    }
+    if (sp->x.memory_internal) {
+        snprintf(why, why_len, "an internal snapshot (made by another tool) cannot be "
+                               "restored here");
+        return -EIO;
+    }
+    sp->disks = calloc(sp->x.n_disks ? sp->x.n_disks : 1, sizeof *sp->disks);
+    sp->missing = calloc(1, sizeof *sp->missing);
+    if (!sp->disks || !sp->missing)
+        return -ENOMEM;
+    for (size_t i = 0; i < sp->x.n_disks; i++) {
+        const struct volume *d = &sp->x.disks[i];
+        if (d->flags & VOLUME_INTERNAL) {
+            snprintf(why, why_len, "disk %s has an internal snapshot (made by another "
+                                   "tool): it cannot be restored here", d->name);
+            return -EIO;
+        }
+        if (d->flags & VOLUME_NOT_SNAPSHOTTED || !d->source)
+            continue;
+        _cleanup_(chain_freep) struct chain *ch = NULL;
+        if (qemu_img_chain(d->source, "qcow2", &ch) < 0 || ch->n < 2) {
+            if (strv_push(&sp->missing, &sp->n_missing, d->name) < 0)
+                return -ENOMEM;
+            continue;
+        }
+        struct target_disk *t = &sp->disks[sp->n++];
+        t->name = strdup(d->name);
+        t->layer = strdup(ch->layers[1]);
+        t->format = strdup(ch->formats[1]);
+        if (!t->name || !t->layer || !t->format)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+/* ---- conflicts ------------------------------------------------------------- */
+
+/* What other domains use: disk files (canonical) and MAC addresses. */
+struct others {
+    char **disks, **disk_vm;
+    size_t n_disks, n_disk_vm;
+    char **macs, **mac_vm;
+    size_t n_macs, n_mac_vm;
+};
+
+static void
+others_clear(struct others *o)
+{
+    strv_free(o->disks);
+    strv_free(o->disk_vm);
+    strv_free(o->macs);
+    strv_free(o->mac_vm);
+}
+
+static int
+others_add_xml(struct others *o, const char *xml, const char *vm)
+{
+    struct volume *v = NULL;
+    size_t n = 0;
+    _cleanup_strv_ char **macs = NULL;
+    int r = 0;
+
+    if (xml && lv_xml_disks(xml, &v, &n) >= 0) {
+        for (size_t i = 0; i < n; i++) {
+            if (r >= 0 && v[i].source && v[i].source[0] == '/' &&
+                !(v[i].flags & (VOLUME_READONLY | VOLUME_SHAREABLE | VOLUME_CDROM))) {
+                _cleanup_free_ char *c = layer_canonical(v[i].source);
+                r = c ? strv_push(&o->disks, &o->n_disks, c) : -ENOMEM;
+                if (r >= 0)
+                    r = strv_push(&o->disk_vm, &o->n_disk_vm, vm);
+            }
+            volume_clear(&v[i]);
+        }
+        free(v);
+    }
+    if (r >= 0 && xml && lv_xml_macs(xml, &macs) >= 0)
+        for (size_t i = 0; r >= 0 && macs[i]; i++) {
+            r = strv_push(&o->macs, &o->n_macs, macs[i]);
+            if (r >= 0)
+                r = strv_push(&o->mac_vm, &o->n_mac_vm, vm);
+        }
+    return r;
+}
+
+/* Every domain but the one with uuid self. */
+static int
+others_read(virConnectPtr c, const char *self, struct others *o)
+{
+    virDomainPtr *doms = NULL;
+    int n = virConnectListAllDomains(c, &doms, 0), r = 0;
+
+    *o = (struct others) { 0 };
+    if (n < 0)
+        return lv_errno("list the domains", "");
+    for (int i = 0; i < n; i++) {
+        _cleanup_(virDomainFreep) virDomainPtr d = doms[i];
+        char uuid[VIR_UUID_STRING_BUFLEN];
+        if (r < 0 || virDomainGetUUIDString(d, uuid) < 0 || (self && strcmp(uuid, self) == 0))
+            continue;
+        _cleanup_free_ char *inactive = virDomainGetXMLDesc(d, VIR_DOMAIN_XML_INACTIVE);
+        _cleanup_free_ char *live = active(d) ? virDomainGetXMLDesc(d, 0) : NULL;
+        virResetLastError();
+        r = others_add_xml(o, inactive, virDomainGetName(d));
+        if (r >= 0)
+            r = others_add_xml(o, live, virDomainGetName(d));
+    }
+    free(doms);
+    return r;
+}
+
+static const char *
+used_by(char *const *v, char *const *vm, const char *s, bool nocase)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        if (nocase ? strcasecmp(v[i], s) == 0 : strcmp(v[i], s) == 0)
+            return vm[i];
+    return NULL;
+}
+
+static bool
+planned(const struct source_plan *sp, const char *disk)
+{
+    for (size_t i = 0; i < sp->n; i++)
+        if (strcmp(sp->disks[i].name, disk) == 0)
+            return true;
+    return false;
+}
+
+/* Lists the conflicts of putting sp's definition back (conflict lines in
+ * st); *ret_drop_* what BestEffort leaves out. Returns how many of them
+ * are "in use by another VM" (EBUSY in Strict mode). */
+static int
+find_conflicts(virConnectPtr c, const char *self, const struct source_plan *sp,
+               struct restore_status *st, char ***ret_drop_disks, size_t *n_drop_disks,
+               char ***ret_drop_macs, size_t *n_drop_macs)
+{
+    struct others o;
+    struct volume *v = NULL;
+    size_t n = 0;
+    _cleanup_strv_ char **macs = NULL;
+    int in_use = 0, r = others_read(c, self, &o);
+
+    if (r < 0)
+        return r;
+    for (size_t i = 0; sp->missing && sp->missing[i]; i++) {
+        restore_status_conflict(st, "disk %s: the snapshot's data is missing",
+                                sp->missing[i]);
+        strv_push(ret_drop_disks, n_drop_disks, sp->missing[i]);
+    }
+    for (size_t i = 0; i < sp->n; i++) {
+        _cleanup_free_ char *layer = layer_canonical(sp->disks[i].layer);
+        const char *vm = layer ? used_by(o.disks, o.disk_vm, layer, false) : NULL;
+        if (vm) {
+            restore_status_conflict(st, "disk %s: the snapshot's layer '%s' is a disk of "
+                                        "VM '%s'", sp->disks[i].name, layer, vm);
+            strv_push(ret_drop_disks, n_drop_disks, sp->disks[i].name);
+            in_use++;
+        }
+    }
+    if (lv_xml_disks(sp->def, &v, &n) >= 0) {
+        for (size_t i = 0; i < n; i++) {
+            const struct volume *d = &v[i];
+            bool missing_data = false;
+            for (size_t j = 0; sp->missing && sp->missing[j]; j++)
+                missing_data |= strcmp(sp->missing[j], d->name) == 0;
+            if (planned(sp, d->name) || missing_data || !d->source || d->source[0] != '/')
+                continue;
+            struct stat sb;
+            _cleanup_free_ char *canon = layer_canonical(d->source);
+            const char *vm = canon ? used_by(o.disks, o.disk_vm, canon, false) : NULL;
+            if (stat(d->source, &sb) < 0) {
+                restore_status_conflict(st, "disk %s: '%s' is missing", d->name, d->source);
+                strv_push(ret_drop_disks, n_drop_disks, d->name);
+            } else if (vm && !(d->flags & (VOLUME_READONLY | VOLUME_SHAREABLE | VOLUME_CDROM))) {
+                restore_status_conflict(st, "disk %s: '%s' is used by VM '%s'", d->name,
+                                        d->source, vm);
+                strv_push(ret_drop_disks, n_drop_disks, d->name);
+                in_use++;
+            }
+        }
+        for (size_t i = 0; i < n; i++)
+            volume_clear(&v[i]);
+        free(v);
+    }
+    if (lv_xml_macs(sp->def, &macs) >= 0)
+        for (size_t i = 0; macs[i]; i++) {
+            const char *vm = used_by(o.macs, o.mac_vm, macs[i], true);
+            if (vm) {
+                restore_status_conflict(st, "interface %s: the MAC address is used by VM '%s'",
+                                        macs[i], vm);
+                strv_push(ret_drop_macs, n_drop_macs, macs[i]);
+                in_use++;
+            }
+        }
+    others_clear(&o);
+    return in_use;
+}
+
+/* ---- restore ---------------------------------------------------------------- */
+
+struct restore_ctx {
+    struct lv *lv;
+    virConnectPtr c;
+    virDomainPtr dom;
+    const struct restore_request *rq;
+    const struct vmsnapfs_opts *o;
+    struct restore_status *st;
+    uint64_t deadline;
+    struct plan plan;
+    bool stopped;               /* we stopped the VM: start it again */
+};
+
+/* Gives the VM back as it was: running again if we stopped it. */
+static int
+undo(struct restore_ctx *x, int r)
+{
+    if (x->stopped) {
+        int k = start_vm(x->dom);
+        if (k < 0)
+            snprintf(x->st->error + strlen(x->st->error),
+                     sizeof x->st->error - strlen(x->st->error),
+                     "; starting the VM again failed");
+    }
+    plan_remove(&x->plan);
+    return r;
+}
+
+static int
+restore_locked(struct restore_ctx *x)
+{
+    const struct restore_request *rq = x->rq;
+    struct restore_status *st = x->st;
+    const char *vm = virDomainGetName(x->dom);
+    char why[256] = "", uuid[VIR_UUID_STRING_BUFLEN], when[32];
+    struct source_plan sp;
+    _cleanup_strv_ char **drop_disks = calloc(1, sizeof(char *));
+    _cleanup_strv_ char **drop_macs = calloc(1, sizeof(char *));
+    size_t n_drop_disks = 0, n_drop_macs = 0;
+    int r;
+
+    if (!drop_disks || !drop_macs || virDomainGetUUIDString(x->dom, uuid) < 0)
+        return fail(st, -EIO, "cannot read the VM from libvirt");
+    stamp(when);
+    r = source_plan_read(x->dom, rq->snap, &sp, why, sizeof why);
+    if (r < 0) {
+        source_plan_clear(&sp);
+        return fail(st, r, "%s", why[0] ? why : "cannot read the snapshot");
+    }
+
+    /* conflicts: listed in every mode; DryRun stops here */
+    int in_use = find_conflicts(x->c, uuid, &sp, st, &drop_disks, &n_drop_disks,
+                                &drop_macs, &n_drop_macs);
+    if (in_use < 0) {
+        source_plan_clear(&sp);
+        return fail(st, in_use, "cannot compare the snapshot with the other VMs");
+    }
+    if (rq->mode == RESTORE_DRY_RUN) {
+        source_plan_clear(&sp);
+        snprintf(st->error, sizeof st->error, "%s", "");
+        return 0;
+    }
+    if (rq->mode == RESTORE_STRICT && st->n_conflicts) {
+        source_plan_clear(&sp);
+        return fail(st, in_use ? -EBUSY : -EIO, "%zu conflict(s) (see below); nothing was "
+                    "changed (mode=BestEffort leaves those devices out)", st->n_conflicts);
+    }
+    if (sp.n == 0 && sp.x.n_disks > 0 && n_drop_disks == sp.x.n_disks) {
+        source_plan_clear(&sp);
+        return fail(st, -EIO, "nothing of the snapshot's disks is left to restore");
+    }
+
+    /* the VM must be stopped, as the policy says */
+    x->plan.vm = strdup(vm);
+    x->plan.uuid = strdup(uuid);
+    x->plan.snap = strdup(rq->snap);
+    x->plan.overlays = calloc(1, sizeof(char *));
+    x->plan.old = calloc(1, sizeof(char *));
+    if (!x->plan.vm || !x->plan.uuid || !x->plan.snap || !x->plan.overlays || !x->plan.old) {
+        source_plan_clear(&sp);
+        return -ENOMEM;
+    }
+    if (active(x->dom)) {
+        switch (rq->policy) {
+        case RESTORE_FAIL_IMMEDIATE:
+            source_plan_clear(&sp);
+            return fail(st, -EBUSY, "the VM is running and policy=FailImmediate "
+                                    "(policy=StopTarget stops it)");
+        case RESTORE_STOP_TARGET: {
+            _cleanup_free_ char *live = virDomainGetXMLDesc(x->dom, 0);
+            bool agent = live && lv_xml_agent_connected(live) > 0;
+            x->plan.phase = "stopping";
+            x->plan.start_after = true;
+            r = plan_write(&x->plan);
+            if (r >= 0) {
+                log_info("'%s': stopping the VM to restore '%s'", vm, rq->snap);
+                r = stop_vm(x->dom, agent, x->deadline);
+            }
+            if (r < 0) {
+                source_plan_clear(&sp);
+                plan_remove(&x->plan);
+                if (!active(x->dom))
+                    (void) start_vm(x->dom);
+                return fail(st, r == -ETIMEDOUT ? -ETIMEDOUT : -EIO,
+                            "the VM could not be stopped");
+            }
+            x->stopped = true;
+            break;
+        }
+        case RESTORE_WAIT_GRACE_PERIOD:
+        case RESTORE_WAIT_EVENTUALLY: {
+            uint64_t until = x->deadline;
+            if (rq->policy == RESTORE_WAIT_GRACE_PERIOD) {
+                uint64_t g = now_monotonic_ns() + rq->grace_ns;
+                if (!until || g < until)
+                    until = g;
+            }
+            log_info("'%s': waiting for the VM to stop to restore '%s'", vm, rq->snap);
+            if (wait_shutoff(x->dom, until) < 0) {
+                source_plan_clear(&sp);
+                return fail(st, -ETIMEDOUT, "the VM did not stop within %s",
+                            rq->policy == RESTORE_WAIT_GRACE_PERIOD ? "the grace period"
+                                                                    : "the failure deadline");
+            }
+            break;
+        }
+        default:
+            break;
+        }
+    }
+    fault_point("restore-stopped");
+
+    /* the state now, kept as a snapshot: a restore can be undone */
+    char safety[320] = "";
+    if (!x->o->no_safety_snapshot) {
+        struct op_report rep = { .text = "" };
+        snprintf(safety, sizeof safety, "pre-restore-%s-%s", rq->snap, when);
+        r = lv_snapshot_create_locked(x->lv, x->dom, safety, x->o, &rep);
+        if (r < 0) {
+            source_plan_clear(&sp);
+            fail(st, r == -EEXIST ? -EBUSY : r, "the safety snapshot '%s' failed: %s", safety,
+                 rep.text);
+            return undo(x, r == -EEXIST ? -EBUSY : r);
+        }
+        log_info("'%s': the state before the restore is snapshot '%s'", vm, safety);
+    }
+    fault_point("restore-safety");
+
+    /* the old chains go once the restore is through (if nothing else
+     * needs them: the safety snapshot does) */
+    _cleanup_free_ char *cur = virDomainGetXMLDesc(x->dom, VIR_DOMAIN_XML_INACTIVE);
+    struct volume *cv = NULL;
+    size_t ncv = 0;
+    if (!cur || lv_xml_disks(cur, &cv, &ncv) < 0) {
+        source_plan_clear(&sp);
+        fail(st, -EIO, "cannot read the VM's definition");
+        return undo(x, -EIO);
+    }
+    for (size_t i = 0; i < ncv; i++) {
+        if (cv[i].source && cv[i].source[0] == '/')
+            (void) strv_push_chain(&x->plan.old, &x->plan.n_old, cv[i].source);
+        volume_clear(&cv[i]);
+    }
+    free(cv);
+
+    /* fresh overlays on the snapshot's layers, and the definition for them */
+    _cleanup_strv_ char **targets = calloc(sp.n + 1, sizeof(char *));
+    size_t n_targets = 0;
+    for (size_t i = 0; targets && i < sp.n; i++) {
+        bool dropped = false;
+        for (size_t j = 0; j < n_drop_disks; j++)
+            dropped |= strcmp(drop_disks[j], sp.disks[i].name) == 0;
+        if (dropped)
+            continue;
+        char what[320];
+        snprintf(what, sizeof what, "restore-%s-%s", rq->snap, when);
+        _cleanup_free_ char *ov = lv_overlay_path(sp.disks[i].layer, vm, sp.disks[i].name, what);
+        if (!ov || strv_push(&x->plan.overlays, &x->plan.n_overlays, ov) < 0 ||
+            !(targets[n_targets++] = strdup(sp.disks[i].name))) {
+            source_plan_clear(&sp);
+            return undo(x, -ENOMEM);
+        }
+    }
+    _cleanup_free_ char *new_xml = NULL;
+    struct lv_xml_edit e = {
+        .disk_targets = targets,
+        .disk_sources = x->plan.overlays,
+        .drop_disks = drop_disks,
+        .drop_macs = drop_macs,
+    };
+    r = targets ? lv_xml_edit(sp.def, &e, &new_xml) : -ENOMEM;
+    if (r < 0) {
+        source_plan_clear(&sp);
+        fail(st, -EIO, "cannot rewrite the snapshot's definition for the new disks");
+        return undo(x, -EIO);
+    }
+
+    x->plan.phase = "prepared";
+    r = plan_write(&x->plan);
+    for (size_t i = 0, k = 0; r >= 0 && i < sp.n && k < n_targets; i++) {
+        if (strcmp(sp.disks[i].name, targets[k]) != 0)
+            continue;
+        r = make_overlay(x->plan.overlays[k], sp.disks[i].layer, sp.disks[i].format);
+        k++;
+    }
+    source_plan_clear(&sp);
+    if (r < 0) {
+        drop_overlays(x->plan.overlays);
+        fail(st, r == -EEXIST ? -EEXIST : -EIO, "cannot make the new disk overlays");
+        return undo(x, r == -EEXIST ? -EEXIST : -EIO);
+    }
+    fault_point("restore-overlays");
+
+    virDomainPtr d = virDomainDefineXML(x->c, new_xml);
+    if (!d) {
+        r = lv_errno("define the restored definition of", vm);
+        virErrorPtr err = virGetLastError();
+        fail(st, r == -EBUSY ? -EBUSY : -EIO, "libvirt refused the snapshot's definition: %s",
+             err && err->message ? err->message : "define failed");
+        drop_overlays(x->plan.overlays);
+        return undo(x, r == -EBUSY ? -EBUSY : -EIO);
+    }
+    virDomainFree(d);
+    fault_point("restore-defined");
+    x->plan.phase = "defined";
+    (void) plan_write(&x->plan);
+
+    if (x->stopped && (r = start_vm(x->dom)) < 0) {
+        plan_remove(&x->plan);
+        lv_reclaim(x->c, x->plan.old);
+        return fail(st, -EIO, "restored, but the VM did not start again (see the log)");
+    }
+    plan_remove(&x->plan);
+    lv_reclaim(x->c, x->plan.old);
+    snprintf(st->error, sizeof st->error, "%s", "");
+    log_info("'%s': restored to '%s'%s%s%s", vm, rq->snap, safety[0] ? "; the state before is "
+             "snapshot '" : "", safety, safety[0] ? "'" : "");
+    return 0;
+}
+
+int
+lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
+           const struct vmsnapfs_opts *o, struct restore_status *st)
+{
+    struct lv *lv = h;
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
+    _cleanup_(virDomainFreep) virDomainPtr dom = NULL;
+    int r = 0;
+
+    if (!c)
+        return fail(st, -EIO, "no connection to libvirt");
+    dom = lv_lookup(c, ref->name, &r);
+    if (!dom)
+        return fail(st, r, "no such VM");
+    if (lv_vm_has_views(lv, ref->name))
+        return fail(st, -EBUSY, "a volume of this VM is open");
+    r = lv_op_begin(lv, ref->name, NULL);
+    if (r < 0)
+        return fail(st, r, "another operation runs on this VM");
+    struct restore_ctx x = {
+        .lv = lv, .c = c, .dom = dom, .rq = rq, .o = o, .st = st,
+        .deadline = o->failure_deadline_ns ? now_monotonic_ns() + o->failure_deadline_ns : 0,
+    };
+    /* another daemon of this host may restore the same VM */
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    _cleanup_close_ int lock = virDomainGetUUIDString(dom, uuid) < 0 ? -EIO
+                                                                     : plan_lock(uuid, false);
+    if (lock < 0)
+        r = fail(st, lock == -EBUSY ? -EBUSY : -EIO, lock == -EBUSY ?
+                 "another vmsnapfs restores this VM" : "cannot lock the restore plan");
+    else
+        r = restore_locked(&x);
+    plan_clear(&x.plan);
+    lv_op_end(lv, ref->name);
+    return r;
+}
+
+/* ---- recovery -------------------------------------------------------------- */
+
+static bool
+defines_overlays(virDomainPtr dom, char *const *overlays)
+{
+    _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
+    struct volume *v = NULL;
+    size_t n = 0;
+    bool found = false;
+
+    if (!xml || lv_xml_disks(xml, &v, &n) < 0) {
+        virResetLastError();
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; !found && v[i].source && overlays[j]; j++)
+            found = strcmp(v[i].source, overlays[j]) == 0;
+        volume_clear(&v[i]);
+    }
+    free(v);
+    return found;
+}
+
+static void
+recover_one(virConnectPtr c, const char *path)
+{
+    struct plan p;
+    _cleanup_free_ char *uuid = strdup(strrchr(path, '/') + 1);
+    if (!uuid)
+        return;
+    uuid[strlen(uuid) - strlen(".json")] = '\0';
+    _cleanup_close_ int lock = plan_lock(uuid, false);
+    if (lock < 0)
+        return;         /* a live daemon's restore, or no state dir */
+    if (plan_read(path, &p) < 0) {
+        log_warning("'%s' is not a restore plan vmsnapfs can read: left alone", path);
+        return;
+    }
+    _cleanup_(virDomainFreep) virDomainPtr dom = virDomainLookupByUUIDString(c, p.uuid);
+    virResetLastError();
+    if (!dom) {
+        log_warning("restore plan of '%s': the VM is gone", p.vm);
+        drop_overlays(p.overlays);
+        plan_remove(&p);
+        plan_clear(&p);
+        return;
+    }
+    if (strcmp(p.phase, "prepared") == 0)
+        p.phase = defines_overlays(dom, p.overlays) ? "defined" : "rolled back";
+    if (strcmp(p.phase, "defined") == 0) {
+        log_warning("'%s': finished the restore to '%s' that a killed vmsnapfs left",
+                    p.vm, p.snap);
+    } else {
+        /* the definition is the old one (libvirt replaces it atomically):
+         * only the new overlays are to go */
+        if (strcmp(p.phase, "rolled back") == 0)
+            drop_overlays(p.overlays);
+        log_warning("'%s': rolled back the restore to '%s' that a killed vmsnapfs left; "
+                    "the VM is as it was", p.vm, p.snap);
+    }
+    if (p.start_after) {
+        /* it may still be shutting down */
+        (void) wait_shutoff(dom, now_monotonic_ns() + STOP_GRACE_NS);
+        if (start_vm(dom) < 0)
+            log_warning("'%s': could not start the VM again after the restore", p.vm);
+        else
+            log_info("'%s': started again", p.vm);
+    }
+    plan_remove(&p);
+    if (strcmp(p.phase, "defined") == 0)
+        lv_reclaim(c, p.old);
+    plan_clear(&p);
+}
+
+void
+lv_restore_recover(struct lv *lv, virConnectPtr c)
+{
+    _cleanup_free_ char *dir = plan_dir();
+    DIR *d = dir ? opendir(dir) : NULL;
+    struct dirent *de;
+
+    (void) lv;
+    if (!d)
+        return;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len < 6 || strcmp(de->d_name + len - 5, ".json") != 0)
+            continue;
+        _cleanup_free_ char *path = NULL;
+        if (asprintf(&path, "%s/%s", dir, de->d_name) < 0)
+            break;
+        recover_one(c, path);
+    }
+    closedir(d);
+}
+
+/* ---- clone ------------------------------------------------------------------- */
+
+/* A serial number for the clone's firmware: 16 hex digits. */
+static void
+new_serial(char buf[33])
+{
+    unsigned char b[16] = { 0 };
+    _cleanup_close_ int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, b, sizeof b) != (ssize_t) sizeof b) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        memcpy(b, &ts, sizeof ts < sizeof b ? sizeof ts : sizeof b);
+    }
+    for (size_t i = 0; i < 16; i++)
+        snprintf(buf + 2 * i, 3, "%02x", b[i]);
+}
+
+static int
+report(struct op_report *rep, int r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+report(struct op_report *rep, int r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rep->text, sizeof rep->text, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+static int
+clone_locked(struct lv *lv, virConnectPtr c, virDomainPtr dom, const char *snap,
+             const char *new_name, struct op_report *rep)
+{
+    struct source_plan sp;
+    char why[256] = "", serial[33];
+    const char *vm = virDomainGetName(dom);
+    struct volume *v = NULL;
+    size_t n = 0, n_ov = 0, n_drop = 0;
+    _cleanup_strv_ char **overlays = calloc(1, sizeof(char *));
+    _cleanup_strv_ char **targets = calloc(1, sizeof(char *));
+    _cleanup_strv_ char **drop = calloc(1, sizeof(char *));
+    int r;
+
+    (void) lv;
+    if (!overlays || !targets || !drop)
+        return -ENOMEM;
+    r = source_plan_read(dom, snap, &sp, why, sizeof why);
+    if (r >= 0 && sp.n_missing)
+        r = report(rep, -EIO, "the snapshot's data of disk %s is missing", sp.missing[0]);
+    else if (r < 0)
+        report(rep, r, "%s", why);
+    for (size_t i = 0; r >= 0 && i < sp.n; i++) {
+        _cleanup_free_ char *ov = lv_overlay_path(sp.disks[i].layer, new_name,
+                                                  sp.disks[i].name, "clone");
+        size_t n_t = n_ov;
+        if (!ov || strv_push(&overlays, &n_ov, ov) < 0 ||
+            strv_push(&targets, &n_t, sp.disks[i].name) < 0)
+            r = -ENOMEM;
+        else if (access(ov, F_OK) == 0)
+            r = report(rep, -EEXIST, "the file '%s' exists already", ov);
+    }
+    /* disks the snapshot did not cover: read-only, shareable and cdrom
+     * ones are shared; a writable one would be written by two VMs */
+    if (r >= 0 && lv_xml_disks(sp.def, &v, &n) >= 0) {
+        for (size_t i = 0; i < n; i++) {
+            if (r >= 0 && !planned(&sp, v[i].name) &&
+                !(v[i].flags & (VOLUME_READONLY | VOLUME_SHAREABLE | VOLUME_CDROM)))
+                r = strv_push(&drop, &n_drop, v[i].name);
+            volume_clear(&v[i]);
+        }
+        free(v);
+    }
+    new_serial(serial);
+    _cleanup_free_ char *xml = NULL;
+    struct lv_xml_edit e = {
+        .name = new_name,
+        .drop_uuid = true,
+        .new_macs = true,
+        .disk_targets = targets,
+        .disk_sources = overlays,
+        .drop_disks = drop,
+        .serial = serial,
+        .old_name = vm,
+    };
+    if (r >= 0 && lv_xml_edit(sp.def, &e, &xml) < 0)
+        r = report(rep, -EIO, "cannot rewrite the snapshot's definition for the clone");
+    for (size_t i = 0; r >= 0 && i < sp.n; i++)
+        if ((r = make_overlay(overlays[i], sp.disks[i].layer, sp.disks[i].format)) < 0) {
+            for (size_t j = 0; j < i; j++) {
+                unlink(overlays[j]);
+                layer_mine_remove(overlays[j]);
+            }
+            report(rep, r == -EEXIST ? -EEXIST : -EIO, "cannot make the clone's disk overlays");
+        }
+    size_t n_disks = sp.n;
+    source_plan_clear(&sp);
+    if (r < 0)
+        return r;
+    virDomainPtr d = virDomainDefineXML(c, xml);
+    if (!d) {
+        r = lv_errno("define the clone", new_name);
+        virErrorPtr err = virGetLastError();
+        report(rep, r == -EEXIST ? -EEXIST : -EIO, "libvirt refused the clone's definition: %s",
+               err && err->message ? err->message : "define failed");
+        drop_overlays(overlays);
+        return r == -EEXIST ? -EEXIST : -EIO;
+    }
+    virDomainFree(d);
+    return report(rep, 0, "defined VM '%s' (stopped): %zu disk(s) as overlays on the "
+                          "snapshot's layers%s%zu left out", new_name, n_disks,
+                  n_drop ? ", " : "", n_drop);
+}
+
+int
+lv_clone(void *h, const struct vm_ref *ref, const char *snap, const char *new_name,
+         const struct vmsnapfs_opts *o, struct op_report *rep)
+{
+    struct lv *lv = h;
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
+    _cleanup_(virDomainFreep) virDomainPtr dom = NULL;
+    int r = 0;
+
+    (void) o;
+    if (!c)
+        return report(rep, -EIO, "no connection to libvirt");
+    dom = lv_lookup(c, ref->name, &r);
+    if (!dom)
+        return r;
+    virDomainPtr exists = virDomainLookupByName(c, new_name);
+    virResetLastError();
+    if (exists) {
+        virDomainFree(exists);
+        return report(rep, -EEXIST, "a VM named '%s' exists", new_name);
+    }
+    /* the source VM's operation keeps rmdir of the snapshot out; the new
+     * name's keeps a second clone of that name out */
+    r = lv_op_begin(lv, ref->name, NULL);
+    if (r < 0)
+        return report(rep, r, "another operation runs on this VM");
+    r = lv_op_begin(lv, new_name, NULL);
+    if (r < 0) {
+        lv_op_end(lv, ref->name);
+        return report(rep, r, "a clone of that name is being made");
+    }
+    r = clone_locked(lv, c, dom, snap, new_name, rep);
+    lv_op_end(lv, new_name);
+    lv_op_end(lv, ref->name);
+    return r;
+}

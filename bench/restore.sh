@@ -48,25 +48,33 @@ done
 ms_now() { echo $(( $(date +%s%N) / 1000000 )); }
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
-declare -A rs cl pr pc
+declare -A rs cl pr pc layer lat clat peer pclat
 for size in 64M 2G; do
     vm=$prefix$size
-    lat=() clat=() peer=() pclat=()
-    layer=$(qemu-img info -U --backing-chain --output=json \
+    layer[$size]=$(qemu-img info -U --backing-chain --output=json \
         "$(virsh -c qemu:///system snapshot-dumpxml "$vm" s0 | sed -n "s/.*<source file='\([^']*\)'.*/\1/p" | head -n 1)" |
         sed -n 's/.*"filename": "\([^"]*\)".*/\1/p' | sed -n 2p)
-    for ((i = 0; i < n; i++)); do
+done
+# the sizes take turns, so both see the same number of domains and
+# snapshots on the host (a restore compares with every other domain)
+for ((i = 0; i < n; i++)); do
+    for size in 64M 2G; do
+        vm=$prefix$size
+        # the safety snapshot's name has a one-second stamp: a restore in
+        # the same second as the last one would wait for the next second
+        sleep 1.1
         t0=$(ms_now)
-        echo s0 >"$mnt/$vm/restore"
+        echo s0 >"$mnt/$vm/restore" || { cat "$mnt/$vm/restore"; exit 1; }
         t1=$(ms_now)
-        lat+=($((t1 - t0)))
+        lat[$size]+=" $((t1 - t0))"
         t0=$(ms_now)
-        echo "${prefix}c$size-$i" >"$mnt/$vm/snapshots/s0/clone"
+        echo "${prefix}c${size,,}-$i" >"$mnt/$vm/snapshots/s0/clone" ||
+            { tail -n 3 "$mnt/$vm/events"; exit 1; }
         t1=$(ms_now)
-        clat+=($((t1 - t0)))
+        clat[$size]+=" $((t1 - t0))"
         # the admin's script: an overlay on the layer, the definition back
         t0=$(ms_now)
-        qemu-img create -q -f qcow2 -F qcow2 -b "$layer" "$work/peer-$size-$i.qcow2"
+        qemu-img create -q -f qcow2 -F qcow2 -b "${layer[$size]}" "$work/peer-$size-$i.qcow2"
         virsh -c qemu:///system snapshot-dumpxml "$vm" s0 |
             sed -n '/<inactiveDomain/,/<\/inactiveDomain>/p' |
             sed 's/inactiveDomain/domain/g' |
@@ -74,19 +82,21 @@ for size in 64M 2G; do
                 >"$work/peer.xml"
         virsh -c qemu:///system define "$work/peer.xml" >/dev/null
         t1=$(ms_now)
-        peer+=($((t1 - t0)))
+        peer[$size]+=" $((t1 - t0))"
         t0=$(ms_now)
         virt-clone --connect qemu:///system --original "$vm" --name "${prefix}v$size-$i" \
             --file "$work/virt-clone-$size-$i.qcow2" >/dev/null 2>&1
         t1=$(ms_now)
-        pclat+=($((t1 - t0)))
+        pclat[$size]+=" $((t1 - t0))"
     done
-    rs[$size]=$(printf '%s\n' "${lat[@]}" | median)
-    cl[$size]=$(printf '%s\n' "${clat[@]}" | median)
-    pr[$size]=$(printf '%s\n' "${peer[@]}" | median)
-    pc[$size]=$(printf '%s\n' "${pclat[@]}" | median)
-    echo "$size disk: restore median ${rs[$size]} ms (all: ${lat[*]}); clone median ${cl[$size]} ms (all: ${clat[*]})"
-    echo "$size disk: peers: qemu-img create + virsh define median ${pr[$size]} ms (all: ${peer[*]}); virt-clone median ${pc[$size]} ms (all: ${pclat[*]})"
+done
+for size in 64M 2G; do
+    rs[$size]=$(printf '%s\n' ${lat[$size]} | median)
+    cl[$size]=$(printf '%s\n' ${clat[$size]} | median)
+    pr[$size]=$(printf '%s\n' ${peer[$size]} | median)
+    pc[$size]=$(printf '%s\n' ${pclat[$size]} | median)
+    echo "$size disk: restore median ${rs[$size]} ms (all:${lat[$size]}); clone median ${cl[$size]} ms (all:${clat[$size]})"
+    echo "$size disk: peers: qemu-img create + virsh define median ${pr[$size]} ms (all:${peer[$size]}); virt-clone median ${pc[$size]} ms (all:${pclat[$size]})"
 done
 awk -v r2="${rs[2G]}" -v r6="${rs[64M]}" -v c2="${cl[2G]}" -v c6="${cl[64M]}" \
     -v p2="${pr[2G]}" -v v2="${pc[2G]}" 'BEGIN {

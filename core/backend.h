@@ -26,7 +26,10 @@
  *                Succeeded once in the metadata
  *  restore       vmsnapfs applies a plan itself    VirtualMachineRestore with
  *                (libvirt 9 cannot revert          targetReadinessPolicy; status
- *                external snapshots)               .complete, .conditions
+ *                external snapshots): new          .complete, .conditions
+ *                overlays, the captured definition
+ *  clone         a new domain on new overlays      VirtualMachineClone (source:
+ *                of the snapshot's layers          the VirtualMachineSnapshot)
  *  volume data   pread on the qcow2/raw layers     a VirtualMachineExport of the VM
  *                (extent map), NBD for live disks  or snapshot, read over HTTPS
  *                (pull-mode backup)                with Range and the export token
@@ -132,6 +135,7 @@ struct restore_status {
     char error[512];            /* "" or why it failed */
     char *conflicts[RESTORE_MAX_CONFLICTS + 1];  /* NULL-terminated, owned */
     size_t n_conflicts;
+    bool began;                 /* the backend took the VM (not EBUSY at once) */
 };
 
 void restore_status_clear(struct restore_status *st);

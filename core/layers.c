@@ -123,8 +123,11 @@ layer_chain(const char *top, char ***ret)
         }
         if (!next)
             break;
-        if (next[0] != '/') {           /* not a file: listed, not followed */
-            v[n++] = next;
+        if (next[0] != '/' || n >= MAX_CHAIN) {   /* not a file, or too deep */
+            if (n < MAX_CHAIN)
+                v[n++] = next;          /* listed, not followed */
+            else
+                free(next);
             break;
         }
         cur = layer_canonical(next);
@@ -319,7 +322,7 @@ layer_mine_remove(const char *path)
     registry_path(reg, sizeof reg);
     snprintf(tmp, sizeof tmp, "%s.new", reg);
     _cleanup_(fclosep) FILE *in = fopen(reg, "re");
-    FILE *out = in ? fopen(tmp, "we") : NULL;
+    _cleanup_(fclosep) FILE *out = in ? fopen(tmp, "we") : NULL;
     if (!out)
         return;
     while (getline(&line, &cap, in) > 0) {
@@ -329,8 +332,10 @@ layer_mine_remove(const char *path)
         fprintf(out, "%.*s\n", (int) len, line);
     }
     free(line);
-    if (fflush(out) != 0 || fsync(fileno(out)) < 0 || fclose(out) != 0 ||
-        rename(tmp, reg) < 0) {
+    int bad = fflush(out) != 0 || fsync(fileno(out)) < 0;
+    bad |= fclose(out) != 0;
+    out = NULL;
+    if (bad || rename(tmp, reg) < 0) {
         log_warning("cannot update '%s': %s", reg, strerror(errno));
         unlink(tmp);
     }

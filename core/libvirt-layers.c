@@ -14,6 +14,17 @@
 #include "libvirt.h"
 #include "log.h"
 
+/* Is the last error "no such object" (gone meanwhile)? Resets it then. */
+static bool
+gone(int code)
+{
+    virErrorPtr e = virGetLastError();
+    if (!e || e->code != code)
+        return false;
+    virResetLastError();
+    return true;
+}
+
 static int
 add_top(struct layer_refs *g, const char *source)
 {
@@ -25,7 +36,7 @@ add_top(struct layer_refs *g, const char *source)
 }
 
 static int
-add_domain_xml(struct layer_refs *g, const char *xml, bool snapshot)
+add_domain_xml(struct layer_refs *g, const char *xml, bool snapshot, const char *vm)
 {
     struct volume *v = NULL;
     size_t n = 0;
@@ -34,7 +45,8 @@ add_domain_xml(struct layer_refs *g, const char *xml, bool snapshot)
     if (snapshot) {
         struct lv_xml_snapshot x;
         if (lv_xml_snapshot_parse(xml, &x) < 0)
-            return 0;   /* one odd snapshot (made elsewhere) does not stop us */
+            return log_error_errno(-EIO, "cannot parse a snapshot of '%s': which images "
+                                   "build on which cannot be told", vm);
         for (size_t i = 0; r >= 0 && i < x.n_disks; i++)
             if (!(x.disks[i].flags & (VOLUME_NOT_SNAPSHOTTED | VOLUME_INTERNAL)))
                 r = add_top(g, x.disks[i].source);
@@ -42,7 +54,8 @@ add_domain_xml(struct layer_refs *g, const char *xml, bool snapshot)
         return r;
     }
     if (lv_xml_disks(xml, &v, &n) < 0)
-        return 0;
+        return log_error_errno(-EIO, "cannot parse the definition of '%s': which images "
+                               "build on which cannot be told", vm);
     for (size_t i = 0; i < n; i++) {
         if (r >= 0)
             r = add_top(g, v[i].source);
@@ -67,19 +80,31 @@ lv_layer_refs(virConnectPtr c, struct layer_refs **ret)
         _cleanup_(virDomainFreep) virDomainPtr d = doms[i];
         if (!g || r < 0)
             continue;
+        const char *name = virDomainGetName(d);
+        /* fail closed: a domain or snapshot left out could be a user of a
+         * layer that would then be merged into or removed */
         _cleanup_free_ char *inactive = virDomainGetXMLDesc(d, VIR_DOMAIN_XML_INACTIVE);
-        _cleanup_free_ char *live = virDomainIsActive(d) == 1 ? virDomainGetXMLDesc(d, 0) : NULL;
         if (!inactive) {
-            /* gone meanwhile: its disks are no one's */
-            virResetLastError();
+            if (gone(VIR_ERR_NO_DOMAIN))
+                continue;       /* undefined meanwhile */
+            r = lv_errno("read the definition for its disk chains of", name);
             continue;
         }
-        r = add_domain_xml(g, inactive, false);
+        int active = virDomainIsActive(d);
+        _cleanup_free_ char *live = active == 1 ? virDomainGetXMLDesc(d, 0) : NULL;
+        if (active == 1 && !live && !gone(VIR_ERR_NO_DOMAIN)) {
+            r = lv_errno("read the running definition for its disk chains of", name);
+            continue;
+        }
+        virResetLastError();
+        r = add_domain_xml(g, inactive, false, name);
         if (r >= 0 && live)
-            r = add_domain_xml(g, live, false);
+            r = add_domain_xml(g, live, false, name);
 
         virDomainSnapshotPtr *snaps = NULL;
         int ns = virDomainListAllSnapshots(d, &snaps, 0);
+        if (ns < 0 && gone(VIR_ERR_NO_DOMAIN))
+            continue;
         if (ns < 0) {
             r = lv_errno("list the snapshots for their disk chains of", virDomainGetName(d));
             continue;
@@ -88,9 +113,9 @@ lv_layer_refs(virConnectPtr c, struct layer_refs **ret)
             _cleanup_(virDomainSnapshotFreep) virDomainSnapshotPtr s = snaps[j];
             _cleanup_free_ char *xml = r >= 0 ? virDomainSnapshotGetXMLDesc(s, 0) : NULL;
             if (xml)
-                r = add_domain_xml(g, xml, true);
-            else if (r >= 0)
-                r = lv_errno("read a snapshot for its disk chains of", virDomainGetName(d));
+                r = add_domain_xml(g, xml, true, name);
+            else if (r >= 0 && !gone(VIR_ERR_NO_DOMAIN_SNAPSHOT))
+                r = lv_errno("read a snapshot for its disk chains of", name);
         }
         free(snaps);
     }

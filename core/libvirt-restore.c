@@ -199,8 +199,12 @@ json_strv(struct json_object *a, size_t *ret_n)
 {
     size_t n = a && json_object_is_type(a, json_type_array) ? json_object_array_length(a) : 0;
     char **v = calloc(n + 1, sizeof *v);
-    for (size_t i = 0; v && i < n; i++)
-        v[i] = strdup(json_object_get_string(json_object_array_get_idx(a, i)) ?: "");
+    for (size_t i = 0; v && i < n; i++) {
+        if (!(v[i] = strdup(json_object_get_string(json_object_array_get_idx(a, i)) ?: ""))) {
+            strv_free(v);
+            return NULL;
+        }
+    }
     *ret_n = n;
     return v;
 }
@@ -525,10 +529,15 @@ find_conflicts(virConnectPtr c, const char *self, const struct source_plan *sp,
     struct volume *v = NULL;
     size_t n = 0;
     _cleanup_strv_ char **macs = NULL;
+    struct layer_refs *g = NULL;
     int in_use = 0, r = others_read(c, self, &o);
 
     if (r < 0)
         return r;
+    if ((r = lv_layer_refs(c, &g)) < 0) {
+        others_clear(&o);
+        return r;
+    }
     for (size_t i = 0; sp->missing && sp->missing[i]; i++) {
         restore_status_conflict(st, "disk %s: the snapshot's data is missing",
                                 sp->missing[i]);
@@ -563,6 +572,14 @@ find_conflicts(virConnectPtr c, const char *self, const struct source_plan *sp,
                                         d->source, vm);
                 strv_push(ret_drop_disks, n_drop_disks, d->name);
                 in_use++;
+            } else if (canon && layer_refs_children(g, canon, NULL) > 0 &&
+                       !(d->flags & (VOLUME_READONLY | VOLUME_CDROM))) {
+                /* written to, it would change what a snapshot or a clone
+                 * built on it reads */
+                restore_status_conflict(st, "disk %s: '%s' is a layer other images build on",
+                                        d->name, d->source);
+                strv_push(ret_drop_disks, n_drop_disks, d->name);
+                in_use++;
             }
         }
         for (size_t i = 0; i < n; i++)
@@ -580,7 +597,34 @@ find_conflicts(virConnectPtr c, const char *self, const struct source_plan *sp,
             }
         }
     others_clear(&o);
+    layer_refs_free(g);
     return in_use;
+}
+
+/* Does dom's saved definition name any of the overlays? 1 yes, 0 no,
+ * -EIO if that cannot be told now (then nothing may be dropped). */
+static int
+defines_overlays(virDomainPtr dom, char *const *overlays)
+{
+    _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
+    struct volume *v = NULL;
+    size_t n = 0;
+    int found = 0;
+
+    if (!xml || lv_xml_disks(xml, &v, &n) < 0) {
+        virResetLastError();
+        return -EIO;
+    }
+    for (size_t i = 0; i < n; i++) {
+        _cleanup_free_ char *src = v[i].source ? layer_canonical(v[i].source) : NULL;
+        for (size_t j = 0; !found && src && overlays[j]; j++) {
+            _cleanup_free_ char *ov = layer_canonical(overlays[j]);
+            found = ov && strcmp(src, ov) == 0;
+        }
+        volume_clear(&v[i]);
+    }
+    free(v);
+    return found;
 }
 
 /* ---- restore ---------------------------------------------------------------- */
@@ -720,7 +764,20 @@ restore_locked(struct restore_ctx *x)
     char safety[320] = "";
     if (!x->o->no_safety_snapshot) {
         struct op_report rep = { .text = "" };
-        snprintf(safety, sizeof safety, "pre-restore-%s-%s", rq->snap, when);
+        /* the name has a one-second stamp: a restore in the same second as
+         * the last one waits for the next second */
+        for (int tries = 0; tries < 3; tries++) {
+            stamp(when);
+            snprintf(safety, sizeof safety, "pre-restore-%s-%s", rq->snap, when);
+            virDomainSnapshotPtr e = virDomainSnapshotLookupByName(x->dom, safety, 0);
+            virResetLastError();
+            if (!e)
+                break;
+            virDomainSnapshotFree(e);
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            sleep_ns(UINT64_C(1000000000) - (uint64_t) ts.tv_nsec);
+        }
         r = lv_snapshot_create_locked(x->lv, x->dom, safety, x->o, &rep);
         if (r < 0) {
             source_plan_clear(&sp);
@@ -758,9 +815,16 @@ restore_locked(struct restore_ctx *x)
             dropped |= strcmp(drop_disks[j], sp.disks[i].name) == 0;
         if (dropped)
             continue;
-        char what[320];
-        snprintf(what, sizeof what, "restore-%s-%s", rq->snap, when);
-        _cleanup_free_ char *ov = lv_overlay_path(sp.disks[i].layer, vm, sp.disks[i].name, what);
+        char what[340];
+        _cleanup_free_ char *ov = NULL;
+        for (int k = 1; k < 100; k++) {     /* a name no file has */
+            snprintf(what, sizeof what, k == 1 ? "restore-%s-%s" : "restore-%s-%s-%d",
+                     rq->snap, when, k);
+            free(ov);
+            ov = lv_overlay_path(sp.disks[i].layer, vm, sp.disks[i].name, what);
+            if (!ov || access(ov, F_OK) < 0)
+                break;
+        }
         if (!ov || strv_push(&x->plan.overlays, &x->plan.n_overlays, ov) < 0 ||
             !(targets[n_targets++] = strdup(sp.disks[i].name))) {
             source_plan_clear(&sp);
@@ -783,15 +847,21 @@ restore_locked(struct restore_ctx *x)
 
     x->plan.phase = "prepared";
     r = plan_write(&x->plan);
+    _cleanup_strv_ char **made = calloc(n_targets + 1, sizeof(char *));
+    size_t n_made = 0;
+    if (!made)
+        r = -ENOMEM;
     for (size_t i = 0, k = 0; r >= 0 && i < sp.n && k < n_targets; i++) {
         if (strcmp(sp.disks[i].name, targets[k]) != 0)
             continue;
         r = make_overlay(x->plan.overlays[k], sp.disks[i].layer, sp.disks[i].format);
+        if (r >= 0)
+            r = strv_push(&made, &n_made, x->plan.overlays[k]);
         k++;
     }
     source_plan_clear(&sp);
     if (r < 0) {
-        drop_overlays(x->plan.overlays);
+        drop_overlays(made);        /* only what this restore made */
         fail(st, r == -EEXIST ? -EEXIST : -EIO, "cannot make the new disk overlays");
         return undo(x, r == -EEXIST ? -EEXIST : -EIO);
     }
@@ -803,10 +873,23 @@ restore_locked(struct restore_ctx *x)
         virErrorPtr err = virGetLastError();
         fail(st, r == -EBUSY ? -EBUSY : -EIO, "libvirt refused the snapshot's definition: %s",
              err && err->message ? err->message : "define failed");
-        drop_overlays(x->plan.overlays);
-        return undo(x, r == -EBUSY ? -EBUSY : -EIO);
+        /* refused, or applied and the answer lost? */
+        int k = defines_overlays(x->dom, made);
+        if (k < 0) {
+            /* cannot tell now: the plan stays for the next start, which
+             * finishes or rolls back */
+            snprintf(st->error, sizeof st->error, "lost libvirt in the middle of the restore; "
+                     "the next start of vmsnapfs finishes or rolls it back");
+            return -EIO;
+        }
+        if (k == 0) {
+            drop_overlays(made);
+            return undo(x, r == -EBUSY ? -EBUSY : -EIO);
+        }
+        st->error[0] = '\0';
     }
-    virDomainFree(d);
+    if (d)
+        virDomainFree(d);
     fault_point("restore-defined");
     x->plan.phase = "defined";
     (void) plan_write(&x->plan);
@@ -843,6 +926,7 @@ lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
     r = lv_op_begin(lv, ref->name, NULL);
     if (r < 0)
         return fail(st, r, "another operation runs on this VM");
+    st->began = true;
     struct restore_ctx x = {
         .lv = lv, .c = c, .dom = dom, .rq = rq, .o = o, .st = st,
         .deadline = o->failure_deadline_ns ? now_monotonic_ns() + o->failure_deadline_ns : 0,
@@ -863,29 +947,8 @@ lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
 
 /* ---- recovery -------------------------------------------------------------- */
 
-static bool
-defines_overlays(virDomainPtr dom, char *const *overlays)
-{
-    _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
-    struct volume *v = NULL;
-    size_t n = 0;
-    bool found = false;
-
-    if (!xml || lv_xml_disks(xml, &v, &n) < 0) {
-        virResetLastError();
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        for (size_t j = 0; !found && v[i].source && overlays[j]; j++)
-            found = strcmp(v[i].source, overlays[j]) == 0;
-        volume_clear(&v[i]);
-    }
-    free(v);
-    return found;
-}
-
 static void
-recover_one(virConnectPtr c, const char *path)
+recover_one(struct lv *lv, virConnectPtr c, const char *path)
 {
     struct plan p;
     _cleanup_free_ char *uuid = strdup(strrchr(path, '/') + 1);
@@ -900,16 +963,33 @@ recover_one(virConnectPtr c, const char *path)
         return;
     }
     _cleanup_(virDomainFreep) virDomainPtr dom = virDomainLookupByUUIDString(c, p.uuid);
-    virResetLastError();
     if (!dom) {
-        log_warning("restore plan of '%s': the VM is gone", p.vm);
-        drop_overlays(p.overlays);
-        plan_remove(&p);
+        virErrorPtr e = virGetLastError();
+        bool gone = e && e->code == VIR_ERR_NO_DOMAIN;
+        virResetLastError();
+        if (gone) {
+            log_warning("restore plan of '%s': the VM is gone", p.vm);
+            lv_reclaim(c, p.overlays);      /* ours and unused only */
+            plan_remove(&p);
+        }
+        plan_clear(&p);     /* else: the next start looks again */
+        return;
+    }
+    /* another daemon of this host working on the VM: not ours to judge */
+    if (lv_op_begin(lv, p.vm, NULL) < 0) {
         plan_clear(&p);
         return;
     }
-    if (strcmp(p.phase, "prepared") == 0)
-        p.phase = defines_overlays(dom, p.overlays) ? "defined" : "rolled back";
+    if (strcmp(p.phase, "prepared") == 0) {
+        int k = defines_overlays(dom, p.overlays);
+        if (k < 0) {
+            log_warning("'%s': cannot read its definition: the restore plan stays", p.vm);
+            lv_op_end(lv, p.vm);
+            plan_clear(&p);
+            return;
+        }
+        p.phase = k ? "defined" : "rolled back";
+    }
     if (strcmp(p.phase, "defined") == 0) {
         log_warning("'%s': finished the restore to '%s' that a killed vmsnapfs left",
                     p.vm, p.snap);
@@ -917,7 +997,7 @@ recover_one(virConnectPtr c, const char *path)
         /* the definition is the old one (libvirt replaces it atomically):
          * only the new overlays are to go */
         if (strcmp(p.phase, "rolled back") == 0)
-            drop_overlays(p.overlays);
+            lv_reclaim(c, p.overlays);      /* ours and unused only */
         log_warning("'%s': rolled back the restore to '%s' that a killed vmsnapfs left; "
                     "the VM is as it was", p.vm, p.snap);
     }
@@ -932,6 +1012,7 @@ recover_one(virConnectPtr c, const char *path)
     plan_remove(&p);
     if (strcmp(p.phase, "defined") == 0)
         lv_reclaim(c, p.old);
+    lv_op_end(lv, p.vm);
     plan_clear(&p);
 }
 
@@ -942,7 +1023,6 @@ lv_restore_recover(struct lv *lv, virConnectPtr c)
     DIR *d = dir ? opendir(dir) : NULL;
     struct dirent *de;
 
-    (void) lv;
     if (!d)
         return;
     while ((de = readdir(d))) {
@@ -952,7 +1032,7 @@ lv_restore_recover(struct lv *lv, virConnectPtr c)
         _cleanup_free_ char *path = NULL;
         if (asprintf(&path, "%s/%s", dir, de->d_name) < 0)
             break;
-        recover_one(c, path);
+        recover_one(lv, c, path);
     }
     closedir(d);
 }
@@ -1017,8 +1097,15 @@ clone_locked(struct lv *lv, virConnectPtr c, virDomainPtr dom, const char *snap,
         if (!ov || strv_push(&overlays, &n_ov, ov) < 0 ||
             strv_push(&targets, &n_t, sp.disks[i].name) < 0)
             r = -ENOMEM;
-        else if (access(ov, F_OK) == 0)
-            r = report(rep, -EEXIST, "the file '%s' exists already", ov);
+        else if (access(ov, F_OK) == 0) {
+            /* a clone of that name that a killed daemon left half-made:
+             * its overlay is ours and nothing uses it */
+            char *one[] = { ov, NULL };
+            if (layer_mine(ov))
+                lv_reclaim(c, one);
+            if (access(ov, F_OK) == 0)
+                r = report(rep, -EEXIST, "the file '%s' exists already", ov);
+        }
     }
     /* disks the snapshot did not cover: read-only, shareable and cdrom
      * ones are shared; a writable one would be written by two VMs */

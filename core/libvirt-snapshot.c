@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,9 +57,38 @@ op_free(void *p)
 {
     struct lv_op *op = p;
     if (op) {
+        if (op->lock_fd >= 0)
+            close(op->lock_fd);     /* releases the flock */
         free(op->snap);
         free(op);
     }
+}
+
+/* The host-wide lock of vm's operations: an fd holding the flock, -EBUSY
+ * if another daemon holds it, -1 if the state directory cannot be used
+ * (then this daemon's own lock is all there is; said once). */
+static int
+op_lock(const char *vm)
+{
+    static bool said;
+    _cleanup_free_ char *dir = NULL, *path = NULL;
+
+    if (asprintf(&dir, "%s/ops", state_dir()) < 0 || asprintf(&path, "%s/%s.lock", dir, vm) < 0)
+        return -1;
+    (void) mkdir(state_dir(), 0711);
+    (void) mkdir(dir, 0700);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        if (!__atomic_exchange_n(&said, true, __ATOMIC_RELAXED))
+            log_warning("cannot use '%s' (%s): operations are not locked against other "
+                        "vmsnapfs daemons of this host", dir, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        close(fd);
+        return -EBUSY;
+    }
+    return fd;
 }
 
 int
@@ -65,6 +96,8 @@ lv_op_begin(struct lv *lv, const char *vm, const char *snap)
 {
     struct lv_op *op = calloc(1, sizeof *op);
 
+    if (op)
+        op->lock_fd = -1;
     if (!op || (snap && !(op->snap = strdup(snap)))) {
         op_free(op);
         return -ENOMEM;
@@ -75,6 +108,12 @@ lv_op_begin(struct lv *lv, const char *vm, const char *snap)
         op_free(op);
         return -EBUSY;
     }
+    int fd = op_lock(vm);
+    if (fd == -EBUSY) {
+        op_free(op);
+        return -EBUSY;
+    }
+    op->lock_fd = fd;
     if (hashmap_put(lv->ops, vm, op, NULL) < 0) {
         op_free(op);
         return -ENOMEM;
@@ -353,6 +392,9 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
     bool agent = running && lv_xml_agent_connected(live_xml) > 0;
     if (lv_xml_disks(inactive_xml, &pers, &n_pers) < 0 ||
         lv_xml_disks(live_xml, &live, &n_live) < 0) {
+        for (size_t i = 0; i < n_pers; i++)
+            volume_clear(&pers[i]);
+        free(pers);
         return report(rep, -EIO, "cannot parse the VM's definition");
     }
 
@@ -469,6 +511,9 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
     }
     fz = NULL;
 
+    for (size_t i = 0; !made && d && i < n_live; i++)
+        if (d[i].overlay && access(d[i].overlay, F_OK) < 0)
+            layer_mine_remove(d[i].overlay);    /* libvirt made none */
     if (made) {
         for (size_t i = 0; i < n_live; i++)
             if (d[i].overlay && chmod(d[i].overlay, 0600) < 0)
@@ -610,19 +655,15 @@ merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
 
     if (r < 0)
         return report(rep, -EIO, "cannot read the chain of disk %s", disk);
-    for (k = 0; k < ch->n && strcmp(ch->layers[k], overlay) != 0; k++)
-        ;
-    if (k == ch->n) {
-        /* not in the chain any more: merged already (a merge a killed
-         * daemon left to QEMU to finish), or changed by another tool. An
-         * overlay of ours is no one's then; others' files stay. */
-        _cleanup_free_ char *mine = lv_overlay_path(overlay, vm, disk, snap);
-        if (mine && strcmp(mine, overlay) == 0 && unlink(overlay) == 0)
-            log_info("'%s': removed '%s', merged earlier", vm, overlay);
-        else
-            log_info("'%s': '%s' is not in the chain of %s any more", vm, overlay, disk);
-        return 0;
+    _cleanup_free_ char *ov_canon = layer_canonical(overlay);
+    for (k = 0; ov_canon && k < ch->n; k++) {
+        _cleanup_free_ char *l = layer_canonical(ch->layers[k]);
+        if (l && strcmp(l, ov_canon) == 0)
+            break;
     }
+    if (!ov_canon || k == ch->n)    /* mergeable() saw it there: changed meanwhile */
+        return report(rep, -EIO, "the chain of disk %s changed while it was read", disk);
+    (void) snap;
     if (k + 1 >= ch->n)
         return report(rep, -EIO, "'%s' has no backing file to merge into", overlay);
     const char *base = ch->layers[k + 1], *base_fmt = ch->formats[k + 1];
@@ -676,10 +717,12 @@ merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
     /* the disk's top now: the base where the top itself was merged */
     if (qemu_img_chain(k == 0 ? base : top, k == 0 ? base_fmt : top_fmt, &after) < 0)
         return report(rep, -EIO, "cannot read the chain of disk %s after the merge", disk);
-    for (size_t i = 0; i < after->n; i++)
-        if (strcmp(after->layers[i], overlay) == 0)
+    for (size_t i = 0; i < after->n; i++) {
+        _cleanup_free_ char *l = layer_canonical(after->layers[i]);
+        if (!l || strcmp(l, ov_canon) == 0)
             return report(rep, -EIO, "the merge of disk %s did not complete: '%s' is "
                                      "still in use", disk, overlay);
+    }
     if (unlink(overlay) < 0 && errno != ENOENT)
         log_warning("cannot remove '%s': %s", overlay, strerror(errno));
     else

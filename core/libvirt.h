@@ -46,8 +46,11 @@ DEFINE_CLEANUP(virDomainSnapshotPtr, virDomainSnapshotFree)
 struct lv_op {
     char *snap;             /* the snapshot it makes (InProgress) or NULL */
     time_t started;
+    int lock_fd;            /* STATE/ops/VM.lock, flock'd: one operation per
+                               VM across the daemons of a host (-1: none) */
 };
 
+/* -EBUSY if this or another daemon of the host runs one on vm. */
 int lv_op_begin(struct lv *lv, const char *vm, const char *snap);
 void lv_op_end(struct lv *lv, const char *vm);
 /* The operation goes on (busy) but makes no snapshot any more. */

@@ -633,6 +633,14 @@ set_restore_status(struct model *m, const char *key, const struct restore_status
     restore_status_free(old);
 }
 
+static bool
+restore_running(struct model *m, const char *key)
+{
+    LOCK_FOR_SCOPE(&m->lock);
+    const struct restore_status *st = key ? hashmap_get(m->restores, key) : NULL;
+    return st && st->phase == SNAPSHOT_IN_PROGRESS;
+}
+
 int
 model_restore(struct model *m, const char *ns, const char *vm,
               const struct restore_request *rq, const struct vmsnapfs_opts *o)
@@ -649,13 +657,18 @@ model_restore(struct model *m, const char *ns, const char *vm,
     if (!m->ops->restore)
         return events_add(m->events, ns, vm, "restore", rq->snap, -ENOTSUP,
                           "restoring is not supported by this backend yet");
-    set_restore_status(m, key, &st);
+    /* a restore that runs keeps its status; one refused because of it
+     * (EBUSY) does not replace it */
+    bool running = restore_running(m, key);
+    if (!running)
+        set_restore_status(m, key, &st);
     r = m->ops->restore(m->h, &ref, rq, o, &st);
     st.finished = time(NULL);
     st.phase = r < 0 ? SNAPSHOT_FAILED : SNAPSHOT_SUCCEEDED;
     if (r < 0 && !st.error[0])
         snprintf(st.error, sizeof st.error, "%s", strerror(-r));
-    set_restore_status(m, key, &st);
+    if (st.began || !running)
+        set_restore_status(m, key, &st);
     drop_snapshots(m, ns, vm);      /* the safety snapshot */
     if (r >= 0)
         r = events_add(m->events, ns, vm, "restore", rq->snap, 0, "%s (policy=%s mode=%s)%s%zu "

@@ -1,5 +1,6 @@
 /* core/qemu-img.h: a disk's backing chain and its extent map, from qemu-img
- * (qemu's own code reads the formats; vmsnapfs parses no qcow2). */
+ * (qemu's own code reads the formats; vmsnapfs reads no qcow2 data, only
+ * the backing file's name in the header, in layers.c). */
 #pragma once
 
 #include <stdbool.h>

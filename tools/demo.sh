@@ -18,9 +18,12 @@ down() {
     if grep -q " $mnt fuse.vmsnapfs " /proc/mounts; then
         fusermount3 -u "$mnt"
     fi
-    if guest_virsh dominfo "$vm" >/dev/null 2>&1; then
-        guest_undefine "$vm"
-    fi
+    local d
+    for d in "$vm" "$vm-copy"; do     # the VM, and the clone the list suggests
+        if guest_virsh dominfo "$d" >/dev/null 2>&1; then
+            guest_undefine "$d"
+        fi
+    done
     rm -rf "$state"
     echo "demo: removed the mount, the VM '$vm' and $state"
 }
@@ -56,6 +59,10 @@ vmsnapfs is mounted on $mnt. Try:
   cat $mnt/$vm/state $mnt/$vm/agent
   head $mnt/$vm/domain.xml
   ls -l $mnt/$vm/volumes
+  mkdir $mnt/$vm/snapshots/first            # a quiesced snapshot
+  cat $mnt/$vm/snapshots/first/indications
+  echo 'first policy=StopTarget' > $mnt/$vm/restore; cat $mnt/$vm/restore
+  echo $vm-copy > $mnt/$vm/snapshots/first/clone   # a new VM, stopped
   virsh destroy $vm; cat $mnt/$vm/state     # changes show at once
   man -l build/fs/vmsnapfs.8
 

@@ -58,6 +58,8 @@ requires_fuse() {
 _workdir=$(mktemp -d "/tmp/${TEST_PREFIX}XXXXXX")
 at_exit "rm -rf '$_workdir'"
 workdir() { echo "$_workdir"; }
+# the daemons' durable state (locks, records) is the test's own
+export VMSNAPFS_STATE_DIR=$_workdir/state
 
 # wait_until SECONDS CMD...: poll CMD every 50 ms until it succeeds.
 wait_until() {

@@ -3,7 +3,9 @@
 # snapshot, marker two; FailImmediate gives EBUSY on the running VM,
 # WaitGracePeriod ETIMEDOUT, an unknown snapshot ENOENT, a bad line EINVAL;
 # DryRun changes nothing and lists the conflict (another VM uses the
-# snapshot's layer), Strict refuses it (EBUSY); StopTarget restores: the
+# snapshot's layer), Strict refuses it (EBUSY), BestEffort gives up a MAC
+# address another VM has; WaitEventually waits for the VM to stop;
+# StopTarget restores: the
 # guest runs again and sees one; the pre-restore snapshot brings two back;
 # the older snapshot never changes; rmdir of snapshots a restored VM builds
 # on keeps its data; qemu-img check is clean on every image.
@@ -110,9 +112,39 @@ guest_shutdown "$v"
 wait_until 5 grep -qx "shut off" "$V/state" || fail "state is not shut off"
 echo s1 >"$V/restore" || fail "restore of a stopped VM: $(cat "$V/restore")"
 [ "$(guest_state "$v")" = "shut off" ] || fail "a stopped VM was started"
+# twice within a second: each keeps its own safety snapshot
+before=$(ls "$V/snapshots" | grep -c '^pre-restore-s1-')
+echo s1 >"$V/restore" || fail "a second restore at once: $(cat "$V/restore")"
+[ "$(ls "$V/snapshots" | grep -c '^pre-restore-s1-')" = $((before + 1)) ] ||
+    fail "no second safety snapshot: $(ls "$V/snapshots")"
 guest_start "$v"
 guest_wait_agent "$v"
 [ "$(marker)" = one ] || fail "stopped restore gives '$(marker)'"
+
+# BestEffort: a MAC address another VM has is given up, and said
+guest_make_disk "$GUEST_DIR/other.qcow2" 64M qcow2
+guest_define "$other" --disk "$GUEST_DIR/other.qcow2:qcow2" --nic 52:54:00:5a:00:01
+guest_exec "$v" 'echo five >/data/marker && sync' || fail "marker five"
+echo 's1 mode=BestEffort policy=StopTarget' >"$V/restore" || fail "BestEffort: $(cat "$V/restore")"
+grep -q "^conflict: interface 52:54:00:5a:00:01: .*VM '$other'" "$V/restore" ||
+    fail "BestEffort does not list the conflict: $(cat "$V/restore")"
+guest_wait_agent "$v"
+[ "$(marker)" = one ] || fail "BestEffort gives '$(marker)'"
+mac=$(guest_virsh domiflist "$v" | awk 'NR > 2 && NF { print $5 }')
+[ -n "$mac" ] && [ "$mac" != 52:54:00:5a:00:01 ] || fail "the MAC in conflict was kept: '$mac'"
+guest_undefine "$other"
+rm -f "$GUEST_DIR/other.qcow2"
+
+# WaitEventually: the restore waits until the VM is stopped by someone
+# else, then leaves it stopped
+guest_exec "$v" 'echo six >/data/marker && sync' || fail "marker six"
+(sleep 2; guest_shutdown "$v") &
+echo 's1 policy=WaitEventually' >"$V/restore" || fail "WaitEventually: $(cat "$V/restore")"
+wait $! || fail "shutdown"
+[ "$(guest_state "$v")" = "shut off" ] || fail "WaitEventually started the VM"
+guest_start "$v"
+guest_wait_agent "$v"
+[ "$(marker)" = one ] || fail "WaitEventually gives '$(marker)'"
 
 # deleting every snapshot: the VM keeps running on its own data, the
 # layers it builds on stay, those nothing needs go

@@ -55,10 +55,13 @@ for size in 64M 2G; do
         "$(virsh -c qemu:///system snapshot-dumpxml "$vm" s0 | sed -n "s/.*<source file='\([^']*\)'.*/\1/p" | head -n 1)" |
         sed -n 's/.*"filename": "\([^"]*\)".*/\1/p' | sed -n 2p)
 done
-# the sizes take turns, so both see the same number of domains and
-# snapshots on the host (a restore compares with every other domain)
+# the sizes take turns (and turns about who goes first), so both see the
+# same number of domains and snapshots on the host: a restore compares its
+# snapshot with every other domain, which grows with each clone made here
 for ((i = 0; i < n; i++)); do
-    for size in 64M 2G; do
+    order="64M 2G"
+    ((i % 2)) && order="2G 64M"
+    for size in $order; do
         vm=$prefix$size
         # the safety snapshot's name has a one-second stamp: a restore in
         # the same second as the last one would wait for the next second

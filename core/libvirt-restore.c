@@ -79,8 +79,25 @@ stamp(char buf[32])
 
 /* ---- the plan on disk -------------------------------------------------- */
 
+/* 32 random hex digits: a clone's firmware serial, a restore's id. */
+static void
+new_serial(char buf[33])
+{
+    unsigned char b[16] = { 0 };
+    _cleanup_close_ int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, b, sizeof b) != (ssize_t) sizeof b) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        memcpy(b, &ts, sizeof ts < sizeof b ? sizeof ts : sizeof b);
+    }
+    for (size_t i = 0; i < 16; i++)
+        snprintf(buf + 2 * i, 3, "%02x", b[i]);
+}
+
+
 struct plan {
     char *vm, *uuid, *snap;
+    char id[33];                /* marks the new definition (libvirt-xml.h) */
     const char *phase;          /* "stopping", "prepared", "defined" */
     bool start_after;           /* the restore stopped the VM */
     char **overlays;            /* new tops (NULL-terminated) */
@@ -143,6 +160,7 @@ plan_write(struct plan *p)
     json_object_object_add(o, "vm", json_object_new_string(p->vm));
     json_object_object_add(o, "uuid", json_object_new_string(p->uuid));
     json_object_object_add(o, "snapshot", json_object_new_string(p->snap));
+    json_object_object_add(o, "id", json_object_new_string(p->id));
     json_object_object_add(o, "phase", json_object_new_string(p->phase));
     json_object_object_add(o, "startAfter", json_object_new_boolean(p->start_after));
     json_object_object_add(o, "overlays", strv_json(p->overlays));
@@ -220,7 +238,8 @@ plan_read(const char *path, struct plan *p)
     if (!o)
         return -EINVAL;
 #define STR(key) (json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : NULL)
-    const char *vm = STR("vm"), *uuid = STR("uuid"), *snap = STR("snapshot");
+    const char *vm = STR("vm"), *uuid = STR("uuid"), *snap = STR("snapshot"), *id = STR("id");
+    snprintf(p->id, sizeof p->id, "%s", id ? id : "");
     phase = STR("phase");
 #undef STR
     p->start_after = json_object_object_get_ex(o, "startAfter", &v) && json_object_get_boolean(v);
@@ -601,10 +620,11 @@ find_conflicts(virConnectPtr c, const char *self, const struct source_plan *sp,
     return in_use;
 }
 
-/* Does dom's saved definition name any of the overlays? 1 yes, 0 no,
- * -EIO if that cannot be told now (then nothing may be dropped). */
+/* Is the restore's definition in place: does dom's saved definition bear
+ * the restore's mark, or name any of its overlays? 1 yes, 0 no, -EIO if
+ * that cannot be told now (then nothing may be dropped). */
 static int
-defines_overlays(virDomainPtr dom, char *const *overlays)
+defines_overlays(virDomainPtr dom, const char *id, char *const *overlays)
 {
     _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
     struct volume *v = NULL;
@@ -615,6 +635,8 @@ defines_overlays(virDomainPtr dom, char *const *overlays)
         virResetLastError();
         return -EIO;
     }
+    _cleanup_free_ char *mark = lv_xml_restore_mark(xml);
+    found = id && id[0] && mark && strcmp(mark, id) == 0;
     for (size_t i = 0; i < n; i++) {
         _cleanup_free_ char *src = v[i].source ? layer_canonical(v[i].source) : NULL;
         for (size_t j = 0; !found && src && overlays[j]; j++) {
@@ -832,11 +854,14 @@ restore_locked(struct restore_ctx *x)
         }
     }
     _cleanup_free_ char *new_xml = NULL;
+    new_serial(x->plan.id);
     struct lv_xml_edit e = {
         .disk_targets = targets,
         .disk_sources = x->plan.overlays,
         .drop_disks = drop_disks,
         .drop_macs = drop_macs,
+        .restore_id = x->plan.id,
+        .restore_snap = rq->snap,
     };
     r = targets ? lv_xml_edit(sp.def, &e, &new_xml) : -ENOMEM;
     if (r < 0) {
@@ -874,7 +899,7 @@ restore_locked(struct restore_ctx *x)
         fail(st, r == -EBUSY ? -EBUSY : -EIO, "libvirt refused the snapshot's definition: %s",
              err && err->message ? err->message : "define failed");
         /* refused, or applied and the answer lost? */
-        int k = defines_overlays(x->dom, made);
+        int k = defines_overlays(x->dom, x->plan.id, made);
         if (k < 0) {
             /* cannot tell now: the plan stays for the next start, which
              * finishes or rolls back */
@@ -981,7 +1006,7 @@ recover_one(struct lv *lv, virConnectPtr c, const char *path)
         return;
     }
     if (strcmp(p.phase, "prepared") == 0) {
-        int k = defines_overlays(dom, p.overlays);
+        int k = defines_overlays(dom, p.id, p.overlays);
         if (k < 0) {
             log_warning("'%s': cannot read its definition: the restore plan stays", p.vm);
             lv_op_end(lv, p.vm);
@@ -1038,21 +1063,6 @@ lv_restore_recover(struct lv *lv, virConnectPtr c)
 }
 
 /* ---- clone ------------------------------------------------------------------- */
-
-/* A serial number for the clone's firmware: 16 hex digits. */
-static void
-new_serial(char buf[33])
-{
-    unsigned char b[16] = { 0 };
-    _cleanup_close_ int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || read(fd, b, sizeof b) != (ssize_t) sizeof b) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        memcpy(b, &ts, sizeof ts < sizeof b ? sizeof ts : sizeof b);
-    }
-    for (size_t i = 0; i < 16; i++)
-        snprintf(buf + 2 * i, 3, "%02x", b[i]);
-}
 
 static int
 report(struct op_report *rep, int r, const char *fmt, ...)

@@ -451,10 +451,46 @@ lv_xml_edit(const char *domain_xml, const struct lv_xml_edit *e, char **ret)
     if (found != wanted)
         return -ENOENT;
 
+    if (e->restore_id) {
+        xmlNode *meta = child(root, "metadata");
+        if (!meta)
+            meta = xmlNewChild(root, NULL, (const xmlChar *) "metadata", NULL);
+        for (xmlNode *m = meta ? meta->children : NULL; m; m = next) {
+            next = m->next;
+            if (m->type == XML_ELEMENT_NODE && m->ns && m->ns->href &&
+                strcmp((const char *) m->ns->href, LV_XML_RESTORE_NS) == 0)
+                drop(m);
+        }
+        xmlNode *mark = meta ? xmlNewChild(meta, NULL, (const xmlChar *) "restore", NULL) : NULL;
+        xmlNs *ns = mark ? xmlNewNs(mark, (const xmlChar *) LV_XML_RESTORE_NS,
+                                    (const xmlChar *) "vmsnapfs") : NULL;
+        if (!ns)
+            return -ENOMEM;
+        xmlSetNs(mark, ns);
+        xmlSetProp(mark, (const xmlChar *) "id", (const xmlChar *) e->restore_id);
+        if (e->restore_snap)
+            xmlSetProp(mark, (const xmlChar *) "snapshot", (const xmlChar *) e->restore_snap);
+    }
+
     xmlChar *out = NULL;
     int len = 0;
     xmlDocDumpMemory(doc, &out, &len);
     *ret = out ? strndup((const char *) out, (size_t) len) : NULL;
     xmlFree(out);
     return *ret ? 0 : -ENOMEM;
+}
+
+char *
+lv_xml_restore_mark(const char *domain_xml)
+{
+    _cleanup_(xml_doc_freep) xmlDocPtr doc = parse(domain_xml);
+    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+    xmlNode *meta = is(root, "domain") ? child(root, "metadata") : NULL;
+
+    for (xmlNode *m = meta ? meta->children : NULL; m; m = m->next)
+        if (m->type == XML_ELEMENT_NODE && m->ns && m->ns->href &&
+            strcmp((const char *) m->ns->href, LV_XML_RESTORE_NS) == 0 &&
+            strcmp((const char *) m->name, "restore") == 0)
+            return attr(m, "id");
+    return NULL;
 }

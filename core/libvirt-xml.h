@@ -54,7 +54,18 @@ struct lv_xml_edit {
     char *const *drop_disks;    /* targets to remove */
     const char *serial;         /* new <sysinfo> serial (if one is set) */
     const char *old_name;       /* file chardevs naming old_name get name */
+    const char *restore_id;     /* mark the definition as made by restore
+                                   id (of snapshot restore_snap) */
+    const char *restore_snap;
 };
+
+/* The namespace of vmsnapfs's <metadata> element in a restored definition:
+ * <vmsnapfs:restore id= snapshot=/>, so a restarted daemon can tell that
+ * a restore's definition is in place. */
+#define LV_XML_RESTORE_NS "https://vmsnapfs.org/xmlns/restore/1"
+
+/* The id of that mark in domain_xml, or NULL (none, or bad XML). */
+char *lv_xml_restore_mark(const char *domain_xml);
 
 /* The <domain> XML with e applied; allocated in *ret. -ENOENT if a
  * disk_target is not in it. */

@@ -95,6 +95,8 @@ pre=$(ls "$V/snapshots" | grep '^pre-restore-s1-[0-9]\{8\}T[0-9]\{6\}Z$') ||
 [ "$(guest_virsh domuuid "$v")" = "$(sed -n 's:.*<uuid>\(.*\)</uuid>.*:\1:p' <<<"$inactive_before")" ] ||
     fail "the UUID changed"
 grep -q '52:54:00:5a:00:01' "$V/domain.xml" || fail "the MAC changed"
+grep -q "<vmsnapfs:restore .*snapshot=.s1." "$V/domain.xml" ||
+    fail "the definition does not say it was restored: $(grep -A3 '<metadata' "$V/domain.xml")"
 [ "$(snapshot_marker s1)" = one ] || fail "snapshot s1 changed"
 [ "$(snapshot_marker "$pre")" = two ] || fail "the safety snapshot does not hold two"
 check_images

@@ -235,6 +235,26 @@ test_edit_restore(void **state)
     assert_non_null(strstr(out, "logs/larry.console.log"));
     assert_null(strstr(out, "52:54:00:aa:bb:cc"));
     assert_non_null(strstr(out, "larry.vda.restore-s1.qcow2"));
+    assert_null(lv_xml_restore_mark(out));
+    free(out);
+
+    /* the mark a restarted daemon looks for: one, the newest */
+    e.restore_id = "0123abcd";
+    e.restore_snap = "s1";
+    assert_int_equal(lv_xml_edit(s.inactive_domain, &e, &out), 0);
+    char *mark = lv_xml_restore_mark(out);
+    assert_non_null(mark);
+    assert_string_equal(mark, "0123abcd");
+    free(mark);
+    char *again = NULL;
+    e.restore_id = "ffff0000";
+    assert_int_equal(lv_xml_edit(out, &e, &again), 0);
+    mark = lv_xml_restore_mark(again);
+    assert_string_equal(mark, "ffff0000");
+    assert_null(strstr(again, "0123abcd"));
+    assert_non_null(strstr(again, LV_XML_RESTORE_NS));
+    free(mark);
+    free(again);
     free(out);
 
     /* BestEffort drops a device */

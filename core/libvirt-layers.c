@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hashmap.h"
 #include "layers.h"
 #include "libvirt-xml.h"
 #include "libvirt.h"
@@ -65,64 +66,132 @@ add_domain_xml(struct layer_refs *g, const char *xml, bool snapshot, const char 
     return r;
 }
 
-int
-lv_layer_refs(virConnectPtr c, struct layer_refs **ret)
+/* The names of the domains listed with flags, as a set. */
+static int
+name_set(virConnectPtr c, unsigned flags, struct hashmap **ret)
 {
     virDomainPtr *doms = NULL;
-    struct layer_refs *g = layer_refs_new();
-    int n = virConnectListAllDomains(c, &doms, 0), r = 0;
+    int n = virConnectListAllDomains(c, &doms, flags);
+    struct hashmap *set = hashmap_new();
+    int r = n < 0 ? lv_errno("list the domains", "") : set ? 0 : -ENOMEM;
 
-    if (n < 0) {
-        layer_refs_free(g);
-        return lv_errno("list the domains for their disk chains", "");
+    for (int i = 0; i < n; i++) {
+        if (r >= 0 && hashmap_put(set, virDomainGetName(doms[i]), (void *) 1, NULL) < 0)
+            r = -ENOMEM;
+        virDomainFree(doms[i]);
     }
+    free(doms);
+    if (r < 0) {
+        hashmap_free(set, NULL);
+        return r;
+    }
+    *ret = set;
+    return 0;
+}
+
+int
+lv_scan_host(virConnectPtr c, const struct lv_scan *scan)
+{
+    virDomainPtr *doms = NULL;
+    struct hashmap *active = NULL, *with_snaps = NULL;
+    int r, n;
+
+    /* three listings tell which domains need more than one call each:
+     * a host of stopped VMs without snapshots costs one call per domain */
+    if ((r = name_set(c, VIR_CONNECT_LIST_DOMAINS_ACTIVE, &active)) < 0 ||
+        (r = name_set(c, VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT, &with_snaps)) < 0) {
+        hashmap_free(active, NULL);
+        return r;
+    }
+    n = virConnectListAllDomains(c, &doms, 0);
+    if (n < 0)
+        r = lv_errno("list the domains", "");
     for (int i = 0; i < n; i++) {
         _cleanup_(virDomainFreep) virDomainPtr d = doms[i];
-        if (!g || r < 0)
+        if (r < 0)
             continue;
         const char *name = virDomainGetName(d);
         /* fail closed: a domain or snapshot left out could be a user of a
          * layer that would then be merged into or removed */
         _cleanup_free_ char *inactive = virDomainGetXMLDesc(d, VIR_DOMAIN_XML_INACTIVE);
         if (!inactive) {
-            if (gone(VIR_ERR_NO_DOMAIN))
-                continue;       /* undefined meanwhile */
-            r = lv_errno("read the definition for its disk chains of", name);
+            if (!gone(VIR_ERR_NO_DOMAIN))       /* else: undefined meanwhile */
+                r = lv_errno("read the definition of", name);
             continue;
         }
-        int active = virDomainIsActive(d);
-        _cleanup_free_ char *live = active == 1 ? virDomainGetXMLDesc(d, 0) : NULL;
-        if (active == 1 && !live && !gone(VIR_ERR_NO_DOMAIN)) {
-            r = lv_errno("read the running definition for its disk chains of", name);
+        _cleanup_free_ char *live = NULL;
+        if (hashmap_get(active, name) && !(live = virDomainGetXMLDesc(d, 0)) &&
+            !gone(VIR_ERR_NO_DOMAIN) && virDomainIsActive(d) != 0) {
+            r = lv_errno("read the running definition of", name);
             continue;
         }
         virResetLastError();
-        r = add_domain_xml(g, inactive, false, name);
-        if (r >= 0 && live)
-            r = add_domain_xml(g, live, false, name);
+        r = scan->domain(scan->opaque, d, inactive, live);
+        if (r < 0 || !scan->snapshot || !hashmap_get(with_snaps, name))
+            continue;
 
         virDomainSnapshotPtr *snaps = NULL;
         int ns = virDomainListAllSnapshots(d, &snaps, 0);
-        if (ns < 0 && gone(VIR_ERR_NO_DOMAIN))
-            continue;
         if (ns < 0) {
-            r = lv_errno("list the snapshots for their disk chains of", virDomainGetName(d));
+            if (!gone(VIR_ERR_NO_DOMAIN))
+                r = lv_errno("list the snapshots of", name);
             continue;
         }
         for (int j = 0; j < ns; j++) {
             _cleanup_(virDomainSnapshotFreep) virDomainSnapshotPtr s = snaps[j];
             _cleanup_free_ char *xml = r >= 0 ? virDomainSnapshotGetXMLDesc(s, 0) : NULL;
             if (xml)
-                r = add_domain_xml(g, xml, true, name);
+                r = scan->snapshot(scan->opaque, d, xml);
             else if (r >= 0 && !gone(VIR_ERR_NO_DOMAIN_SNAPSHOT))
-                r = lv_errno("read a snapshot for its disk chains of", name);
+                r = lv_errno("read a snapshot of", name);
         }
         free(snaps);
     }
     free(doms);
-    if (!g || r < 0) {
+    hashmap_free(active, NULL);
+    hashmap_free(with_snaps, NULL);
+    return r;
+}
+
+int
+lv_refs_add_domain(struct layer_refs *g, virDomainPtr d, const char *inactive,
+                   const char *live)
+{
+    int r = add_domain_xml(g, inactive, false, virDomainGetName(d));
+    if (r >= 0 && live)
+        r = add_domain_xml(g, live, false, virDomainGetName(d));
+    return r;
+}
+
+int
+lv_refs_add_snapshot(struct layer_refs *g, virDomainPtr d, const char *xml)
+{
+    return add_domain_xml(g, xml, true, virDomainGetName(d));
+}
+
+static int
+refs_domain(void *opaque, virDomainPtr d, const char *inactive, const char *live)
+{
+    return lv_refs_add_domain(opaque, d, inactive, live);
+}
+
+static int
+refs_snapshot(void *opaque, virDomainPtr d, const char *xml)
+{
+    return lv_refs_add_snapshot(opaque, d, xml);
+}
+
+int
+lv_layer_refs(virConnectPtr c, struct layer_refs **ret)
+{
+    struct layer_refs *g = layer_refs_new();
+    if (!g)
+        return -ENOMEM;
+    struct lv_scan scan = { .domain = refs_domain, .snapshot = refs_snapshot, .opaque = g };
+    int r = lv_scan_host(c, &scan);
+    if (r < 0) {
         layer_refs_free(g);
-        return g ? r : -ENOMEM;
+        return r;
     }
     *ret = g;
     return 0;

@@ -492,30 +492,50 @@ others_add_xml(struct others *o, const char *xml, const char *vm)
     return r;
 }
 
-/* Every domain but the one with uuid self. */
-static int
-others_read(virConnectPtr c, const char *self, struct others *o)
-{
-    virDomainPtr *doms = NULL;
-    int n = virConnectListAllDomains(c, &doms, 0), r = 0;
+struct host_view {
+    struct others o;            /* every domain but self */
+    struct layer_refs *g;       /* every chain */
+    const char *self;
+};
 
-    *o = (struct others) { 0 };
-    if (n < 0)
-        return lv_errno("list the domains", "");
-    for (int i = 0; i < n; i++) {
-        _cleanup_(virDomainFreep) virDomainPtr d = doms[i];
-        char uuid[VIR_UUID_STRING_BUFLEN];
-        if (r < 0 || virDomainGetUUIDString(d, uuid) < 0 || (self && strcmp(uuid, self) == 0))
-            continue;
-        _cleanup_free_ char *inactive = virDomainGetXMLDesc(d, VIR_DOMAIN_XML_INACTIVE);
-        _cleanup_free_ char *live = active(d) ? virDomainGetXMLDesc(d, 0) : NULL;
-        virResetLastError();
-        r = others_add_xml(o, inactive, virDomainGetName(d));
-        if (r >= 0)
-            r = others_add_xml(o, live, virDomainGetName(d));
-    }
-    free(doms);
+static int
+view_domain(void *opaque, virDomainPtr d, const char *inactive, const char *live)
+{
+    struct host_view *h = opaque;
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    int r = lv_refs_add_domain(h->g, d, inactive, live);
+
+    if (r < 0 || virDomainGetUUIDString(d, uuid) < 0 || strcmp(uuid, h->self) == 0)
+        return r;
+    r = others_add_xml(&h->o, inactive, virDomainGetName(d));
+    if (r >= 0 && live)
+        r = others_add_xml(&h->o, live, virDomainGetName(d));
     return r;
+}
+
+static int
+view_snapshot(void *opaque, virDomainPtr d, const char *xml)
+{
+    struct host_view *h = opaque;
+    return lv_refs_add_snapshot(h->g, d, xml);
+}
+
+/* What the other domains use, and every chain: one pass over the host. */
+static int
+others_read(virConnectPtr c, const char *self, struct others *o, struct layer_refs **ret_g)
+{
+    struct host_view h = { .g = layer_refs_new(), .self = self };
+    struct lv_scan scan = { .domain = view_domain, .snapshot = view_snapshot, .opaque = &h };
+    int r = h.g ? lv_scan_host(c, &scan) : -ENOMEM;
+
+    if (r < 0) {
+        others_clear(&h.o);
+        layer_refs_free(h.g);
+        return r;
+    }
+    *o = h.o;
+    *ret_g = h.g;
+    return 0;
 }
 
 static const char *
@@ -549,14 +569,10 @@ find_conflicts(virConnectPtr c, const char *self, const struct source_plan *sp,
     size_t n = 0;
     _cleanup_strv_ char **macs = NULL;
     struct layer_refs *g = NULL;
-    int in_use = 0, r = others_read(c, self, &o);
+    int in_use = 0, r = others_read(c, self, &o, &g);
 
     if (r < 0)
         return r;
-    if ((r = lv_layer_refs(c, &g)) < 0) {
-        others_clear(&o);
-        return r;
-    }
     for (size_t i = 0; sp->missing && sp->missing[i]; i++) {
         restore_status_conflict(st, "disk %s: the snapshot's data is missing",
                                 sp->missing[i]);

@@ -84,8 +84,20 @@ int lv_volume_usage(void *h, const struct vm_ref *ref, const char *snap,
                     const char *vol, uint64_t *ret_size, uint64_t *ret_allocated);
 
 struct layer_refs;
+/* Every domain of the host (both definitions; live NULL if it does not
+ * run) and every snapshot, through callbacks; the first error stops it.
+ * Fails closed: only objects gone meanwhile are left out. */
+struct lv_scan {
+    int (*domain)(void *opaque, virDomainPtr d, const char *inactive, const char *live);
+    int (*snapshot)(void *opaque, virDomainPtr d, const char *xml);  /* may be NULL */
+    void *opaque;
+};
+int lv_scan_host(virConnectPtr c, const struct lv_scan *scan);
 /* The chains every domain and snapshot of c uses (libvirt-layers.c). */
 int lv_layer_refs(virConnectPtr c, struct layer_refs **ret);
+int lv_refs_add_domain(struct layer_refs *g, virDomainPtr d, const char *inactive,
+                       const char *live);
+int lv_refs_add_snapshot(struct layer_refs *g, virDomainPtr d, const char *xml);
 /* Removes the candidates vmsnapfs made that nothing uses any more. */
 void lv_reclaim(virConnectPtr c, char *const *candidates);
 /* Appends s (or the chain below top) to the NULL-terminated *v of *n. */

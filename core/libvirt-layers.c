@@ -6,6 +6,7 @@
 #define LOG_MODULE "layers"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,11 +90,55 @@ name_set(virConnectPtr c, unsigned flags, struct hashmap **ret)
     return 0;
 }
 
+/* One domain's definitions, fetched by a worker. */
+struct fetched {
+    virDomainPtr d;
+    bool active;
+    bool gone;              /* undefined meanwhile */
+    int err;                /* or why it could not be read */
+    char *inactive, *live;
+};
+
+struct fetch_pool {
+    struct fetched *f;
+    size_t n;
+    size_t next;            /* atomic: the next domain to fetch */
+};
+
+#define FETCH_THREADS 4
+
+/* Fetches definitions until none is left. libvirt's client lets several
+ * threads call on one connection; the daemon answers them in parallel. */
+static void *
+fetch_worker(void *opaque)
+{
+    struct fetch_pool *p = opaque;
+
+    for (;;) {
+        size_t i = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
+        if (i >= p->n)
+            return NULL;
+        struct fetched *f = &p->f[i];
+        const char *name = virDomainGetName(f->d);
+        f->inactive = virDomainGetXMLDesc(f->d, VIR_DOMAIN_XML_INACTIVE);
+        if (!f->inactive) {
+            if (!(f->gone = gone(VIR_ERR_NO_DOMAIN)))
+                f->err = lv_errno("read the definition of", name);
+            continue;
+        }
+        if (f->active && !(f->live = virDomainGetXMLDesc(f->d, 0)) &&
+            !gone(VIR_ERR_NO_DOMAIN) && virDomainIsActive(f->d) != 0)
+            f->err = lv_errno("read the running definition of", name);
+        virResetLastError();
+    }
+}
+
 int
 lv_scan_host(virConnectPtr c, const struct lv_scan *scan)
 {
     virDomainPtr *doms = NULL;
     struct hashmap *active = NULL, *with_snaps = NULL;
+    struct fetched *f = NULL;
     int r, n;
 
     /* three listings tell which domains need more than one call each:
@@ -106,27 +151,36 @@ lv_scan_host(virConnectPtr c, const struct lv_scan *scan)
     n = virConnectListAllDomains(c, &doms, 0);
     if (n < 0)
         r = lv_errno("list the domains", "");
-    for (int i = 0; i < n; i++) {
-        _cleanup_(virDomainFreep) virDomainPtr d = doms[i];
-        if (r < 0)
-            continue;
+    else if (!(f = calloc((size_t) n + 1, sizeof *f)))
+        r = -ENOMEM;
+    for (int i = 0; r >= 0 && i < n; i++) {
+        f[i].d = doms[i];
+        f[i].active = hashmap_get(active, virDomainGetName(doms[i])) != NULL;
+    }
+    if (r >= 0) {
+        struct fetch_pool pool = { .f = f, .n = (size_t) n };
+        pthread_t t[FETCH_THREADS];
+        size_t started = 0;
+        for (; n > 64 && started < FETCH_THREADS; started++)
+            if (pthread_create(&t[started], NULL, fetch_worker, &pool) != 0)
+                break;
+        fetch_worker(&pool);
+        for (size_t i = 0; i < started; i++)
+            pthread_join(t[i], NULL);
+    }
+
+    for (int i = 0; r >= 0 && i < n; i++) {
+        virDomainPtr d = f[i].d;
         const char *name = virDomainGetName(d);
         /* fail closed: a domain or snapshot left out could be a user of a
          * layer that would then be merged into or removed */
-        _cleanup_free_ char *inactive = virDomainGetXMLDesc(d, VIR_DOMAIN_XML_INACTIVE);
-        if (!inactive) {
-            if (!gone(VIR_ERR_NO_DOMAIN))       /* else: undefined meanwhile */
-                r = lv_errno("read the definition of", name);
+        if (f[i].gone)
+            continue;
+        if (f[i].err < 0) {
+            r = f[i].err;
             continue;
         }
-        _cleanup_free_ char *live = NULL;
-        if (hashmap_get(active, name) && !(live = virDomainGetXMLDesc(d, 0)) &&
-            !gone(VIR_ERR_NO_DOMAIN) && virDomainIsActive(d) != 0) {
-            r = lv_errno("read the running definition of", name);
-            continue;
-        }
-        virResetLastError();
-        r = scan->domain(scan->opaque, d, inactive, live);
+        r = scan->domain(scan->opaque, d, f[i].inactive, f[i].live);
         if (r < 0 || !scan->snapshot || !hashmap_get(with_snaps, name))
             continue;
 
@@ -147,6 +201,14 @@ lv_scan_host(virConnectPtr c, const struct lv_scan *scan)
         }
         free(snaps);
     }
+    for (int i = 0; i < n; i++) {
+        if (f) {
+            free(f[i].inactive);
+            free(f[i].live);
+        }
+        virDomainFree(doms[i]);
+    }
+    free(f);
     free(doms);
     hashmap_free(active, NULL);
     hashmap_free(with_snaps, NULL);

@@ -14,6 +14,7 @@ runs=${RUNS:-5}
 prefix="vmsnapfs-bench-$$-"
 work=$(mktemp -d /var/tmp/vmsnapfs-bench.XXXXXX)
 chmod 0755 "$work"
+export VMSNAPFS_STATE_DIR=$work/state     # the daemon's records go with the run
 mnt=$work/mnt
 out=$work/out
 mkdir -p "$mnt" "$out"

@@ -13,6 +13,7 @@ prefix="vmsnapfs-bench-$$-"
 vmsnapfs=${VMSNAPFS:-build/fs/vmsnapfs}
 work=$(mktemp -d /var/tmp/vmsnapfs-bench.XXXXXX)
 chmod 0755 "$work"
+export VMSNAPFS_STATE_DIR=$work/state     # the daemon's records go with the run
 mnt=$work/mnt
 mkdir -p "$mnt"
 

@@ -16,6 +16,7 @@ guest_build >/dev/null 2>&1
 libvirt_ensure_running
 work=$(mktemp -d /var/tmp/vmsnapfs-bench.XXXXXX)
 chmod 0755 "$work"
+export VMSNAPFS_STATE_DIR=$work/state     # the daemon's records go with the run
 mnt=$work/mnt
 mkdir -p "$mnt"
 

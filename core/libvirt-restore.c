@@ -1180,9 +1180,12 @@ clone_locked(struct lv *lv, virConnectPtr c, virDomainPtr dom, const char *snap,
         return r == -EEXIST ? -EEXIST : -EIO;
     }
     virDomainFree(d);
+    if (n_drop)
+        return report(rep, 0, "defined VM '%s' (stopped): %zu disk(s) as overlays on the "
+                              "snapshot's layers; %zu writable disk(s) the snapshot did not "
+                              "cover left out", new_name, n_disks, n_drop);
     return report(rep, 0, "defined VM '%s' (stopped): %zu disk(s) as overlays on the "
-                          "snapshot's layers%s%zu left out", new_name, n_disks,
-                  n_drop ? ", " : "", n_drop);
+                          "snapshot's layers", new_name, n_disks);
 }
 
 int

@@ -11,6 +11,9 @@ state=/var/lib/vmsnapfs-demo
 vm=demo
 
 export VMSNAPFS_GUEST_CACHE=$state/guest
+# the demo daemon's durable state (locks, records, restore plans) goes
+# with the demo at `down`
+export VMSNAPFS_STATE_DIR=$state/state
 # shellcheck source=../tests/guest/guest.sh
 . "$top/tests/guest/guest.sh"
 

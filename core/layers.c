@@ -220,16 +220,20 @@ layer_refs_add(struct layer_refs *g, char *const *chain)
     return 0;
 }
 
+/* Graph keys are canonical; so are lookups (a path through a symlink or
+ * ".." names the same file). */
 bool
 layer_refs_used(const struct layer_refs *g, const char *path)
 {
-    return hashmap_get(g->used, path) != NULL;
+    _cleanup_free_ char *c = layer_canonical(path);
+    return !c || hashmap_get(g->used, c) != NULL;     /* unsure: in use */
 }
 
 size_t
 layer_refs_children(const struct layer_refs *g, const char *path, const char **ret_one)
 {
-    struct kids *k = hashmap_get(g->children, path);
+    _cleanup_free_ char *c = layer_canonical(path);
+    struct kids *k = c ? hashmap_get(g->children, c) : NULL;
     if (ret_one)
         *ret_one = k ? k->first : NULL;
     return k ? k->n : 0;
@@ -347,8 +351,8 @@ layer_reclaim(const struct layer_refs *g, char *const *candidates)
     size_t gone = 0;
 
     for (size_t i = 0; candidates && candidates[i]; i++) {
-        const char *p = candidates[i];
-        if (layer_refs_used(g, p) || !layer_mine(p))
+        _cleanup_free_ char *p = layer_canonical(candidates[i]);
+        if (!p || layer_refs_used(g, p) || !layer_mine(p))
             continue;
         if (unlink(p) < 0 && errno != ENOENT) {
             log_warning("cannot remove '%s': %s", p, strerror(errno));

@@ -37,12 +37,42 @@ add_top(struct layer_refs *g, const char *source)
     return chain ? layer_refs_add(g, chain) : -ENOMEM;
 }
 
+/* A disk of a domain: a file, or a storage pool's volume ("pool/volume",
+ * whose file libvirt tells); network disks are nobody's layers here. */
 static int
-add_domain_xml(struct layer_refs *g, const char *xml, bool snapshot, const char *vm)
+add_disk(struct layer_refs *g, virDomainPtr d, const char *source)
+{
+    const char *slash = source ? strchr(source, '/') : NULL;
+    if (!source || source[0] == '/' || !slash)
+        return add_top(g, source);
+    _cleanup_free_ char *pool_name = strndup(source, (size_t) (slash - source));
+    if (!pool_name)
+        return -ENOMEM;
+    virStoragePoolPtr pool = virStoragePoolLookupByName(virDomainGetConnect(d), pool_name);
+    if (!pool)
+        return gone(VIR_ERR_NO_STORAGE_POOL) ? 0 : lv_errno("find the storage pool of a "
+                                                            "disk of", virDomainGetName(d));
+    virStorageVolPtr vol = virStorageVolLookupByName(pool, slash + 1);
+    char *path = vol ? virStorageVolGetPath(vol) : NULL;
+    int r = 0;
+    if (!path && !gone(VIR_ERR_NO_STORAGE_VOL))
+        r = lv_errno("find the file of a disk of", virDomainGetName(d));
+    else if (path)
+        r = add_top(g, path);
+    free(path);
+    if (vol)
+        virStorageVolFree(vol);
+    virStoragePoolFree(pool);
+    return r;
+}
+
+static int
+add_domain_xml(struct layer_refs *g, const char *xml, bool snapshot, virDomainPtr d)
 {
     struct volume *v = NULL;
     size_t n = 0;
     int r = 0;
+    const char *vm = virDomainGetName(d);
 
     if (snapshot) {
         struct lv_xml_snapshot x;
@@ -60,7 +90,7 @@ add_domain_xml(struct layer_refs *g, const char *xml, bool snapshot, const char 
                                "build on which cannot be told", vm);
     for (size_t i = 0; i < n; i++) {
         if (r >= 0)
-            r = add_top(g, v[i].source);
+            r = add_disk(g, d, v[i].source);
         volume_clear(&v[i]);
     }
     free(v);
@@ -126,11 +156,33 @@ fetch_worker(void *opaque)
                 f->err = lv_errno("read the definition of", name);
             continue;
         }
+        /* (a domain stopped meanwhile still answers, with its saved one) */
         if (f->active && !(f->live = virDomainGetXMLDesc(f->d, 0)) &&
-            !gone(VIR_ERR_NO_DOMAIN) && virDomainIsActive(f->d) != 0)
+            !(f->gone = gone(VIR_ERR_NO_DOMAIN)))
             f->err = lv_errno("read the running definition of", name);
         virResetLastError();
     }
+}
+
+static int
+scan_snapshots(const struct lv_scan *scan, virDomainPtr d)
+{
+    const char *name = virDomainGetName(d);
+    virDomainSnapshotPtr *snaps = NULL;
+    int ns = virDomainListAllSnapshots(d, &snaps, 0), r = 0;
+
+    if (ns < 0)
+        return gone(VIR_ERR_NO_DOMAIN) ? 0 : lv_errno("list the snapshots of", name);
+    for (int j = 0; j < ns; j++) {
+        _cleanup_(virDomainSnapshotFreep) virDomainSnapshotPtr s = snaps[j];
+        _cleanup_free_ char *xml = r >= 0 ? virDomainSnapshotGetXMLDesc(s, 0) : NULL;
+        if (xml)
+            r = scan->snapshot(scan->opaque, d, xml);
+        else if (r >= 0 && !gone(VIR_ERR_NO_DOMAIN_SNAPSHOT))
+            r = lv_errno("read a snapshot of", name);
+    }
+    free(snaps);
+    return r;
 }
 
 int
@@ -181,26 +233,20 @@ lv_scan_host(virConnectPtr c, const struct lv_scan *scan)
             continue;
         }
         r = scan->domain(scan->opaque, d, f[i].inactive, f[i].live);
-        if (r < 0 || !scan->snapshot || !hashmap_get(with_snaps, name))
-            continue;
-
-        virDomainSnapshotPtr *snaps = NULL;
-        int ns = virDomainListAllSnapshots(d, &snaps, 0);
-        if (ns < 0) {
-            if (!gone(VIR_ERR_NO_DOMAIN))
-                r = lv_errno("list the snapshots of", name);
-            continue;
-        }
-        for (int j = 0; j < ns; j++) {
-            _cleanup_(virDomainSnapshotFreep) virDomainSnapshotPtr s = snaps[j];
-            _cleanup_free_ char *xml = r >= 0 ? virDomainSnapshotGetXMLDesc(s, 0) : NULL;
-            if (xml)
-                r = scan->snapshot(scan->opaque, d, xml);
-            else if (r >= 0 && !gone(VIR_ERR_NO_DOMAIN_SNAPSHOT))
-                r = lv_errno("read a snapshot of", name);
-        }
-        free(snaps);
+        if (r >= 0 && scan->snapshot && hashmap_get(with_snaps, name))
+            r = scan_snapshots(scan, d);
     }
+    /* a domain that got its first snapshot during the pass: listed now */
+    struct hashmap *later = NULL;
+    if (r >= 0 && scan->snapshot && (r = name_set(c, VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT,
+                                                  &later)) >= 0) {
+        for (int i = 0; r >= 0 && i < n; i++) {
+            const char *name = virDomainGetName(f[i].d);
+            if (!f[i].gone && hashmap_get(later, name) && !hashmap_get(with_snaps, name))
+                r = scan_snapshots(scan, f[i].d);
+        }
+    }
+    hashmap_free(later, NULL);
     for (int i = 0; i < n; i++) {
         if (f) {
             free(f[i].inactive);
@@ -219,16 +265,16 @@ int
 lv_refs_add_domain(struct layer_refs *g, virDomainPtr d, const char *inactive,
                    const char *live)
 {
-    int r = add_domain_xml(g, inactive, false, virDomainGetName(d));
+    int r = add_domain_xml(g, inactive, false, d);
     if (r >= 0 && live)
-        r = add_domain_xml(g, live, false, virDomainGetName(d));
+        r = add_domain_xml(g, live, false, d);
     return r;
 }
 
 int
 lv_refs_add_snapshot(struct layer_refs *g, virDomainPtr d, const char *xml)
 {
-    return add_domain_xml(g, xml, true, virDomainGetName(d));
+    return add_domain_xml(g, xml, true, d);
 }
 
 static int

@@ -569,6 +569,7 @@ find_conflicts(virConnectPtr c, const char *self, const struct source_plan *sp,
     size_t n = 0;
     _cleanup_strv_ char **macs = NULL;
     struct layer_refs *g = NULL;
+    bool oom = false;
     int in_use = 0, r = others_read(c, self, &o, &g);
 
     if (r < 0)
@@ -576,7 +577,8 @@ find_conflicts(virConnectPtr c, const char *self, const struct source_plan *sp,
     for (size_t i = 0; sp->missing && sp->missing[i]; i++) {
         restore_status_conflict(st, "disk %s: the snapshot's data is missing",
                                 sp->missing[i]);
-        strv_push(ret_drop_disks, n_drop_disks, sp->missing[i]);
+        if (strv_push(ret_drop_disks, n_drop_disks, sp->missing[i]) < 0)
+            oom = true;
     }
     for (size_t i = 0; i < sp->n; i++) {
         _cleanup_free_ char *layer = layer_canonical(sp->disks[i].layer);
@@ -584,7 +586,8 @@ find_conflicts(virConnectPtr c, const char *self, const struct source_plan *sp,
         if (vm) {
             restore_status_conflict(st, "disk %s: the snapshot's layer '%s' is a disk of "
                                         "VM '%s'", sp->disks[i].name, layer, vm);
-            strv_push(ret_drop_disks, n_drop_disks, sp->disks[i].name);
+            if (strv_push(ret_drop_disks, n_drop_disks, sp->disks[i].name) < 0)
+                oom = true;
             in_use++;
         }
     }
@@ -601,11 +604,13 @@ find_conflicts(virConnectPtr c, const char *self, const struct source_plan *sp,
             const char *vm = canon ? used_by(o.disks, o.disk_vm, canon, false) : NULL;
             if (stat(d->source, &sb) < 0) {
                 restore_status_conflict(st, "disk %s: '%s' is missing", d->name, d->source);
-                strv_push(ret_drop_disks, n_drop_disks, d->name);
+                if (strv_push(ret_drop_disks, n_drop_disks, d->name) < 0)
+                    oom = true;
             } else if (vm && !(d->flags & (VOLUME_READONLY | VOLUME_SHAREABLE | VOLUME_CDROM))) {
                 restore_status_conflict(st, "disk %s: '%s' is used by VM '%s'", d->name,
                                         d->source, vm);
-                strv_push(ret_drop_disks, n_drop_disks, d->name);
+                if (strv_push(ret_drop_disks, n_drop_disks, d->name) < 0)
+                    oom = true;
                 in_use++;
             } else if (canon && layer_refs_children(g, canon, NULL) > 0 &&
                        !(d->flags & (VOLUME_READONLY | VOLUME_CDROM))) {
@@ -613,7 +618,8 @@ find_conflicts(virConnectPtr c, const char *self, const struct source_plan *sp,
                  * built on it reads */
                 restore_status_conflict(st, "disk %s: '%s' is a layer other images build on",
                                         d->name, d->source);
-                strv_push(ret_drop_disks, n_drop_disks, d->name);
+                if (strv_push(ret_drop_disks, n_drop_disks, d->name) < 0)
+                    oom = true;
                 in_use++;
             }
         }
@@ -627,13 +633,14 @@ find_conflicts(virConnectPtr c, const char *self, const struct source_plan *sp,
             if (vm) {
                 restore_status_conflict(st, "interface %s: the MAC address is used by VM '%s'",
                                         macs[i], vm);
-                strv_push(ret_drop_macs, n_drop_macs, macs[i]);
+                if (strv_push(ret_drop_macs, n_drop_macs, macs[i]) < 0)
+                    oom = true;
                 in_use++;
             }
         }
     others_clear(&o);
     layer_refs_free(g);
-    return in_use;
+    return oom ? -ENOMEM : in_use;
 }
 
 /* Is the restore's definition in place: does dom's saved definition bear
@@ -797,6 +804,11 @@ restore_locked(struct restore_ctx *x)
         }
     }
     fault_point("restore-stopped");
+    if (active(x->dom)) {
+        source_plan_clear(&sp);
+        fail(st, -EBUSY, "the VM was started again while the restore waited for it");
+        return undo(x, -EBUSY);
+    }
 
     /* the state now, kept as a snapshot: a restore can be undone */
     char safety[320] = "";
@@ -908,6 +920,13 @@ restore_locked(struct restore_ctx *x)
     }
     fault_point("restore-overlays");
 
+    if (active(x->dom)) {
+        /* a running VM would go on with its old disks and boot the new
+         * ones next time: no mix; it stays as it was */
+        drop_overlays(made);
+        fail(st, -EBUSY, "the VM was started again during the restore; nothing changed");
+        return undo(x, -EBUSY);
+    }
     virDomainPtr d = virDomainDefineXML(x->c, new_xml);
     if (!d) {
         r = lv_errno("define the restored definition of", vm);
@@ -948,6 +967,8 @@ restore_locked(struct restore_ctx *x)
     return 0;
 }
 
+static int recover_plan(virConnectPtr c, virDomainPtr dom, struct plan *p);
+
 int
 lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
            const struct vmsnapfs_opts *o, struct restore_status *st)
@@ -966,7 +987,7 @@ lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
         return fail(st, -EBUSY, "a volume of this VM is open");
     r = lv_op_begin(lv, ref->name, NULL);
     if (r < 0)
-        return fail(st, r, "another operation runs on this VM");
+        return fail(st, r, "%s", lv_op_refusal(r));
     st->began = true;
     struct restore_ctx x = {
         .lv = lv, .c = c, .dom = dom, .rq = rq, .o = o, .st = st,
@@ -976,17 +997,69 @@ lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
     char uuid[VIR_UUID_STRING_BUFLEN];
     _cleanup_close_ int lock = virDomainGetUUIDString(dom, uuid) < 0 ? -EIO
                                                                      : plan_lock(uuid, false);
-    if (lock < 0)
+    _cleanup_free_ char *dir = plan_dir(), *old_path = NULL;
+    struct plan old = { 0 };
+    if (lock < 0) {
         r = fail(st, lock == -EBUSY ? -EBUSY : -EIO, lock == -EBUSY ?
                  "another vmsnapfs restores this VM" : "cannot lock the restore plan");
-    else
+    } else if (dir && asprintf(&old_path, "%s/%s.json", dir, uuid) >= 0 &&
+               access(old_path, F_OK) == 0 &&
+               (plan_read(old_path, &old) < 0 || recover_plan(c, dom, &old) < 0)) {
+        /* an earlier restore of this VM was left half-way (libvirt went
+         * away): it is finished or rolled back before a new one */
+        r = fail(st, -EIO, "an earlier restore of this VM is unfinished and cannot be "
+                           "finished now (see the log)");
+    } else {
+        if (old_path && old.path)
+            log_info("'%s': an earlier restore was dealt with first", ref->name);
         r = restore_locked(&x);
+    }
+    plan_clear(&old);
     plan_clear(&x.plan);
     lv_op_end(lv, ref->name);
     return r;
 }
 
 /* ---- recovery -------------------------------------------------------------- */
+
+/* Finishes or rolls back plan p of dom, with the plan's lock and the VM's
+ * operation held. 0 once the plan is gone; -EIO if it stays (libvirt could
+ * not tell; the next start looks again). */
+static int
+recover_plan(virConnectPtr c, virDomainPtr dom, struct plan *p)
+{
+    if (strcmp(p->phase, "prepared") == 0) {
+        int k = defines_overlays(dom, p->id, p->overlays);
+        if (k < 0) {
+            log_warning("'%s': cannot read its definition: the restore plan stays", p->vm);
+            return -EIO;
+        }
+        p->phase = k ? "defined" : "rolled back";
+    }
+    if (strcmp(p->phase, "defined") == 0) {
+        log_warning("'%s': finished the restore to '%s' that a killed vmsnapfs left",
+                    p->vm, p->snap);
+    } else {
+        /* the definition is the old one (libvirt replaces it atomically):
+         * only the new overlays are to go */
+        if (strcmp(p->phase, "rolled back") == 0)
+            lv_reclaim(c, p->overlays);     /* ours and unused only */
+        log_warning("'%s': rolled back the restore to '%s' that a killed vmsnapfs left; "
+                    "the VM is as it was", p->vm, p->snap);
+    }
+    if (p->start_after) {
+        /* it may still be shutting down */
+        (void) wait_shutoff(dom, now_monotonic_ns() + STOP_GRACE_NS);
+        if (start_vm(dom) < 0)
+            log_warning("'%s': could not start the VM again after the restore", p->vm);
+        else
+            log_info("'%s': started again", p->vm);
+    }
+    plan_remove(p);
+    if (strcmp(p->phase, "defined") == 0)
+        lv_reclaim(c, p->old);
+    return 0;
+}
 
 static void
 recover_one(struct lv *lv, virConnectPtr c, const char *path)
@@ -1017,43 +1090,10 @@ recover_one(struct lv *lv, virConnectPtr c, const char *path)
         return;
     }
     /* another daemon of this host working on the VM: not ours to judge */
-    if (lv_op_begin(lv, p.vm, NULL) < 0) {
-        plan_clear(&p);
-        return;
+    if (lv_op_begin(lv, p.vm, NULL) == 0) {
+        (void) recover_plan(c, dom, &p);
+        lv_op_end(lv, p.vm);
     }
-    if (strcmp(p.phase, "prepared") == 0) {
-        int k = defines_overlays(dom, p.id, p.overlays);
-        if (k < 0) {
-            log_warning("'%s': cannot read its definition: the restore plan stays", p.vm);
-            lv_op_end(lv, p.vm);
-            plan_clear(&p);
-            return;
-        }
-        p.phase = k ? "defined" : "rolled back";
-    }
-    if (strcmp(p.phase, "defined") == 0) {
-        log_warning("'%s': finished the restore to '%s' that a killed vmsnapfs left",
-                    p.vm, p.snap);
-    } else {
-        /* the definition is the old one (libvirt replaces it atomically):
-         * only the new overlays are to go */
-        if (strcmp(p.phase, "rolled back") == 0)
-            lv_reclaim(c, p.overlays);      /* ours and unused only */
-        log_warning("'%s': rolled back the restore to '%s' that a killed vmsnapfs left; "
-                    "the VM is as it was", p.vm, p.snap);
-    }
-    if (p.start_after) {
-        /* it may still be shutting down */
-        (void) wait_shutoff(dom, now_monotonic_ns() + STOP_GRACE_NS);
-        if (start_vm(dom) < 0)
-            log_warning("'%s': could not start the VM again after the restore", p.vm);
-        else
-            log_info("'%s': started again", p.vm);
-    }
-    plan_remove(&p);
-    if (strcmp(p.phase, "defined") == 0)
-        lv_reclaim(c, p.old);
-    lv_op_end(lv, p.vm);
     plan_clear(&p);
 }
 
@@ -1176,8 +1216,25 @@ clone_locked(struct lv *lv, virConnectPtr c, virDomainPtr dom, const char *snap,
         virErrorPtr err = virGetLastError();
         report(rep, r == -EEXIST ? -EEXIST : -EIO, "libvirt refused the clone's definition: %s",
                err && err->message ? err->message : "define failed");
-        drop_overlays(overlays);
-        return r == -EEXIST ? -EEXIST : -EIO;
+        /* refused, or defined and the answer lost? */
+        d = virDomainLookupByName(c, new_name);
+        err = d ? NULL : virGetLastError();
+        bool refused = !d && err && err->code == VIR_ERR_NO_DOMAIN;
+        virResetLastError();
+        if (refused) {
+            drop_overlays(overlays);
+            return r == -EEXIST ? -EEXIST : -EIO;
+        }
+        if (!d)     /* cannot tell: the files stay (reclaimed by a retry) */
+            return -EIO;
+        int ours = defines_overlays(d, NULL, overlays);
+        if (ours <= 0) {        /* someone else's VM of that name, or unsure */
+            virDomainFree(d);
+            if (ours == 0)
+                drop_overlays(overlays);
+            return r == -EEXIST ? -EEXIST : -EIO;
+        }
+        rep->text[0] = '\0';
     }
     virDomainFree(d);
     if (n_drop)
@@ -1213,7 +1270,7 @@ lv_clone(void *h, const struct vm_ref *ref, const char *snap, const char *new_na
      * name's keeps a second clone of that name out */
     r = lv_op_begin(lv, ref->name, NULL);
     if (r < 0)
-        return report(rep, r, "another operation runs on this VM");
+        return report(rep, r, "%s", lv_op_refusal(r));
     r = lv_op_begin(lv, new_name, NULL);
     if (r < 0) {
         lv_op_end(lv, ref->name);

@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,26 +65,29 @@ op_free(void *p)
     }
 }
 
-/* The host-wide lock of vm's operations: an fd holding the flock, -EBUSY
- * if another daemon holds it, -1 if the state directory cannot be used
- * (then this daemon's own lock is all there is; said once). */
+/* The host-wide lock of vm's operations: an fd holding the flock of
+ * STATE/ops/HASH.lock (HASH: 64-bit FNV-1a of the name, so any name makes
+ * a file name; a collision only makes two VMs wait for each other).
+ * -EBUSY if another daemon holds it; -EIO (logged) if the state directory
+ * cannot be used: operations then fail rather than run unlocked. */
 static int
 op_lock(const char *vm)
 {
-    static bool said;
     _cleanup_free_ char *dir = NULL, *path = NULL;
+    uint64_t h = UINT64_C(14695981039346656037);
 
-    if (asprintf(&dir, "%s/ops", state_dir()) < 0 || asprintf(&path, "%s/%s.lock", dir, vm) < 0)
-        return -1;
+    for (const unsigned char *c = (const unsigned char *) vm; *c; c++)
+        h = (h ^ *c) * UINT64_C(1099511628211);
+    if (asprintf(&dir, "%s/ops", state_dir()) < 0 ||
+        asprintf(&path, "%s/%016llx.lock", dir, (unsigned long long) h) < 0)
+        return -ENOMEM;
     (void) mkdir(state_dir(), 0711);
     (void) mkdir(dir, 0700);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        if (!__atomic_exchange_n(&said, true, __ATOMIC_RELAXED))
-            log_warning("cannot use '%s' (%s): operations are not locked against other "
-                        "vmsnapfs daemons of this host", dir, strerror(errno));
-        return -1;
-    }
+    if (fd < 0)
+        return log_error_errno(-EIO, "cannot open '%s' to lock the operations on '%s' "
+                               "against other vmsnapfs daemons: %s", path, vm,
+                               strerror(errno));
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
         close(fd);
         return -EBUSY;
@@ -109,9 +113,9 @@ lv_op_begin(struct lv *lv, const char *vm, const char *snap)
         return -EBUSY;
     }
     int fd = op_lock(vm);
-    if (fd == -EBUSY) {
+    if (fd < 0) {
         op_free(op);
-        return -EBUSY;
+        return fd;
     }
     op->lock_fd = fd;
     if (hashmap_put(lv->ops, vm, op, NULL) < 0) {
@@ -336,7 +340,7 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
         return r;
     r = lv_op_begin(lv, ref->name, snap);
     if (r < 0)
-        return report(rep, r, "another operation runs on this VM");
+        return report(rep, r, "%s", lv_op_refusal(r));
     r = create_locked(lv, dom, snap, o, rep, &handed_over);
     if (!handed_over)
         lv_op_end(lv, ref->name);
@@ -846,7 +850,7 @@ lv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap,
         return report(rep, -EBUSY, "a volume of this VM is open");
     r = lv_op_begin(lv, ref->name, NULL);
     if (r < 0)
-        return report(rep, r, "another operation runs on this VM");
+        return report(rep, r, "%s", lv_op_refusal(r));
     r = delete_locked(lv, dom, snap, rep);
     lv_op_end(lv, ref->name);
     return r;

@@ -3,6 +3,7 @@
  * disk views). */
 #pragma once
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 
@@ -50,8 +51,16 @@ struct lv_op {
                                VM across the daemons of a host (-1: none) */
 };
 
-/* -EBUSY if this or another daemon of the host runs one on vm. */
+/* -EBUSY if this or another daemon of the host runs one on vm; -EIO if
+ * the host-wide lock cannot be had (logged). */
 int lv_op_begin(struct lv *lv, const char *vm, const char *snap);
+/* Why lv_op_begin refused (r its result), for events. */
+static inline const char *
+lv_op_refusal(int r)
+{
+    return r == -EBUSY ? "another operation runs on this VM"
+                       : "cannot lock the VM's operations (see the log)";
+}
 void lv_op_end(struct lv *lv, const char *vm);
 /* The operation goes on (busy) but makes no snapshot any more. */
 void lv_op_forget_snapshot(struct lv *lv, const char *vm);

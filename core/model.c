@@ -633,12 +633,30 @@ set_restore_status(struct model *m, const char *key, const struct restore_status
     restore_status_free(old);
 }
 
+/* Publishes st (InProgress) unless a restore of the VM is in progress:
+ * then returns true and leaves that one's status. One hold of the lock. */
 static bool
-restore_running(struct model *m, const char *key)
+restore_begin(struct model *m, const char *key, const struct restore_status *st)
 {
+    struct restore_status *copy = calloc(1, sizeof *copy);
+    void *old = NULL;
+
+    if (copy) {
+        *copy = *st;
+        memset(copy->conflicts, 0, sizeof copy->conflicts);
+        copy->n_conflicts = 0;
+    }
     LOCK_FOR_SCOPE(&m->lock);
-    const struct restore_status *st = key ? hashmap_get(m->restores, key) : NULL;
-    return st && st->phase == SNAPSHOT_IN_PROGRESS;
+    const struct restore_status *now = key ? hashmap_get(m->restores, key) : NULL;
+    if (now && now->phase == SNAPSHOT_IN_PROGRESS) {
+        free(copy);
+        return true;
+    }
+    if (copy && key && hashmap_put(m->restores, key, copy, &old) == 0)
+        restore_status_free(old);
+    else
+        free(copy);
+    return false;
 }
 
 int
@@ -659,9 +677,7 @@ model_restore(struct model *m, const char *ns, const char *vm,
                           "restoring is not supported by this backend yet");
     /* a restore that runs keeps its status; one refused because of it
      * (EBUSY) does not replace it */
-    bool running = restore_running(m, key);
-    if (!running)
-        set_restore_status(m, key, &st);
+    bool running = restore_begin(m, key, &st);
     r = m->ops->restore(m->h, &ref, rq, o, &st);
     st.finished = time(NULL);
     st.phase = r < 0 ? SNAPSHOT_FAILED : SNAPSHOT_SUCCEEDED;

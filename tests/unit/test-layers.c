@@ -207,6 +207,17 @@ test_reclaim(void **state)
     assert_false(layer_mine(copy[0]));
     assert_true(layer_mine(copy[1]));
 
+    /* the same file through a symlinked directory is the same file: used */
+    char linked[600];
+    assert_int_equal(symlink(dir, at("link")), 0);
+    snprintf(linked, sizeof linked, "%s/link/ours-used.qcow2", dir);
+    char *via_link[] = { linked, NULL };
+    assert_int_equal(layer_reclaim(g, via_link), 0);
+    assert_int_equal(access(copy[1], F_OK), 0);
+    assert_int_equal(layer_refs_children(g, at("user.raw"), NULL), 1);
+    snprintf(linked, sizeof linked, "%s/link/user.raw", dir);
+    assert_int_equal(layer_refs_children(g, linked, NULL), 1);
+
     /* nothing uses anything: only ours goes, the user's file stays */
     layer_refs_free(g);
     g = layer_refs_new();

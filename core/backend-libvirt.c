@@ -10,6 +10,7 @@
 #define LOG_MODULE "libvirt"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,16 @@ silent_error(void *opaque, virErrorPtr err)
 }
 
 /* The last libvirt error (of this thread) as -errno, logged once. */
+int
+lv_say(char *buf, size_t size, int r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, size, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
 int
 lv_errno(const char *what, const char *name)
 {

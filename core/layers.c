@@ -293,23 +293,38 @@ layer_mine_add(const char *path)
     return 0;
 }
 
+/* The registry as a set of paths (read once), or NULL if it cannot be
+ * read (then nothing counts as ours). */
+static struct hashmap *
+registry_read(void)
+{
+    char reg[PATH_MAX], *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    struct hashmap *set = hashmap_new();
+
+    registry_path(reg, sizeof reg);
+    _cleanup_(fclosep) FILE *f = set ? fopen(reg, "re") : NULL;
+    while (f && (n = getline(&line, &cap, f)) > 0) {
+        line[strcspn(line, "\n")] = '\0';
+        if (hashmap_put(set, line, (void *) 1, NULL) < 0) {
+            hashmap_free(set, NULL);
+            set = NULL;
+            break;
+        }
+    }
+    free(line);
+    return set;
+}
+
 bool
 layer_mine(const char *path)
 {
     _cleanup_free_ char *p = layer_canonical(path);
-    char reg[PATH_MAX], *line = NULL;
-    size_t cap = 0;
-    bool found = false;
+    struct hashmap *set = p ? registry_read() : NULL;
+    bool found = set && hashmap_get(set, p);
 
-    if (!p)
-        return false;
-    registry_path(reg, sizeof reg);
-    _cleanup_(fclosep) FILE *f = fopen(reg, "re");
-    while (f && !found && getline(&line, &cap, f) > 0) {
-        line[strcspn(line, "\n")] = '\0';
-        found = strcmp(line, p) == 0;
-    }
-    free(line);
+    hashmap_free(set, NULL);
     return found;
 }
 
@@ -349,10 +364,11 @@ size_t
 layer_reclaim(const struct layer_refs *g, char *const *candidates)
 {
     size_t gone = 0;
+    struct hashmap *mine = candidates && candidates[0] ? registry_read() : NULL;
 
-    for (size_t i = 0; candidates && candidates[i]; i++) {
+    for (size_t i = 0; mine && candidates[i]; i++) {
         _cleanup_free_ char *p = layer_canonical(candidates[i]);
-        if (!p || layer_refs_used(g, p) || !layer_mine(p))
+        if (!p || layer_refs_used(g, p) || !hashmap_get(mine, p))
             continue;
         if (unlink(p) < 0 && errno != ENOENT) {
             log_warning("cannot remove '%s': %s", p, strerror(errno));
@@ -362,5 +378,6 @@ layer_reclaim(const struct layer_refs *g, char *const *candidates)
         layer_mine_remove(p);
         gone++;
     }
+    hashmap_free(mine, NULL);
     return gone;
 }

@@ -1,5 +1,4 @@
-/* core/libvirt-restore.c: restoring a VM to a snapshot, and cloning one
- * from a snapshot, on libvirt (SPEC "Restore"). libvirt 9 cannot revert
+/* core/libvirt-restore.c: restoring a VM to a snapshot on libvirt (SPEC "Restore"). libvirt 9 cannot revert
  * external snapshots, so vmsnapfs does it itself:
  *
  *  - every disk the snapshot covers gets a fresh qcow2 overlay on the
@@ -19,8 +18,7 @@
  *
  * Before changing anything, the VM's current state is kept as the snapshot
  * pre-restore-SNAP-STAMP (an ordinary snapshot), so a restore can itself be
- * restored away. A clone is the same thing with a new name, UUID, MAC
- * addresses and firmware serial, left stopped; the source VM is untouched.
+ * restored away. (A clone takes the same from a snapshot: libvirt-clone.c.)
  *
  * Layers that a restored VM or a clone builds on are shared with the
  * snapshot: rmdir of the snapshot keeps them (libvirt-snapshot.c,
@@ -30,43 +28,26 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <json-c/json.h>
-
 #include "fault.h"
 #include "layers.h"
+#include "libvirt-from-snapshot.h"
 #include "libvirt-xml.h"
 #include "libvirt.h"
 #include "log.h"
 #include "model.h"
-#include "qemu-img.h"
-#include "subprocess.h"
+#include "restore-plan.h"
 
 #define POLL_NS (UINT64_C(100) * 1000000)
 #define STOP_GRACE_NS (UINT64_C(60) * 1000000000)
 
-static int
-fail(struct restore_status *st, int r, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int
-fail(struct restore_status *st, int r, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(st->error, sizeof st->error, fmt, ap);
-    va_end(ap);
-    return r;
-}
+#define fail(st, r, ...) lv_say((st)->error, sizeof (st)->error, (r), __VA_ARGS__)
 
 static void
 stamp(char buf[32])
@@ -75,190 +56,6 @@ stamp(char buf[32])
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(buf, 32, "%Y%m%dT%H%M%SZ", &tm);
-}
-
-/* ---- the plan on disk -------------------------------------------------- */
-
-/* 32 random hex digits: a clone's firmware serial, a restore's id. */
-static void
-new_serial(char buf[33])
-{
-    unsigned char b[16] = { 0 };
-    _cleanup_close_ int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || read(fd, b, sizeof b) != (ssize_t) sizeof b) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        memcpy(b, &ts, sizeof ts < sizeof b ? sizeof ts : sizeof b);
-    }
-    for (size_t i = 0; i < 16; i++)
-        snprintf(buf + 2 * i, 3, "%02x", b[i]);
-}
-
-
-struct plan {
-    char *vm, *uuid, *snap;
-    char id[33];                /* marks the new definition (libvirt-xml.h) */
-    const char *phase;          /* "stopping", "prepared", "defined" */
-    bool start_after;           /* the restore stopped the VM */
-    char **overlays;            /* new tops (NULL-terminated) */
-    size_t n_overlays;
-    char **old;                 /* the old chains, reclaimed at the end */
-    size_t n_old;
-    char *path;                 /* the plan file */
-};
-
-static void
-plan_clear(struct plan *p)
-{
-    free(p->vm);
-    free(p->uuid);
-    free(p->snap);
-    strv_free(p->overlays);
-    strv_free(p->old);
-    free(p->path);
-    *p = (struct plan) { 0 };
-}
-
-static char *
-plan_dir(void)
-{
-    char *d = NULL;
-    if (asprintf(&d, "%s/restore", state_dir()) < 0)
-        return NULL;
-    return d;
-}
-
-static struct json_object *
-strv_json(char *const *v)
-{
-    struct json_object *a = json_object_new_array();
-    for (size_t i = 0; a && v && v[i]; i++)
-        json_object_array_add(a, json_object_new_string(v[i]));
-    return a;
-}
-
-/* Writes the plan durably: a new file, fsync'd, renamed over the old one,
- * and the directory fsync'd. */
-static int
-plan_write(struct plan *p)
-{
-    _cleanup_free_ char *dir = plan_dir(), *tmp = NULL;
-
-    if (!dir)
-        return -ENOMEM;
-    if ((mkdir(state_dir(), 0711) < 0 && errno != EEXIST) ||
-        (mkdir(dir, 0700) < 0 && errno != EEXIST))
-        return log_error_errno(-errno, "cannot make '%s': %s", dir, strerror(errno));
-    if (!p->path && asprintf(&p->path, "%s/%s.json", dir, p->uuid) < 0) {
-        p->path = NULL;
-        return -ENOMEM;
-    }
-    if (asprintf(&tmp, "%s.new", p->path) < 0)
-        return -ENOMEM;
-
-    struct json_object *o = json_object_new_object();
-    json_object_object_add(o, "vm", json_object_new_string(p->vm));
-    json_object_object_add(o, "uuid", json_object_new_string(p->uuid));
-    json_object_object_add(o, "snapshot", json_object_new_string(p->snap));
-    json_object_object_add(o, "id", json_object_new_string(p->id));
-    json_object_object_add(o, "phase", json_object_new_string(p->phase));
-    json_object_object_add(o, "startAfter", json_object_new_boolean(p->start_after));
-    json_object_object_add(o, "overlays", strv_json(p->overlays));
-    json_object_object_add(o, "old", strv_json(p->old));
-    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
-
-    int r = 0;
-    _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    size_t len = text ? strlen(text) : 0;
-    if (fd < 0 || !text || write(fd, text, len) != (ssize_t) len || fsync(fd) < 0 ||
-        rename(tmp, p->path) < 0) {
-        r = log_error_errno(-EIO, "cannot write the restore plan '%s': %s", p->path,
-                            strerror(errno));
-        unlink(tmp);
-    }
-    json_object_put(o);
-    _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (r == 0 && dfd >= 0)
-        (void) fsync(dfd);
-    return r;
-}
-
-/* STATE/restore/UUID.lock, held by the daemon restoring that VM: a plan
- * whose lock can be taken is a killed daemon's. -EBUSY if held. */
-static int
-plan_lock(const char *uuid, bool wait)
-{
-    _cleanup_free_ char *dir = plan_dir(), *path = NULL;
-
-    if (!dir || asprintf(&path, "%s/%s.lock", dir, uuid) < 0)
-        return -ENOMEM;
-    if ((mkdir(state_dir(), 0711) < 0 && errno != EEXIST) ||
-        (mkdir(dir, 0700) < 0 && errno != EEXIST))
-        return log_error_errno(-errno, "cannot make '%s': %s", dir, strerror(errno));
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return log_error_errno(-errno, "cannot open '%s': %s", path, strerror(errno));
-    if (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
-        close(fd);
-        return -EBUSY;
-    }
-    return fd;
-}
-
-static void
-plan_remove(struct plan *p)
-{
-    if (p->path && unlink(p->path) < 0 && errno != ENOENT)
-        log_warning("cannot remove the restore plan '%s': %s", p->path, strerror(errno));
-}
-
-static char **
-json_strv(struct json_object *a, size_t *ret_n)
-{
-    size_t n = a && json_object_is_type(a, json_type_array) ? json_object_array_length(a) : 0;
-    char **v = calloc(n + 1, sizeof *v);
-    for (size_t i = 0; v && i < n; i++) {
-        if (!(v[i] = strdup(json_object_get_string(json_object_array_get_idx(a, i)) ?: ""))) {
-            strv_free(v);
-            return NULL;
-        }
-    }
-    *ret_n = n;
-    return v;
-}
-
-static int
-plan_read(const char *path, struct plan *p)
-{
-    struct json_object *o = json_object_from_file(path);
-    struct json_object *v;
-    const char *phase = NULL;
-
-    *p = (struct plan) { 0 };
-    if (!o)
-        return -EINVAL;
-#define STR(key) (json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : NULL)
-    const char *vm = STR("vm"), *uuid = STR("uuid"), *snap = STR("snapshot"), *id = STR("id");
-    snprintf(p->id, sizeof p->id, "%s", id ? id : "");
-    phase = STR("phase");
-#undef STR
-    p->start_after = json_object_object_get_ex(o, "startAfter", &v) && json_object_get_boolean(v);
-    p->overlays = json_strv(json_object_object_get_ex(o, "overlays", &v) ? v : NULL,
-                            &p->n_overlays);
-    p->old = json_strv(json_object_object_get_ex(o, "old", &v) ? v : NULL, &p->n_old);
-    p->vm = vm ? strdup(vm) : NULL;
-    p->uuid = uuid ? strdup(uuid) : NULL;
-    p->snap = snap ? strdup(snap) : NULL;
-    p->phase = !phase ? NULL : strcmp(phase, "stopping") == 0 ? "stopping"
-                             : strcmp(phase, "prepared") == 0 ? "prepared"
-                             : strcmp(phase, "defined") == 0 ? "defined" : NULL;
-    p->path = strdup(path);
-    json_object_put(o);
-    if (!p->vm || !p->uuid || !p->snap || !p->phase || !p->overlays || !p->old || !p->path) {
-        plan_clear(p);
-        return -EINVAL;
-    }
-    return 0;
 }
 
 /* ---- stopping and starting --------------------------------------------- */
@@ -313,133 +110,6 @@ start_vm(virDomainPtr dom)
         return 0;
     if (virDomainCreate(dom) < 0)
         return lv_errno("start", virDomainGetName(dom));
-    return 0;
-}
-
-/* ---- overlays ------------------------------------------------------------ */
-
-/* A new qcow2 on layer (of format fmt) at path, recorded as ours first,
- * private to root (it holds the guest's data). */
-static int
-make_overlay(const char *path, const char *layer, const char *fmt)
-{
-    if (access(path, F_OK) == 0)
-        return log_error_errno(-EEXIST, "'%s' exists already", path);
-    int r = layer_mine_add(path);
-    if (r < 0)
-        return r;
-    char *argv[] = { (char *) "qemu-img", (char *) "create", (char *) "-q", (char *) "-f",
-                     (char *) "qcow2", (char *) "-F", (char *) fmt, (char *) "-b",
-                     (char *) layer, (char *) path, NULL };
-    r = spawn_capture("qemu-img", argv, 60 * 1000, 1 << 16, NULL);
-    if (r < 0) {
-        unlink(path);
-        layer_mine_remove(path);
-        return log_error_errno(-EIO, "cannot make the overlay '%s' on '%s'", path, layer);
-    }
-    if (chmod(path, 0600) < 0)
-        log_warning("cannot make '%s' private: %s", path, strerror(errno));
-    return 0;
-}
-
-static void
-drop_overlays(char *const *v)
-{
-    for (size_t i = 0; v && v[i]; i++) {
-        if (unlink(v[i]) < 0 && errno != ENOENT)
-            log_warning("cannot remove '%s': %s", v[i], strerror(errno));
-        else
-            layer_mine_remove(v[i]);
-    }
-}
-
-/* ---- what the snapshot gives back ---------------------------------------- */
-
-struct target_disk {
-    char *name;         /* target dev */
-    char *layer;        /* the snapshot's data: what its overlay builds on */
-    char *format;       /* the layer's format */
-};
-
-struct source_plan {
-    struct lv_xml_snapshot x;
-    const char *def;            /* inactive definition if captured, else live */
-    struct target_disk *disks;
-    size_t n;
-    char **missing;             /* disks whose snapshot data is gone */
-    size_t n_missing;
-};
-
-static void
-source_plan_clear(struct source_plan *sp)
-{
-    for (size_t i = 0; i < sp->n; i++) {
-        free(sp->disks[i].name);
-        free(sp->disks[i].layer);
-        free(sp->disks[i].format);
-    }
-    free(sp->disks);
-    strv_free(sp->missing);
-    lv_xml_snapshot_clear(&sp->x);
-    *sp = (struct source_plan) { 0 };
-}
-
-/* Reads snapshot snap of dom: its definition and the layer of each disk. */
-static int
-source_plan_read(virDomainPtr dom, const char *snap, struct source_plan *sp, char *why,
-                 size_t why_len)
-{
-    _cleanup_(virDomainSnapshotFreep) virDomainSnapshotPtr s =
-        virDomainSnapshotLookupByName(dom, snap, 0);
-    _cleanup_free_ char *xml = s ? virDomainSnapshotGetXMLDesc(s, 0) : NULL;
-
-    *sp = (struct source_plan) { 0 };
-    if (!s) {
-        int r = lv_errno("find a snapshot of", virDomainGetName(dom));
-        snprintf(why, why_len, "no such snapshot");
-        return r;
-    }
-    if (!xml || lv_xml_snapshot_parse(xml, &sp->x) < 0) {
-        virResetLastError();
-        snprintf(why, why_len, "cannot read the snapshot from libvirt");
-        return -EIO;
-    }
-    sp->def = sp->x.inactive_domain ? sp->x.inactive_domain : sp->x.domain;
-    if (!sp->def) {
-        snprintf(why, why_len, "the snapshot holds no definition of the VM");
-        return -EIO;
-    }
-    if (sp->x.memory_internal) {
-        snprintf(why, why_len, "an internal snapshot (made by another tool) cannot be "
-                               "restored here");
-        return -EIO;
-    }
-    sp->disks = calloc(sp->x.n_disks ? sp->x.n_disks : 1, sizeof *sp->disks);
-    sp->missing = calloc(1, sizeof *sp->missing);
-    if (!sp->disks || !sp->missing)
-        return -ENOMEM;
-    for (size_t i = 0; i < sp->x.n_disks; i++) {
-        const struct volume *d = &sp->x.disks[i];
-        if (d->flags & VOLUME_INTERNAL) {
-            snprintf(why, why_len, "disk %s has an internal snapshot (made by another "
-                                   "tool): it cannot be restored here", d->name);
-            return -EIO;
-        }
-        if (d->flags & VOLUME_NOT_SNAPSHOTTED || !d->source)
-            continue;
-        _cleanup_(chain_freep) struct chain *ch = NULL;
-        if (qemu_img_chain(d->source, "qcow2", &ch) < 0 || ch->n < 2) {
-            if (strv_push(&sp->missing, &sp->n_missing, d->name) < 0)
-                return -ENOMEM;
-            continue;
-        }
-        struct target_disk *t = &sp->disks[sp->n++];
-        t->name = strdup(d->name);
-        t->layer = strdup(ch->layers[1]);
-        t->format = strdup(ch->formats[1]);
-        if (!t->name || !t->layer || !t->format)
-            return -ENOMEM;
-    }
     return 0;
 }
 
@@ -547,20 +217,11 @@ used_by(char *const *v, char *const *vm, const char *s, bool nocase)
     return NULL;
 }
 
-static bool
-planned(const struct source_plan *sp, const char *disk)
-{
-    for (size_t i = 0; i < sp->n; i++)
-        if (strcmp(sp->disks[i].name, disk) == 0)
-            return true;
-    return false;
-}
-
 /* Lists the conflicts of putting sp's definition back (conflict lines in
  * st); *ret_drop_* what BestEffort leaves out. Returns how many of them
  * are "in use by another VM" (EBUSY in Strict mode). */
 static int
-find_conflicts(virConnectPtr c, const char *self, const struct source_plan *sp,
+find_conflicts(virConnectPtr c, const char *self, const struct lv_source *sp,
                struct restore_status *st, char ***ret_drop_disks, size_t *n_drop_disks,
                char ***ret_drop_macs, size_t *n_drop_macs)
 {
@@ -597,7 +258,7 @@ find_conflicts(virConnectPtr c, const char *self, const struct source_plan *sp,
             bool missing_data = false;
             for (size_t j = 0; sp->missing && sp->missing[j]; j++)
                 missing_data |= strcmp(sp->missing[j], d->name) == 0;
-            if (planned(sp, d->name) || missing_data || !d->source || d->source[0] != '/')
+            if (lv_source_has(sp, d->name) || missing_data || !d->source || d->source[0] != '/')
                 continue;
             struct stat sb;
             _cleanup_free_ char *canon = layer_canonical(d->source);
@@ -643,35 +304,6 @@ find_conflicts(virConnectPtr c, const char *self, const struct source_plan *sp,
     return oom ? -ENOMEM : in_use;
 }
 
-/* Is the restore's definition in place: does dom's saved definition bear
- * the restore's mark, or name any of its overlays? 1 yes, 0 no, -EIO if
- * that cannot be told now (then nothing may be dropped). */
-static int
-defines_overlays(virDomainPtr dom, const char *id, char *const *overlays)
-{
-    _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE);
-    struct volume *v = NULL;
-    size_t n = 0;
-    int found = 0;
-
-    if (!xml || lv_xml_disks(xml, &v, &n) < 0) {
-        virResetLastError();
-        return -EIO;
-    }
-    _cleanup_free_ char *mark = lv_xml_restore_mark(xml);
-    found = id && id[0] && mark && strcmp(mark, id) == 0;
-    for (size_t i = 0; i < n; i++) {
-        _cleanup_free_ char *src = v[i].source ? layer_canonical(v[i].source) : NULL;
-        for (size_t j = 0; !found && src && overlays[j]; j++) {
-            _cleanup_free_ char *ov = layer_canonical(overlays[j]);
-            found = ov && strcmp(src, ov) == 0;
-        }
-        volume_clear(&v[i]);
-    }
-    free(v);
-    return found;
-}
-
 /* ---- restore ---------------------------------------------------------------- */
 
 struct restore_ctx {
@@ -682,7 +314,7 @@ struct restore_ctx {
     const struct vmsnapfs_opts *o;
     struct restore_status *st;
     uint64_t deadline;
-    struct plan plan;
+    struct restore_plan plan;
     bool stopped;               /* we stopped the VM: start it again */
 };
 
@@ -697,7 +329,7 @@ undo(struct restore_ctx *x, int r)
                      sizeof x->st->error - strlen(x->st->error),
                      "; starting the VM again failed");
     }
-    plan_remove(&x->plan);
+    restore_plan_remove(&x->plan);
     return r;
 }
 
@@ -708,7 +340,7 @@ restore_locked(struct restore_ctx *x)
     struct restore_status *st = x->st;
     const char *vm = virDomainGetName(x->dom);
     char why[256] = "", uuid[VIR_UUID_STRING_BUFLEN], when[32];
-    struct source_plan sp;
+    struct lv_source sp;
     _cleanup_strv_ char **drop_disks = calloc(1, sizeof(char *));
     _cleanup_strv_ char **drop_macs = calloc(1, sizeof(char *));
     size_t n_drop_disks = 0, n_drop_macs = 0;
@@ -717,9 +349,9 @@ restore_locked(struct restore_ctx *x)
     if (!drop_disks || !drop_macs || virDomainGetUUIDString(x->dom, uuid) < 0)
         return fail(st, -EIO, "cannot read the VM from libvirt");
     stamp(when);
-    r = source_plan_read(x->dom, rq->snap, &sp, why, sizeof why);
+    r = lv_source_read(x->dom, rq->snap, &sp, why, sizeof why);
     if (r < 0) {
-        source_plan_clear(&sp);
+        lv_source_clear(&sp);
         return fail(st, r, "%s", why[0] ? why : "cannot read the snapshot");
     }
 
@@ -727,21 +359,21 @@ restore_locked(struct restore_ctx *x)
     int in_use = find_conflicts(x->c, uuid, &sp, st, &drop_disks, &n_drop_disks,
                                 &drop_macs, &n_drop_macs);
     if (in_use < 0) {
-        source_plan_clear(&sp);
+        lv_source_clear(&sp);
         return fail(st, in_use, "cannot compare the snapshot with the other VMs");
     }
     if (rq->mode == RESTORE_DRY_RUN) {
-        source_plan_clear(&sp);
+        lv_source_clear(&sp);
         snprintf(st->error, sizeof st->error, "%s", "");
         return 0;
     }
     if (rq->mode == RESTORE_STRICT && st->n_conflicts) {
-        source_plan_clear(&sp);
+        lv_source_clear(&sp);
         return fail(st, in_use ? -EBUSY : -EIO, "%zu conflict(s) (see below); nothing was "
                     "changed (mode=BestEffort leaves those devices out)", st->n_conflicts);
     }
     if (sp.n == 0 && sp.x.n_disks > 0 && n_drop_disks == sp.x.n_disks) {
-        source_plan_clear(&sp);
+        lv_source_clear(&sp);
         return fail(st, -EIO, "nothing of the snapshot's disks is left to restore");
     }
 
@@ -752,13 +384,13 @@ restore_locked(struct restore_ctx *x)
     x->plan.overlays = calloc(1, sizeof(char *));
     x->plan.old = calloc(1, sizeof(char *));
     if (!x->plan.vm || !x->plan.uuid || !x->plan.snap || !x->plan.overlays || !x->plan.old) {
-        source_plan_clear(&sp);
+        lv_source_clear(&sp);
         return -ENOMEM;
     }
     if (active(x->dom)) {
         switch (rq->policy) {
         case RESTORE_FAIL_IMMEDIATE:
-            source_plan_clear(&sp);
+            lv_source_clear(&sp);
             return fail(st, -EBUSY, "the VM is running and policy=FailImmediate "
                                     "(policy=StopTarget stops it)");
         case RESTORE_STOP_TARGET: {
@@ -766,14 +398,14 @@ restore_locked(struct restore_ctx *x)
             bool agent = live && lv_xml_agent_connected(live) > 0;
             x->plan.phase = "stopping";
             x->plan.start_after = true;
-            r = plan_write(&x->plan);
+            r = restore_plan_write(&x->plan);
             if (r >= 0) {
                 log_info("'%s': stopping the VM to restore '%s'", vm, rq->snap);
                 r = stop_vm(x->dom, agent, x->deadline);
             }
             if (r < 0) {
-                source_plan_clear(&sp);
-                plan_remove(&x->plan);
+                lv_source_clear(&sp);
+                restore_plan_remove(&x->plan);
                 if (!active(x->dom))
                     (void) start_vm(x->dom);
                 return fail(st, r == -ETIMEDOUT ? -ETIMEDOUT : -EIO,
@@ -792,7 +424,7 @@ restore_locked(struct restore_ctx *x)
             }
             log_info("'%s': waiting for the VM to stop to restore '%s'", vm, rq->snap);
             if (wait_shutoff(x->dom, until) < 0) {
-                source_plan_clear(&sp);
+                lv_source_clear(&sp);
                 return fail(st, -ETIMEDOUT, "the VM did not stop within %s",
                             rq->policy == RESTORE_WAIT_GRACE_PERIOD ? "the grace period"
                                                                     : "the failure deadline");
@@ -805,7 +437,7 @@ restore_locked(struct restore_ctx *x)
     }
     fault_point("restore-stopped");
     if (active(x->dom)) {
-        source_plan_clear(&sp);
+        lv_source_clear(&sp);
         fail(st, -EBUSY, "the VM was started again while the restore waited for it");
         return undo(x, -EBUSY);
     }
@@ -830,7 +462,7 @@ restore_locked(struct restore_ctx *x)
         }
         r = lv_snapshot_create_locked(x->lv, x->dom, safety, x->o, &rep);
         if (r < 0) {
-            source_plan_clear(&sp);
+            lv_source_clear(&sp);
             fail(st, r == -EEXIST ? -EBUSY : r, "the safety snapshot '%s' failed: %s", safety,
                  rep.text);
             return undo(x, r == -EEXIST ? -EBUSY : r);
@@ -845,7 +477,7 @@ restore_locked(struct restore_ctx *x)
     struct volume *cv = NULL;
     size_t ncv = 0;
     if (!cur || lv_xml_disks(cur, &cv, &ncv) < 0) {
-        source_plan_clear(&sp);
+        lv_source_clear(&sp);
         fail(st, -EIO, "cannot read the VM's definition");
         return undo(x, -EIO);
     }
@@ -877,12 +509,12 @@ restore_locked(struct restore_ctx *x)
         }
         if (!ov || strv_push(&x->plan.overlays, &x->plan.n_overlays, ov) < 0 ||
             !(targets[n_targets++] = strdup(sp.disks[i].name))) {
-            source_plan_clear(&sp);
+            lv_source_clear(&sp);
             return undo(x, -ENOMEM);
         }
     }
     _cleanup_free_ char *new_xml = NULL;
-    new_serial(x->plan.id);
+    lv_random_hex(x->plan.id);
     struct lv_xml_edit e = {
         .disk_targets = targets,
         .disk_sources = x->plan.overlays,
@@ -893,13 +525,13 @@ restore_locked(struct restore_ctx *x)
     };
     r = targets ? lv_xml_edit(sp.def, &e, &new_xml) : -ENOMEM;
     if (r < 0) {
-        source_plan_clear(&sp);
+        lv_source_clear(&sp);
         fail(st, -EIO, "cannot rewrite the snapshot's definition for the new disks");
         return undo(x, -EIO);
     }
 
     x->plan.phase = "prepared";
-    r = plan_write(&x->plan);
+    r = restore_plan_write(&x->plan);
     _cleanup_strv_ char **made = calloc(n_targets + 1, sizeof(char *));
     size_t n_made = 0;
     if (!made)
@@ -907,14 +539,14 @@ restore_locked(struct restore_ctx *x)
     for (size_t i = 0, k = 0; r >= 0 && i < sp.n && k < n_targets; i++) {
         if (strcmp(sp.disks[i].name, targets[k]) != 0)
             continue;
-        r = make_overlay(x->plan.overlays[k], sp.disks[i].layer, sp.disks[i].format);
+        r = lv_make_overlay(x->plan.overlays[k], sp.disks[i].layer, sp.disks[i].format);
         if (r >= 0)
             r = strv_push(&made, &n_made, x->plan.overlays[k]);
         k++;
     }
-    source_plan_clear(&sp);
+    lv_source_clear(&sp);
     if (r < 0) {
-        drop_overlays(made);        /* only what this restore made */
+        lv_drop_overlays(made);        /* only what this restore made */
         fail(st, r == -EEXIST ? -EEXIST : -EIO, "cannot make the new disk overlays");
         return undo(x, r == -EEXIST ? -EEXIST : -EIO);
     }
@@ -923,7 +555,7 @@ restore_locked(struct restore_ctx *x)
     if (active(x->dom)) {
         /* a running VM would go on with its old disks and boot the new
          * ones next time: no mix; it stays as it was */
-        drop_overlays(made);
+        lv_drop_overlays(made);
         fail(st, -EBUSY, "the VM was started again during the restore; nothing changed");
         return undo(x, -EBUSY);
     }
@@ -934,7 +566,7 @@ restore_locked(struct restore_ctx *x)
         fail(st, r == -EBUSY ? -EBUSY : -EIO, "libvirt refused the snapshot's definition: %s",
              err && err->message ? err->message : "define failed");
         /* refused, or applied and the answer lost? */
-        int k = defines_overlays(x->dom, x->plan.id, made);
+        int k = lv_defines_overlays(x->dom, x->plan.id, made);
         if (k < 0) {
             /* cannot tell now: the plan stays for the next start, which
              * finishes or rolls back */
@@ -943,7 +575,7 @@ restore_locked(struct restore_ctx *x)
             return -EIO;
         }
         if (k == 0) {
-            drop_overlays(made);
+            lv_drop_overlays(made);
             return undo(x, r == -EBUSY ? -EBUSY : -EIO);
         }
         st->error[0] = '\0';
@@ -952,14 +584,14 @@ restore_locked(struct restore_ctx *x)
         virDomainFree(d);
     fault_point("restore-defined");
     x->plan.phase = "defined";
-    (void) plan_write(&x->plan);
+    (void) restore_plan_write(&x->plan);
 
     if (x->stopped && (r = start_vm(x->dom)) < 0) {
-        plan_remove(&x->plan);
+        restore_plan_remove(&x->plan);
         lv_reclaim(x->c, x->plan.old);
         return fail(st, -EIO, "restored, but the VM did not start again (see the log)");
     }
-    plan_remove(&x->plan);
+    restore_plan_remove(&x->plan);
     lv_reclaim(x->c, x->plan.old);
     snprintf(st->error, sizeof st->error, "%s", "");
     log_info("'%s': restored to '%s'%s%s%s", vm, rq->snap, safety[0] ? "; the state before is "
@@ -967,7 +599,7 @@ restore_locked(struct restore_ctx *x)
     return 0;
 }
 
-static int recover_plan(virConnectPtr c, virDomainPtr dom, struct plan *p);
+static int recover_plan(virConnectPtr c, virDomainPtr dom, struct restore_plan *p);
 
 int
 lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
@@ -996,15 +628,15 @@ lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
     /* another daemon of this host may restore the same VM */
     char uuid[VIR_UUID_STRING_BUFLEN];
     _cleanup_close_ int lock = virDomainGetUUIDString(dom, uuid) < 0 ? -EIO
-                                                                     : plan_lock(uuid, false);
-    _cleanup_free_ char *dir = plan_dir(), *old_path = NULL;
-    struct plan old = { 0 };
+                                                                     : restore_plan_lock(uuid, false);
+    _cleanup_free_ char *dir = restore_plan_dir(), *old_path = NULL;
+    struct restore_plan old = { 0 };
     if (lock < 0) {
         r = fail(st, lock == -EBUSY ? -EBUSY : -EIO, lock == -EBUSY ?
                  "another vmsnapfs restores this VM" : "cannot lock the restore plan");
     } else if (dir && asprintf(&old_path, "%s/%s.json", dir, uuid) >= 0 &&
                access(old_path, F_OK) == 0 &&
-               (plan_read(old_path, &old) < 0 || recover_plan(c, dom, &old) < 0)) {
+               (restore_plan_read(old_path, &old) < 0 || recover_plan(c, dom, &old) < 0)) {
         /* an earlier restore of this VM was left half-way (libvirt went
          * away): it is finished or rolled back before a new one */
         r = fail(st, -EIO, "an earlier restore of this VM is unfinished and cannot be "
@@ -1014,8 +646,8 @@ lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
             log_info("'%s': an earlier restore was dealt with first", ref->name);
         r = restore_locked(&x);
     }
-    plan_clear(&old);
-    plan_clear(&x.plan);
+    restore_plan_clear(&old);
+    restore_plan_clear(&x.plan);
     lv_op_end(lv, ref->name);
     return r;
 }
@@ -1026,10 +658,10 @@ lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
  * operation held. 0 once the plan is gone; -EIO if it stays (libvirt could
  * not tell; the next start looks again). */
 static int
-recover_plan(virConnectPtr c, virDomainPtr dom, struct plan *p)
+recover_plan(virConnectPtr c, virDomainPtr dom, struct restore_plan *p)
 {
     if (strcmp(p->phase, "prepared") == 0) {
-        int k = defines_overlays(dom, p->id, p->overlays);
+        int k = lv_defines_overlays(dom, p->id, p->overlays);
         if (k < 0) {
             log_warning("'%s': cannot read its definition: the restore plan stays", p->vm);
             return -EIO;
@@ -1055,7 +687,7 @@ recover_plan(virConnectPtr c, virDomainPtr dom, struct plan *p)
         else
             log_info("'%s': started again", p->vm);
     }
-    plan_remove(p);
+    restore_plan_remove(p);
     if (strcmp(p->phase, "defined") == 0)
         lv_reclaim(c, p->old);
     return 0;
@@ -1064,15 +696,15 @@ recover_plan(virConnectPtr c, virDomainPtr dom, struct plan *p)
 static void
 recover_one(struct lv *lv, virConnectPtr c, const char *path)
 {
-    struct plan p;
+    struct restore_plan p;
     _cleanup_free_ char *uuid = strdup(strrchr(path, '/') + 1);
     if (!uuid)
         return;
     uuid[strlen(uuid) - strlen(".json")] = '\0';
-    _cleanup_close_ int lock = plan_lock(uuid, false);
+    _cleanup_close_ int lock = restore_plan_lock(uuid, false);
     if (lock < 0)
         return;         /* a live daemon's restore, or no state dir */
-    if (plan_read(path, &p) < 0) {
+    if (restore_plan_read(path, &p) < 0) {
         log_warning("'%s' is not a restore plan vmsnapfs can read: left alone", path);
         return;
     }
@@ -1084,9 +716,9 @@ recover_one(struct lv *lv, virConnectPtr c, const char *path)
         if (gone) {
             log_warning("restore plan of '%s': the VM is gone", p.vm);
             lv_reclaim(c, p.overlays);      /* ours and unused only */
-            plan_remove(&p);
+            restore_plan_remove(&p);
         }
-        plan_clear(&p);     /* else: the next start looks again */
+        restore_plan_clear(&p);     /* else: the next start looks again */
         return;
     }
     /* another daemon of this host working on the VM: not ours to judge */
@@ -1094,13 +726,13 @@ recover_one(struct lv *lv, virConnectPtr c, const char *path)
         (void) recover_plan(c, dom, &p);
         lv_op_end(lv, p.vm);
     }
-    plan_clear(&p);
+    restore_plan_clear(&p);
 }
 
 void
 lv_restore_recover(struct lv *lv, virConnectPtr c)
 {
-    _cleanup_free_ char *dir = plan_dir();
+    _cleanup_free_ char *dir = restore_plan_dir();
     DIR *d = dir ? opendir(dir) : NULL;
     struct dirent *de;
 
@@ -1116,168 +748,4 @@ lv_restore_recover(struct lv *lv, virConnectPtr c)
         recover_one(lv, c, path);
     }
     closedir(d);
-}
-
-/* ---- clone ------------------------------------------------------------------- */
-
-static int
-report(struct op_report *rep, int r, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int
-report(struct op_report *rep, int r, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(rep->text, sizeof rep->text, fmt, ap);
-    va_end(ap);
-    return r;
-}
-
-static int
-clone_locked(struct lv *lv, virConnectPtr c, virDomainPtr dom, const char *snap,
-             const char *new_name, struct op_report *rep)
-{
-    struct source_plan sp;
-    char why[256] = "", serial[33];
-    const char *vm = virDomainGetName(dom);
-    struct volume *v = NULL;
-    size_t n = 0, n_ov = 0, n_drop = 0;
-    _cleanup_strv_ char **overlays = calloc(1, sizeof(char *));
-    _cleanup_strv_ char **targets = calloc(1, sizeof(char *));
-    _cleanup_strv_ char **drop = calloc(1, sizeof(char *));
-    int r;
-
-    (void) lv;
-    if (!overlays || !targets || !drop)
-        return -ENOMEM;
-    r = source_plan_read(dom, snap, &sp, why, sizeof why);
-    if (r >= 0 && sp.n_missing)
-        r = report(rep, -EIO, "the snapshot's data of disk %s is missing", sp.missing[0]);
-    else if (r < 0)
-        report(rep, r, "%s", why);
-    for (size_t i = 0; r >= 0 && i < sp.n; i++) {
-        _cleanup_free_ char *ov = lv_overlay_path(sp.disks[i].layer, new_name,
-                                                  sp.disks[i].name, "clone");
-        size_t n_t = n_ov;
-        if (!ov || strv_push(&overlays, &n_ov, ov) < 0 ||
-            strv_push(&targets, &n_t, sp.disks[i].name) < 0)
-            r = -ENOMEM;
-        else if (access(ov, F_OK) == 0) {
-            /* a clone of that name that a killed daemon left half-made:
-             * its overlay is ours and nothing uses it */
-            char *one[] = { ov, NULL };
-            if (layer_mine(ov))
-                lv_reclaim(c, one);
-            if (access(ov, F_OK) == 0)
-                r = report(rep, -EEXIST, "the file '%s' exists already", ov);
-        }
-    }
-    /* disks the snapshot did not cover: read-only, shareable and cdrom
-     * ones are shared; a writable one would be written by two VMs */
-    if (r >= 0 && lv_xml_disks(sp.def, &v, &n) >= 0) {
-        for (size_t i = 0; i < n; i++) {
-            if (r >= 0 && !planned(&sp, v[i].name) &&
-                !(v[i].flags & (VOLUME_READONLY | VOLUME_SHAREABLE | VOLUME_CDROM)))
-                r = strv_push(&drop, &n_drop, v[i].name);
-            volume_clear(&v[i]);
-        }
-        free(v);
-    }
-    new_serial(serial);
-    _cleanup_free_ char *xml = NULL;
-    struct lv_xml_edit e = {
-        .name = new_name,
-        .drop_uuid = true,
-        .new_macs = true,
-        .disk_targets = targets,
-        .disk_sources = overlays,
-        .drop_disks = drop,
-        .serial = serial,
-        .old_name = vm,
-    };
-    if (r >= 0 && lv_xml_edit(sp.def, &e, &xml) < 0)
-        r = report(rep, -EIO, "cannot rewrite the snapshot's definition for the clone");
-    for (size_t i = 0; r >= 0 && i < sp.n; i++)
-        if ((r = make_overlay(overlays[i], sp.disks[i].layer, sp.disks[i].format)) < 0) {
-            for (size_t j = 0; j < i; j++) {
-                unlink(overlays[j]);
-                layer_mine_remove(overlays[j]);
-            }
-            report(rep, r == -EEXIST ? -EEXIST : -EIO, "cannot make the clone's disk overlays");
-        }
-    size_t n_disks = sp.n;
-    source_plan_clear(&sp);
-    if (r < 0)
-        return r;
-    virDomainPtr d = virDomainDefineXML(c, xml);
-    if (!d) {
-        r = lv_errno("define the clone", new_name);
-        virErrorPtr err = virGetLastError();
-        report(rep, r == -EEXIST ? -EEXIST : -EIO, "libvirt refused the clone's definition: %s",
-               err && err->message ? err->message : "define failed");
-        /* refused, or defined and the answer lost? */
-        d = virDomainLookupByName(c, new_name);
-        err = d ? NULL : virGetLastError();
-        bool refused = !d && err && err->code == VIR_ERR_NO_DOMAIN;
-        virResetLastError();
-        if (refused) {
-            drop_overlays(overlays);
-            return r == -EEXIST ? -EEXIST : -EIO;
-        }
-        if (!d)     /* cannot tell: the files stay (reclaimed by a retry) */
-            return -EIO;
-        int ours = defines_overlays(d, NULL, overlays);
-        if (ours <= 0) {        /* someone else's VM of that name, or unsure */
-            virDomainFree(d);
-            if (ours == 0)
-                drop_overlays(overlays);
-            return r == -EEXIST ? -EEXIST : -EIO;
-        }
-        rep->text[0] = '\0';
-    }
-    virDomainFree(d);
-    if (n_drop)
-        return report(rep, 0, "defined VM '%s' (stopped): %zu disk(s) as overlays on the "
-                              "snapshot's layers; %zu writable disk(s) the snapshot did not "
-                              "cover left out", new_name, n_disks, n_drop);
-    return report(rep, 0, "defined VM '%s' (stopped): %zu disk(s) as overlays on the "
-                          "snapshot's layers", new_name, n_disks);
-}
-
-int
-lv_clone(void *h, const struct vm_ref *ref, const char *snap, const char *new_name,
-         const struct vmsnapfs_opts *o, struct op_report *rep)
-{
-    struct lv *lv = h;
-    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
-    _cleanup_(virDomainFreep) virDomainPtr dom = NULL;
-    int r = 0;
-
-    (void) o;
-    if (!c)
-        return report(rep, -EIO, "no connection to libvirt");
-    dom = lv_lookup(c, ref->name, &r);
-    if (!dom)
-        return r;
-    virDomainPtr exists = virDomainLookupByName(c, new_name);
-    virResetLastError();
-    if (exists) {
-        virDomainFree(exists);
-        return report(rep, -EEXIST, "a VM named '%s' exists", new_name);
-    }
-    /* the source VM's operation keeps rmdir of the snapshot out; the new
-     * name's keeps a second clone of that name out */
-    r = lv_op_begin(lv, ref->name, NULL);
-    if (r < 0)
-        return report(rep, r, "%s", lv_op_refusal(r));
-    r = lv_op_begin(lv, new_name, NULL);
-    if (r < 0) {
-        lv_op_end(lv, ref->name);
-        return report(rep, r, "a clone of that name is being made");
-    }
-    r = clone_locked(lv, c, dom, snap, new_name, rep);
-    lv_op_end(lv, new_name);
-    lv_op_end(lv, ref->name);
-    return r;
 }

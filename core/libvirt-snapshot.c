@@ -18,7 +18,6 @@
 #define LOG_MODULE "snapshot"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,16 +39,6 @@
 #include "subprocess.h"
 
 #define BLOCK_JOB_POLL_NS (UINT64_C(20) * 1000000)
-
-static int
-report(struct op_report *rep, int r, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(rep->text, sizeof rep->text, fmt, ap);
-    va_end(ap);
-    return r;
-}
 
 /* ---- one operation per VM ------------------------------------------------ */
 
@@ -334,13 +323,13 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
     int r = 0;
 
     if (!c)
-        return report(rep, -EIO, "no connection to libvirt");
+        return lv_report(rep, -EIO, "no connection to libvirt");
     dom = lv_lookup(c, ref->name, &r);
     if (!dom)
         return r;
     r = lv_op_begin(lv, ref->name, snap);
     if (r < 0)
-        return report(rep, r, "%s", lv_op_refusal(r));
+        return lv_report(rep, r, "%s", lv_op_refusal(r));
     r = create_locked(lv, dom, snap, o, rep, &handed_over);
     if (!handed_over)
         lv_op_end(lv, ref->name);
@@ -379,7 +368,7 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
     virDomainSnapshotPtr existing = virDomainSnapshotLookupByName(dom, snap, 0);
     if (existing) {
         virDomainSnapshotFree(existing);
-        return report(rep, -EEXIST, "a snapshot of that name exists");
+        return lv_report(rep, -EEXIST, "a snapshot of that name exists");
     }
     virResetLastError();
 
@@ -388,7 +377,7 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
         !(inactive_xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE)) ||
         !(live_xml = virDomainGetXMLDesc(dom, 0))) {
         r = lv_errno("read the definition of", ref->name);
-        return report(rep, r, "cannot read the VM's definition from libvirt");
+        return lv_report(rep, r, "cannot read the VM's definition from libvirt");
     }
     bool running = state == VIR_DOMAIN_RUNNING || state == VIR_DOMAIN_PAUSED ||
                    state == VIR_DOMAIN_BLOCKED || state == VIR_DOMAIN_PMSUSPENDED ||
@@ -399,7 +388,7 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
         for (size_t i = 0; i < n_pers; i++)
             volume_clear(&pers[i]);
         free(pers);
-        return report(rep, -EIO, "cannot parse the VM's definition");
+        return lv_report(rep, -EIO, "cannot parse the VM's definition");
     }
 
     /* the plan: one entry per disk of the live definition */
@@ -435,22 +424,22 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
     if (!d || !meta.excluded || !excl) {
         r = -ENOMEM;
     } else if (lv_vm_has_views(lv, ref->name)) {
-        r = report(rep, -EBUSY, "a volume of this VM is open (a backup job runs for it)");
+        r = lv_report(rep, -EBUSY, "a volume of this VM is open (a backup job runs for it)");
     } else if (running && other_job(dom)) {
-        r = report(rep, -EBUSY, "another job runs on the VM (a migration, a backup, ...)");
+        r = lv_report(rep, -EBUSY, "another job runs on the VM (a migration, a backup, ...)");
     } else if (running && !agent && o->consistency == CONSISTENCY_REQUIRED) {
-        r = report(rep, -EAGAIN, "no guest agent connected and consistency=required: "
+        r = lv_report(rep, -EAGAIN, "no guest agent connected and consistency=required: "
                                  "no consistent snapshot is possible now");
     }
     for (size_t i = 0; r == 0 && i < n_live; i++) {
         if (d[i].overlay && access(d[i].overlay, F_OK) == 0)
-            r = report(rep, -EEXIST, "the overlay file '%s' exists already", d[i].overlay);
+            r = lv_report(rep, -EEXIST, "the overlay file '%s' exists already", d[i].overlay);
     }
     /* recorded as ours before libvirt makes them: only files vmsnapfs
      * made are ever reclaimed */
     for (size_t i = 0; r == 0 && i < n_live; i++)
         if (d[i].overlay && layer_mine_add(d[i].overlay) < 0)
-            r = report(rep, -EIO, "cannot record the overlay '%s' in the state "
+            r = lv_report(rep, -EIO, "cannot record the overlay '%s' in the state "
                                   "directory", d[i].overlay);
 
     virDomainSnapshotPtr made = NULL;
@@ -462,7 +451,7 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
             /* paused (or suspended): no agent answers; crash-consistent */
             meta.indications |= 1u << INDICATION_PAUSED;
             if (o->consistency == CONSISTENCY_REQUIRED)
-                r = report(rep, -EAGAIN, "the VM is paused and consistency=required");
+                r = lv_report(rep, -EAGAIN, "the VM is paused and consistency=required");
         } else if (!agent) {
             meta.indications |= 1u << INDICATION_NO_GUEST_AGENT;
         } else if (n_incl > 0) {
@@ -473,11 +462,11 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
             case FREEZE_FAILED:
                 meta.indications |= 1u << INDICATION_QUIESCE_FAILED;
                 if (o->consistency == CONSISTENCY_REQUIRED)
-                    r = report(rep, -EAGAIN, "the guest agent could not freeze the "
+                    r = lv_report(rep, -EAGAIN, "the guest agent could not freeze the "
                                              "filesystems and consistency=required");
                 break;
             case FREEZE_TIMEOUT:
-                r = report(rep, -ETIMEDOUT, "the freeze did not answer within the "
+                r = lv_report(rep, -ETIMEDOUT, "the freeze did not answer within the "
                                             "failure deadline; the guest is thawed "
                                             "once it does");
                 break;
@@ -499,7 +488,7 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
              * of another tool is in the way (lv_errno's mapping) */
             r = lv_errno("take a snapshot of", ref->name);
             virErrorPtr e = virGetLastError();
-            report(rep, r, "libvirt: %s", e && e->message ? e->message : "snapshot failed");
+            lv_report(rep, r, "libvirt: %s", e && e->message ? e->message : "snapshot failed");
         }
     }
     /* thaw as soon as the point in time is taken, whatever happened; a
@@ -535,10 +524,10 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
             made = NULL;
             struct op_report undo = { .text = "" };
             if (delete_locked(lv, dom, snap, &undo) < 0)
-                r = report(rep, -ETIMEDOUT, "the failure deadline passed, and undoing "
+                r = lv_report(rep, -ETIMEDOUT, "the failure deadline passed, and undoing "
                                             "the snapshot failed: %s", undo.text);
             else
-                r = report(rep, -ETIMEDOUT, "the failure deadline passed; the snapshot "
+                r = lv_report(rep, -ETIMEDOUT, "the failure deadline passed; the snapshot "
                                             "was undone");
         } else {
             char ind[128] = "";
@@ -546,7 +535,7 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
                 if (meta.indications & (1u << i))
                     snprintf(ind + strlen(ind), sizeof ind - strlen(ind), "%s%s",
                              ind[0] ? "," : "", indication_to_string(i));
-            report(rep, 0, "%zu disk(s), %zu excluded; indications %s%s; freeze "
+            lv_report(rep, 0, "%zu disk(s), %zu excluded; indications %s%s; freeze "
                            "window %llu ms; took %llu ms", n_incl, n_excl,
                    ind[0] ? ind : "none", "", (unsigned long long) frozen_ms,
                    (unsigned long long) ((now_monotonic_ns() - start) / 1000000));
@@ -650,7 +639,7 @@ redefine_source(virConnectPtr c, virDomainPtr dom, const char *disk,
 static int
 merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
            const char *top, const char *top_fmt, const char *overlay,
-           const char *snap, struct op_report *rep)
+           struct op_report *rep)
 {
     _cleanup_(chain_freep) struct chain *ch = NULL;
     const char *vm = virDomainGetName(dom);
@@ -658,7 +647,7 @@ merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
     size_t k;
 
     if (r < 0)
-        return report(rep, -EIO, "cannot read the chain of disk %s", disk);
+        return lv_report(rep, -EIO, "cannot read the chain of disk %s", disk);
     _cleanup_free_ char *ov_canon = layer_canonical(overlay);
     for (k = 0; ov_canon && k < ch->n; k++) {
         _cleanup_free_ char *l = layer_canonical(ch->layers[k]);
@@ -666,10 +655,9 @@ merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
             break;
     }
     if (!ov_canon || k == ch->n)    /* mergeable() saw it there: changed meanwhile */
-        return report(rep, -EIO, "the chain of disk %s changed while it was read", disk);
-    (void) snap;
+        return lv_report(rep, -EIO, "the chain of disk %s changed while it was read", disk);
     if (k + 1 >= ch->n)
-        return report(rep, -EIO, "'%s' has no backing file to merge into", overlay);
+        return lv_report(rep, -EIO, "'%s' has no backing file to merge into", overlay);
     const char *base = ch->layers[k + 1], *base_fmt = ch->formats[k + 1];
 
     if (running) {
@@ -677,7 +665,7 @@ merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
         if (virDomainBlockCommit(dom, disk, base, k == 0 ? NULL : overlay, 0, flags) < 0) {
             r = lv_errno("merge a layer of", vm);
             virErrorPtr e = virGetLastError();
-            return report(rep, r == -EBUSY ? -EBUSY : -EIO, "block commit of %s: %s",
+            return lv_report(rep, r == -EBUSY ? -EBUSY : -EIO, "block commit of %s: %s",
                           disk, e && e->message ? e->message : "failed");
         }
         if (k == 0) {
@@ -690,7 +678,7 @@ merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
         if (r >= 0)
             r = wait_block_job(dom, disk, false);
         if (r < 0)
-            return report(rep, -EIO, "merging disk %s failed (see the log)", disk);
+            return lv_report(rep, -EIO, "merging disk %s failed (see the log)", disk);
     } else {
         char *commit[] = { (char *) "qemu-img", (char *) "commit", (char *) "-q",
                            (char *) "-f", (char *) "qcow2", (char *) overlay, NULL };
@@ -713,18 +701,18 @@ merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
                 r = redefine_source(c, dom, disk, top, top, top_fmt);
         }
         if (r < 0)
-            return report(rep, -EIO, "merging disk %s with qemu-img failed (see the log)",
+            return lv_report(rep, -EIO, "merging disk %s with qemu-img failed (see the log)",
                           disk);
     }
     /* the overlay goes only once the chain does without it */
     _cleanup_(chain_freep) struct chain *after = NULL;
     /* the disk's top now: the base where the top itself was merged */
     if (qemu_img_chain(k == 0 ? base : top, k == 0 ? base_fmt : top_fmt, &after) < 0)
-        return report(rep, -EIO, "cannot read the chain of disk %s after the merge", disk);
+        return lv_report(rep, -EIO, "cannot read the chain of disk %s after the merge", disk);
     for (size_t i = 0; i < after->n; i++) {
         _cleanup_free_ char *l = layer_canonical(after->layers[i]);
         if (!l || strcmp(l, ov_canon) == 0)
-            return report(rep, -EIO, "the merge of disk %s did not complete: '%s' is "
+            return lv_report(rep, -EIO, "the merge of disk %s did not complete: '%s' is "
                                      "still in use", disk, overlay);
     }
     if (unlink(overlay) < 0 && errno != ENOENT)
@@ -773,13 +761,13 @@ delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
 
     if (!s) {
         r = lv_errno("find a snapshot of", virDomainGetName(dom));
-        return report(rep, r, "no such snapshot");
+        return lv_report(rep, r, "no such snapshot");
     }
     if (!c || !(xml = virDomainSnapshotGetXMLDesc(s, 0)) ||
         virDomainGetState(dom, &state, &reason, 0) < 0 ||
         !(live_xml = virDomainGetXMLDesc(dom, 0))) {
         virDomainSnapshotFree(s);
-        return report(rep, lv_errno("read a snapshot of", virDomainGetName(dom)),
+        return lv_report(rep, lv_errno("read a snapshot of", virDomainGetName(dom)),
                       "cannot read the snapshot from libvirt");
     }
     bool running = state != VIR_DOMAIN_SHUTOFF && state != VIR_DOMAIN_CRASHED;
@@ -790,7 +778,7 @@ delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
     if (r >= 0)
         r = lv_xml_disks(live_xml, &live, &n_live);
     if (r >= 0 && (r = lv_layer_refs(c, &g)) < 0)
-        report(rep, r, "cannot tell which images build on the snapshot's layers");
+        lv_report(rep, r, "cannot tell which images build on the snapshot's layers");
     for (size_t i = 0; r >= 0 && i < x.n_disks; i++) {
         const struct volume *disk = &x.disks[i];
         const struct volume *now = by_name(live, n_live, disk->name);
@@ -798,7 +786,7 @@ delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
             continue;
         if (now && now->source && mergeable(g, disk->source, now->source)) {
             r = merge_disk(c, dom, running, disk->name, now->source, now->format,
-                           disk->source, x.name, rep);
+                           disk->source, rep);
         } else {
             /* a clone, a restored VM or another branch builds on it: the
              * metadata goes, the data stays until nothing needs it */
@@ -813,7 +801,7 @@ delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
     for (size_t i = 0; i < x.n_disks; i++)
         internal |= (x.disks[i].flags & VOLUME_INTERNAL) != 0;
     if (r >= 0 && virDomainSnapshotDelete(s, internal ? 0 : VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) < 0)
-        r = report(rep, lv_errno("delete the metadata of a snapshot of",
+        r = lv_report(rep, lv_errno("delete the metadata of a snapshot of",
                                  virDomainGetName(dom)),
                    "libvirt could not delete the snapshot's metadata");
     if (r >= 0)
@@ -825,10 +813,10 @@ delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
     free(live);
     virDomainSnapshotFree(s);
     if (r >= 0 && !rep->text[0] && kept)
-        report(rep, 0, "removed; the layers of %zu disk(s) stay while a clone, a restored "
+        lv_report(rep, 0, "removed; the layers of %zu disk(s) stay while a clone, a restored "
                        "VM or another snapshot builds on them", kept);
     else if (r >= 0 && !rep->text[0])
-        report(rep, 0, "merged and removed");
+        lv_report(rep, 0, "merged and removed");
     return r;
 }
 
@@ -842,15 +830,15 @@ lv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap,
     int r = 0;
 
     if (!c)
-        return report(rep, -EIO, "no connection to libvirt");
+        return lv_report(rep, -EIO, "no connection to libvirt");
     dom = lv_lookup(c, ref->name, &r);
     if (!dom)
         return r;
     if (lv_vm_has_views(lv, ref->name))
-        return report(rep, -EBUSY, "a volume of this VM is open");
+        return lv_report(rep, -EBUSY, "a volume of this VM is open");
     r = lv_op_begin(lv, ref->name, NULL);
     if (r < 0)
-        return report(rep, r, "%s", lv_op_refusal(r));
+        return lv_report(rep, r, "%s", lv_op_refusal(r));
     r = delete_locked(lv, dom, snap, rep);
     lv_op_end(lv, ref->name);
     return r;

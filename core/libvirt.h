@@ -69,6 +69,11 @@ char *lv_op_snapshot(struct lv *lv, const char *vm, time_t *ret_started);
 /* true while a volume of vm is open (live or snapshot view) */
 bool lv_vm_has_views(struct lv *lv, const char *vm);
 
+/* Writes a reason (printf) into buf, returns r: "return lv_say(...)". */
+int lv_say(char *buf, size_t size, int r, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#define lv_report(rep, r, ...) lv_say((rep)->text, sizeof (rep)->text, (r), __VA_ARGS__)
+
 /* The last libvirt error (of this thread) as -errno, logged once. */
 int lv_errno(const char *what, const char *name);
 /* A reference to the current connection, or NULL (-EIO logged) if there

@@ -612,50 +612,34 @@ restore_status_free(void *p)
     }
 }
 
-/* Publishes a copy of st as the VM's last restore. */
-static void
-set_restore_status(struct model *m, const char *key, const struct restore_status *st)
-{
-    struct restore_status *copy = calloc(1, sizeof *copy);
-    void *old = NULL;
-
-    if (!copy || !key)
-        return free(copy);
-    *copy = *st;
-    memset(copy->conflicts, 0, sizeof copy->conflicts);
-    copy->n_conflicts = 0;
-    for (size_t i = 0; i < st->n_conflicts; i++)
-        if ((copy->conflicts[copy->n_conflicts] = strdup(st->conflicts[i])))
-            copy->n_conflicts++;
-    LOCK_FOR_SCOPE(&m->lock);
-    if (hashmap_put(m->restores, key, copy, &old) < 0)
-        restore_status_free(copy);
-    restore_status_free(old);
-}
-
-/* Publishes st (InProgress) unless a restore of the VM is in progress:
- * then returns true and leaves that one's status. One hold of the lock. */
+/* Publishes a copy of st as the VM's last restore; with only_if_idle,
+ * not while a restore of the VM is in progress (then returns true and
+ * leaves that one's status). Checked and set under one hold of the lock. */
 static bool
-restore_begin(struct model *m, const char *key, const struct restore_status *st)
+publish_restore(struct model *m, const char *key, const struct restore_status *st,
+                bool only_if_idle)
 {
-    struct restore_status *copy = calloc(1, sizeof *copy);
+    struct restore_status *copy = key ? calloc(1, sizeof *copy) : NULL;
     void *old = NULL;
 
     if (copy) {
         *copy = *st;
         memset(copy->conflicts, 0, sizeof copy->conflicts);
         copy->n_conflicts = 0;
+        for (size_t i = 0; i < st->n_conflicts; i++)
+            if ((copy->conflicts[copy->n_conflicts] = strdup(st->conflicts[i])))
+                copy->n_conflicts++;
     }
     LOCK_FOR_SCOPE(&m->lock);
     const struct restore_status *now = key ? hashmap_get(m->restores, key) : NULL;
-    if (now && now->phase == SNAPSHOT_IN_PROGRESS) {
-        free(copy);
+    if (only_if_idle && now && now->phase == SNAPSHOT_IN_PROGRESS) {
+        restore_status_free(copy);
         return true;
     }
-    if (copy && key && hashmap_put(m->restores, key, copy, &old) == 0)
+    if (copy && hashmap_put(m->restores, key, copy, &old) == 0)
         restore_status_free(old);
     else
-        free(copy);
+        restore_status_free(copy);
     return false;
 }
 
@@ -677,14 +661,14 @@ model_restore(struct model *m, const char *ns, const char *vm,
                           "restoring is not supported by this backend yet");
     /* a restore that runs keeps its status; one refused because of it
      * (EBUSY) does not replace it */
-    bool running = restore_begin(m, key, &st);
+    bool running = publish_restore(m, key, &st, true);
     r = m->ops->restore(m->h, &ref, rq, o, &st);
     st.finished = time(NULL);
     st.phase = r < 0 ? SNAPSHOT_FAILED : SNAPSHOT_SUCCEEDED;
     if (r < 0 && !st.error[0])
         snprintf(st.error, sizeof st.error, "%s", strerror(-r));
     if (st.began || !running)
-        set_restore_status(m, key, &st);
+        publish_restore(m, key, &st, false);
     drop_snapshots(m, ns, vm);      /* the safety snapshot */
     if (r >= 0)
         r = events_add(m->events, ns, vm, "restore", rq->snap, 0, "%s (policy=%s mode=%s)%s%zu "

@@ -92,6 +92,15 @@ expect_content() {
         fail "$1: does not end with a newline"
 }
 
+# expect_images_clean DIR [WHAT]: qemu-img check finds every qcow2 in DIR
+# clean (-U: images of running guests too).
+expect_images_clean() {
+    local f
+    for f in "$1"/*.qcow2; do
+        qemu-img check -U -q "$f" || fail "${2:+$2: }qemu-img check: $f"
+    done
+}
+
 is_mounted() {
     grep -q " $1 fuse.vmsnapfs " /proc/mounts
 }

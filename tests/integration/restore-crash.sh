@@ -57,9 +57,7 @@ for point in restore-stopped restore-safety restore-overlays restore-defined; do
     [ "$got" = "$want" ] || fail "$point: the guest sees '$got', not '$want'"
     ls "$VMSNAPFS_STATE_DIR"/restore/*.json >/dev/null 2>&1 &&
         fail "$point: a restore plan is left: $(ls "$VMSNAPFS_STATE_DIR"/restore)"
-    for f in "$GUEST_DIR"/*.qcow2; do
-        qemu-img check -U -q "$f" || fail "$point: qemu-img check: $f"
-    done
+    expect_images_clean "$GUEST_DIR" "$point"
     if [ "$point" = restore-overlays ]; then
         # rolled back: the new overlays are gone (the safety snapshot's stays)
         [ "$(ls "$GUEST_DIR"/*.qcow2 | wc -l)" = $((files_before + 1)) ] ||

@@ -35,12 +35,6 @@ snapshot_marker() {     # the marker in snapshot $1's exported volume
     debugfs -R 'cat /marker' "$out/$1.raw" 2>/dev/null
     rm -f "$out/$1.raw"
 }
-check_images() {
-    local f
-    for f in "$GUEST_DIR"/*.qcow2; do
-        qemu-img check -U -q "$f" || fail "qemu-img check: $f"
-    done
-}
 field() { sed -n "s/^$1: //p" "$V/restore"; }
 
 guest_exec "$v" 'echo one >/data/marker && sync' || fail "marker one"
@@ -99,7 +93,7 @@ grep -q "<vmsnapfs:restore .*snapshot=.s1." "$V/domain.xml" ||
     fail "the definition does not say it was restored: $(grep -A3 '<metadata' "$V/domain.xml")"
 [ "$(snapshot_marker s1)" = one ] || fail "snapshot s1 changed"
 [ "$(snapshot_marker "$pre")" = two ] || fail "the safety snapshot does not hold two"
-check_images
+expect_images_clean "$GUEST_DIR"
 
 # the restore is undone by restoring the safety snapshot
 guest_exec "$v" 'echo three >/data/marker && sync' || fail "marker three"
@@ -107,7 +101,7 @@ echo "$pre policy=StopTarget" >"$V/restore" || fail "restore of $pre: $(cat "$V/
 guest_wait_agent "$v"
 [ "$(marker)" = two ] || fail "restoring $pre gives '$(marker)', not two"
 [ "$(snapshot_marker s1)" = one ] || fail "snapshot s1 changed"
-check_images
+expect_images_clean "$GUEST_DIR"
 
 # a stopped VM: restored without a policy, left stopped
 guest_shutdown "$v"
@@ -160,7 +154,7 @@ guest_shutdown "$v"
 guest_start "$v"
 guest_wait_agent "$v"
 [ "$(marker)" = four ] || fail "after a reboot the guest sees '$(marker)'"
-check_images
+expect_images_clean "$GUEST_DIR"
 # what is left: the base, the VM's chain, nothing else
 chain=$(qemu-img info -U --backing-chain "$(guest_virsh domblklist "$v" | awk '$1 == "vda" { print $2 }')" |
     sed -n 's/^image: //p' | sort)

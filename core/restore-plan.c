@@ -1,0 +1,172 @@
+/* core/restore-plan.c: see restore-plan.h. */
+#define LOG_MODULE "restore"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "cleanup.h"
+#include "log.h"
+#include "opts.h"
+#include "restore-plan.h"
+
+void
+restore_plan_clear(struct restore_plan *p)
+{
+    free(p->vm);
+    free(p->uuid);
+    free(p->snap);
+    strv_free(p->overlays);
+    strv_free(p->old);
+    free(p->path);
+    *p = (struct restore_plan) { 0 };
+}
+
+char *
+restore_plan_dir(void)
+{
+    char *d = NULL;
+    if (asprintf(&d, "%s/restore", state_dir()) < 0)
+        return NULL;
+    return d;
+}
+
+static struct json_object *
+strv_json(char *const *v)
+{
+    struct json_object *a = json_object_new_array();
+    for (size_t i = 0; a && v && v[i]; i++)
+        json_object_array_add(a, json_object_new_string(v[i]));
+    return a;
+}
+
+/* Writes the plan durably: a new file, fsync'd, renamed over the old one,
+ * and the directory fsync'd. */
+int
+restore_plan_write(struct restore_plan *p)
+{
+    _cleanup_free_ char *dir = restore_plan_dir(), *tmp = NULL;
+
+    if (!dir)
+        return -ENOMEM;
+    if ((mkdir(state_dir(), 0711) < 0 && errno != EEXIST) ||
+        (mkdir(dir, 0700) < 0 && errno != EEXIST))
+        return log_error_errno(-errno, "cannot make '%s': %s", dir, strerror(errno));
+    if (!p->path && asprintf(&p->path, "%s/%s.json", dir, p->uuid) < 0) {
+        p->path = NULL;
+        return -ENOMEM;
+    }
+    if (asprintf(&tmp, "%s.new", p->path) < 0)
+        return -ENOMEM;
+
+    struct json_object *o = json_object_new_object();
+    json_object_object_add(o, "vm", json_object_new_string(p->vm));
+    json_object_object_add(o, "uuid", json_object_new_string(p->uuid));
+    json_object_object_add(o, "snapshot", json_object_new_string(p->snap));
+    json_object_object_add(o, "id", json_object_new_string(p->id));
+    json_object_object_add(o, "phase", json_object_new_string(p->phase));
+    json_object_object_add(o, "startAfter", json_object_new_boolean(p->start_after));
+    json_object_object_add(o, "overlays", strv_json(p->overlays));
+    json_object_object_add(o, "old", strv_json(p->old));
+    const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
+
+    int r = 0;
+    _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    size_t len = text ? strlen(text) : 0;
+    if (fd < 0 || !text || write(fd, text, len) != (ssize_t) len || fsync(fd) < 0 ||
+        rename(tmp, p->path) < 0) {
+        r = log_error_errno(-EIO, "cannot write the restore plan '%s': %s", p->path,
+                            strerror(errno));
+        unlink(tmp);
+    }
+    json_object_put(o);
+    _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (r == 0 && dfd >= 0)
+        (void) fsync(dfd);
+    return r;
+}
+
+/* STATE/restore/UUID.lock, held by the daemon restoring that VM: a plan
+ * whose lock can be taken is a killed daemon's. -EBUSY if held. */
+int
+restore_plan_lock(const char *uuid, bool wait)
+{
+    _cleanup_free_ char *dir = restore_plan_dir(), *path = NULL;
+
+    if (!dir || asprintf(&path, "%s/%s.lock", dir, uuid) < 0)
+        return -ENOMEM;
+    if ((mkdir(state_dir(), 0711) < 0 && errno != EEXIST) ||
+        (mkdir(dir, 0700) < 0 && errno != EEXIST))
+        return log_error_errno(-errno, "cannot make '%s': %s", dir, strerror(errno));
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return log_error_errno(-errno, "cannot open '%s': %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
+        close(fd);
+        return -EBUSY;
+    }
+    return fd;
+}
+
+void
+restore_plan_remove(struct restore_plan *p)
+{
+    if (p->path && unlink(p->path) < 0 && errno != ENOENT)
+        log_warning("cannot remove the restore plan '%s': %s", p->path, strerror(errno));
+}
+
+static char **
+json_strv(struct json_object *a, size_t *ret_n)
+{
+    size_t n = a && json_object_is_type(a, json_type_array) ? json_object_array_length(a) : 0;
+    char **v = calloc(n + 1, sizeof *v);
+    for (size_t i = 0; v && i < n; i++) {
+        if (!(v[i] = strdup(json_object_get_string(json_object_array_get_idx(a, i)) ?: ""))) {
+            strv_free(v);
+            return NULL;
+        }
+    }
+    *ret_n = n;
+    return v;
+}
+
+int
+restore_plan_read(const char *path, struct restore_plan *p)
+{
+    struct json_object *o = json_object_from_file(path);
+    struct json_object *v;
+    const char *phase = NULL;
+
+    *p = (struct restore_plan) { 0 };
+    if (!o)
+        return -EINVAL;
+#define STR(key) (json_object_object_get_ex(o, key, &v) ? json_object_get_string(v) : NULL)
+    const char *vm = STR("vm"), *uuid = STR("uuid"), *snap = STR("snapshot"), *id = STR("id");
+    snprintf(p->id, sizeof p->id, "%s", id ? id : "");
+    phase = STR("phase");
+#undef STR
+    p->start_after = json_object_object_get_ex(o, "startAfter", &v) && json_object_get_boolean(v);
+    p->overlays = json_strv(json_object_object_get_ex(o, "overlays", &v) ? v : NULL,
+                            &p->n_overlays);
+    p->old = json_strv(json_object_object_get_ex(o, "old", &v) ? v : NULL, &p->n_old);
+    p->vm = vm ? strdup(vm) : NULL;
+    p->uuid = uuid ? strdup(uuid) : NULL;
+    p->snap = snap ? strdup(snap) : NULL;
+    p->phase = !phase ? NULL : strcmp(phase, "stopping") == 0 ? "stopping"
+                             : strcmp(phase, "prepared") == 0 ? "prepared"
+                             : strcmp(phase, "defined") == 0 ? "defined" : NULL;
+    p->path = strdup(path);
+    json_object_put(o);
+    if (!p->vm || !p->uuid || !p->snap || !p->phase || !p->overlays || !p->old || !p->path) {
+        restore_plan_clear(p);
+        return -EINVAL;
+    }
+    return 0;
+}

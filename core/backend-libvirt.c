@@ -21,7 +21,9 @@
 #include "backend.h"
 #include "cleanup.h"
 #include "hashmap.h"
+#include "layers.h"
 #include "libvirt-freeze.h"
+#include "libvirt-merge.h"
 #include "libvirt-xml.h"
 #include "libvirt.h"
 #include "log.h"
@@ -77,7 +79,7 @@ lv_conn(struct lv *lv)
     LOCK_FOR_SCOPE(&lv->lock);
     if (!lv->conn || __atomic_load_n(&lv->dead, __ATOMIC_ACQUIRE)) {
         if (!lv->lost_logged)
-            log_error("no connection to '%s'; reconnecting", lv->uri);
+            log_error("no connection to '%s'; reconnecting", lv->uri_shown);
         lv->lost_logged = true;
         return NULL;
     }
@@ -214,7 +216,7 @@ subscribe(struct lv *lv, virConnectPtr c, int *ids)
     if (failed)
         log_warning("cannot subscribe to %d kind(s) of domain event of '%s': "
                     "such changes by other tools show only after %d s",
-                    failed, lv->uri, (int) (VM_CACHE_TTL_NS / 1000000000));
+                    failed, lv->uri_shown, (int) (VM_CACHE_TTL_NS / 1000000000));
     /* notice a dead daemon within seconds; not every driver has these */
     (void) virConnectSetKeepAlive(c, 5, 3);
     (void) virConnectRegisterCloseCallback(c, on_close, lv, NULL);
@@ -262,7 +264,7 @@ connect_now(struct lv *lv, bool quiet)
         return -EIO;
     }
     if (!c)
-        return lv_errno("connect to", lv->uri);
+        return lv_errno("connect to", lv->uri_shown);
     subscribe(lv, c, ids);
 
     LOCK_FOR_SCOPE(&lv->lock);
@@ -270,7 +272,7 @@ connect_now(struct lv *lv, bool quiet)
     memcpy(lv->ids, ids, sizeof ids);
     __atomic_store_n(&lv->dead, false, __ATOMIC_RELEASE);
     if (lv->lost_logged)
-        log_info("connected to '%s' again", lv->uri);
+        log_info("connected to '%s' again", lv->uri_shown);
     lv->lost_logged = false;
     return 0;
 }
@@ -283,7 +285,7 @@ on_close(virConnectPtr conn, int reason, void *opaque)
     struct lv *lv = opaque;
 
     (void) conn;
-    log_error("connection to '%s' closed (reason %d); reconnecting", lv->uri,
+    log_error("connection to '%s' closed (reason %d); reconnecting", lv->uri_shown,
               reason);
     __atomic_store_n(&lv->dead, true, __ATOMIC_RELEASE);
     if (lv->events.reset)
@@ -308,7 +310,7 @@ on_timer(int timer, void *opaque)
     }
     if (c && !__atomic_load_n(&lv->dead, __ATOMIC_ACQUIRE) &&
         virConnectIsAlive(c) == 0) {
-        log_error("connection to '%s' is dead; reconnecting", lv->uri);
+        log_error("connection to '%s' is dead; reconnecting", lv->uri_shown);
         __atomic_store_n(&lv->dead, true, __ATOMIC_RELEASE);
     }
     if (c)
@@ -321,8 +323,95 @@ on_timer(int timer, void *opaque)
         drop_conn(lv);
         c = NULL;
     }
-    if (!c && connect_now(lv, true) == 0 && lv->events.reset)
-        lv->events.reset(lv->events.opaque);
+    if (!c && connect_now(lv, true) == 0) {
+        if (lv->events.reset)
+            lv->events.reset(lv->events.opaque);
+        lv_recovery_kick(lv);   /* what the lost daemon left half-way */
+    }
+}
+
+/* ---- recovery in the background ---------------------------------------- */
+
+#define RECOVERY_RETRY_S 5
+
+static int
+recovery_pass(struct lv *lv)
+{
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
+
+    if (!c)
+        return 1;
+    return lv_merge_recover(lv, c) + lv_restore_recover(lv, c) + lv_clone_recover(lv, c);
+}
+
+/* One pass when kicked, and every RECOVERY_RETRY_S while one left work:
+ * the mount answers meanwhile (a VM being recovered is busy: EBUSY). */
+static void *
+recovery_thread(void *opaque)
+{
+    struct lv *lv = opaque;
+    bool pending = false;
+
+    pthread_mutex_lock(&lv->rec_lock);
+    for (;;) {
+        while (!lv->rec_kick && !lv->rec_quit) {
+            if (!pending) {
+                pthread_cond_wait(&lv->rec_cond, &lv->rec_lock);
+                continue;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += RECOVERY_RETRY_S;
+            if (pthread_cond_timedwait(&lv->rec_cond, &lv->rec_lock, &ts) == ETIMEDOUT)
+                break;
+        }
+        if (lv->rec_quit)
+            break;
+        lv->rec_kick = false;
+        pthread_mutex_unlock(&lv->rec_lock);
+        pending = recovery_pass(lv) > 0;
+        pthread_mutex_lock(&lv->rec_lock);
+    }
+    pthread_mutex_unlock(&lv->rec_lock);
+    return NULL;
+}
+
+void
+lv_recovery_kick(struct lv *lv)
+{
+    LOCK_FOR_SCOPE(&lv->rec_lock);
+    lv->rec_kick = true;
+    pthread_cond_signal(&lv->rec_cond);
+}
+
+static int
+recovery_start(struct lv *lv)
+{
+    pthread_condattr_t ca;
+
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&lv->rec_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&lv->rec_thread, NULL, recovery_thread, lv) != 0)
+        return -EAGAIN;
+    lv->rec_started = true;
+    lv_recovery_kick(lv);
+    return 0;
+}
+
+static void
+recovery_stop(struct lv *lv)
+{
+    if (!lv->rec_started)
+        return;
+    {
+        LOCK_FOR_SCOPE(&lv->rec_lock);
+        lv->rec_quit = true;
+        pthread_cond_signal(&lv->rec_cond);
+    }
+    pthread_join(lv->rec_thread, NULL);
+    lv->rec_started = false;
 }
 
 static void *
@@ -358,7 +447,6 @@ recover_running(struct lv *lv)
 
     for (int i = 0; i < n; i++) {
         lv_end_stale_job(doms[i]);
-        lv_finish_stale_merges(doms[i]);
         virDomainFree(doms[i]);
     }
     free(doms);
@@ -372,10 +460,11 @@ lv_close(void *h)
 
     if (!lv)
         return;
-    /* thaws still running in the background (a late freeze): a while;
-     * what is left keeps its record for the next start, and lv stays
-     * allocated for those threads (the process is ending) */
-    bool pending = freeze_shutdown(UINT64_C(10) * 1000000000) < 0;
+    /* thaws still running in the background (a late freeze): waited for,
+     * however long; were some left, lv stays allocated for those threads
+     * (the process is ending) */
+    recovery_stop(lv);
+    bool pending = freeze_shutdown(0) < 0;     /* 0: as long as it takes */
     lv->quit = true;
     if (lv->timer >= 0)
         virEventUpdateTimeout(lv->timer, 0);   /* wake the loop */
@@ -392,6 +481,7 @@ lv_close(void *h)
     pthread_mutex_destroy(&lv->live_lock);
     pthread_mutex_destroy(&lv->lock);
     free(lv->uri);
+    free(lv->uri_shown);
     free(lv);
 }
 
@@ -417,11 +507,13 @@ lv_open(const char *source, const struct vmsnapfs_opts *o,
     if (events)
         lv->events = *events;
     lv->uri = strdup(source);
+    lv->uri_shown = uri_redact(source);     /* never log a password */
     lv->lives = hashmap_new();
     lv->views = hashmap_new();
     lv->ops = hashmap_new();
     pthread_mutex_init(&lv->live_lock, NULL);
-    if (!lv->uri || !lv->lives || !lv->views || !lv->ops) {
+    pthread_mutex_init(&lv->rec_lock, NULL);
+    if (!lv->uri || !lv->uri_shown || !lv->lives || !lv->views || !lv->ops) {
         lv_close(lv);
         return -ENOMEM;
     }
@@ -433,10 +525,11 @@ lv_open(const char *source, const struct vmsnapfs_opts *o,
     }
     recover_running(lv);
     freeze_recover(lv);         /* thaw what a killed daemon left frozen */
-    virConnectPtr c = lv_conn(lv);
-    if (c) {
-        lv_restore_recover(lv, c);  /* finish or roll back restores */
-        virConnectClose(c);
+    /* restores and clones a killed daemon left: in the background, so the
+     * mount comes up at once (a VM being recovered answers EBUSY) */
+    if (recovery_start(lv) < 0) {
+        lv_close(lv);
+        return log_error_errno(-EAGAIN, "cannot start the recovery thread");
     }
     lv->timer = virEventAddTimeout(1000, on_timer, lv, NULL);
     if (pthread_create(&lv->thread, NULL, event_thread, lv) != 0) {
@@ -470,7 +563,7 @@ lv_list_vms(void *h, const char *ns, char ***ret_names)
         return -EIO;
     n = virConnectListAllDomains(c, &doms, 0);
     if (n < 0)
-        return lv_errno("list domains of", lv->uri);
+        return lv_errno("list domains of", lv->uri_shown);
 
     char **names = calloc((size_t) n + 1, sizeof *names);
     for (int i = 0; i < n; i++) {
@@ -565,6 +658,11 @@ lv_vm_get(void *h, const struct vm_ref *ref, struct vm_info **ret)
         struct volume *v = &vm->volumes[i];
 
         if (v->flags & VOLUME_CDROM)
+            continue;
+        /* from the image itself where it can be: a running VM's block
+         * info waits behind its libvirt jobs (a snapshot, a merge) */
+        if (v->source && v->source[0] == '/' &&
+            layer_virtual_size(v->source, v->format, &v->size) == 0)
             continue;
         if (virDomainGetBlockInfo(d, v->name, &info, 0) == 0) {
             v->size = info.capacity;
@@ -676,6 +774,13 @@ lv_snapshot_list(void *h, const struct vm_ref *ref,
             continue;
         xml = virDomainSnapshotGetXMLDesc(s, 0);
         if (!xml) {
+            /* deleted since the list was taken: the listing shows the
+             * set without it, it does not fail */
+            virErrorPtr e = virGetLastError();
+            if (e && e->code == VIR_ERR_NO_DOMAIN_SNAPSHOT) {
+                virResetLastError();
+                continue;
+            }
             r = lv_errno("get snapshot XML of", ref->name);
             continue;
         }

@@ -76,7 +76,7 @@ mutex_unlockp(pthread_mutex_t **m)
 
 /* Hold a mutex until the end of the enclosing scope. */
 #define LOCK_FOR_SCOPE(m)                                                      \
-    _cleanup_(mutex_unlockp) pthread_mutex_t *scope_lock_ =                    \
+    _cleanup_(mutex_unlockp) __attribute__((unused)) pthread_mutex_t *scope_lock_ = \
         (pthread_mutex_lock(m), (m))
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))

@@ -151,27 +151,34 @@ fmt_frac(char *buf, size_t size, uint64_t v, uint64_t unit)
 char *
 duration_format(uint64_t ns, char *buf, size_t size)
 {
+    /* built whole, then copied: a short buf gets a terminated prefix (the
+     * longest text, "5124095h34m33.709551615s", is 25 bytes) */
+    char out[48];
+    const size_t osz = sizeof out;
+
     if (ns == 0) {
-        snprintf(buf, size, "0s");
+        snprintf(out, osz, "0s");
     } else if (ns < 1000) {
-        snprintf(buf, size, "%" PRIu64 "ns", ns);
+        snprintf(out, osz, "%" PRIu64 "ns", ns);
     } else if (ns < NSEC_PER_MSEC) {
-        int n = fmt_frac(buf, size, ns, 1000);
-        snprintf(buf + n, size - (size_t) n, "\xc2\xb5s");
+        int n = fmt_frac(out, osz, ns, 1000);
+        snprintf(out + n, osz - (size_t) n, "\xc2\xb5s");
     } else if (ns < NSEC_PER_SEC) {
-        int n = fmt_frac(buf, size, ns, NSEC_PER_MSEC);
-        snprintf(buf + n, size - (size_t) n, "ms");
+        int n = fmt_frac(out, osz, ns, NSEC_PER_MSEC);
+        snprintf(out + n, osz - (size_t) n, "ms");
     } else {
         uint64_t h = ns / (3600 * NSEC_PER_SEC);
         uint64_t m = ns / (60 * NSEC_PER_SEC) % 60;
         uint64_t rest = ns % (60 * NSEC_PER_SEC);
         int n = 0;
         if (h)
-            n += snprintf(buf + n, size - (size_t) n, "%" PRIu64 "h", h);
+            n += snprintf(out + n, osz - (size_t) n, "%" PRIu64 "h", h);
         if (h || m)
-            n += snprintf(buf + n, size - (size_t) n, "%" PRIu64 "m", m);
-        n += fmt_frac(buf + n, size - (size_t) n, rest, NSEC_PER_SEC);
-        snprintf(buf + n, size - (size_t) n, "s");
+            n += snprintf(out + n, osz - (size_t) n, "%" PRIu64 "m", m);
+        n += fmt_frac(out + n, osz - (size_t) n, rest, NSEC_PER_SEC);
+        snprintf(out + n, osz - (size_t) n, "s");
     }
+    if (size > 0)
+        snprintf(buf, size, "%s", out);
     return buf;
 }

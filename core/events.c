@@ -72,18 +72,19 @@ int
 events_add(struct events *ev, const char *ns, const char *vm, const char *op,
            const char *object, int err, const char *reason_fmt, ...)
 {
-    char reason[1024], when[32], *line = NULL;
+    char raw[1024], reason[1024], obj[512], when[32], *line = NULL;
     struct tm tm;
     time_t now = time(NULL);
     va_list ap;
 
     va_start(ap, reason_fmt);
-    vsnprintf(reason, sizeof reason, reason_fmt, ap);
+    vsnprintf(raw, sizeof raw, reason_fmt, ap);
     va_end(ap);
-    /* one line each: no newlines inside the reason */
-    for (char *p = reason; *p; p++)
-        if (*p == '\n' || *p == '\r')
-            *p = ' ';
+    /* one line each, five fields: a name (a rejected one too) or a
+     * reason cannot add a line, nor a field to the object */
+    text_escape(reason, sizeof reason, raw, NULL);
+    text_escape(obj, sizeof obj, object ? object : "-", " \\");
+    object = obj;
 
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
     if (asprintf(&line, "%s %s %s %s %s\n", when, op, object ? object : "-",

@@ -12,7 +12,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,6 +27,44 @@
 #define QCOW2_MAGIC 0x514649fbu
 #define MAX_BACKING_NAME 4096
 #define MAX_CHAIN 1024
+
+int
+layer_virtual_size(const char *path, const char *format, uint64_t *ret)
+{
+    bool qcow2 = format && strcmp(format, "qcow2") == 0;
+    bool raw = !format || !format[0] || strcmp(format, "raw") == 0;
+
+    if (!qcow2 && !raw)
+        return -ENOTSUP;
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0)
+        return -errno;
+    if (qcow2) {
+        unsigned char h[32];
+        uint32_t magic;
+        uint64_t size;
+        if (pread(fd, h, sizeof h, 0) != (ssize_t) sizeof h)
+            return -EINVAL;
+        memcpy(&magic, h, 4);
+        memcpy(&size, h + 24, 8);
+        if (be32toh(magic) != QCOW2_MAGIC)
+            return -EINVAL;
+        *ret = be64toh(size);
+        return 0;
+    }
+    if (S_ISBLK(st.st_mode)) {
+        uint64_t size;
+        if (ioctl(fd, BLKGETSIZE64, &size) < 0)
+            return -errno;
+        *ret = size;
+        return 0;
+    }
+    if (!S_ISREG(st.st_mode))
+        return -ENOTSUP;
+    *ret = (uint64_t) st.st_size;
+    return 0;
+}
 
 int
 layer_backing(const char *path, char **ret)
@@ -281,8 +321,9 @@ layer_mine_add(const char *path)
     if (lock < 0)
         return lock;
     registry_path(reg, sizeof reg);
-    _cleanup_close_ int fd = open(reg, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
+    _cleanup_close_ int fd = open(reg, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW |
+                                       O_CLOEXEC, 0600);
+    if (fd < 0 || fchmod(fd, 0600) < 0)    /* one an older version made 0644 */
         return log_error_errno(-errno, "cannot open '%s': %s", reg, strerror(errno));
     size_t len = strlen(p);
     p[len] = '\n';      /* overwrite the NUL for one write; length kept */
@@ -341,9 +382,18 @@ layer_mine_remove(const char *path)
     registry_path(reg, sizeof reg);
     snprintf(tmp, sizeof tmp, "%s.new", reg);
     _cleanup_(fclosep) FILE *in = fopen(reg, "re");
-    _cleanup_(fclosep) FILE *out = in ? fopen(tmp, "we") : NULL;
-    if (!out)
+    /* 0600 from birth, as every file of the state directory */
+    int ofd = in ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600) : -1;
+    if (ofd >= 0 && fchmod(ofd, 0600) < 0) {
+        close(ofd);
+        ofd = -1;
+    }
+    _cleanup_(fclosep) FILE *out = ofd >= 0 ? fdopen(ofd, "we") : NULL;
+    if (!out) {
+        if (ofd >= 0)
+            close(ofd);
         return;
+    }
     while (getline(&line, &cap, in) > 0) {
         size_t len = strcspn(line, "\n");
         if (len == strlen(p) && strncmp(line, p, len) == 0)

@@ -10,6 +10,8 @@
  */
 #pragma once
 
+#include <stdint.h>
+
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -17,6 +19,10 @@
  * backing. -errno if path cannot be read, -EINVAL for a qcow2 header that
  * does not make sense. A backing that is not a plain file (nbd://, json:)
  * is returned as written. */
+/* The virtual size of an image of format ("qcow2": its header; "raw" or
+ * "": the file's or block device's size), read directly, so listings never
+ * wait for libvirt's jobs; -ENOTSUP for other formats. */
+int layer_virtual_size(const char *path, const char *format, uint64_t *ret);
 int layer_backing(const char *path, char **ret);
 
 /* The chain from top down to its base, canonical paths, NULL-terminated.

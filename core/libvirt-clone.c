@@ -6,21 +6,111 @@
  * layers the clone builds on (libvirt-snapshot.c, mergeable()). */
 #define LOG_MODULE "clone"
 
+#include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "layers.h"
+#include "opts.h"
+#include "restore-plan.h"
 #include "libvirt-from-snapshot.h"
 #include "libvirt-xml.h"
 #include "libvirt.h"
 #include "log.h"
 
+/* ---- the clone's record ---------------------------------------------------
+ * STATE/clone/NAME.json (the restore plan's format, phase "cloning") lists
+ * the overlays a clone makes, written durably before the first is made and
+ * removed when the clone is defined or undone. A daemon killed in between
+ * leaves it; the recovery pass reclaims the overlays no VM uses (a clone
+ * defined before the kill keeps its disks). The new name's operation lock
+ * (held host-wide while a clone runs) tells a live clone from a dead one. */
+
+static char *
+record_dir(void)
+{
+    char *d = NULL;
+    if (asprintf(&d, "%s/clone", state_dir()) < 0)
+        return NULL;
+    return d;
+}
+
+static int
+record_write(struct restore_plan *p, const char *new_name, const char *snap,
+             char *const *overlays)
+{
+    _cleanup_free_ char *dir = record_dir();
+
+    if (!dir)
+        return -ENOMEM;
+    if ((mkdir(state_dir(), 0711) < 0 && errno != EEXIST) ||
+        (mkdir(dir, 0700) < 0 && errno != EEXIST))
+        return log_error_errno(-errno, "cannot make '%s': %s", dir, strerror(errno));
+    /* names are valid object names: no '/' */
+    if (asprintf(&p->path, "%s/%s.json", dir, new_name) < 0) {
+        p->path = NULL;
+        return -ENOMEM;
+    }
+    p->vm = strdup(new_name);
+    p->uuid = strdup("-");
+    p->snap = strdup(snap);
+    p->phase = "cloning";
+    for (size_t i = 0; overlays[i]; i++)
+        if (strv_push(&p->overlays, &p->n_overlays, overlays[i]) < 0)
+            return -ENOMEM;
+    if (!p->vm || !p->uuid || !p->snap || !p->overlays)
+        return -ENOMEM;
+    return restore_plan_write(p);
+}
+
+int
+lv_clone_recover(struct lv *lv, virConnectPtr c)
+{
+    _cleanup_free_ char *dir = record_dir();
+    DIR *d = dir ? opendir(dir) : NULL;
+    struct dirent *de;
+    int left = 0;
+
+    if (!d)
+        return 0;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        _cleanup_free_ char *path = NULL;
+        struct restore_plan p;
+        if (len < 6 || strcmp(de->d_name + len - 5, ".json") != 0 ||
+            asprintf(&path, "%s/%s", dir, de->d_name) < 0)
+            continue;
+        if (restore_plan_read(path, &p) < 0 || strcmp(p.phase, "cloning") != 0) {
+            log_warning("'%s' is not a clone record vmsnapfs can read: left alone", path);
+            continue;
+        }
+        if (lv_op_begin(lv, p.vm, NULL) < 0) {
+            restore_plan_clear(&p);         /* a clone of that name runs */
+            continue;
+        }
+        if (lv_reclaim(c, p.overlays) < 0) {
+            left++;
+        } else {
+            log_warning("'%s': reclaimed what a clone killed half-way left", p.vm);
+            restore_plan_remove(&p);
+        }
+        lv_op_end(lv, p.vm);
+        restore_plan_clear(&p);
+    }
+    closedir(d);
+    return left;
+}
+
 static int
 clone_locked(struct lv *lv, virConnectPtr c, virDomainPtr dom, const char *snap,
              const char *new_name, struct op_report *rep)
 {
+    _cleanup_(restore_plan_clear) struct restore_plan record = { 0 };
     struct lv_source sp;
     char why[256] = "", serial[33];
     const char *vm = virDomainGetName(dom);
@@ -31,7 +121,6 @@ clone_locked(struct lv *lv, virConnectPtr c, virDomainPtr dom, const char *snap,
     _cleanup_strv_ char **drop = calloc(1, sizeof(char *));
     int r;
 
-    (void) lv;
     if (!overlays || !targets || !drop)
         return -ENOMEM;
     r = lv_source_read(dom, snap, &sp, why, sizeof why);
@@ -40,21 +129,12 @@ clone_locked(struct lv *lv, virConnectPtr c, virDomainPtr dom, const char *snap,
     else if (r < 0)
         lv_report(rep, r, "%s", why);
     for (size_t i = 0; r >= 0 && i < sp.n; i++) {
-        _cleanup_free_ char *ov = lv_overlay_path(sp.disks[i].layer, new_name,
+        _cleanup_free_ char *ov = lv_overlay_name(sp.disks[i].layer, new_name,
                                                   sp.disks[i].name, "clone");
         size_t n_t = n_ov;
         if (!ov || strv_push(&overlays, &n_ov, ov) < 0 ||
             strv_push(&targets, &n_t, sp.disks[i].name) < 0)
             r = -ENOMEM;
-        else if (access(ov, F_OK) == 0) {
-            /* a clone of that name that a killed daemon left half-made:
-             * its overlay is ours and nothing uses it */
-            char *one[] = { ov, NULL };
-            if (layer_mine(ov))
-                lv_reclaim(c, one);
-            if (access(ov, F_OK) == 0)
-                r = lv_report(rep, -EEXIST, "the file '%s' exists already", ov);
-        }
     }
     /* disks the snapshot did not cover: read-only, shareable and cdrom
      * ones are shared; a writable one would be written by two VMs */
@@ -81,6 +161,9 @@ clone_locked(struct lv *lv, virConnectPtr c, virDomainPtr dom, const char *snap,
     };
     if (r >= 0 && lv_xml_edit(sp.def, &e, &xml) < 0)
         r = lv_report(rep, -EIO, "cannot rewrite the snapshot's definition for the clone");
+    if (r >= 0 && (r = record_write(&record, new_name, snap, overlays)) < 0)
+        lv_report(rep, -EIO, "cannot record the clone in the state directory");
+    fault_point("clone-recorded");
     for (size_t i = 0; r >= 0 && i < sp.n; i++)
         if ((r = lv_make_overlay(overlays[i], sp.disks[i].layer, sp.disks[i].format)) < 0) {
             for (size_t j = 0; j < i; j++) {
@@ -91,8 +174,11 @@ clone_locked(struct lv *lv, virConnectPtr c, virDomainPtr dom, const char *snap,
         }
     size_t n_disks = sp.n;
     lv_source_clear(&sp);
-    if (r < 0)
+    if (r < 0) {
+        restore_plan_remove(&record);
         return r;
+    }
+    fault_point("clone-overlays");
     virDomainPtr d = virDomainDefineXML(c, xml);
     if (!d) {
         r = lv_errno("define the clone", new_name);
@@ -106,20 +192,28 @@ clone_locked(struct lv *lv, virConnectPtr c, virDomainPtr dom, const char *snap,
         virResetLastError();
         if (refused) {
             lv_drop_overlays(overlays);
+            restore_plan_remove(&record);
             return r == -EEXIST ? -EEXIST : -EIO;
         }
-        if (!d)     /* cannot tell: the files stay (reclaimed by a retry) */
+        if (!d) {   /* cannot tell: the record stays for the recovery pass */
+            lv_recovery_kick(lv);
             return -EIO;
+        }
         int ours = lv_defines_overlays(d, NULL, overlays);
         if (ours <= 0) {        /* someone else's VM of that name, or unsure */
             virDomainFree(d);
-            if (ours == 0)
+            if (ours == 0) {
                 lv_drop_overlays(overlays);
+                restore_plan_remove(&record);
+            } else {
+                lv_recovery_kick(lv);
+            }
             return r == -EEXIST ? -EEXIST : -EIO;
         }
         rep->text[0] = '\0';
     }
     virDomainFree(d);
+    restore_plan_remove(&record);
     if (n_drop)
         return lv_report(rep, 0, "defined VM '%s' (stopped): %zu disk(s) as overlays on the "
                               "snapshot's layers; %zu writable disk(s) the snapshot did not "

@@ -466,18 +466,31 @@ freeze_recover(struct lv *lv)
 int
 freeze_shutdown(uint64_t max_ns)
 {
-    struct timespec ts;
-    int r = 0;
+    uint64_t start = now_monotonic_ns();
+    unsigned left;
 
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t) (max_ns / 1000000000);
+    /* a late freeze is thawed once it answers, however late that is: the
+     * daemon does not end before (SPEC: not even SIGTERM leaves a guest
+     * frozen); the unit's stop timeout bounds this, and the records
+     * cover a daemon killed anyway */
     pthread_mutex_lock(&bg_lock);
-    while (bg_running > 0 && r == 0)
-        r = pthread_cond_timedwait(&bg_cond, &bg_lock, &ts);
-    unsigned left = bg_running;
+    while ((left = bg_running) > 0) {
+        uint64_t waited = now_monotonic_ns() - start;
+        if (max_ns && waited >= max_ns)
+            break;
+        log_warning("waiting for %u late freeze(s) to answer, to thaw the guest(s) before "
+                    "the daemon ends (%llu s so far)", left,
+                    (unsigned long long) (waited / 1000000000));
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 10;
+        pthread_cond_timedwait(&bg_cond, &bg_lock, &ts);
+    }
     pthread_mutex_unlock(&bg_lock);
     if (left)
         log_warning("%u thaw(s) still pending at exit: the next start finishes "
                     "them (their records stay)", left);
+    else if (now_monotonic_ns() - start > UINT64_C(1000000000))
+        log_info("the late freezes answered and were thawed");
     return left ? -ETIMEDOUT : 0;
 }

@@ -45,6 +45,7 @@ void freeze_thawp(struct freeze **f);
 
 /* At start: thaw what a previous daemon left frozen (in the background). */
 void freeze_recover(struct lv *lv);
-/* Waits for background thaws at close, at most max_ns; what is left keeps
- * its record for the next start. */
+/* Waits for background thaws at close (a late freeze is thawed once it
+ * answers), at most max_ns (0: as long as it takes, saying so every 10 s);
+ * what is left keeps its record for the next start. */
 int freeze_shutdown(uint64_t max_ns);

@@ -32,27 +32,58 @@ lv_random_hex(char buf[33])
 }
 
 
-/* A new qcow2 on layer (of format fmt) at path, recorded as ours first,
- * private to root (it holds the guest's data). */
+char *
+lv_overlay_name(const char *top, const char *vm, const char *disk, const char *what)
+{
+    char rnd[33];
+
+    lv_random_hex(rnd);
+    rnd[8] = '\0';
+    return lv_overlay_path(top, vm, disk, what, rnd);
+}
+
+/* A new qcow2 on layer (of format fmt) at path, recorded as ours first.
+ * The file is made by this process, exclusively, relative to its opened
+ * directory, never through a symlink, private to root from birth (it holds
+ * the guest's data); qemu-img then writes its header through that very
+ * file (/proc/self/fd), not through its name. */
 int
 lv_make_overlay(const char *path, const char *layer, const char *fmt)
 {
-    if (access(path, F_OK) == 0)
-        return log_error_errno(-EEXIST, "'%s' exists already", path);
+    _cleanup_free_ char *dir = strdup(path);
+    char *slash = dir ? strrchr(dir, '/') : NULL;
+
+    if (!slash || !slash[1])
+        return log_error_errno(-EINVAL, "'%s': not a file path", path);
+    *slash = '\0';
+    const char *base = slash + 1;
+    _cleanup_close_ int dfd = open(dir[0] ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return log_error_errno(-errno, "cannot open the directory of '%s': %s", path,
+                               strerror(errno));
     int r = layer_mine_add(path);
     if (r < 0)
         return r;
+    _cleanup_close_ int fd = openat(dfd, base, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
+                                                   O_CLOEXEC, 0600);
+    if (fd < 0) {
+        r = -errno;
+        layer_mine_remove(path);
+        return log_error_errno(r == -EEXIST ? -EEXIST : r, "cannot make '%s'%s: %s", path,
+                               r == -EEXIST ? " (a file or link of that name exists)" : "",
+                               strerror(-r));
+    }
+    char via[64];
+    snprintf(via, sizeof via, "/proc/%d/fd/%d", (int) getpid(), fd);
     char *argv[] = { (char *) "qemu-img", (char *) "create", (char *) "-q", (char *) "-f",
                      (char *) "qcow2", (char *) "-F", (char *) fmt, (char *) "-b",
-                     (char *) layer, (char *) path, NULL };
+                     (char *) layer, via, NULL };
     r = spawn_capture("qemu-img", argv, 60 * 1000, 1 << 16, NULL);
     if (r < 0) {
-        unlink(path);
+        (void) unlinkat(dfd, base, 0);
         layer_mine_remove(path);
         return log_error_errno(-EIO, "cannot make the overlay '%s' on '%s'", path, layer);
     }
-    if (chmod(path, 0600) < 0)
-        log_warning("cannot make '%s' private: %s", path, strerror(errno));
     return 0;
 }
 
@@ -88,7 +119,9 @@ lv_source_read(virDomainPtr dom, const char *snap, struct lv_source *sp, char *w
 {
     _cleanup_(virDomainSnapshotFreep) virDomainSnapshotPtr s =
         virDomainSnapshotLookupByName(dom, snap, 0);
-    _cleanup_free_ char *xml = s ? virDomainSnapshotGetXMLDesc(s, 0) : NULL;
+    /* secure: what gets defined keeps its console passwords */
+    _cleanup_free_ char *xml =
+        s ? virDomainSnapshotGetXMLDesc(s, VIR_DOMAIN_SNAPSHOT_XML_SECURE) : NULL;
 
     *sp = (struct lv_source) { 0 };
     if (!s) {

@@ -33,7 +33,11 @@ void lv_source_clear(struct lv_source *sp);
 /* Does the snapshot give disk (a target) its data? */
 bool lv_source_has(const struct lv_source *sp, const char *disk);
 
-/* A new qcow2 on layer (of format fmt) at path: -EEXIST if path exists. */
+/* A path for a new overlay on disk of vm beside top: top's directory,
+ * "VM.DISK.WHAT.RANDOM.qcow2", a name no earlier overlay had. */
+char *lv_overlay_name(const char *top, const char *vm, const char *disk, const char *what);
+/* A new qcow2 on layer (of format fmt) at path, made exclusively (0600,
+ * no symlink followed): -EEXIST if anything has that name. */
 int lv_make_overlay(const char *path, const char *layer, const char *fmt);
 /* Removes overlays this run made (and their records). */
 void lv_drop_overlays(char *const *v);

@@ -305,19 +305,20 @@ lv_layer_refs(virConnectPtr c, struct layer_refs **ret)
     return 0;
 }
 
-void
+int
 lv_reclaim(virConnectPtr c, char *const *candidates)
 {
     struct layer_refs *g = NULL;
 
     if (!candidates || !candidates[0])
-        return;
+        return 0;
     if (lv_layer_refs(c, &g) < 0) {
         log_warning("cannot tell which layers are still used: nothing reclaimed now");
-        return;
+        return -EIO;
     }
     layer_reclaim(g, candidates);
     layer_refs_free(g);
+    return 0;
 }
 
 int

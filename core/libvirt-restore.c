@@ -60,20 +60,36 @@ stamp(char buf[32])
 
 /* ---- stopping and starting --------------------------------------------- */
 
-static bool
-active(virDomainPtr dom)
+/* 1 if dom runs (or is paused, ...), 0 if it is shut off, -EIO if libvirt
+ * cannot tell now (it restarts): never taken for "stopped". */
+static int
+vm_active(virDomainPtr dom)
 {
     int a = virDomainIsActive(dom);
     virResetLastError();
-    return a == 1;
+    return a < 0 ? -EIO : a;
 }
 
-/* Waits until dom is shut off; until deadline (0: for ever). */
+/* Waits until dom is shut off; until deadline (0: for ever). A state that
+ * cannot be told is asked again, for UNKNOWN_MAX_NS, then -EIO. */
+#define UNKNOWN_MAX_NS (UINT64_C(10) * 1000000000)
+
 static int
 wait_shutoff(virDomainPtr dom, uint64_t deadline)
 {
-    while (active(dom)) {
-        if (deadline && now_monotonic_ns() > deadline)
+    uint64_t unknown_since = 0;
+    int a;
+
+    while ((a = vm_active(dom)) != 0) {
+        uint64_t now = now_monotonic_ns();
+        if (a < 0 && !unknown_since)
+            unknown_since = now;
+        else if (a > 0)
+            unknown_since = 0;
+        if (unknown_since && now - unknown_since > UNKNOWN_MAX_NS)
+            return log_error_errno(-EIO, "'%s': libvirt cannot tell whether the VM "
+                                   "has stopped", virDomainGetName(dom));
+        if (deadline && now > deadline)
             return -ETIMEDOUT;
         sleep_ns(POLL_NS);
     }
@@ -98,7 +114,7 @@ stop_vm(virDomainPtr dom, bool agent, uint64_t deadline)
         return 0;
     log_warning("'%s' did not shut down within its grace period: stopping it hard",
                 virDomainGetName(dom));
-    if (virDomainDestroy(dom) < 0 && active(dom))
+    if (virDomainDestroy(dom) < 0 && vm_active(dom) != 0)
         return lv_errno("stop", virDomainGetName(dom));
     return wait_shutoff(dom, now_monotonic_ns() + STOP_GRACE_NS);
 }
@@ -106,7 +122,11 @@ stop_vm(virDomainPtr dom, bool agent, uint64_t deadline)
 static int
 start_vm(virDomainPtr dom)
 {
-    if (active(dom))
+    int a = vm_active(dom);
+    if (a < 0)
+        return log_error_errno(a, "'%s': libvirt cannot tell whether the VM runs",
+                               virDomainGetName(dom));
+    if (a > 0)
         return 0;
     if (virDomainCreate(dom) < 0)
         return lv_errno("start", virDomainGetName(dom));
@@ -318,16 +338,19 @@ struct restore_ctx {
     bool stopped;               /* we stopped the VM: start it again */
 };
 
-/* Gives the VM back as it was: running again if we stopped it. */
+/* Gives the VM back as it was: running again if we stopped it. Until it
+ * is, the plan stays: the daemon's recovery starts it once libvirt
+ * answers (lv_recovery_kick), or the next start of vmsnapfs does. */
 static int
 undo(struct restore_ctx *x, int r)
 {
-    if (x->stopped) {
-        int k = start_vm(x->dom);
-        if (k < 0)
-            snprintf(x->st->error + strlen(x->st->error),
-                     sizeof x->st->error - strlen(x->st->error),
-                     "; starting the VM again failed");
+    if (x->stopped && start_vm(x->dom) < 0) {
+        snprintf(x->st->error + strlen(x->st->error),
+                 sizeof x->st->error - strlen(x->st->error),
+                 "; the VM is not running again yet: vmsnapfs starts it as soon as "
+                 "libvirt answers");
+        lv_recovery_kick(x->lv);
+        return r;
     }
     restore_plan_remove(&x->plan);
     return r;
@@ -387,7 +410,12 @@ restore_locked(struct restore_ctx *x)
         lv_source_clear(&sp);
         return -ENOMEM;
     }
-    if (active(x->dom)) {
+    int a = vm_active(x->dom);
+    if (a < 0) {
+        lv_source_clear(&sp);
+        return fail(st, -EIO, "libvirt cannot tell whether the VM runs");
+    }
+    if (a > 0) {
         switch (rq->policy) {
         case RESTORE_FAIL_IMMEDIATE:
             lv_source_clear(&sp);
@@ -404,12 +432,12 @@ restore_locked(struct restore_ctx *x)
                 r = stop_vm(x->dom, agent, x->deadline);
             }
             if (r < 0) {
+                /* half-stopped, or libvirt went away: running again, as
+                 * the policy promises, before the plan goes */
                 lv_source_clear(&sp);
-                restore_plan_remove(&x->plan);
-                if (!active(x->dom))
-                    (void) start_vm(x->dom);
-                return fail(st, r == -ETIMEDOUT ? -ETIMEDOUT : -EIO,
-                            "the VM could not be stopped");
+                x->stopped = true;
+                fail(st, r == -ETIMEDOUT ? -ETIMEDOUT : -EIO, "the VM could not be stopped");
+                return undo(x, r == -ETIMEDOUT ? -ETIMEDOUT : -EIO);
             }
             x->stopped = true;
             break;
@@ -423,8 +451,10 @@ restore_locked(struct restore_ctx *x)
                     until = g;
             }
             log_info("'%s': waiting for the VM to stop to restore '%s'", vm, rq->snap);
-            if (wait_shutoff(x->dom, until) < 0) {
+            if ((r = wait_shutoff(x->dom, until)) < 0) {
                 lv_source_clear(&sp);
+                if (r != -ETIMEDOUT)
+                    return fail(st, r, "libvirt cannot tell whether the VM has stopped");
                 return fail(st, -ETIMEDOUT, "the VM did not stop within %s",
                             rq->policy == RESTORE_WAIT_GRACE_PERIOD ? "the grace period"
                                                                     : "the failure deadline");
@@ -436,10 +466,12 @@ restore_locked(struct restore_ctx *x)
         }
     }
     fault_point("restore-stopped");
-    if (active(x->dom)) {
+    if ((a = vm_active(x->dom)) != 0) {
         lv_source_clear(&sp);
-        fail(st, -EBUSY, "the VM was started again while the restore waited for it");
-        return undo(x, -EBUSY);
+        fail(st, a < 0 ? -EIO : -EBUSY, a < 0 ? "libvirt cannot tell whether the VM runs"
+                                              : "the VM was started again while the restore "
+                                                "waited for it");
+        return undo(x, a < 0 ? -EIO : -EBUSY);
     }
 
     /* the state now, kept as a snapshot: a restore can be undone */
@@ -498,15 +530,9 @@ restore_locked(struct restore_ctx *x)
         if (dropped)
             continue;
         char what[340];
-        _cleanup_free_ char *ov = NULL;
-        for (int k = 1; k < 100; k++) {     /* a name no file has */
-            snprintf(what, sizeof what, k == 1 ? "restore-%s-%s" : "restore-%s-%s-%d",
-                     rq->snap, when, k);
-            free(ov);
-            ov = lv_overlay_path(sp.disks[i].layer, vm, sp.disks[i].name, what);
-            if (!ov || access(ov, F_OK) < 0)
-                break;
-        }
+        snprintf(what, sizeof what, "restore-%s-%s", rq->snap, when);
+        _cleanup_free_ char *ov = lv_overlay_name(sp.disks[i].layer, vm, sp.disks[i].name,
+                                                  what);
         if (!ov || strv_push(&x->plan.overlays, &x->plan.n_overlays, ov) < 0 ||
             !(targets[n_targets++] = strdup(sp.disks[i].name))) {
             lv_source_clear(&sp);
@@ -552,12 +578,15 @@ restore_locked(struct restore_ctx *x)
     }
     fault_point("restore-overlays");
 
-    if (active(x->dom)) {
+    if ((a = vm_active(x->dom)) != 0) {
         /* a running VM would go on with its old disks and boot the new
          * ones next time: no mix; it stays as it was */
         lv_drop_overlays(made);
-        fail(st, -EBUSY, "the VM was started again during the restore; nothing changed");
-        return undo(x, -EBUSY);
+        fail(st, a < 0 ? -EIO : -EBUSY, a < 0 ? "libvirt cannot tell whether the VM runs; "
+                                                "nothing changed"
+                                              : "the VM was started again during the "
+                                                "restore; nothing changed");
+        return undo(x, a < 0 ? -EIO : -EBUSY);
     }
     virDomainPtr d = virDomainDefineXML(x->c, new_xml);
     if (!d) {
@@ -586,11 +615,14 @@ restore_locked(struct restore_ctx *x)
     x->plan.phase = "defined";
     (void) restore_plan_write(&x->plan);
 
+    fault_point("restore-define-written");
     if (x->stopped && (r = start_vm(x->dom)) < 0) {
-        restore_plan_remove(&x->plan);
-        lv_reclaim(x->c, x->plan.old);
-        return fail(st, -EIO, "restored, but the VM did not start again (see the log)");
+        /* the plan stays until the VM runs again, as the policy promises */
+        lv_recovery_kick(x->lv);
+        return fail(st, -EIO, "restored, but the VM did not start again yet: vmsnapfs "
+                              "starts it as soon as libvirt answers (see the log)");
     }
+    fault_point("restore-started");
     restore_plan_remove(&x->plan);
     lv_reclaim(x->c, x->plan.old);
     snprintf(st->error, sizeof st->error, "%s", "");
@@ -615,9 +647,7 @@ lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
     dom = lv_lookup(c, ref->name, &r);
     if (!dom)
         return fail(st, r, "no such VM");
-    if (lv_vm_has_views(lv, ref->name))
-        return fail(st, -EBUSY, "a volume of this VM is open");
-    r = lv_op_begin(lv, ref->name, NULL);
+    r = lv_op_begin_disks(lv, ref->name, NULL);
     if (r < 0)
         return fail(st, r, "%s", lv_op_refusal(r));
     st->began = true;
@@ -680,12 +710,17 @@ recover_plan(virConnectPtr c, virDomainPtr dom, struct restore_plan *p)
                     "the VM is as it was", p->vm, p->snap);
     }
     if (p->start_after) {
-        /* it may still be shutting down */
-        (void) wait_shutoff(dom, now_monotonic_ns() + STOP_GRACE_NS);
-        if (start_vm(dom) < 0)
-            log_warning("'%s': could not start the VM again after the restore", p->vm);
-        else
-            log_info("'%s': started again", p->vm);
+        /* it may still be shutting down (once defined, it was stopped:
+         * if it runs now, it was started again already) */
+        if (strcmp(p->phase, "defined") != 0 &&
+            wait_shutoff(dom, now_monotonic_ns() + STOP_GRACE_NS) == -EIO)
+            return -EIO;
+        if (start_vm(dom) < 0) {
+            log_warning("'%s': could not start the VM again after the restore; the "
+                        "restore plan stays and vmsnapfs tries again", p->vm);
+            return -EIO;
+        }
+        log_info("'%s': running again", p->vm);
     }
     restore_plan_remove(p);
     if (strcmp(p->phase, "defined") == 0)
@@ -693,20 +728,22 @@ recover_plan(virConnectPtr c, virDomainPtr dom, struct restore_plan *p)
     return 0;
 }
 
-static void
+/* 0 if the plan at path is dealt with (or not ours to deal with), 1 if it
+ * stays to be looked at again. */
+static int
 recover_one(struct lv *lv, virConnectPtr c, const char *path)
 {
     struct restore_plan p;
     _cleanup_free_ char *uuid = strdup(strrchr(path, '/') + 1);
     if (!uuid)
-        return;
+        return 1;
     uuid[strlen(uuid) - strlen(".json")] = '\0';
     _cleanup_close_ int lock = restore_plan_lock(uuid, false);
     if (lock < 0)
-        return;         /* a live daemon's restore, or no state dir */
+        return lock == -EBUSY;  /* a live restore (it may leave it to us), or no state dir */
     if (restore_plan_read(path, &p) < 0) {
         log_warning("'%s' is not a restore plan vmsnapfs can read: left alone", path);
-        return;
+        return 0;
     }
     _cleanup_(virDomainFreep) virDomainPtr dom = virDomainLookupByUUIDString(c, p.uuid);
     if (!dom) {
@@ -718,26 +755,29 @@ recover_one(struct lv *lv, virConnectPtr c, const char *path)
             lv_reclaim(c, p.overlays);      /* ours and unused only */
             restore_plan_remove(&p);
         }
-        restore_plan_clear(&p);     /* else: the next start looks again */
-        return;
+        restore_plan_clear(&p);     /* else: looked at again */
+        return !gone;
     }
-    /* another daemon of this host working on the VM: not ours to judge */
+    /* another operation on the VM (of this or another daemon): later */
+    int left = 1;
     if (lv_op_begin(lv, p.vm, NULL) == 0) {
-        (void) recover_plan(c, dom, &p);
+        left = recover_plan(c, dom, &p) < 0;
         lv_op_end(lv, p.vm);
     }
     restore_plan_clear(&p);
+    return left;
 }
 
-void
+int
 lv_restore_recover(struct lv *lv, virConnectPtr c)
 {
     _cleanup_free_ char *dir = restore_plan_dir();
     DIR *d = dir ? opendir(dir) : NULL;
     struct dirent *de;
+    int left = 0;
 
     if (!d)
-        return;
+        return 0;
     while ((de = readdir(d))) {
         size_t len = strlen(de->d_name);
         if (len < 6 || strcmp(de->d_name + len - 5, ".json") != 0)
@@ -745,7 +785,8 @@ lv_restore_recover(struct lv *lv, virConnectPtr c)
         _cleanup_free_ char *path = NULL;
         if (asprintf(&path, "%s/%s", dir, de->d_name) < 0)
             break;
-        recover_one(lv, c, path);
+        left += recover_one(lv, c, path);
     }
     closedir(d);
+    return left;
 }

@@ -28,13 +28,17 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "layers.h"
 #include "libvirt-freeze.h"
+#include "libvirt-from-snapshot.h"
+#include "libvirt-merge.h"
 #include "libvirt-xml.h"
 #include "libvirt.h"
 #include "log.h"
 #include "model.h"
 #include "qemu-img.h"
+#include "restore-plan.h"
 #include "snapshot-json.h"
 #include "subprocess.h"
 
@@ -84,8 +88,8 @@ op_lock(const char *vm)
     return fd;
 }
 
-int
-lv_op_begin(struct lv *lv, const char *vm, const char *snap)
+static int
+op_begin(struct lv *lv, const char *vm, const char *snap, bool no_views)
 {
     struct lv_op *op = calloc(1, sizeof *op);
 
@@ -96,8 +100,9 @@ lv_op_begin(struct lv *lv, const char *vm, const char *snap)
         return -ENOMEM;
     }
     op->started = time(NULL);
+    op->no_views = no_views;
     LOCK_FOR_SCOPE(&lv->lock);
-    if (hashmap_get(lv->ops, vm)) {
+    if (hashmap_get(lv->ops, vm) || (no_views && hashmap_get(lv->views, vm))) {
         op_free(op);
         return -EBUSY;
     }
@@ -112,6 +117,18 @@ lv_op_begin(struct lv *lv, const char *vm, const char *snap)
         return -ENOMEM;
     }
     return 0;
+}
+
+int
+lv_op_begin(struct lv *lv, const char *vm, const char *snap)
+{
+    return op_begin(lv, vm, snap, false);
+}
+
+int
+lv_op_begin_disks(struct lv *lv, const char *vm, const char *snap)
+{
+    return op_begin(lv, vm, snap, true);
 }
 
 void
@@ -175,12 +192,14 @@ by_name(const struct volume *v, size_t n, const char *name)
 
 /* "/dir/vm.vda.snap.qcow2" beside the disk's current top */
 char *
-lv_overlay_path(const char *top, const char *vm, const char *disk, const char *snap)
+lv_overlay_path(const char *top, const char *vm, const char *disk, const char *what,
+                const char *unique)
 {
     char *p = NULL;
     const char *slash = strrchr(top, '/');
     int dirlen = slash ? (int) (slash - top) : 1;
-    if (asprintf(&p, "%.*s/%s.%s.%s.qcow2", dirlen, slash ? top : "/", vm, disk, snap) < 0)
+    if (asprintf(&p, "%.*s/%s.%s.%s%s%s.qcow2", dirlen, slash ? top : "/", vm, disk, what,
+                 unique[0] ? "." : "", unique) < 0)
         return NULL;
     return p;
 }
@@ -327,7 +346,7 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
     dom = lv_lookup(c, ref->name, &r);
     if (!dom)
         return r;
-    r = lv_op_begin(lv, ref->name, snap);
+    r = lv_op_begin_disks(lv, ref->name, snap);
     if (r < 0)
         return lv_report(rep, r, "%s", lv_op_refusal(r));
     r = create_locked(lv, dom, snap, o, rep, &handed_over);
@@ -374,7 +393,9 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
 
     /* every disk of the persistent definition, at its current source */
     if (virDomainGetState(dom, &state, &reason, 0) < 0 ||
-        !(inactive_xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE)) ||
+        /* secure: a snapshot without disks keeps the console passwords */
+        !(inactive_xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE |
+                                                      VIR_DOMAIN_XML_SECURE)) ||
         !(live_xml = virDomainGetXMLDesc(dom, 0))) {
         r = lv_errno("read the definition of", ref->name);
         return lv_report(rep, r, "cannot read the VM's definition from libvirt");
@@ -402,7 +423,7 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
         d[i].source = live[i].source;
         d[i].format = live[i].format;
         if (p && snapshottable(p, &live[i])) {
-            d[i].overlay = lv_overlay_path(live[i].source, ref->name, live[i].name, snap);
+            d[i].overlay = lv_overlay_name(live[i].source, ref->name, live[i].name, snap);
             n_incl++;
         } else {
             meta.excluded[n_excl++] = live[i].name;    /* borrowed */
@@ -423,24 +444,35 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
     r = 0;
     if (!d || !meta.excluded || !excl) {
         r = -ENOMEM;
-    } else if (lv_vm_has_views(lv, ref->name)) {
-        r = lv_report(rep, -EBUSY, "a volume of this VM is open (a backup job runs for it)");
     } else if (running && other_job(dom)) {
         r = lv_report(rep, -EBUSY, "another job runs on the VM (a migration, a backup, ...)");
+    } else if (running && lv_block_job_any(dom, live, n_live)) {
+        r = lv_report(rep, -EBUSY, "a block job runs on disk %s (a merge or a copy)",
+                      lv_block_job_any(dom, live, n_live));
     } else if (running && !agent && o->consistency == CONSISTENCY_REQUIRED) {
         r = lv_report(rep, -EAGAIN, "no guest agent connected and consistency=required: "
                                  "no consistent snapshot is possible now");
     }
+    /* the overlays are made here, before any freeze, exclusively and
+     * private (libvirt then reuses them): never a file or link someone
+     * planted; a name taken already gets another */
+    size_t n_made = 0;
     for (size_t i = 0; r == 0 && i < n_live; i++) {
-        if (d[i].overlay && access(d[i].overlay, F_OK) == 0)
-            r = lv_report(rep, -EEXIST, "the overlay file '%s' exists already", d[i].overlay);
+        for (int tries = 0; r == 0 && d[i].overlay; tries++) {
+            r = lv_make_overlay(d[i].overlay, live[i].source,
+                                live[i].format && live[i].format[0] ? live[i].format : "raw");
+            if (r != -EEXIST || tries == 8)
+                break;
+            free(d[i].overlay);
+            d[i].overlay = lv_overlay_name(live[i].source, ref->name, live[i].name, snap);
+            r = d[i].overlay ? 0 : -ENOMEM;
+        }
+        if (r < 0)
+            lv_report(rep, r == -ENOMEM ? r : -EIO, "cannot make the overlay of disk %s "
+                      "(see the log)", live[i].name);
+        else if (d[i].overlay)
+            n_made = i + 1;
     }
-    /* recorded as ours before libvirt makes them: only files vmsnapfs
-     * made are ever reclaimed */
-    for (size_t i = 0; r == 0 && i < n_live; i++)
-        if (d[i].overlay && layer_mine_add(d[i].overlay) < 0)
-            r = lv_report(rep, -EIO, "cannot record the overlay '%s' in the state "
-                                  "directory", d[i].overlay);
 
     virDomainSnapshotPtr made = NULL;
     struct freeze *fz = NULL;
@@ -479,7 +511,8 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
                                                        n_incl ? NULL : inactive_xml)
                                         : NULL;
         unsigned flags = n_incl ? VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY |
-                                      VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
+                                      VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC |
+                                      VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
                                 : VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE;
         if (!xml) {
             r = -ENOMEM;
@@ -504,13 +537,11 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
     }
     fz = NULL;
 
-    for (size_t i = 0; !made && d && i < n_live; i++)
-        if (d[i].overlay && access(d[i].overlay, F_OK) < 0)
-            layer_mine_remove(d[i].overlay);    /* libvirt made none */
+    for (size_t i = 0; !made && d && i < n_made; i++) {
+        char *one[] = { d[i].overlay, NULL };
+        lv_drop_overlays(one);      /* no snapshot uses them */
+    }
     if (made) {
-        for (size_t i = 0; i < n_live; i++)
-            if (d[i].overlay && chmod(d[i].overlay, 0600) < 0)
-                log_warning("cannot make '%s' private: %s", d[i].overlay, strerror(errno));
         if (meta.indications & (1u << INDICATION_GUEST_AGENT)) {
             meta.freeze_ms = frozen_ms;
             meta.have_freeze = true;
@@ -559,191 +590,58 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
 
 /* ---- delete -------------------------------------------------------------- */
 
-/* Waits for the block job on disk to be ready (ready = true) or gone. */
-#define BLOCK_JOB_MAX_NS (UINT64_C(3600) * 1000000000)
-
+/* The merges of an rmdir, in order: recorded, the metadata gone, then the
+ * merges (libvirt-merge.h). A merge that fails before its commit began
+ * gives the snapshot back; one that fails later is finished by the
+ * recovery pass. Called with the VM's operation held. */
 static int
-wait_block_job(virDomainPtr dom, const char *disk, bool ready)
+merge_all(struct lv *lv, virConnectPtr c, virDomainPtr dom, virDomainSnapshotPtr s,
+          const char *snap, bool running, struct restore_plan *m, char *const *tops,
+          char *const *top_fmts, unsigned del_flags, struct op_report *rep)
 {
-    uint64_t give_up = now_monotonic_ns() + BLOCK_JOB_MAX_NS;
-
-    for (;;) {
-        if (now_monotonic_ns() > give_up)
-            return log_error_errno(-ETIMEDOUT, "'%s': the block job on %s did not "
-                                   "finish within an hour", virDomainGetName(dom), disk);
-        virDomainBlockJobInfo info;
-        int r = virDomainGetBlockJobInfo(dom, disk, &info, 0);
-        if (r < 0)
-            return lv_errno("follow the block job of", virDomainGetName(dom));
-        if (r == 0)
-            return ready ? log_error_errno(-EIO, "'%s': the block job on %s "
-                                           "ended early", virDomainGetName(dom), disk)
-                         : 0;
-        if (ready && info.end > 0 && info.cur == info.end)
-            return 0;
-        sleep_ns(BLOCK_JOB_POLL_NS);
-    }
-}
-
-/* Switches disk to the merged layer once the active commit is ready: the
- * job reports all data copied (cur == end) a little before libvirt has
- * seen QEMU's "ready" event, so a pivot refused as "not ready" is retried. */
-static int
-pivot(virDomainPtr dom, const char *disk)
-{
-    uint64_t give_up = now_monotonic_ns() + UINT64_C(60) * 1000000000;
-
-    for (;;) {
-        if (virDomainBlockJobAbort(dom, disk, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) == 0)
-            return 0;
-        virErrorPtr e = virGetLastError();
-        bool not_ready = e && e->code == VIR_ERR_BLOCK_COPY_ACTIVE;
-        if (!not_ready || now_monotonic_ns() > give_up)
-            return lv_errno("switch to the merged layer of", virDomainGetName(dom));
-        virResetLastError();
-        sleep_ns(BLOCK_JOB_POLL_NS);
-    }
-}
-
-static int
-run_qemu_img(char *const argv[])
-{
-    return spawn_capture("qemu-img", argv, 10 * 60 * 1000, 1 << 20, NULL);
-}
-
-/* Points the persistent definition's disk at a new source (stopped VM). */
-static int
-redefine_source(virConnectPtr c, virDomainPtr dom, const char *disk,
-                const char *old_src, const char *new_src, const char *new_fmt)
-{
-    _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE |
-                                                            VIR_DOMAIN_XML_SECURE);
-    _cleanup_free_ char *fixed = NULL;
-    int r;
-
-    if (!xml)
-        return lv_errno("read the definition of", virDomainGetName(dom));
-    r = lv_xml_set_disk_source(xml, disk, old_src, new_src, new_fmt, &fixed);
-    if (r < 0)
-        return log_error_errno(r, "'%s': cannot point disk %s at '%s'",
-                               virDomainGetName(dom), disk, new_src);
-    virDomainPtr d = virDomainDefineXML(c, fixed);
-    if (!d)
-        return lv_errno("redefine", virDomainGetName(dom));
-    virDomainFree(d);
-    return 0;
-}
-
-/* Merges the layer above snapshot S's layer (S's overlay) into S's layer,
- * on one disk. */
-static int
-merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
-           const char *top, const char *top_fmt, const char *overlay,
-           struct op_report *rep)
-{
-    _cleanup_(chain_freep) struct chain *ch = NULL;
     const char *vm = virDomainGetName(dom);
-    int r = qemu_img_chain(top, top_fmt, &ch);
-    size_t k;
+    /* secure: a snapshot given back keeps its console passwords */
+    _cleanup_free_ char *saved = m->n_overlays
+                                     ? virDomainSnapshotGetXMLDesc(s, VIR_DOMAIN_SNAPSHOT_XML_SECURE)
+                                     : NULL;
+    bool started = false;
+    int r = 0;
 
-    if (r < 0)
-        return lv_report(rep, -EIO, "cannot read the chain of disk %s", disk);
-    _cleanup_free_ char *ov_canon = layer_canonical(overlay);
-    for (k = 0; ov_canon && k < ch->n; k++) {
-        _cleanup_free_ char *l = layer_canonical(ch->layers[k]);
-        if (l && strcmp(l, ov_canon) == 0)
-            break;
+    if (m->n_overlays && (!saved || lv_merge_record_write(m, dom, snap) < 0))
+        return lv_report(rep, -EIO, "cannot record the merge in the state directory");
+    fault_point("merge-recorded");
+    if (virDomainSnapshotDelete(s, del_flags) < 0) {
+        r = lv_report(rep, lv_errno("delete the metadata of a snapshot of", vm),
+                      "libvirt could not delete the snapshot's metadata");
+        restore_plan_remove(m);
+        return r;
     }
-    if (!ov_canon || k == ch->n)    /* mergeable() saw it there: changed meanwhile */
-        return lv_report(rep, -EIO, "the chain of disk %s changed while it was read", disk);
-    if (k + 1 >= ch->n)
-        return lv_report(rep, -EIO, "'%s' has no backing file to merge into", overlay);
-    const char *base = ch->layers[k + 1], *base_fmt = ch->formats[k + 1];
-
-    if (running) {
-        unsigned flags = k == 0 ? VIR_DOMAIN_BLOCK_COMMIT_ACTIVE : 0;
-        if (virDomainBlockCommit(dom, disk, base, k == 0 ? NULL : overlay, 0, flags) < 0) {
-            r = lv_errno("merge a layer of", vm);
-            virErrorPtr e = virGetLastError();
-            return lv_report(rep, r == -EBUSY ? -EBUSY : -EIO, "block commit of %s: %s",
-                          disk, e && e->message ? e->message : "failed");
-        }
-        if (k == 0) {
-            r = wait_block_job(dom, disk, true);
-            if (r >= 0)
-                r = pivot(dom, disk);
-            if (r < 0)      /* leave no job behind; the chain stays as it was */
-                (void) virDomainBlockJobAbort(dom, disk, 0);
-        }
-        if (r >= 0)
-            r = wait_block_job(dom, disk, false);
-        if (r < 0)
-            return lv_report(rep, -EIO, "merging disk %s failed (see the log)", disk);
-    } else {
-        char *commit[] = { (char *) "qemu-img", (char *) "commit", (char *) "-q",
-                           (char *) "-f", (char *) "qcow2", (char *) overlay, NULL };
-        r = run_qemu_img(commit);
-        if (r >= 0 && virDomainIsActive(dom) != 0)
-            r = log_error_errno(-EIO, "'%s' started while its disk %s was merged", vm, disk);
-        if (r >= 0 && k == 0) {
-            r = redefine_source(c, dom, disk, overlay, base, base_fmt);
-        } else if (r >= 0) {
-            char fmt_opt[64];
-            snprintf(fmt_opt, sizeof fmt_opt, "%s", base_fmt);
-            char *rebase[] = { (char *) "qemu-img", (char *) "rebase", (char *) "-u",
-                               (char *) "-f", ch->formats[k - 1], (char *) "-b",
-                               (char *) base, (char *) "-F", fmt_opt,
-                               ch->layers[k - 1], NULL };
-            r = run_qemu_img(rebase);
-            /* the saved definition may describe the old chain
-             * (<backingStore>): drop that, libvirt reads the images anew */
-            if (r >= 0)
-                r = redefine_source(c, dom, disk, top, top, top_fmt);
-        }
-        if (r < 0)
-            return lv_report(rep, -EIO, "merging disk %s with qemu-img failed (see the log)",
-                          disk);
+    for (size_t i = 0; r >= 0 && i < m->n_overlays; i++)
+        r = lv_merge_disk(c, dom, running, m->old[i], tops[i], top_fmts[i], m->overlays[i],
+                          &started, rep);
+    if (r >= 0) {
+        restore_plan_remove(m);
+        return 0;
     }
-    /* the overlay goes only once the chain does without it */
-    _cleanup_(chain_freep) struct chain *after = NULL;
-    /* the disk's top now: the base where the top itself was merged */
-    if (qemu_img_chain(k == 0 ? base : top, k == 0 ? base_fmt : top_fmt, &after) < 0)
-        return lv_report(rep, -EIO, "cannot read the chain of disk %s after the merge", disk);
-    for (size_t i = 0; i < after->n; i++) {
-        _cleanup_free_ char *l = layer_canonical(after->layers[i]);
-        if (!l || strcmp(l, ov_canon) == 0)
-            return lv_report(rep, -EIO, "the merge of disk %s did not complete: '%s' is "
-                                     "still in use", disk, overlay);
+    if (!started) {
+        /* no layer changed: the snapshot comes back as it was */
+        virDomainSnapshotPtr back = virDomainSnapshotCreateXML(
+            dom, saved, VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE);
+        if (back) {
+            virDomainSnapshotFree(back);
+            restore_plan_remove(m);
+            return r;
+        }
+        log_error("'%s': snapshot '%s' could not be given back after its merge failed: %s",
+                  vm, snap, virGetLastError() && virGetLastError()->message
+                                ? virGetLastError()->message : "redefine failed");
+        virResetLastError();
     }
-    if (unlink(overlay) < 0 && errno != ENOENT)
-        log_warning("cannot remove '%s': %s", overlay, strerror(errno));
-    else
-        layer_mine_remove(overlay);
-    return 0;
-}
-
-/* May snapshot S (overlay ov, layer = what ov builds on) be merged away
- * on a disk whose top is now top? Only where it is a plain link of the
- * VM's own chain: ov is in the chain, ov is the only image building on
- * the layer, and nothing but the chain's next image builds on ov. */
-static bool
-mergeable(const struct layer_refs *g, const char *ov, const char *top)
-{
-    _cleanup_strv_ char **mine = NULL, **chain = NULL;
-    const char *one = NULL;
-    size_t k;
-
-    if (layer_chain(ov, &mine) < 0 || !mine[0] || !mine[1] ||
-        layer_chain(top, &chain) < 0)
-        return false;
-    for (k = 0; chain[k] && strcmp(chain[k], mine[0]) != 0; k++)
-        ;
-    if (!chain[k] || !chain[k + 1] || strcmp(chain[k + 1], mine[1]) != 0)
-        return false;
-    if (layer_refs_children(g, mine[1], &one) != 1 || strcmp(one, mine[0]) != 0)
-        return false;
-    size_t above = layer_refs_children(g, mine[0], &one);
-    return k == 0 ? above == 0 : above == 1 && strcmp(one, chain[k - 1]) == 0;
+    /* the snapshot's layer may hold newer data: the snapshot stays gone,
+     * and the recovery pass finishes the merge */
+    lv_recovery_kick(lv);
+    return lv_report(rep, -EIO, "the merge of disk(s) was interrupted (%s); the snapshot is "
+                     "deleted and vmsnapfs finishes the merge in the background", rep->text);
 }
 
 /* Called with the VM's operation held. */
@@ -752,11 +650,16 @@ delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
               struct op_report *rep)
 {
     _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
-    virDomainSnapshotPtr s = virDomainSnapshotLookupByName(dom, snap, 0);
+    _cleanup_(virDomainSnapshotFreep) virDomainSnapshotPtr s =
+        virDomainSnapshotLookupByName(dom, snap, 0);
     _cleanup_free_ char *xml = NULL, *live_xml = NULL;
+    _cleanup_(restore_plan_clear) struct restore_plan m = { 0 };
+    _cleanup_strv_ char **tops = calloc(1, sizeof(char *));
+    _cleanup_strv_ char **top_fmts = calloc(1, sizeof(char *));
+    _cleanup_strv_ char **candidates = NULL;
     struct lv_xml_snapshot x = { 0 };
     struct volume *live = NULL;
-    size_t n_live = 0;
+    size_t n_live = 0, n_tops = 0, n_fmts = 0, n_cand = 0, kept = 0;
     int r, state, reason;
 
     if (!s) {
@@ -765,18 +668,17 @@ delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
     }
     if (!c || !(xml = virDomainSnapshotGetXMLDesc(s, 0)) ||
         virDomainGetState(dom, &state, &reason, 0) < 0 ||
-        !(live_xml = virDomainGetXMLDesc(dom, 0))) {
-        virDomainSnapshotFree(s);
+        !(live_xml = virDomainGetXMLDesc(dom, 0)))
         return lv_report(rep, lv_errno("read a snapshot of", virDomainGetName(dom)),
                       "cannot read the snapshot from libvirt");
-    }
     bool running = state != VIR_DOMAIN_SHUTOFF && state != VIR_DOMAIN_CRASHED;
     struct layer_refs *g = NULL;
-    char **candidates = NULL;
-    size_t n_cand = 0, kept = 0;
-    r = lv_xml_snapshot_parse(xml, &x);
+    r = tops && top_fmts ? lv_xml_snapshot_parse(xml, &x) : -ENOMEM;
     if (r >= 0)
         r = lv_xml_disks(live_xml, &live, &n_live);
+    const char *busy = r >= 0 && running ? lv_block_job_any(dom, live, n_live) : NULL;
+    if (busy)
+        r = lv_report(rep, -EBUSY, "a block job runs on disk %s (a merge or a copy)", busy);
     if (r >= 0 && (r = lv_layer_refs(c, &g)) < 0)
         lv_report(rep, r, "cannot tell which images build on the snapshot's layers");
     for (size_t i = 0; r >= 0 && i < x.n_disks; i++) {
@@ -784,9 +686,14 @@ delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
         const struct volume *now = by_name(live, n_live, disk->name);
         if ((disk->flags & (VOLUME_NOT_SNAPSHOTTED | VOLUME_INTERNAL)) || !disk->source)
             continue;
-        if (now && now->source && mergeable(g, disk->source, now->source)) {
-            r = merge_disk(c, dom, running, disk->name, now->source, now->format,
-                           disk->source, rep);
+        if (now && now->source && lv_mergeable(g, disk->source, now->source)) {
+            size_t n_old = m.n_overlays;
+            if (strv_push(&m.overlays, &m.n_overlays, disk->source) < 0 ||
+                strv_push(&m.old, &n_old, disk->name) < 0 ||
+                strv_push(&tops, &n_tops, now->source) < 0 ||
+                strv_push(&top_fmts, &n_fmts, now->format ? now->format : "") < 0)
+                r = -ENOMEM;
+            m.n_old = n_old;
         } else {
             /* a clone, a restored VM or another branch builds on it: the
              * metadata goes, the data stays until nothing needs it */
@@ -796,22 +703,23 @@ delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
     }
     layer_refs_free(g);
     /* internal snapshots (made elsewhere) live inside the qcow2: libvirt
-     * deletes those itself; ours are external, their data merged above */
+     * deletes those itself; ours are external, their data merged */
     bool internal = x.memory_internal;
     for (size_t i = 0; i < x.n_disks; i++)
         internal |= (x.disks[i].flags & VOLUME_INTERNAL) != 0;
-    if (r >= 0 && virDomainSnapshotDelete(s, internal ? 0 : VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY) < 0)
-        r = lv_report(rep, lv_errno("delete the metadata of a snapshot of",
-                                 virDomainGetName(dom)),
-                   "libvirt could not delete the snapshot's metadata");
+    if (r >= 0 && !m.overlays && !(m.overlays = calloc(1, sizeof(char *))))
+        r = -ENOMEM;
+    if (r >= 0 && !m.old && !(m.old = calloc(1, sizeof(char *))))
+        r = -ENOMEM;
+    if (r >= 0)
+        r = merge_all(lv, c, dom, s, snap, running, &m, tops, top_fmts,
+                      internal ? 0 : VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY, rep);
     if (r >= 0)
         lv_reclaim(c, candidates);
-    strv_free(candidates);
     lv_xml_snapshot_clear(&x);
     for (size_t i = 0; i < n_live; i++)
         volume_clear(&live[i]);
     free(live);
-    virDomainSnapshotFree(s);
     if (r >= 0 && !rep->text[0] && kept)
         lv_report(rep, 0, "removed; the layers of %zu disk(s) stay while a clone, a restored "
                        "VM or another snapshot builds on them", kept);
@@ -834,9 +742,7 @@ lv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap,
     dom = lv_lookup(c, ref->name, &r);
     if (!dom)
         return r;
-    if (lv_vm_has_views(lv, ref->name))
-        return lv_report(rep, -EBUSY, "a volume of this VM is open");
-    r = lv_op_begin(lv, ref->name, NULL);
+    r = lv_op_begin_disks(lv, ref->name, NULL);
     if (r < 0)
         return lv_report(rep, r, "%s", lv_op_refusal(r));
     r = delete_locked(lv, dom, snap, rep);
@@ -844,37 +750,3 @@ lv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap,
     return r;
 }
 
-/* At start: an rmdir that a killed daemon left between an active commit's
- * "ready" and its pivot leaves the job waiting for ever (and the VM busy
- * for other block jobs): pivot dom's whose top is an overlay of ours. The
- * snapshot's metadata stays; an rmdir of it finishes (see merge_disk). */
-void
-lv_finish_stale_merges(virDomainPtr dom)
-{
-    const char *vm = virDomainGetName(dom);
-    _cleanup_free_ char *xml = virDomainGetXMLDesc(dom, 0);
-    struct volume *v = NULL;
-    size_t nv = 0;
-
-    if (!xml || lv_xml_disks(xml, &v, &nv) < 0) {
-        virResetLastError();
-        return;
-    }
-    for (size_t j = 0; j < nv; j++) {
-        virDomainBlockJobInfo info;
-        if (!v[j].source || virDomainGetBlockJobInfo(dom, v[j].name, &info, 0) != 1 ||
-            info.type != VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT || info.end == 0 ||
-            info.cur != info.end)
-            continue;
-        _cleanup_free_ char *prefix = lv_overlay_path(v[j].source, vm, v[j].name, "");
-        size_t plen = prefix ? strlen(prefix) - strlen(".qcow2") : 0;
-        if (!prefix || strncmp(v[j].source, prefix, plen) != 0)
-            continue;       /* not an overlay of ours: not our job */
-        log_warning("'%s': finishing the merge of disk %s a vmsnapfs left", vm, v[j].name);
-        (void) pivot(dom, v[j].name);
-    }
-    for (size_t j = 0; j < nv; j++)
-        volume_clear(&v[j]);
-    free(v);
-    virResetLastError();
-}

@@ -333,9 +333,18 @@ live_release(void *opaque)
     live_end(l);
 }
 
+/* A live view counted among the VM's open views like the others, so that
+ * operations and views exclude each other by one rule. */
+struct live_counted {
+    struct lv_live *l;
+    struct view_ref *vr;
+};
+
+/* release(lc) runs exactly once: at the view's close, or on failure. */
 static int
 live_view(struct lv *lv, virConnectPtr c, const struct vm_info *vm,
-          const struct volume *v, struct volume_view **ret)
+          const struct volume *v, void (*release)(void *), struct live_counted *lc,
+          struct volume_view **ret)
 {
     struct lv_live *l;
     uint64_t size = 0, allocated = 0;
@@ -361,16 +370,21 @@ live_view(struct lv *lv, virConnectPtr c, const struct vm_info *vm,
         }
         if (!l) {
             r = live_start(lv, c, vm, &l);
-            if (r < 0)
+            if (r < 0) {
+                release(lc);
                 return r;
+            }
             if (hashmap_put(lv->lives, vm->name, l, NULL) < 0) {
                 live_end(l);
+                release(lc);
                 return -ENOMEM;
             }
         }
         l->refs++;
     }
-    return volume_view_open_nbd(l->socket, v->name, allocated, live_release, l, ret);
+    lc->l = l;
+    r = volume_view_open_nbd(l->socket, v->name, allocated, release, lc, ret);
+    return r;
 }
 
 /* ---- open views per VM (rmdir of a snapshot waits for them: EBUSY) ------ */
@@ -381,22 +395,31 @@ struct view_ref {
     char vm[];
 };
 
-static struct view_ref *
-views_enter(struct lv *lv, const char *vm)
+/* Counts one more open view of vm: -EBUSY while an operation that changes
+ * its disks runs (the other half of lv_op_begin_disks, under one lock). */
+static int
+views_enter(struct lv *lv, const char *vm, struct view_ref **ret)
 {
     struct view_ref *v = calloc(1, sizeof *v + strlen(vm) + 1);
 
     if (!v)
-        return NULL;
+        return -ENOMEM;
     v->lv = lv;
     strcpy(v->vm, vm);
     LOCK_FOR_SCOPE(&lv->lock);
+    struct lv_op *op = hashmap_get(lv->ops, vm);
+    if (op && op->no_views) {
+        free(v);
+        return log_error_errno(-EBUSY, "'%s': an operation changes its disks right now: "
+                               "no volume opens meanwhile", vm);
+    }
     uintptr_t n = (uintptr_t) hashmap_get(lv->views, vm);
     if (hashmap_put(lv->views, vm, (void *) (n + 1), NULL) < 0) {
         free(v);
-        return NULL;
+        return -ENOMEM;
     }
-    return v;
+    *ret = v;
+    return 0;
 }
 
 static void
@@ -428,6 +451,30 @@ still_stopped(void *opaque)
         virDomainFree(dom);
     virResetLastError();
     return active == 0;
+}
+
+static void
+live_counted_release(void *opaque)
+{
+    struct live_counted *lc = opaque;
+    if (lc->l)
+        live_release(lc->l);
+    views_leave(lc->vr);
+    free(lc);
+}
+
+static int
+live_view_counted(struct lv *lv, virConnectPtr c, const struct vm_info *vm,
+                  const struct volume *v, struct volume_view **ret)
+{
+    struct live_counted *lc = calloc(1, sizeof *lc);
+    int r = lc ? views_enter(lv, vm->name, &lc->vr) : -ENOMEM;
+
+    if (r < 0) {
+        free(lc);
+        return r;
+    }
+    return live_view(lv, c, vm, v, live_counted_release, lc, ret);
 }
 
 bool
@@ -488,9 +535,10 @@ lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
         r = snapshot_layer(lv, ref, snap, vol, &path, &format);
         if (r < 0)
             return r;
-        struct view_ref *vr = views_enter(lv, ref->name);
-        if (!vr)
-            return -ENOMEM;
+        struct view_ref *vr = NULL;
+        r = views_enter(lv, ref->name, &vr);
+        if (r < 0)
+            return r;
         /* snapshot layers are immutable while a view is open (rmdir: EBUSY) */
         return volume_view_open_chain(path, format, views_leave, NULL, vr, ret);
     }
@@ -507,17 +555,18 @@ lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
         r = v ? log_error_errno(-EIO, "disk '%s' of '%s' has no source", vol, ref->name)
               : -ENOENT;
     else if (vm->running && live_exportable(v))
-        r = live_view(lv, c, vm, v, ret);
+        r = live_view_counted(lv, c, vm, v, ret);
     else if (vm->running && (v->flags & VOLUME_SHAREABLE) && !(v->flags & VOLUME_READONLY))
         r = log_error_errno(-EBUSY, "disk '%s' of '%s' is shared and written by the "
                             "running VM: no point-in-time view of it", vol, ref->name);
     else {
-        struct view_ref *vr = views_enter(lv, ref->name);
-        if (vr && !vm->running)
+        struct view_ref *vr = NULL;
+        r = views_enter(lv, ref->name, &vr);
+        if (r >= 0 && !vm->running)
             snprintf(vr->uuid, sizeof vr->uuid, "%s", vm->uid);
-        r = vr ? volume_view_open_chain(v->source, v->format, views_leave,
-                                        still_stopped, vr, ret)
-               : -ENOMEM;
+        if (r >= 0)
+            r = volume_view_open_chain(v->source, v->format, views_leave,
+                                       still_stopped, vr, ret);
     }
     vm_info_free(vm);
     return r;

@@ -277,7 +277,7 @@ lv_xml_set_disk_source(const char *domain_xml, const char *target,
         }
         xmlChar *out = NULL;
         int len = 0;
-        xmlDocDumpMemory(doc, &out, &len);
+        xmlDocDumpMemoryEnc(doc, &out, &len, "UTF-8");  /* never the input's encoding */
         *ret = out ? strndup((const char *) out, (size_t) len) : NULL;
         xmlFree(out);
         return *ret ? 0 : -ENOMEM;
@@ -474,7 +474,7 @@ lv_xml_edit(const char *domain_xml, const struct lv_xml_edit *e, char **ret)
 
     xmlChar *out = NULL;
     int len = 0;
-    xmlDocDumpMemory(doc, &out, &len);
+    xmlDocDumpMemoryEnc(doc, &out, &len, "UTF-8");  /* never the input's encoding */
     *ret = out ? strndup((const char *) out, (size_t) len) : NULL;
     xmlFree(out);
     return *ret ? 0 : -ENOMEM;

@@ -16,6 +16,7 @@
 
 struct lv {
     char *uri;
+    char *uri_shown;        /* uri without a password: for messages */
     struct backend_events events;
 
     pthread_mutex_t lock;       /* protects conn, ids, lost_logged */
@@ -36,7 +37,19 @@ struct lv {
     pthread_mutex_t live_lock;  /* protects lives; held while a backup job
                                    starts or ends (libvirt calls under it) */
     struct hashmap *lives;      /* VM name -> struct lv_live */
+
+    /* recovery in the background (restores and clones a killed daemon or
+     * a lost libvirtd left): at start, after a reconnect, when kicked */
+    pthread_mutex_t rec_lock;
+    pthread_cond_t rec_cond;
+    bool rec_kick, rec_quit;
+    pthread_t rec_thread;
+    bool rec_started;
 };
+
+/* Asks the recovery thread for a pass soon (and again every few seconds
+ * while something is left). */
+void lv_recovery_kick(struct lv *lv);
 
 DEFINE_CLEANUP(virDomainPtr, virDomainFree)
 DEFINE_CLEANUP(virConnectPtr, virConnectClose)
@@ -49,16 +62,21 @@ struct lv_op {
     time_t started;
     int lock_fd;            /* STATE/ops/VM.lock, flock'd: one operation per
                                VM across the daemons of a host (-1: none) */
+    bool no_views;          /* no volume view of the VM may open meanwhile */
 };
 
 /* -EBUSY if this or another daemon of the host runs one on vm; -EIO if
  * the host-wide lock cannot be had (logged). */
 int lv_op_begin(struct lv *lv, const char *vm, const char *snap);
+/* The same for an operation that changes the VM's disks: -EBUSY also while
+ * a volume of the VM is open, and volumes cannot open until lv_op_end().
+ * One rule under one lock: whichever comes second gets EBUSY. */
+int lv_op_begin_disks(struct lv *lv, const char *vm, const char *snap);
 /* Why lv_op_begin refused (r its result), for events. */
 static inline const char *
 lv_op_refusal(int r)
 {
-    return r == -EBUSY ? "another operation runs on this VM"
+    return r == -EBUSY ? "another operation runs on this VM, or a volume of it is open"
                        : "cannot lock the VM's operations (see the log)";
 }
 void lv_op_end(struct lv *lv, const char *vm);
@@ -90,9 +108,8 @@ int lv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap,
                        struct op_report *rep);
 int lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
                    const char *vol, struct volume_view **ret);
-/* At start, per running domain: pivot an active commit a killed daemon
- * left ready; end a backup job of a live view whose daemon died. */
-void lv_finish_stale_merges(virDomainPtr dom);
+/* At start, per running domain: end a backup job of a live view whose
+ * daemon died. */
 void lv_end_stale_job(virDomainPtr dom);
 int lv_volume_usage(void *h, const struct vm_ref *ref, const char *snap,
                     const char *vol, uint64_t *ret_size, uint64_t *ret_allocated);
@@ -113,7 +130,8 @@ int lv_refs_add_domain(struct layer_refs *g, virDomainPtr d, const char *inactiv
                        const char *live);
 int lv_refs_add_snapshot(struct layer_refs *g, virDomainPtr d, const char *xml);
 /* Removes the candidates vmsnapfs made that nothing uses any more. */
-void lv_reclaim(virConnectPtr c, char *const *candidates);
+/* -EIO (nothing removed) if the users of the layers cannot be told now. */
+int lv_reclaim(virConnectPtr c, char *const *candidates);
 /* Appends s (or the chain below top) to the NULL-terminated *v of *n. */
 int strv_push(char ***v, size_t *n, const char *s);
 int strv_push_chain(char ***v, size_t *n, const char *top);
@@ -122,12 +140,18 @@ int strv_push_chain(char ***v, size_t *n, const char *top);
 int lv_snapshot_create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
                               const struct vmsnapfs_opts *o, struct op_report *rep);
 /* "<dir of top>/<vm>.<disk>.<what>.qcow2" */
-char *lv_overlay_path(const char *top, const char *vm, const char *disk, const char *what);
+char *lv_overlay_path(const char *top, const char *vm, const char *disk, const char *what,
+                      const char *unique);
 
 /* libvirt-restore.c */
 int lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
                const struct vmsnapfs_opts *o, struct restore_status *st);
 int lv_clone(void *h, const struct vm_ref *ref, const char *snap, const char *new_name,
              const struct vmsnapfs_opts *o, struct op_report *rep);
-/* At start: finishes or rolls back the restores a killed daemon left. */
-void lv_restore_recover(struct lv *lv, virConnectPtr c);
+/* Finishes or rolls back the restores a killed daemon (or a lost libvirtd)
+ * left, each under its VM's operation; returns how many are left for a
+ * later pass (libvirt could not tell, the VM is busy, it did not start). */
+int lv_restore_recover(struct lv *lv, virConnectPtr c);
+/* Reclaims the overlays of clones a killed daemon left half-made (those no
+ * VM uses); returns how many records are left for a later pass. */
+int lv_clone_recover(struct lv *lv, virConnectPtr c);

@@ -57,16 +57,39 @@ level_name(int level)
     }
 }
 
+size_t
+text_escape(char *dst, size_t size, const char *src, const char *also)
+{
+    size_t n = 0;
+
+    if (size == 0)
+        return 0;
+    for (const unsigned char *p = (const unsigned char *) src; p && *p; p++) {
+        bool esc = *p < 0x20 || *p == 0x7f || (also && strchr(also, *p));
+        size_t need = esc ? 4 : 1;
+        if (n + need >= size)
+            break;
+        if (esc)
+            n += (size_t) snprintf(dst + n, size - n, "\\x%02x", *p);
+        else
+            dst[n++] = (char) *p;
+    }
+    dst[n] = '\0';
+    return n;
+}
+
 int
 log_emit(int level, const char *module, int err, const char *fmt, ...)
 {
     int saved_errno = errno;
-    char msg[2048];
+    char raw[2048], msg[2048];
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    /* one line each, whatever a name or a remote message holds */
+    text_escape(msg, sizeof msg, raw, NULL);
 
     if (use_syslog) {
         syslog(level, "[%s]: %s: %s", module, level_name(level), msg);
@@ -80,4 +103,24 @@ log_emit(int level, const char *module, int err, const char *fmt, ...)
     }
     errno = saved_errno;
     return err < 0 ? err : -err;
+}
+
+char *
+uri_redact(const char *uri)
+{
+    const char *auth = strstr(uri, "://");
+    char *out = strdup(uri);
+
+    if (!out || !auth)
+        return out;
+    auth += 3;
+    size_t alen = strcspn(auth, "/?#");
+    const char *at = memrchr(auth, '@', alen);
+    const char *colon = at ? memchr(auth, ':', (size_t) (at - auth)) : NULL;
+    if (!colon)
+        return out;
+    free(out);
+    if (asprintf(&out, "%.*s:***%s", (int) (colon - uri), uri, at) < 0)
+        return NULL;
+    return out;
 }

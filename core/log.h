@@ -8,7 +8,17 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <syslog.h>
+
+/* Copies src to dst (size bytes, always terminated) with control characters
+ * and those in also (may be NULL) written as \xNN, so that a name cannot
+ * forge lines or fields; returns the length written. */
+size_t text_escape(char *dst, size_t size, const char *src, const char *also);
+
+/* A copy of a SOURCE URI fit to show: a password in it ("user:pw@host")
+ * replaced by "***". NULL only when out of memory. */
+char *uri_redact(const char *uri);
 
 int log_emit(int level, const char *module, int err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -161,7 +161,9 @@ restore_plan_read(const char *path, struct restore_plan *p)
     p->snap = snap ? strdup(snap) : NULL;
     p->phase = !phase ? NULL : strcmp(phase, "stopping") == 0 ? "stopping"
                              : strcmp(phase, "prepared") == 0 ? "prepared"
-                             : strcmp(phase, "defined") == 0 ? "defined" : NULL;
+                             : strcmp(phase, "defined") == 0 ? "defined"
+                             : strcmp(phase, "cloning") == 0 ? "cloning"
+                             : strcmp(phase, "merging") == 0 ? "merging" : NULL;
     p->path = strdup(path);
     json_object_put(o);
     if (!p->vm || !p->uuid || !p->snap || !p->phase || !p->overlays || !p->old || !p->path) {

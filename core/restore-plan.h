@@ -11,7 +11,9 @@
 struct restore_plan {
     char *vm, *uuid, *snap;
     char id[33];                /* marks the new definition (libvirt-xml.h) */
-    const char *phase;          /* "stopping", "prepared", "defined" */
+    const char *phase;          /* "stopping", "prepared", "defined"; records
+                                   in the same format: "cloning" (libvirt-clone.c),
+                                   "merging" (libvirt-merge.c) */
     bool start_after;           /* the restore stopped the VM */
     char **overlays;            /* new tops (NULL-terminated) */
     size_t n_overlays;

@@ -281,8 +281,9 @@ setup_signals(void)
 static int
 run(struct fs *fs)
 {
-    _cleanup_free_ char *fsname = fsname_opt(arg_source);
-    char *fargv[8];
+    _cleanup_free_ char *shown = uri_redact(arg_source);    /* /proc/mounts */
+    _cleanup_free_ char *fsname = shown ? fsname_opt(shown) : NULL;
+    char *fargv[12];
     int fargc = 0, r;
 
     fargv[fargc++] = (char *) "vmsnapfs";
@@ -296,10 +297,13 @@ run(struct fs *fs)
         fargv[fargc++] = (char *) "-o";
         fargv[fargc++] = arg_fuse_opts;
     }
+    if (arg_opts.allow_other) {
+        /* others see the tree: the kernel checks the modes (SPEC "Security") */
+        fargv[fargc++] = (char *) "-o";
+        fargv[fargc++] = (char *) "default_permissions";
+    }
     struct fuse_args args = FUSE_ARGS_INIT(fargc, fargv);
     if (!fsname)
-        return -ENOMEM;
-    if (arg_opts.allow_other && fuse_opt_add_arg(&args, "-odefault_permissions") < 0)
         return -ENOMEM;
 
     fs->se = fuse_session_new(&args, &fs_ops, sizeof fs_ops, fs);
@@ -326,7 +330,7 @@ run(struct fs *fs)
         l.opaque = fs;
         model_set_listener(fs->model, &l);
         daemon_ready(0);
-        log_info("mounted '%s' on '%s'", arg_source, arg_mountpoint);
+        log_info("mounted '%s' on '%s'", shown, arg_mountpoint);
         daemon_sd_notify("READY=1");
         if (arg_single_thread) {
             r = fuse_session_loop(fs->se);
@@ -400,9 +404,10 @@ main(int argc, char **argv)
         r = inode_init(&fs);
     if (r >= 0) {
         r = model_open(arg_source, &arg_opts, &fs.model);
+        _cleanup_free_ char *shown = uri_redact(arg_source);
         if (r < 0)
             fprintf(stderr, "vmsnapfs: cannot open '%s' (see the messages above)\n",
-                    arg_source);
+                    shown ? shown : "SOURCE");
     }
     if (r >= 0)
         r = run(&fs);

@@ -20,12 +20,39 @@
 #include "name.h"
 #include "restore.h"
 
+/* What is written to a control file (restore, clone) on one open file:
+ * collected until a newline, then run as one line. */
+#define CONTROL_LINE_MAX 4096
+
+struct control_line {
+    pthread_mutex_t lock;   /* writes and flushes of one open file */
+    char buf[CONTROL_LINE_MAX];
+    size_t len;             /* collected, not yet run */
+    uint64_t pos;           /* the offset the next write must have */
+    bool bad;               /* a bad write: nothing more runs */
+};
+
 struct open_file {
     char *buf;              /* generated files: the content at open */
     size_t len;
     struct volume_view *view;   /* volumes: the point-in-time view */
+    struct control_line *line;  /* control files opened for writing */
     struct open_file *prev, *next;  /* volumes: fs->open_views */
 };
+
+static void
+open_file_free(struct open_file *h)
+{
+    if (!h)
+        return;
+    volume_view_close(h->view);
+    if (h->line) {
+        pthread_mutex_destroy(&h->line->lock);
+        free(h->line);
+    }
+    free(h->buf);
+    free(h);
+}
 
 /* Open views are listed, so that an unmount with files still open (the
  * kernel sends no release then) still ends their backup jobs. */
@@ -350,9 +377,16 @@ fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     } else {
         r = render_node(fs, n, &h->buf, &h->len);
         fi->direct_io = 1;   /* content may change size between opens */
+        if (r >= 0 && writing) {
+            h->line = calloc(1, sizeof *h->line);
+            if (!h->line)
+                r = -ENOMEM;
+            else
+                pthread_mutex_init(&h->line->lock, NULL);
+        }
     }
     if (r < 0) {
-        free(h);
+        open_file_free(h);
         return (void) fuse_reply_err(req, -r);
     }
     fi->fh = (uintptr_t) h;
@@ -361,9 +395,7 @@ fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (fuse_reply_open(req, fi) != 0) {
         if (h->view)
             untrack(fs, h);
-        volume_view_close(h->view);
-        free(h->buf);
-        free(h);
+        open_file_free(h);
     }
 }
 
@@ -416,41 +448,93 @@ fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     fuse_reply_buf(req, copy, size);
 }
 
-/* Writes to restore and clone: one line each, parsed here and answered
- * from write() (not close()), so `echo ... > restore` reports the errno. */
+/* Runs one line written to restore or clone (newline included or not). */
+static int
+run_line(struct fs *fs, const struct fs_node *n, const char *buf, size_t size)
+{
+    struct events *ev = model_events(fs->model);
+    const char *why = NULL;
+    int r;
+
+    if (n->kind == NODE_VM_RESTORE) {
+        struct restore_request rq;
+        r = restore_request_parse(buf, size, &rq, &why);
+        if (r < 0)
+            return events_add(ev, n->ns, n->vm, "restore", NULL, r, "malformed line: %s", why);
+        if (!model_snapshot_exists(fs->model, n->ns, n->vm, rq.snap))
+            return events_add(ev, n->ns, n->vm, "restore", rq.snap, -ENOENT,
+                              "no such snapshot");
+        return model_restore(fs->model, n->ns, n->vm, &rq, fs->opts);
+    }
+    char name[NAME_MAX_LEN + 1];
+    r = clone_request_parse(buf, size, name, &why);
+    if (r < 0)
+        return events_add(ev, n->ns, n->vm, "clone", n->snap, r, "malformed line: %s", why);
+    if (model_vm_exists(fs->model, n->ns, name) == 0)
+        return events_add(ev, n->ns, n->vm, "clone", n->snap, -EEXIST,
+                          "a VM named '%s' exists", name);
+    return model_clone(fs->model, n->ns, n->vm, n->snap, name, fs->opts);
+}
+
+/* A write that cannot be part of a line: nothing collected runs. */
+static int
+line_reject(struct fs *fs, const struct fs_node *n, struct control_line *l,
+            const char *why)
+{
+    l->bad = true;
+    l->len = 0;
+    return events_add(model_events(fs->model), n->ns, n->vm,
+                      n->kind == NODE_VM_RESTORE ? "restore" : "clone",
+                      n->kind == NODE_VM_RESTORE ? NULL : n->snap, -EINVAL,
+                      "malformed write: %s; nothing was run", why);
+}
+
+/* Writes to restore and clone: what one open file writes is collected until
+ * a newline, and the line runs then, answered from that write(); so a line
+ * split over several writes runs whole, once. A last line without a newline
+ * runs at close (fs_flush). A write at another offset, a NUL or a line over
+ * CONTROL_LINE_MAX fails with EINVAL, and nothing of that open file runs. */
 static void
 fs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
          off_t off, struct fuse_file_info *fi)
 {
     struct fs *fs = fs_of(req);
     struct fs_node *n = inode_get(fs, ino);
-    struct events *ev = model_events(fs->model);
-    const char *why = NULL;
-    int r;
+    struct open_file *h = (struct open_file *) (uintptr_t) fi->fh;
+    struct control_line *l = h ? h->line : NULL;
+    int r = 0;
 
-    (void) fi;
-    if (off != 0)
-        return (void) fuse_reply_err(req, EINVAL);     /* one line, at once */
-    if (n->kind == NODE_VM_RESTORE) {
-        struct restore_request rq;
-        r = restore_request_parse(buf, size, &rq, &why);
-        if (r < 0)
-            r = events_add(ev, n->ns, n->vm, "restore", NULL, r, "malformed line: %s", why);
-        else if (!model_snapshot_exists(fs->model, n->ns, n->vm, rq.snap))
-            r = events_add(ev, n->ns, n->vm, "restore", rq.snap, -ENOENT, "no such snapshot");
-        else
-            r = model_restore(fs->model, n->ns, n->vm, &rq, fs->opts);
-    } else {
-        char name[NAME_MAX_LEN + 1];
-        r = clone_request_parse(buf, size, name, &why);
-        if (r < 0)
-            r = events_add(ev, n->ns, n->vm, "clone", n->snap, r, "malformed line: %s", why);
-        else if (model_vm_exists(fs->model, n->ns, name) == 0)
-            r = events_add(ev, n->ns, n->vm, "clone", n->snap, -EEXIST,
-                           "a VM named '%s' exists", name);
-        else
-            r = model_clone(fs->model, n->ns, n->vm, n->snap, name, fs->opts);
+    if (!l)
+        return (void) fuse_reply_err(req, EBADF);
+    pthread_mutex_lock(&l->lock);
+    if (l->bad)
+        r = line_reject(fs, n, l, "an earlier write on this open file failed");
+    else if (off < 0 || (uint64_t) off != l->pos)
+        r = line_reject(fs, n, l, "a write at another offset than the line's end");
+    else if (memchr(buf, '\0', size))
+        r = line_reject(fs, n, l, "a NUL byte");
+    for (size_t done = 0; r == 0 && done < size;) {
+        const char *nl = memchr(buf + done, '\n', size - done);
+        size_t take = nl ? (size_t) (nl - (buf + done)) + 1 : size - done;
+        if (l->len + take > sizeof l->buf) {
+            r = line_reject(fs, n, l, "a line longer than 4096 bytes");
+            break;
+        }
+        memcpy(l->buf + l->len, buf + done, take);
+        l->len += take;
+        done += take;
+        if (nl) {
+            size_t len = l->len;
+            l->len = 0;
+            r = run_line(fs, n, l->buf, len);
+        }
     }
+    if (r < 0)
+        l->len = 0;     /* the writer is told; the rest does not run */
+    else
+        l->pos += size;
+    /* unlocked before the reply: a close may follow it at once */
+    pthread_mutex_unlock(&l->lock);
     if (r < 0)
         return (void) fuse_reply_err(req, -r);
     fuse_reply_write(req, size);
@@ -462,13 +546,9 @@ fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     struct open_file *h = (struct open_file *) (uintptr_t) fi->fh;
 
     (void) ino;
-    if (h) {
-        if (h->view)
-            untrack(fs_of(req), h);
-        volume_view_close(h->view);
-        free(h->buf);
-        free(h);
-    }
+    if (h && h->view)
+        untrack(fs_of(req), h);
+    open_file_free(h);
     fuse_reply_err(req, 0);
 }
 
@@ -483,6 +563,20 @@ fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     const char *reason = NULL;
     int r = h && h->view ? volume_view_check(h->view, &reason) : 0;
 
+    if (h && h->line) {
+        /* a last line without its newline runs at close */
+        struct control_line *l = h->line;
+        pthread_mutex_lock(&l->lock);
+        if (l->len > 0 && !l->bad) {
+            size_t len = l->len;
+            l->len = 0;
+            r = run_line(fs, n, l->buf, len);
+        }
+        /* unlocked before the reply: the release that may follow it at
+         * once frees l */
+        pthread_mutex_unlock(&l->lock);
+        return (void) fuse_reply_err(req, r < 0 ? -r : 0);
+    }
     if (r < 0)
         events_add(model_events(fs->model), n->ns, n->vm, "read-volume", n->vol,
                    r, "%s", reason ? reason : "the disk changed");

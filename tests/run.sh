@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/run.sh: every test, on a fresh Debian 12 machine as root: installs
 # what is needed, builds twice (plain, and with ASan+UBSan), starts libvirt,
-# and runs the unit and integration tests against both builds.
+# and runs the unit and integration tests against both builds, then the
+# fuzz targets under libFuzzer for a minute (tests/fuzz/run.sh).
 #
 # VMSNAPFS_REQUIRE_ALL=1 (set by CI) turns skipped tests into failures, so a
 # missing dependency cannot pass unnoticed.
@@ -27,6 +28,14 @@ for dir in build build-asan; do
     s=$(grep -c '"result": "SKIP"' "$log" || true)
     passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + s))
 done
+
+# the fuzz targets under libFuzzer for a minute: one test
+echo "== tests: fuzz"
+if tests/fuzz/run.sh 60; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1)) status=1
+fi
 
 if [ "${VMSNAPFS_REQUIRE_ALL:-0}" = 1 ] && [ "$skipped" != 0 ]; then
     echo "tests: $skipped skipped, but every test must run here" >&2

@@ -11,8 +11,9 @@ packages=(
     fuse3 libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
     # the test and demo guest, built from Debian packages (tests/guest/)
     linux-image-amd64 busybox-static qemu-guest-agent e2fsprogs cpio kmod
-    # tests
-    man-db procps util-linux python3
+    # tests; tests/fuzz: clang, its libFuzzer and sanitizer runtimes
+    # (libclang-rt-14-dev, only recommended by clang), llvm-symbolizer (llvm)
+    man-db procps util-linux python3 clang libclang-rt-14-dev llvm
 )
 
 missing=()

@@ -1,15 +1,22 @@
 /* tests/integration/errno-probe.c: does one system call and prints the
  * errno's name (or OK), so tests check exact errnos, never strerror text.
  *
- *   errno-probe OP PATH [ARG]
+ *   errno-probe OP PATH [ARG...]
  *   OP: stat read write(ARG: text) open-w mkdir rmdir unlink create
  *       truncate chmod rename(ARG: new path)
+ *       writes(ARGs: texts, each its own write(), 200 ms apart)
+ *       pwrite(ARG: offset, ARG: text)
+ *   write, writes and pwrite report the first failure of the writes and
+ *   the close(): a control file answers a last line without a newline
+ *   from close().
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static const struct {
@@ -73,16 +80,32 @@ main(int argc, char **argv)
             close(fd);
         return report(fd);
     }
-    if (strcmp(op, "write") == 0) {
-        /* errors must come back from write(), not close() */
+    if (strcmp(op, "write") == 0 || strcmp(op, "writes") == 0 ||
+        strcmp(op, "pwrite") == 0) {
         fd = open(path, O_WRONLY | O_TRUNC);
         if (fd < 0)
             return report(-1);
-        ssize_t n = write(fd, arg, strlen(arg));
+        ssize_t n = 0;
+        if (strcmp(op, "pwrite") == 0) {
+            const char *text = argc > 4 ? argv[4] : "";
+            n = pwrite(fd, text, strlen(text), strtoll(arg, NULL, 10));
+        }
+        for (int i = 3; strcmp(op, "pwrite") != 0 && n >= 0 && i < argc; i++) {
+            if (i > 3) {
+                struct timespec ts = { 0, 200 * 1000 * 1000 };
+                nanosleep(&ts, NULL);
+            }
+            n = write(fd, argv[i], strlen(argv[i]));
+            if (strcmp(op, "write") == 0)
+                break;
+        }
         int saved = errno;
-        close(fd);
-        errno = saved;
-        return report(n < 0 ? -1 : 0);
+        if (n < 0) {
+            close(fd);
+            errno = saved;
+            return report(-1);
+        }
+        return report(close(fd));
     }
     if (strcmp(op, "mkdir") == 0)
         return report(mkdir(path, 0755));

@@ -5,6 +5,8 @@
 # disk is fully old (marker two) before the new definition is in place and
 # fully restored (marker one) once it is; no plan and no overlay of a
 # rolled-back restore is left; qemu-img check is clean on every image.
+# Recovery runs in the background: the new mount is up at once, even when
+# the restore it finishes waits for the VM.
 . "${0%/*}/lib.sh"
 requires_fuse
 use_guests
@@ -19,6 +21,8 @@ mnt=$(workdir)/mnt
 start_vmsnapfs qemu:///system "$mnt"
 V=$mnt/$v
 marker() { guest_exec "$v" 'cat /data/marker' | tr -d '\r\n'; }
+vm_running() { [ "$(guest_state "$v")" = running ]; }
+no_plan() { ! ls "$VMSNAPFS_STATE_DIR"/restore/*.json >/dev/null 2>&1; }
 
 guest_exec "$v" 'echo one >/data/marker && sync' || fail "marker one"
 mkdir "$V/snapshots/s1"
@@ -30,7 +34,8 @@ expect_log "rolled back the restore to 's1' that a killed vmsnapfs left"
 expect_log "finished the restore to 's1' that a killed vmsnapfs left"
 
 n=0
-for point in restore-stopped restore-safety restore-overlays restore-defined; do
+for point in restore-stopped restore-safety restore-overlays restore-defined \
+    restore-define-written restore-started; do
     n=$((n + 1))
     guest_exec "$v" 'echo two >/data/marker && sync' || fail "$point: marker two"
     files_before=$(ls "$GUEST_DIR"/*.qcow2 | wc -l)
@@ -45,12 +50,17 @@ for point in restore-stopped restore-safety restore-overlays restore-defined; do
     grep -q "VMSNAPFS_FAULT=$point" "$log" || fail "$point: not killed there: $(cat "$log")"
     fusermount3 -uz "$mnt"
 
-    # a new daemon: the VM is started again, old or restored, never between
+    # a new daemon: the mount is up at once; the VM is started again, old
+    # or restored, never between
+    t0=$(date +%s%N)
     start_vmsnapfs qemu:///system "$mnt"
-    [ "$(guest_state "$v")" = running ] || fail "$point: the VM was not started again"
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    [ "$ms" -lt 5000 ] || fail "$point: the mount took $ms ms (recovery held it up)"
+    wait_until 120 vm_running || fail "$point: the VM was not started again"
+    wait_until 60 no_plan || fail "$point: the restore plan stays: $(ls "$VMSNAPFS_STATE_DIR"/restore)"
     guest_wait_agent "$v"
     case $point in
-        restore-defined) want=one ;;
+        restore-defined | restore-define-written | restore-started) want=one ;;
         *) want=two ;;
     esac
     got=$(marker)

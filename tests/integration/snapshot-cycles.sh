@@ -75,7 +75,7 @@ done
 [ "$(sha256sum <"$V/snapshots/keep/volumes/vda.img")" = "$keep_sum" ] ||
     fail "the older snapshot changed over stopped cycles"
 [ "$(ls "$V/snapshots")" = keep ] || fail "snapshots left: $(ls "$V/snapshots")"
-ls "$GUEST_DIR"/*.c[0-9]*.qcow2 2>/dev/null && fail "overlays of deleted snapshots left"
+ls "$GUEST_DIR"/*.c[0-9]*.*.qcow2 2>/dev/null && fail "overlays of deleted snapshots left"
 
 # the VM boots on the merged chain with all its data
 guest_start "$vm"
@@ -95,7 +95,7 @@ expect_log "finishing the merge of disk vda a vmsnapfs left"
 wait_until 10 sh -c "! virsh -c qemu:///system blockjob '$vm' vda 2>&1 | grep -q 'Commit'" ||
     fail "the left-over commit job is still there"
 rmdir "$V/snapshots/left"
-ls "$GUEST_DIR"/*.left.qcow2 2>/dev/null && fail "the overlay of the finished merge is left"
+ls "$GUEST_DIR"/*.left.*.qcow2 2>/dev/null && fail "the overlay of the finished merge is left"
 
 rmdir "$V/snapshots/keep"
 [ "$(depth)" = 1 ] || fail "depth $(depth) with no snapshot left"

@@ -3,15 +3,18 @@
 # with ETIMEDOUT within the deadline plus a little, leaves nothing, keeps
 # the VM busy (EBUSY) until the late freeze lands, and the guest is thawed
 # once it does. Then SIGKILL of the daemon in the middle of a slow freeze:
-# a new mount thaws the guest within 10 s, and the VM still runs.
+# a new mount thaws the guest once the freeze answers, and the VM still
+# runs. Then SIGTERM while a late freeze is pending: the daemon waits for
+# it, thaws the guest, and only then ends (the hook sleeps longer than the
+# 10 s an older version gave pending thaws).
 . "${0%/*}/lib.sh"
 requires_fuse
 use_guests
 
 vm=${TEST_PREFIX}slow
 guest_make_disk "$GUEST_DIR/slow.qcow2" 64M qcow2
-# the guest's fsfreeze hook sleeps 8 s on freeze
-guest_define "$vm" --disk "$GUEST_DIR/slow.qcow2:qcow2" --cmdline freezehook_sleep=8
+# the guest's fsfreeze hook sleeps 14 s on freeze
+guest_define "$vm" --disk "$GUEST_DIR/slow.qcow2:qcow2" --cmdline freezehook_sleep=14
 guest_start "$vm"
 guest_wait_agent "$vm"
 
@@ -31,16 +34,16 @@ awk -v a="$t0" -v b="$t1" 'BEGIN { exit !(b - a >= 4.9 && b - a < 7) }' ||
 expect_errno ENOENT stat "$V/snapshots/late"
 [ -z "$(ls "$V/snapshots")" ] || fail "snapshots left: $(ls "$V/snapshots")"
 guest_virsh snapshot-list "$vm" --name | grep -q . && fail "a snapshot left in libvirt"
-ls "$GUEST_DIR"/*.late.qcow2 2>/dev/null && fail "an overlay left"
+ls "$GUEST_DIR"/*.late.*.qcow2 2>/dev/null && fail "an overlay left"
 grep -q "snapshot late failed the freeze did not answer within the failure deadline" "$V/events" ||
     fail "no reason in events: $(cat "$V/events")"
 # while the late freeze is pending the VM is busy
 expect_errno EBUSY mkdir "$V/snapshots/second"
-# the guest is thawed once the late freeze lands (8 s after it began)
+# the guest is thawed once the late freeze lands (14 s after it began)
 thawed() {
     guest_agent "$vm" '{"execute":"guest-fsfreeze-status"}' 2>/dev/null | grep -q thawed
 }
-wait_until 15 thawed || fail "the guest stayed frozen after a late freeze"
+wait_until 20 thawed || fail "the guest stayed frozen after a late freeze"
 guest_exec "$vm" 'echo alive >/data/alive && sync' || fail "guest cannot write"
 wait_until 5 sh -c "[ \"\$('$ERRNO_PROBE' stat '$V/snapshots/x')\" = ENOENT ]"
 # and the VM is free again
@@ -63,8 +66,24 @@ fusermount3 -uz "$mnt"
 t0=$(date +%s)
 start_vmsnapfs qemu:///system "$mnt"
 expect_log "a previous vmsnapfs froze a VM .* and did not thaw it"
-wait_until 10 thawed || fail "not thawed within 10 s of the new mount"
+wait_until 20 thawed || fail "not thawed within 20 s of the new mount"
 [ "$(guest_state "$vm")" = running ] || fail "the VM does not run any more"
 guest_exec "$vm" 'echo after >/data/after && sync' || fail "guest cannot write after the thaw"
 wait_until 5 sh -c '! ls "$VMSNAPFS_STATE_DIR"/freeze/ | grep -q .' || fail "freeze record left"
+
+# SIGTERM while a late freeze is pending: no exit before the thaw
+fusermount3 -u "$mnt"
+wait "$VMSNAPFS_PID" || fail "vmsnapfs exit status"
+tlog=$(workdir)/term.log
+"$VMSNAPFS" -f -o failure_deadline=2s qemu:///system "$mnt" 2>"$tlog" &
+tpid=$!
+wait_until 10 is_mounted "$mnt" || fail "no mount"
+expect_errno ETIMEDOUT mkdir "$V/snapshots/term"
+kill -TERM "$tpid"
+wait "$tpid" || fail "exit status $? after SIGTERM: $(cat "$tlog")"
+thawed || fail "the daemon ended on SIGTERM and left the guest frozen: $(cat "$tlog")"
+grep -q "waiting for 1 late freeze(s) to answer" "$tlog" ||
+    fail "the daemon did not say what it waited for: $(cat "$tlog")"
+! ls "$VMSNAPFS_STATE_DIR"/freeze/ | grep -q . || fail "a freeze record left after SIGTERM"
+guest_exec "$vm" 'echo term >/data/term && sync' || fail "guest cannot write after SIGTERM"
 echo "PASS: $testname"

@@ -36,9 +36,19 @@ test_lines(void **state)
     char *text = events_render(ev, "", "larry");
     assert_int_equal(count_lines(text), 2);
     assert_non_null(strstr(text, " snapshot s1 succeeded ok\n"));
-    /* newest last; a reason never breaks the one-line rule */
+    /* newest last; a reason never breaks the one-line rule: control
+     * characters are escaped */
     char *second = strchr(text, '\n') + 1;
-    assert_non_null(strstr(second, " snapshot s2 failed backend said: no\n"));
+    assert_non_null(strstr(second, " snapshot s2 failed backend said:\\x0ano\n"));
+    free(text);
+
+    /* nor does a name (a rejected one): it stays one field of one line */
+    events_add(ev, "", "larry", "snapshot", "x\n2026 snapshot forged succeeded y", -EINVAL,
+               "invalid snapshot name");
+    text = events_render(ev, "", "larry");
+    assert_int_equal(count_lines(text), 3);
+    assert_non_null(strstr(text, " snapshot x\\x0a2026\\x20snapshot\\x20forged\\x20succeeded"
+                                 "\\x20y failed invalid snapshot name\n"));
     free(text);
 
     text = events_render(ev, "", "moe");

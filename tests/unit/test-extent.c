@@ -105,8 +105,8 @@ test_bad_maps(void **state)
     const char *bad[] = {
         "", "{}", "[",
         /* a gap */
-        "[{\"start\": 0, \"length\": 4096, \"data\": true, \"offset\": 0},"
-        " {\"start\": 8192, \"length\": 4096, \"data\": true, \"offset\": 0}]",
+        ("[{\"start\": 0, \"length\": 4096, \"data\": true, \"offset\": 0},"
+         " {\"start\": 8192, \"length\": 4096, \"data\": true, \"offset\": 0}]"),
         /* short of the size */
         "[{\"start\": 0, \"length\": 4096, \"data\": true, \"offset\": 0}]",
         /* past the size */

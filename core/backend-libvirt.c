@@ -341,7 +341,8 @@ recovery_pass(struct lv *lv)
 
     if (!c)
         return 1;
-    return lv_merge_recover(lv, c) + lv_restore_recover(lv, c) + lv_clone_recover(lv, c);
+    return lv_merge_recover(lv, c) + lv_restore_recover(lv, c) + lv_clone_recover(lv, c) +
+           lv_snapshot_recover(lv, c);
 }
 
 /* One pass when kicked, and every RECOVERY_RETRY_S while one left work:

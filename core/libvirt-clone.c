@@ -6,7 +6,6 @@
  * layers the clone builds on (libvirt-snapshot.c, mergeable()). */
 #define LOG_MODULE "clone"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,31 +30,15 @@
  * defined before the kill keeps its disks). The new name's operation lock
  * (held host-wide while a clone runs) tells a live clone from a dead one. */
 
-static char *
-record_dir(void)
-{
-    char *d = NULL;
-    if (asprintf(&d, "%s/clone", state_dir()) < 0)
-        return NULL;
-    return d;
-}
-
 static int
 record_write(struct restore_plan *p, const char *new_name, const char *snap,
              char *const *overlays)
 {
-    _cleanup_free_ char *dir = record_dir();
-
-    if (!dir)
-        return -ENOMEM;
-    if ((mkdir(state_dir(), 0711) < 0 && errno != EEXIST) ||
-        (mkdir(dir, 0700) < 0 && errno != EEXIST))
-        return log_error_errno(-errno, "cannot make '%s': %s", dir, strerror(errno));
     /* names are valid object names: no '/' */
-    if (asprintf(&p->path, "%s/%s.json", dir, new_name) < 0) {
-        p->path = NULL;
-        return -ENOMEM;
-    }
+    int r = restore_plan_set_path(p, "clone", new_name);
+
+    if (r < 0)
+        return r;
     p->vm = strdup(new_name);
     p->uuid = strdup("-");
     p->snap = strdup(snap);
@@ -68,42 +51,32 @@ record_write(struct restore_plan *p, const char *new_name, const char *snap,
     return restore_plan_write(p);
 }
 
+static int
+recover_record(const char *path, void *opaque)
+{
+    struct lv_pass *pass = opaque;
+    _cleanup_(restore_plan_clear) struct restore_plan p = { 0 };
+    int left = 0;
+
+    if (restore_plan_read_phase(path, "cloning", &p) < 0)
+        return 0;
+    if (lv_op_begin(pass->lv, p.vm, NULL) < 0)
+        return 0;       /* a clone of that name runs */
+    if (lv_reclaim(pass->c, p.overlays) < 0) {
+        left = 1;
+    } else {
+        log_warning("'%s': reclaimed what a clone killed half-way left", p.vm);
+        restore_plan_remove(&p);
+    }
+    lv_op_end(pass->lv, p.vm);
+    return left;
+}
+
 int
 lv_clone_recover(struct lv *lv, virConnectPtr c)
 {
-    _cleanup_free_ char *dir = record_dir();
-    DIR *d = dir ? opendir(dir) : NULL;
-    struct dirent *de;
-    int left = 0;
-
-    if (!d)
-        return 0;
-    while ((de = readdir(d))) {
-        size_t len = strlen(de->d_name);
-        _cleanup_free_ char *path = NULL;
-        struct restore_plan p;
-        if (len < 6 || strcmp(de->d_name + len - 5, ".json") != 0 ||
-            asprintf(&path, "%s/%s", dir, de->d_name) < 0)
-            continue;
-        if (restore_plan_read(path, &p) < 0 || strcmp(p.phase, "cloning") != 0) {
-            log_warning("'%s' is not a clone record vmsnapfs can read: left alone", path);
-            continue;
-        }
-        if (lv_op_begin(lv, p.vm, NULL) < 0) {
-            restore_plan_clear(&p);         /* a clone of that name runs */
-            continue;
-        }
-        if (lv_reclaim(c, p.overlays) < 0) {
-            left++;
-        } else {
-            log_warning("'%s': reclaimed what a clone killed half-way left", p.vm);
-            restore_plan_remove(&p);
-        }
-        lv_op_end(lv, p.vm);
-        restore_plan_clear(&p);
-    }
-    closedir(d);
-    return left;
+    struct lv_pass pass = { lv, c };
+    return restore_plan_each("clone", recover_record, &pass);
 }
 
 static int

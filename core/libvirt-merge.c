@@ -1,7 +1,6 @@
 /* core/libvirt-merge.c: see libvirt-merge.h. */
 #define LOG_MODULE "snapshot"
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -239,30 +238,16 @@ lv_block_job_any(virDomainPtr dom, const struct volume *disks, size_t n)
  * A record whose snapshot still exists was left before anything changed
  * (it is dropped); one whose snapshot is gone is finished. */
 
-static char *
-record_dir(void)
-{
-    char *d = NULL;
-    if (asprintf(&d, "%s/merge", state_dir()) < 0)
-        return NULL;
-    return d;
-}
-
 int
 lv_merge_record_write(struct restore_plan *p, virDomainPtr dom, const char *snap)
 {
-    _cleanup_free_ char *dir = record_dir();
     char uuid[VIR_UUID_STRING_BUFLEN];
+    int r = virDomainGetUUIDString(dom, uuid) < 0 ? -EIO : 0;
 
-    if (!dir || virDomainGetUUIDString(dom, uuid) < 0)
-        return -EIO;
-    if ((mkdir(state_dir(), 0711) < 0 && errno != EEXIST) ||
-        (mkdir(dir, 0700) < 0 && errno != EEXIST))
-        return log_error_errno(-errno, "cannot make '%s': %s", dir, strerror(errno));
-    if (!p->path && asprintf(&p->path, "%s/%s.json", dir, uuid) < 0) {
-        p->path = NULL;
-        return -ENOMEM;
-    }
+    if (r >= 0 && !p->path)
+        r = restore_plan_set_path(p, "merge", uuid);
+    if (r < 0)
+        return r;
     if (!p->vm && !(p->vm = strdup(virDomainGetName(dom))))
         return -ENOMEM;
     if (!p->uuid && !(p->uuid = strdup(uuid)))
@@ -340,61 +325,50 @@ merge_finish(virConnectPtr c, virDomainPtr dom, struct restore_plan *p)
     return r;
 }
 
+static int
+recover_record(const char *path, void *opaque)
+{
+    struct lv_pass *pass = opaque;
+    _cleanup_(restore_plan_clear) struct restore_plan p = { 0 };
+
+    if (restore_plan_read_phase(path, "merging", &p) < 0)
+        return 0;
+    _cleanup_(virDomainFreep) virDomainPtr dom = virDomainLookupByUUIDString(pass->c, p.uuid);
+    if (!dom) {
+        virErrorPtr e = virGetLastError();
+        bool gone = e && e->code == VIR_ERR_NO_DOMAIN;
+        virResetLastError();
+        if (gone)
+            restore_plan_remove(&p);
+        return !gone;
+    }
+    if (lv_op_begin_disks(pass->lv, p.vm, NULL) < 0)
+        return 1;           /* the rmdir itself, or a view: later */
+    virDomainSnapshotPtr s = virDomainSnapshotLookupByName(dom, p.snap, 0);
+    virErrorPtr e = s ? NULL : virGetLastError();
+    bool snap_gone = !s && e && e->code == VIR_ERR_NO_DOMAIN_SNAPSHOT;
+    virResetLastError();
+    int left = 0;
+    if (s) {
+        /* nothing merged yet: the snapshot keeps its content */
+        virDomainSnapshotFree(s);
+        log_warning("'%s': an rmdir of snapshot '%s' was interrupted before it changed "
+                    "anything; the snapshot stays", p.vm, p.snap);
+        restore_plan_remove(&p);
+    } else if (!snap_gone || merge_finish(pass->c, dom, &p) < 0) {
+        left = 1;
+    } else {
+        log_warning("'%s': finished the merge of deleted snapshot '%s' that an interrupted "
+                    "rmdir left", p.vm, p.snap);
+        restore_plan_remove(&p);
+    }
+    lv_op_end(pass->lv, p.vm);
+    return left;
+}
+
 int
 lv_merge_recover(struct lv *lv, virConnectPtr c)
 {
-    _cleanup_free_ char *dir = record_dir();
-    DIR *d = dir ? opendir(dir) : NULL;
-    struct dirent *de;
-    int left = 0;
-
-    if (!d)
-        return 0;
-    while ((de = readdir(d))) {
-        size_t len = strlen(de->d_name);
-        _cleanup_free_ char *path = NULL;
-        _cleanup_(restore_plan_clear) struct restore_plan p = { 0 };
-        if (len < 6 || strcmp(de->d_name + len - 5, ".json") != 0 ||
-            asprintf(&path, "%s/%s", dir, de->d_name) < 0)
-            continue;
-        if (restore_plan_read(path, &p) < 0 || strcmp(p.phase, "merging") != 0) {
-            log_warning("'%s' is not a merge record vmsnapfs can read: left alone", path);
-            continue;
-        }
-        _cleanup_(virDomainFreep) virDomainPtr dom = virDomainLookupByUUIDString(c, p.uuid);
-        if (!dom) {
-            virErrorPtr e = virGetLastError();
-            bool gone = e && e->code == VIR_ERR_NO_DOMAIN;
-            virResetLastError();
-            if (gone)
-                restore_plan_remove(&p);
-            else
-                left++;
-            continue;
-        }
-        if (lv_op_begin_disks(lv, p.vm, NULL) < 0) {
-            left++;         /* the rmdir itself, or a view: later */
-            continue;
-        }
-        virDomainSnapshotPtr s = virDomainSnapshotLookupByName(dom, p.snap, 0);
-        virErrorPtr e = s ? NULL : virGetLastError();
-        bool snap_gone = !s && e && e->code == VIR_ERR_NO_DOMAIN_SNAPSHOT;
-        virResetLastError();
-        if (s) {
-            /* nothing merged yet: the snapshot keeps its content */
-            virDomainSnapshotFree(s);
-            log_warning("'%s': an rmdir of snapshot '%s' was interrupted before it changed "
-                        "anything; the snapshot stays", p.vm, p.snap);
-            restore_plan_remove(&p);
-        } else if (!snap_gone || merge_finish(c, dom, &p) < 0) {
-            left++;
-        } else {
-            log_warning("'%s': finished the merge of deleted snapshot '%s' that an interrupted "
-                        "rmdir left", p.vm, p.snap);
-            restore_plan_remove(&p);
-        }
-        lv_op_end(lv, p.vm);
-    }
-    closedir(d);
-    return left;
+    struct lv_pass pass = { lv, c };
+    return restore_plan_each("merge", recover_record, &pass);
 }

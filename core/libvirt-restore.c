@@ -110,8 +110,9 @@ stop_vm(virDomainPtr dom, bool agent, uint64_t deadline)
         log_warning("'%s': a clean shutdown was refused; stopping it hard",
                     virDomainGetName(dom));
     virResetLastError();
-    if (wait_shutoff(dom, grace) == 0)
-        return 0;
+    int r = wait_shutoff(dom, grace);
+    if (r != -ETIMEDOUT)
+        return r;       /* stopped, or libvirt cannot tell (it went away) */
     log_warning("'%s' did not shut down within its grace period: stopping it hard",
                 virDomainGetName(dom));
     if (virDomainDestroy(dom) < 0 && vm_active(dom) != 0)
@@ -741,8 +742,10 @@ recover_one(struct lv *lv, virConnectPtr c, const char *path)
     _cleanup_close_ int lock = restore_plan_lock(uuid, false);
     if (lock < 0)
         return lock == -EBUSY;  /* a live restore (it may leave it to us), or no state dir */
-    if (restore_plan_read(path, &p) < 0) {
+    if (restore_plan_read(path, &p) < 0 || strcmp(p.phase, "cloning") == 0 ||
+        strcmp(p.phase, "merging") == 0 || strcmp(p.phase, "snapshotting") == 0) {
         log_warning("'%s' is not a restore plan vmsnapfs can read: left alone", path);
+        restore_plan_clear(&p);
         return 0;
     }
     _cleanup_(virDomainFreep) virDomainPtr dom = virDomainLookupByUUIDString(c, p.uuid);
@@ -768,25 +771,16 @@ recover_one(struct lv *lv, virConnectPtr c, const char *path)
     return left;
 }
 
+static int
+recover_path(const char *path, void *opaque)
+{
+    struct lv_pass *pass = opaque;
+    return recover_one(pass->lv, pass->c, path);
+}
+
 int
 lv_restore_recover(struct lv *lv, virConnectPtr c)
 {
-    _cleanup_free_ char *dir = restore_plan_dir();
-    DIR *d = dir ? opendir(dir) : NULL;
-    struct dirent *de;
-    int left = 0;
-
-    if (!d)
-        return 0;
-    while ((de = readdir(d))) {
-        size_t len = strlen(de->d_name);
-        if (len < 6 || strcmp(de->d_name + len - 5, ".json") != 0)
-            continue;
-        _cleanup_free_ char *path = NULL;
-        if (asprintf(&path, "%s/%s", dir, de->d_name) < 0)
-            break;
-        left += recover_one(lv, c, path);
-    }
-    closedir(d);
-    return left;
+    struct lv_pass pass = { lv, c };
+    return restore_plan_each("restore", recover_path, &pass);
 }

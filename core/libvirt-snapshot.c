@@ -303,6 +303,70 @@ set_description(virDomainPtr dom, virDomainSnapshotPtr snap, const char *desc)
 static int delete_locked(struct lv *lv, virDomainPtr dom, const char *snap,
                          struct op_report *rep);
 
+/* ---- the snapshot's record ------------------------------------------------
+ * STATE/snapshot/UUID.json (the restore plan's format, phase "snapshotting")
+ * lists the overlays a mkdir makes, each written before it is made; removed
+ * once the snapshot is made or undone. A daemon killed in between leaves
+ * it, and the recovery pass removes the overlays no snapshot took (the VM's
+ * operation lock, held host-wide while a mkdir runs, tells a live one). */
+
+static int
+record_add(struct restore_plan *p, virDomainPtr dom, const char *snap, const char *overlay)
+{
+    char uuid[VIR_UUID_STRING_BUFLEN];
+
+    if (!p->path) {
+        int r = virDomainGetUUIDString(dom, uuid) < 0 ? -EIO
+                                                       : restore_plan_set_path(p, "snapshot", uuid);
+        if (r < 0)
+            return r;
+        p->vm = strdup(virDomainGetName(dom));
+        p->uuid = strdup(uuid);
+        p->snap = strdup(snap);
+        p->old = calloc(1, sizeof(char *));
+        p->phase = "snapshotting";
+        if (!p->vm || !p->uuid || !p->snap || !p->old)
+            return -ENOMEM;
+    }
+    if (strv_push(&p->overlays, &p->n_overlays, overlay) < 0)
+        return -ENOMEM;
+    return restore_plan_write(p);
+}
+
+static int
+recover_record(const char *path, void *opaque)
+{
+    struct lv_pass *pass = opaque;
+    _cleanup_(restore_plan_clear) struct restore_plan p = { 0 };
+
+    if (restore_plan_read_phase(path, "snapshotting", &p) < 0)
+        return 0;
+    _cleanup_(virDomainFreep) virDomainPtr dom = virDomainLookupByUUIDString(pass->c, p.uuid);
+    virErrorPtr e = dom ? NULL : virGetLastError();
+    bool gone = !dom && e && e->code == VIR_ERR_NO_DOMAIN;
+    virResetLastError();
+    if (!dom && !gone)
+        return 1;
+    if (dom && lv_op_begin(pass->lv, p.vm, NULL) < 0)
+        return 1;           /* the mkdir itself runs */
+    /* a snapshot that was made uses its overlays: those stay */
+    int left = lv_reclaim(pass->c, p.overlays) < 0;
+    if (!left) {
+        log_warning("'%s': reclaimed what a mkdir of '%s' killed half-way left", p.vm, p.snap);
+        restore_plan_remove(&p);
+    }
+    if (dom)
+        lv_op_end(pass->lv, p.vm);
+    return left;
+}
+
+int
+lv_snapshot_recover(struct lv *lv, virConnectPtr c)
+{
+    struct lv_pass pass = { lv, c };
+    return restore_plan_each("snapshot", recover_record, &pass);
+}
+
 /* A libvirt job (migration, backup, block job waiting) would hold the
  * snapshot up while the guest is frozen. */
 static bool
@@ -376,6 +440,7 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
 {
     uint64_t start = now_monotonic_ns();
     uint64_t deadline = o->failure_deadline_ns ? start + o->failure_deadline_ns : 0;
+    _cleanup_(restore_plan_clear) struct restore_plan rec = { 0 };
     const struct vm_ref real = { .ns = "", .name = virDomainGetName(dom) };
     const struct vm_ref *ref = &real;
     _cleanup_free_ char *live_xml = NULL, *inactive_xml = NULL;
@@ -459,6 +524,11 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
     size_t n_made = 0;
     for (size_t i = 0; r == 0 && i < n_live; i++) {
         for (int tries = 0; r == 0 && d[i].overlay; tries++) {
+            r = record_add(&rec, dom, snap, d[i].overlay);
+            if (r < 0) {
+                lv_report(rep, -EIO, "cannot record the snapshot in the state directory");
+                break;
+            }
             r = lv_make_overlay(d[i].overlay, live[i].source,
                                 live[i].format && live[i].format[0] ? live[i].format : "raw");
             if (r != -EEXIST || tries == 8)
@@ -467,7 +537,7 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
             d[i].overlay = lv_overlay_name(live[i].source, ref->name, live[i].name, snap);
             r = d[i].overlay ? 0 : -ENOMEM;
         }
-        if (r < 0)
+        if (r < 0 && !rep->text[0])
             lv_report(rep, r == -ENOMEM ? r : -EIO, "cannot make the overlay of disk %s "
                       "(see the log)", live[i].name);
         else if (d[i].overlay)
@@ -574,6 +644,7 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
         }
     }
 
+    restore_plan_remove(&rec);     /* made, or undone: nothing to recover */
     for (size_t i = 0; d && i < n_live; i++)
         free(d[i].overlay);
     free(d);

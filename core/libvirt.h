@@ -47,6 +47,12 @@ struct lv {
     bool rec_started;
 };
 
+/* What a recovery pass hands to restore_plan_each()'s callbacks. */
+struct lv_pass {
+    struct lv *lv;
+    virConnectPtr c;
+};
+
 /* Asks the recovery thread for a pass soon (and again every few seconds
  * while something is left). */
 void lv_recovery_kick(struct lv *lv);
@@ -155,3 +161,5 @@ int lv_restore_recover(struct lv *lv, virConnectPtr c);
 /* Reclaims the overlays of clones a killed daemon left half-made (those no
  * VM uses); returns how many records are left for a later pass. */
 int lv_clone_recover(struct lv *lv, virConnectPtr c);
+/* The same for the overlays of a mkdir killed half-way (libvirt-snapshot.c). */
+int lv_snapshot_recover(struct lv *lv, virConnectPtr c);

@@ -1,6 +1,7 @@
 /* core/restore-plan.c: see restore-plan.h. */
 #define LOG_MODULE "restore"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -30,12 +31,76 @@ restore_plan_clear(struct restore_plan *p)
 }
 
 char *
-restore_plan_dir(void)
+restore_plan_dir_of(const char *kind)
 {
     char *d = NULL;
-    if (asprintf(&d, "%s/restore", state_dir()) < 0)
+    if (asprintf(&d, "%s/%s", state_dir(), kind) < 0)
         return NULL;
     return d;
+}
+
+char *
+restore_plan_dir(void)
+{
+    return restore_plan_dir_of("restore");
+}
+
+static int
+make_dir(const char *dir)
+{
+    if ((mkdir(state_dir(), 0711) < 0 && errno != EEXIST) ||
+        (mkdir(dir, 0700) < 0 && errno != EEXIST))
+        return log_error_errno(-errno, "cannot make '%s': %s", dir, strerror(errno));
+    return 0;
+}
+
+int
+restore_plan_set_path(struct restore_plan *p, const char *kind, const char *key)
+{
+    _cleanup_free_ char *dir = restore_plan_dir_of(kind);
+    int r = dir ? make_dir(dir) : -ENOMEM;
+
+    if (r < 0)
+        return r;
+    free(p->path);
+    if (asprintf(&p->path, "%s/%s.json", dir, key) < 0) {
+        p->path = NULL;
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+int
+restore_plan_each(const char *kind, int (*fn)(const char *path, void *opaque), void *opaque)
+{
+    _cleanup_free_ char *dir = restore_plan_dir_of(kind);
+    DIR *d = dir ? opendir(dir) : NULL;
+    struct dirent *de;
+    int left = 0;
+
+    if (!d)
+        return 0;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        _cleanup_free_ char *path = NULL;
+        if (len < 6 || strcmp(de->d_name + len - 5, ".json") != 0 ||
+            asprintf(&path, "%s/%s", dir, de->d_name) < 0)
+            continue;
+        left += fn(path, opaque);
+    }
+    closedir(d);
+    return left;
+}
+
+int
+restore_plan_read_phase(const char *path, const char *phase, struct restore_plan *p)
+{
+    if (restore_plan_read(path, p) < 0 || strcmp(p->phase, phase) != 0) {
+        restore_plan_clear(p);
+        return log_warning("'%s' is not a record vmsnapfs can read: left alone", path),
+               -EINVAL;
+    }
+    return 0;
 }
 
 static struct json_object *
@@ -52,18 +117,13 @@ strv_json(char *const *v)
 int
 restore_plan_write(struct restore_plan *p)
 {
-    _cleanup_free_ char *dir = restore_plan_dir(), *tmp = NULL;
+    _cleanup_free_ char *dir = NULL, *tmp = NULL;
+    int r = p->path ? 0 : restore_plan_set_path(p, "restore", p->uuid);
 
-    if (!dir)
-        return -ENOMEM;
-    if ((mkdir(state_dir(), 0711) < 0 && errno != EEXIST) ||
-        (mkdir(dir, 0700) < 0 && errno != EEXIST))
-        return log_error_errno(-errno, "cannot make '%s': %s", dir, strerror(errno));
-    if (!p->path && asprintf(&p->path, "%s/%s.json", dir, p->uuid) < 0) {
-        p->path = NULL;
-        return -ENOMEM;
-    }
-    if (asprintf(&tmp, "%s.new", p->path) < 0)
+    if (r < 0)
+        return r;
+    if (asprintf(&tmp, "%s.new", p->path) < 0 ||
+        !(dir = strndup(p->path, (size_t) (strrchr(p->path, '/') - p->path))))
         return -ENOMEM;
 
     struct json_object *o = json_object_new_object();
@@ -77,8 +137,8 @@ restore_plan_write(struct restore_plan *p)
     json_object_object_add(o, "old", strv_json(p->old));
     const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY);
 
-    int r = 0;
-    _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                                  0600);
     size_t len = text ? strlen(text) : 0;
     if (fd < 0 || !text || write(fd, text, len) != (ssize_t) len || fsync(fd) < 0 ||
         rename(tmp, p->path) < 0) {
@@ -163,7 +223,8 @@ restore_plan_read(const char *path, struct restore_plan *p)
                              : strcmp(phase, "prepared") == 0 ? "prepared"
                              : strcmp(phase, "defined") == 0 ? "defined"
                              : strcmp(phase, "cloning") == 0 ? "cloning"
-                             : strcmp(phase, "merging") == 0 ? "merging" : NULL;
+                             : strcmp(phase, "merging") == 0 ? "merging"
+                             : strcmp(phase, "snapshotting") == 0 ? "snapshotting" : NULL;
     p->path = strdup(path);
     json_object_put(o);
     if (!p->vm || !p->uuid || !p->snap || !p->phase || !p->overlays || !p->old || !p->path) {

@@ -55,6 +55,7 @@ struct fs_node {
     char *ns, *vm, *snap, *vol;
     uint64_t nlookup;       /* the kernel's references */
     uint64_t children;      /* nodes whose parent this is */
+    unsigned running;       /* control files: lines running now (under lock) */
 };
 
 struct fs {

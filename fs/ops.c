@@ -355,6 +355,19 @@ fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return (void) fuse_reply_err(req, EISDIR);
     if (writing && !tree_is_control(n->kind))
         return (void) fuse_reply_err(req, EROFS);
+    if (writing) {
+        bool busy;
+        {
+            LOCK_FOR_SCOPE(&fs->lock);
+            busy = n->running > 0;
+        }
+        if (busy) {
+            events_add(model_events(fs->model), n->ns, n->vm,
+                       n->kind == NODE_VM_RESTORE ? "restore" : "clone", n->snap, -EBUSY,
+                       "another line written to this file runs now");
+            return (void) fuse_reply_err(req, EBUSY);
+        }
+    }
 
     h = calloc(1, sizeof *h);
     if (!h)
@@ -448,9 +461,28 @@ fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     fuse_reply_buf(req, copy, size);
 }
 
+static int run_line_now(struct fs *fs, const struct fs_node *n, const char *buf,
+                        size_t size);
+
+/* Runs one line written to restore or clone; the node counts as running
+ * meanwhile (fs_open: EBUSY for a second writer, whose writes the kernel
+ * would otherwise hold back until this one ends, and then run). */
+static int
+run_line(struct fs *fs, struct fs_node *n, const char *buf, size_t size)
+{
+    {
+        LOCK_FOR_SCOPE(&fs->lock);
+        n->running++;
+    }
+    int r = run_line_now(fs, n, buf, size);
+    LOCK_FOR_SCOPE(&fs->lock);
+    n->running--;
+    return r;
+}
+
 /* Runs one line written to restore or clone (newline included or not). */
 static int
-run_line(struct fs *fs, const struct fs_node *n, const char *buf, size_t size)
+run_line_now(struct fs *fs, const struct fs_node *n, const char *buf, size_t size)
 {
     struct events *ev = model_events(fs->model);
     const char *why = NULL;

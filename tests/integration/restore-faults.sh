@@ -36,17 +36,24 @@ expect_errno EBUSY mkdir "$V/snapshots/busy"
 expect_errno EBUSY rmdir "$V/snapshots/s1"
 expect_errno EBUSY write "$V/restore" $'s1 policy=StopTarget\n'
 exec 3<&-
-# (the kernel sends the release after close() returns: the view ends a
-# moment later)
-wait_until 5 sh -c "! grep -q . '$VMSNAPFS_STATE_DIR'/live-*/owner.lock 2>/dev/null; [ \"\$(ls -d '$VMSNAPFS_STATE_DIR'/live-* 2>/dev/null)\" = '' ]" || true
-sleep 1
-# an operation that holds the VM (waiting for it to stop) keeps volumes shut
+# (the kernel sends the release after close() returns: the view and its
+# backup job end a moment later)
+no_live() { ! ls -d "$VMSNAPFS_STATE_DIR"/live-* >/dev/null 2>&1; }
+wait_until 10 no_live || fail "the backup job of the closed view did not end"
+sleep 0.5
+# an operation that holds the VM (waiting for it to stop) keeps volumes
+# shut, and a second writer of restore out
 (echo 's1 policy=WaitGracePeriod:4s' >"$V/restore") 2>/dev/null &
 wpid=$!
 wait_until 3 grep -q "waiting for the VM to stop" "$VMSNAPFS_LOG" ||
     fail "the restore did not wait: $(tail -n 3 "$V/events")"
 expect_errno EBUSY read "$V/volumes/vda.img"
 expect_errno EBUSY read "$V/snapshots/s1/volumes/vda.img"
+# a second writer of restore: EBUSY at once (the kernel would hold its
+# write back until the first ends, and then run it)
+expect_errno EBUSY write "$V/restore" $'s1 policy=StopTarget\n'
+grep -q "restore - failed another line written to this file runs now" "$V/events" ||
+    fail "no reason for the second writer: $(tail -n 2 "$V/events")"
 wait "$wpid" && fail "the restore of a running VM under WaitGracePeriod:4s succeeded"
 expect_errno OK read "$V/snapshots/s1/volumes/vda.img"
 grep -q "read-volume\|open-volume vda failed" "$V/events" || true

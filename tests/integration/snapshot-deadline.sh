@@ -70,6 +70,11 @@ wait_until 20 thawed || fail "not thawed within 20 s of the new mount"
 [ "$(guest_state "$vm")" = running ] || fail "the VM does not run any more"
 guest_exec "$vm" 'echo after >/data/after && sync' || fail "guest cannot write after the thaw"
 wait_until 5 sh -c '! ls "$VMSNAPFS_STATE_DIR"/freeze/ | grep -q .' || fail "freeze record left"
+# and the overlay the killed mkdir made is reclaimed, its record gone
+no_killed_overlay() { ! ls "$GUEST_DIR"/*.killed.*.qcow2 >/dev/null 2>&1; }
+wait_until 30 no_killed_overlay || fail "the killed mkdir's overlay is left: $(ls "$GUEST_DIR")"
+ls "$VMSNAPFS_STATE_DIR"/snapshot/*.json 2>/dev/null && fail "a snapshot record is left"
+expect_log "reclaimed what a mkdir of 'killed' killed half-way left"
 
 # SIGTERM while a late freeze is pending: no exit before the thaw
 fusermount3 -u "$mnt"

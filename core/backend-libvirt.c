@@ -526,6 +526,7 @@ lv_open(const char *source, const struct vmsnapfs_opts *o,
     }
     recover_running(lv);
     freeze_recover(lv);         /* thaw what a killed daemon left frozen */
+    layer_mine_private();       /* 0644 from an older version: 0600 */
     /* restores and clones a killed daemon left: in the background, so the
      * mount comes up at once (a VM being recovered answers EBUSY) */
     if (recovery_start(lv) < 0) {

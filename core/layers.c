@@ -309,6 +309,17 @@ registry_path(char *buf, size_t size)
     snprintf(buf, size, "%s/layers", state_dir());
 }
 
+void
+layer_mine_private(void)
+{
+    char reg[PATH_MAX];
+
+    registry_path(reg, sizeof reg);
+    _cleanup_close_ int fd = open(reg, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0 && fchmod(fd, 0600) < 0)
+        log_warning("cannot make '%s' private: %s", reg, strerror(errno));
+}
+
 int
 layer_mine_add(const char *path)
 {

@@ -51,6 +51,8 @@ size_t layer_refs_children(const struct layer_refs *g, const char *path,
 
 /* Records path as made by vmsnapfs, before it is made (durable). */
 int layer_mine_add(const char *path);
+/* At start: the registry private (0600), whatever an older version left. */
+void layer_mine_private(void);
 bool layer_mine(const char *path);
 void layer_mine_remove(const char *path);
 

@@ -134,8 +134,9 @@ clone_locked(struct lv *lv, virConnectPtr c, virDomainPtr dom, const char *snap,
     };
     if (r >= 0 && lv_xml_edit(sp.def, &e, &xml) < 0)
         r = lv_report(rep, -EIO, "cannot rewrite the snapshot's definition for the clone");
-    if (r >= 0 && (r = record_write(&record, new_name, snap, overlays)) < 0)
-        lv_report(rep, -EIO, "cannot record the clone in the state directory");
+    /* (a clone without overlays makes no file: nothing to record) */
+    if (r >= 0 && n_ov > 0 && record_write(&record, new_name, snap, overlays) < 0)
+        r = lv_report(rep, -EIO, "cannot record the clone in the state directory");
     fault_point("clone-recorded");
     for (size_t i = 0; r >= 0 && i < sp.n; i++)
         if ((r = lv_make_overlay(overlays[i], sp.disks[i].layer, sp.disks[i].format)) < 0) {

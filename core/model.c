@@ -17,6 +17,8 @@
 struct cached {
     struct model_vm *vm;          /* NULL: not fetched */
     struct model_snapshots *snaps;
+    uint64_t gen;                 /* bumped by every change of this VM: a
+                                     fetch that began before is not kept */
 };
 
 struct model {
@@ -27,6 +29,7 @@ struct model {
     pthread_mutex_t lock;         /* protects everything below */
     struct model_listener listener;
     uint64_t generation;          /* bumped by every change */
+    uint64_t resets;              /* bumped when every cached VM goes */
     struct hashmap *vms;          /* "ns/name" -> struct cached */
     struct hashmap *names;        /* ns -> char ** (sorted VM names) */
     char **namespaces;            /* sorted, namespaced backends */
@@ -35,6 +38,7 @@ struct model {
 };
 
 static void restore_status_free(void *p);
+static struct cached *entry(struct model *m, const char *key);
 
 struct usage {
     uint64_t size, allocated;
@@ -118,9 +122,17 @@ on_vm_changed(void *opaque, const char *ns, const char *name, unsigned change)
     {
         LOCK_FOR_SCOPE(&m->lock);
         m->generation++;
-        if (key)
-            cached_free(hashmap_remove(m->vms, key));
-        drop_lists(m);
+        /* this VM's values go; other VMs' stay (a busy VM's events do not
+         * make every listing go to the backend) */
+        struct cached *c = key ? entry(m, key) : NULL;
+        if (c) {
+            model_vm_unref(c->vm);
+            model_snapshots_unref(c->snaps);
+            c->vm = NULL;
+            c->snaps = NULL;
+            c->gen++;
+        }
+        drop_lists(m);      /* one cheap call; transient VMs come with STATE */
         l = m->listener;
     }
     if (l.vm_changed)
@@ -136,6 +148,7 @@ on_reset(void *opaque)
     {
         LOCK_FOR_SCOPE(&m->lock);
         m->generation++;
+        m->resets++;
         hashmap_free(m->vms, cached_free);
         m->vms = hashmap_new();
         drop_lists(m);
@@ -349,6 +362,7 @@ model_namespace_exists(struct model *m, const char *ns)
 }
 
 /* The cache entry for key, created if missing. Called with m->lock held. */
+/* Called with m->lock held. */
 static struct cached *
 entry(struct model *m, const char *key)
 {
@@ -368,7 +382,7 @@ model_vm_get(struct model *m, const char *ns, const char *name,
              struct model_vm **ret)
 {
     _cleanup_free_ char *key = key_of(ns, name);
-    uint64_t gen;
+    uint64_t gen, resets;
     int r;
 
     if (!key)
@@ -381,7 +395,8 @@ model_vm_get(struct model *m, const char *ns, const char *name,
             *ret = c->vm;
             return 0;
         }
-        gen = m->generation;
+        gen = c ? c->gen : 0;
+        resets = m->resets;
     }
 
     struct vm_ref ref = { .ns = ns ? ns : "", .name = name };
@@ -398,7 +413,7 @@ model_vm_get(struct model *m, const char *ns, const char *name,
 
     LOCK_FOR_SCOPE(&m->lock);
     struct cached *c;
-    if (gen == m->generation && (c = entry(m, key))) {
+    if (resets == m->resets && (c = entry(m, key)) && c->gen == gen) {
         model_vm_unref(c->vm);      /* expired, or fetched by another too */
         c->vm = v;
         v->refs++;                  /* the cache's */
@@ -412,7 +427,7 @@ model_snapshots_get(struct model *m, const char *ns, const char *name,
                     struct model_snapshots **ret)
 {
     _cleanup_free_ char *key = key_of(ns, name);
-    uint64_t gen, now = now_monotonic_ns();
+    uint64_t gen, resets, now = now_monotonic_ns();
     int r;
 
     if (!key)
@@ -427,7 +442,8 @@ model_snapshots_get(struct model *m, const char *ns, const char *name,
             *ret = c->snaps;
             return 0;
         }
-        gen = m->generation;
+        gen = c ? c->gen : 0;
+        resets = m->resets;
     }
 
     struct vm_ref ref = { .ns = ns ? ns : "", .name = name };
@@ -444,7 +460,7 @@ model_snapshots_get(struct model *m, const char *ns, const char *name,
 
     LOCK_FOR_SCOPE(&m->lock);
     struct cached *c;
-    if (gen == m->generation && (c = entry(m, key))) {
+    if (resets == m->resets && (c = entry(m, key)) && c->gen == gen) {
         model_snapshots_unref(c->snaps);
         c->snaps = s;
         s->refs++;
@@ -480,6 +496,7 @@ drop_snapshots(struct model *m, const char *ns, const char *vm)
     if (c) {
         model_snapshots_unref(c->snaps);
         c->snaps = NULL;
+        c->gen++;
     }
     m->generation++;
 }

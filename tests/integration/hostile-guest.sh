@@ -152,10 +152,11 @@ guest_virsh dumpxml --inactive --security-info "$v3" |
     sed "s|</devices>|<graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1' passwd='$pw'/></devices>|" \
         >"$wd/vnc.xml"
 guest_virsh define "$wd/vnc.xml" >/dev/null || fail "cannot define $v3 with a VNC password"
-guest_virsh dumpxml --inactive --security-info "$v3" | grep -q "passwd='$pw'" ||
+# (grep -c, not -q: under pipefail an early exit of grep fails virsh with SIGPIPE)
+guest_virsh dumpxml --inactive --security-info "$v3" | grep -c "passwd='$pw'" >/dev/null ||
     fail "libvirt did not keep the password"
 V3=$mnt/$v3
-has_pw() { guest_virsh dumpxml --inactive --security-info "$1" | grep -q "passwd='$pw'"; }
+has_pw() { guest_virsh dumpxml --inactive --security-info "$1" | grep -c "passwd='$pw'" >/dev/null; }
 never_shown() {
     local what=$1 f
     shift

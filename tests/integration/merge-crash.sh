@@ -19,7 +19,7 @@ mnt=$(workdir)/mnt
 V=$mnt/$v
 marker() { guest_exec "$v" 'cat /data/marker' | tr -d '\r\n'; }
 no_record() { ! ls "$VMSNAPFS_STATE_DIR"/merge/*.json >/dev/null 2>&1; }
-no_job() { guest_virsh blockjob "$v" vda 2>&1 | grep -q "No current block job"; }
+no_job() { guest_virsh blockjob "$v" vda 2>&1 | grep -c "No current block job" >/dev/null; }
 chain_depth() {
     qemu-img info -U --backing-chain "$(guest_virsh domblklist "$v" | awk '$1 == "vda" { print $2 }')" |
         grep -c '^image:'
@@ -55,7 +55,7 @@ start_vmsnapfs qemu:///system "$mnt"
 wait_until 60 no_record || fail "the merge record stays: $(tail -5 "$VMSNAPFS_LOG")"
 wait_until 10 no_job || fail "a block job is left: $(guest_virsh blockjob "$v" vda 2>&1)"
 expect_errno ENOENT stat "$V/snapshots/s1"
-guest_virsh snapshot-list "$v" --name | grep -qx s1 && fail "libvirt still lists s1"
+[ "$(guest_virsh snapshot-list "$v" --name | grep -cx s1)" = 0 ] || fail "libvirt still lists s1"
 [ "$(chain_depth)" = 1 ] || fail "the chain did not shrink: depth $(chain_depth)"
 [ "$(marker)" = two ] || fail "the guest sees '$(marker)' after the finished merge"
 grep -q "finished the merge of deleted snapshot 's1'" "$VMSNAPFS_LOG" ||

@@ -537,11 +537,13 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
             d[i].overlay = lv_overlay_name(live[i].source, ref->name, live[i].name, snap);
             r = d[i].overlay ? 0 : -ENOMEM;
         }
-        if (r < 0 && !rep->text[0])
-            lv_report(rep, r == -ENOMEM ? r : -EIO, "cannot make the overlay of disk %s "
-                      "(see the log)", live[i].name);
-        else if (d[i].overlay)
-            n_made = i + 1;
+        if (r < 0) {
+            if (!rep->text[0])
+                lv_report(rep, r == -ENOMEM ? r : -EIO, "cannot make the overlay of disk "
+                          "%s (see the log)", live[i].name);
+        } else if (d[i].overlay) {
+            n_made = i + 1;     /* (never a file this run did not make) */
+        }
     }
 
     virDomainSnapshotPtr made = NULL;
@@ -711,8 +713,10 @@ merge_all(struct lv *lv, virConnectPtr c, virDomainPtr dom, virDomainSnapshotPtr
     /* the snapshot's layer may hold newer data: the snapshot stays gone,
      * and the recovery pass finishes the merge */
     lv_recovery_kick(lv);
+    char why[sizeof rep->text];
+    snprintf(why, sizeof why, "%s", rep->text);     /* (not rep->text into itself) */
     return lv_report(rep, -EIO, "the merge of disk(s) was interrupted (%s); the snapshot is "
-                     "deleted and vmsnapfs finishes the merge in the background", rep->text);
+                     "deleted and vmsnapfs finishes the merge in the background", why);
 }
 
 /* Called with the VM's operation held. */

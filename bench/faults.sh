@@ -395,7 +395,7 @@ trial() {
             if [ -d "$V/snapshots/$target" ]; then
                 record "$vm" "$target" || problem changed "$vm/$target: cannot read its volume"
                 [ "${marker[$vm/$target]:-}" = "$target" ] ||
-                    problem changed "$vm/$target: /marker '${marker[$vm/$target]}', not '$target'"
+                    problem changed "$vm/$target: /marker '${marker[$vm/$target]:-}', not '$target'"
             elif [ "$op_rc" = 0 ]; then
                 problem wrong "mkdir succeeded but $target is not listed"
             fi ;;
@@ -420,7 +420,7 @@ trial() {
             [ "$op_rc" = 0 ] && want_restored=yes
             [ -z "$want_restored" ] || [ "$restored" = "$want_restored" ] ||
                 problem wrong "$vm: restored=$restored after '$did' (op $op_rc), expected $want_restored"
-            if [ "$restored" = yes ]; then want=${marker[$vm/$target]}; else want=old-$i; fi
+            if [ "$restored" = yes ]; then want=${marker[$vm/$target]:-}; else want=old-$i; fi
             got=$(gexec "$vm" 'cat /data/marker' 2>/dev/null | tr -d '\r\n') || got="?"
             [ "$got" = "$want" ] ||
                 problem wrong "$vm: restored=$restored but the guest sees '$got', not '$want'"

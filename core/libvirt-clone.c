@@ -35,20 +35,11 @@ record_write(struct restore_plan *p, const char *new_name, const char *snap,
              char *const *overlays)
 {
     /* names are valid object names: no '/' */
-    int r = restore_plan_set_path(p, "clone", new_name);
+    int r = restore_plan_init(p, "clone", new_name, new_name, "-", snap, "cloning");
 
-    if (r < 0)
-        return r;
-    p->vm = strdup(new_name);
-    p->uuid = strdup("-");
-    p->snap = strdup(snap);
-    p->phase = "cloning";
-    for (size_t i = 0; overlays[i]; i++)
-        if (strv_push(&p->overlays, &p->n_overlays, overlays[i]) < 0)
-            return -ENOMEM;
-    if (!p->vm || !p->uuid || !p->snap || !p->overlays)
-        return -ENOMEM;
-    return restore_plan_write(p);
+    for (size_t i = 0; r >= 0 && overlays[i]; i++)
+        r = strv_push(&p->overlays, &p->n_overlays, overlays[i]);
+    return r < 0 ? r : restore_plan_write(p);
 }
 
 static int

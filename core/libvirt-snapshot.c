@@ -316,17 +316,12 @@ record_add(struct restore_plan *p, virDomainPtr dom, const char *snap, const cha
     char uuid[VIR_UUID_STRING_BUFLEN];
 
     if (!p->path) {
-        int r = virDomainGetUUIDString(dom, uuid) < 0 ? -EIO
-                                                       : restore_plan_set_path(p, "snapshot", uuid);
+        int r = virDomainGetUUIDString(dom, uuid) < 0
+                    ? -EIO
+                    : restore_plan_init(p, "snapshot", uuid, virDomainGetName(dom), uuid, snap,
+                                        "snapshotting");
         if (r < 0)
             return r;
-        p->vm = strdup(virDomainGetName(dom));
-        p->uuid = strdup(uuid);
-        p->snap = strdup(snap);
-        p->old = calloc(1, sizeof(char *));
-        p->phase = "snapshotting";
-        if (!p->vm || !p->uuid || !p->snap || !p->old)
-            return -ENOMEM;
     }
     if (strv_push(&p->overlays, &p->n_overlays, overlay) < 0)
         return -ENOMEM;
@@ -507,13 +502,13 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
     }
 
     r = 0;
+    const char *job_disk = NULL;
     if (!d || !meta.excluded || !excl) {
         r = -ENOMEM;
     } else if (running && other_job(dom)) {
         r = lv_report(rep, -EBUSY, "another job runs on the VM (a migration, a backup, ...)");
-    } else if (running && lv_block_job_any(dom, live, n_live)) {
-        r = lv_report(rep, -EBUSY, "a block job runs on disk %s (a merge or a copy)",
-                      lv_block_job_any(dom, live, n_live));
+    } else if (running && (job_disk = lv_block_job_any(dom, live, n_live))) {
+        r = lv_report(rep, -EBUSY, "a block job runs on disk %s (a merge or a copy)", job_disk);
     } else if (running && !agent && o->consistency == CONSISTENCY_REQUIRED) {
         r = lv_report(rep, -EAGAIN, "no guest agent connected and consistency=required: "
                                  "no consistent snapshot is possible now");

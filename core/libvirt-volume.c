@@ -477,18 +477,6 @@ live_view_counted(struct lv *lv, virConnectPtr c, const struct vm_info *vm,
     return live_view(lv, c, vm, v, live_counted_release, lc, ret);
 }
 
-bool
-lv_vm_has_views(struct lv *lv, const char *vm)
-{
-    {
-        LOCK_FOR_SCOPE(&lv->live_lock);
-        if (hashmap_get(lv->lives, vm))
-            return true;
-    }
-    LOCK_FOR_SCOPE(&lv->lock);
-    return hashmap_get(lv->views, vm) != NULL;
-}
-
 /* ---- the backend ops ----------------------------------------------------- */
 
 int

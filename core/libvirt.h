@@ -90,8 +90,6 @@ void lv_op_end(struct lv *lv, const char *vm);
 void lv_op_forget_snapshot(struct lv *lv, const char *vm);
 /* The snapshot an operation on vm makes right now (copied), or NULL. */
 char *lv_op_snapshot(struct lv *lv, const char *vm, time_t *ret_started);
-/* true while a volume of vm is open (live or snapshot view) */
-bool lv_vm_has_views(struct lv *lv, const char *vm);
 
 /* Writes a reason (printf) into buf, returns r: "return lv_say(...)". */
 int lv_say(char *buf, size_t size, int r, const char *fmt, ...)

@@ -71,6 +71,23 @@ restore_plan_set_path(struct restore_plan *p, const char *kind, const char *key)
 }
 
 int
+restore_plan_init(struct restore_plan *p, const char *kind, const char *key,
+                  const char *vm, const char *uuid, const char *snap, const char *phase)
+{
+    int r = restore_plan_set_path(p, kind, key);
+
+    if (r < 0)
+        return r;
+    p->vm = strdup(vm);
+    p->uuid = strdup(uuid);
+    p->snap = strdup(snap);
+    p->overlays = calloc(1, sizeof(char *));
+    p->old = calloc(1, sizeof(char *));
+    p->phase = phase;
+    return p->vm && p->uuid && p->snap && p->overlays && p->old ? 0 : -ENOMEM;
+}
+
+int
 restore_plan_each(const char *kind, int (*fn)(const char *path, void *opaque), void *opaque)
 {
     _cleanup_free_ char *dir = restore_plan_dir_of(kind);

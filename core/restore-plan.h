@@ -33,6 +33,10 @@ char *restore_plan_dir(void);
 char *restore_plan_dir_of(const char *kind);
 /* Sets p->path to STATE/kind/key.json and makes its directory (0700). */
 int restore_plan_set_path(struct restore_plan *p, const char *kind, const char *key);
+/* Starts record p of kind at STATE/kind/key.json (directory made) for vm
+ * (uuid, snap) in phase; overlays and old empty, not NULL. */
+int restore_plan_init(struct restore_plan *p, const char *kind, const char *key,
+                      const char *vm, const char *uuid, const char *snap, const char *phase);
 /* Calls fn on the path of every record of kind; returns the sum of what
  * fn returned (the records left for a later pass). */
 int restore_plan_each(const char *kind, int (*fn)(const char *path, void *opaque),

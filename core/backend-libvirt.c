@@ -87,6 +87,19 @@ lv_conn(struct lv *lv)
     return lv->conn;
 }
 
+virConnectPtr
+lv_query_conn(struct lv *lv)
+{
+    LOCK_FOR_SCOPE(&lv->lock);
+    if (!lv->conn || __atomic_load_n(&lv->dead, __ATOMIC_ACQUIRE))
+        return NULL;
+    virConnectPtr c = lv->qconns[lv->qnext++ % LV_QUERY_CONNS];
+    if (!c || virConnectIsAlive(c) == 0)
+        c = lv->conn;           /* the main one notices a lost daemon */
+    virConnectRef(c);
+    return c;
+}
+
 /* ---- events ------------------------------------------------------------ */
 
 static void
@@ -113,6 +126,10 @@ on_lifecycle(virConnectPtr c, virDomainPtr dom, int event, int detail,
                      : VM_CHANGE_DEFINITION;
     } else if (event == VIR_DOMAIN_EVENT_UNDEFINED) {
         change = VM_CHANGE_EXISTENCE;
+    } else if (event == VIR_DOMAIN_EVENT_STARTED || event == VIR_DOMAIN_EVENT_STOPPED) {
+        /* a transient domain comes and goes with these (the list is
+         * fetched again; it shows meanwhile as it was) */
+        change = VM_CHANGE_STATE | VM_CHANGE_EXISTENCE;
     }
     notify(opaque, dom, change);
     return 0;
@@ -239,7 +256,7 @@ unsubscribe_and_close(virConnectPtr c, const int *ids)
 static void
 drop_conn(struct lv *lv)
 {
-    virConnectPtr c;
+    virConnectPtr c, q[LV_QUERY_CONNS];
     int ids[ELEMENTSOF(subscriptions)];
 
     {
@@ -247,9 +264,23 @@ drop_conn(struct lv *lv)
         c = lv->conn;
         lv->conn = NULL;
         memcpy(ids, lv->ids, sizeof ids);
+        memcpy(q, lv->qconns, sizeof q);
+        memset(lv->qconns, 0, sizeof lv->qconns);
     }
+    for (size_t i = 0; i < LV_QUERY_CONNS; i++)
+        if (q[i])
+            virConnectClose(q[i]);
     if (c)
         unsubscribe_and_close(c, ids);
+}
+
+/* A local daemon (no host in the URI: qemu:///system, test:///default):
+ * more connections cost nothing and ask for no credentials. */
+static bool
+uri_local(const char *uri)
+{
+    const char *p = strstr(uri, "://");
+    return p && p[3] == '/';
 }
 
 /* quiet: retrying after a loss, which is logged once already */
@@ -266,8 +297,16 @@ connect_now(struct lv *lv, bool quiet)
     if (!c)
         return lv_errno("connect to", lv->uri_shown);
     subscribe(lv, c, ids);
+    virConnectPtr q[LV_QUERY_CONNS] = { NULL };
+    for (size_t i = 0; uri_local(lv->uri) && i < LV_QUERY_CONNS; i++) {
+        q[i] = virConnectOpenAuth(lv->uri, virConnectAuthPtrDefault, 0);
+        if (q[i])
+            (void) virConnectSetKeepAlive(q[i], 5, 3);
+        virResetLastError();    /* without it: the main connection serves */
+    }
 
     LOCK_FOR_SCOPE(&lv->lock);
+    memcpy(lv->qconns, q, sizeof q);
     lv->conn = c;
     memcpy(lv->ids, ids, sizeof ids);
     __atomic_store_n(&lv->dead, false, __ATOMIC_RELEASE);
@@ -555,7 +594,7 @@ static int
 lv_list_vms(void *h, const char *ns, char ***ret_names)
 {
     struct lv *lv = h;
-    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_query_conn(lv);
     virDomainPtr *doms = NULL;
     int n;
 
@@ -615,7 +654,7 @@ int
 lv_vm_get(void *h, const struct vm_ref *ref, struct vm_info **ret)
 {
     struct lv *lv = h;
-    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_query_conn(lv);
     _cleanup_(virDomainFreep) virDomainPtr d = NULL;
     char uuid[VIR_UUID_STRING_BUFLEN];
     int state, reason, r = 0;
@@ -749,7 +788,7 @@ lv_snapshot_list(void *h, const struct vm_ref *ref,
                  struct snapshot_info ***ret_snaps, size_t *ret_n)
 {
     struct lv *lv = h;
-    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_query_conn(lv);
     _cleanup_(virDomainFreep) virDomainPtr d = NULL;
     virDomainSnapshotPtr *snaps = NULL;
     struct vm_info *now = NULL;

@@ -148,6 +148,7 @@ enum vm_change {
     VM_CHANGE_STATE = 1 << 0,       /* state, agent: values only */
     VM_CHANGE_DEFINITION = 1 << 1,  /* definition: volumes may come and go */
     VM_CHANGE_EXISTENCE = 1 << 2,   /* defined, undefined, renamed */
+    VM_CHANGE_SNAPSHOTS = 1 << 3,   /* a snapshot's own values (phase) */
 };
 
 /* How long VM details may be cached without an event: a bound for changes

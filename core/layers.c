@@ -118,6 +118,143 @@ layer_backing(const char *path, char **ret)
     return 0;
 }
 
+/* The backing format a qcow2 header names (header extension 0xe2792aca),
+ * in *ret (NULL if none). fd: the image; h: its first 104 bytes. */
+static int
+qcow2_backing_format(int fd, const unsigned char *h, size_t hlen, char **ret)
+{
+    uint32_t version, hdr_len = 72;
+    memcpy(&version, h + 4, 4);
+    version = be32toh(version);
+    if (version >= 3) {
+        if (hlen < 104)
+            return -EINVAL;
+        memcpy(&hdr_len, h + 100, 4);
+        hdr_len = be32toh(hdr_len);
+    }
+    uint64_t off = hdr_len;
+    *ret = NULL;
+    for (int i = 0; i < 64; i++) {          /* extensions end with type 0 */
+        unsigned char e[8];
+        if (pread(fd, e, sizeof e, (off_t) off) != (ssize_t) sizeof e)
+            return -EINVAL;
+        uint32_t type, len;
+        memcpy(&type, e, 4);
+        memcpy(&len, e + 4, 4);
+        type = be32toh(type);
+        len = be32toh(len);
+        if (type == 0)
+            return 0;
+        if (len > 65536)
+            return -EINVAL;
+        if (type == 0xe2792acau) {
+            char *f = calloc(1, (size_t) len + 1);
+            if (!f)
+                return -ENOMEM;
+            if (pread(fd, f, len, (off_t) off + 8) != (ssize_t) len || memchr(f, '\0', len)) {
+                free(f);
+                return -EINVAL;
+            }
+            *ret = f;
+            return 0;
+        }
+        off += 8 + (((uint64_t) len + 7) & ~UINT64_C(7));
+    }
+    return -EINVAL;
+}
+
+/* The backing file of qcow2 image path and the format its header names:
+ * -ENOTSUP if it names none (or the backing is not a file). */
+static int
+qcow2_backing_with_format(const char *path, char **ret_backing, char **ret_format)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    unsigned char h[104] = { 0 };
+    uint32_t magic;
+
+    *ret_backing = *ret_format = NULL;
+    if (fd < 0)
+        return -errno;
+    ssize_t n = pread(fd, h, sizeof h, 0);
+    memcpy(&magic, h, 4);
+    if (n < 72 || be32toh(magic) != QCOW2_MAGIC)
+        return -EINVAL;
+    int r = layer_backing(path, ret_backing);
+    if (r < 0 || !*ret_backing)
+        return r;
+    r = qcow2_backing_format(fd, h, (size_t) n, ret_format);
+    if (r < 0 || !*ret_format || (*ret_backing)[0] != '/') {
+        free(*ret_backing);
+        free(*ret_format);
+        *ret_backing = *ret_format = NULL;
+        return r < 0 ? r : -ENOTSUP;
+    }
+    return 0;
+}
+
+int
+layer_chain_usage(const char *top, const char *format, uint64_t *ret_size,
+                  uint64_t *ret_allocated)
+{
+    _cleanup_free_ char *path = strdup(top), *fmt = strdup(format ? format : "raw");
+    uint64_t size = 0, allocated = 0;
+    int r;
+
+    if (!path || !fmt)
+        return -ENOMEM;
+    r = layer_virtual_size(path, fmt, &size);
+    if (r < 0)
+        return r;
+    for (int depth = 0; path; depth++) {
+        bool qcow2 = strcmp(fmt, "qcow2") == 0;
+        if (depth >= MAX_CHAIN || (!qcow2 && strcmp(fmt, "raw") != 0))
+            return -ENOTSUP;
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0)
+            return -errno;
+        if (S_ISBLK(st.st_mode))
+            allocated = size;           /* a device holds all it is */
+        else if (S_ISREG(st.st_mode))
+            allocated += (uint64_t) st.st_blocks * 512;
+        else
+            return -ENOTSUP;
+        if (!qcow2)
+            break;                      /* raw: the base */
+        /* the next layer only as its format is named (QEMU would probe
+         * one that is not), and only a file */
+        char *next = NULL, *next_fmt = NULL;
+        r = qcow2_backing_with_format(path, &next, &next_fmt);
+        if (r < 0)
+            return r;
+        if (!next)
+            break;
+        free(path);
+        free(fmt);
+        path = next;
+        fmt = next_fmt;
+    }
+    *ret_size = size;
+    *ret_allocated = allocated < size ? allocated : size;
+    return 0;
+}
+
+int
+layer_backing_usage(const char *top, const char *format, uint64_t *ret_size,
+                    uint64_t *ret_allocated)
+{
+    _cleanup_free_ char *backing = NULL, *backing_fmt = NULL;
+
+    if (!format || strcmp(format, "qcow2") != 0)
+        return -ENOTSUP;
+    int r = qcow2_backing_with_format(top, &backing, &backing_fmt);
+    if (r < 0)
+        return r;
+    if (!backing)
+        return -ENOENT;
+    return layer_chain_usage(backing, backing_fmt, ret_size, ret_allocated);
+}
+
 char *
 layer_canonical(const char *path)
 {

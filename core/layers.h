@@ -25,6 +25,18 @@
 int layer_virtual_size(const char *path, const char *format, uint64_t *ret);
 int layer_backing(const char *path, char **ret);
 
+/* The virtual size of the image top (format: "qcow2" or "raw") and an
+ * upper bound of the bytes holding its data: what its chain's files take
+ * on disk (a block device: all of it), at most the size. Follows only the
+ * backing formats the qcow2 headers name; -ENOTSUP where it cannot tell
+ * (another format, no backing format, a protocol backing): ask qemu-img. */
+int layer_chain_usage(const char *top, const char *format, uint64_t *ret_size,
+                      uint64_t *ret_allocated);
+/* The same for the chain below the qcow2 image top (a snapshot's data
+ * under the overlay it started); -ENOENT if top has no backing file. */
+int layer_backing_usage(const char *top, const char *format, uint64_t *ret_size,
+                        uint64_t *ret_allocated);
+
 /* The chain from top down to its base, canonical paths, NULL-terminated.
  * Stops at the first file that cannot be read: that one is still listed
  * (something refers to it) and -ENOENT or -EIO returned with the chain. */

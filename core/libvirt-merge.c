@@ -125,9 +125,19 @@ lv_merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
 
     if (running) {
         unsigned flags = k == 0 ? VIR_DOMAIN_BLOCK_COMMIT_ACTIVE : 0;
-        if (virDomainBlockCommit(dom, disk, base, k == 0 ? NULL : overlay, 0, flags) < 0) {
-            r = lv_errno("merge a layer of", vm);
+        int tries = 0;
+        while (virDomainBlockCommit(dom, disk, base, k == 0 ? NULL : overlay, 0, flags) < 0) {
             virErrorPtr e = virGetLastError();
+            /* a reader of the layers holds QEMU's image lock for a moment
+             * (qemu-img info or map, ours or someone's): try again */
+            if (e && e->message && strstr(e->message, "\" lock") && ++tries < 25) {
+                log_info("'%s': disk %s: %s; trying again", vm, disk, e->message);
+                virResetLastError();
+                sleep_ns(200000000);
+                continue;
+            }
+            r = lv_errno("merge a layer of", vm);
+            e = virGetLastError();
             return lv_report(rep, r == -EBUSY ? -EBUSY : -EIO, "block commit of %s: %s",
                           disk, e && e->message ? e->message : "failed");
         }

@@ -23,7 +23,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "layers.h"
 #include "libvirt-freeze.h"
+#include "libvirt-xml.h"
 #include "libvirt.h"
 #include "log.h"
 #include "model.h"
@@ -55,32 +57,62 @@ find_volume(const struct volume *v, size_t n, const char *name)
     return NULL;
 }
 
+/* The overlay that snapshot snap started for disk vol (from that one
+ * snapshot's metadata, not the whole list). */
+static int
+snapshot_overlay(struct lv *lv, const struct vm_ref *ref, const char *snap,
+                 const char *vol, char **ret_path, char **ret_format)
+{
+    _cleanup_(virConnectClosep) virConnectPtr c = lv_query_conn(lv);
+    _cleanup_(virDomainFreep) virDomainPtr d = NULL;
+    int r = 0;
+
+    if (!c)
+        return -EIO;
+    d = lv_lookup(c, ref->name, &r);
+    if (!d)
+        return r;
+    _cleanup_(virDomainSnapshotFreep) virDomainSnapshotPtr s =
+        virDomainSnapshotLookupByName(d, snap, 0);
+    if (!s)
+        return lv_errno("find a snapshot of", ref->name);
+    _cleanup_free_ char *xml = virDomainSnapshotGetXMLDesc(s, 0);
+    struct lv_xml_snapshot x;
+    if (!xml)
+        return lv_errno("read a snapshot of", ref->name);
+    r = lv_xml_snapshot_parse(xml, &x);
+    if (r < 0)
+        return r;
+    r = -ENOENT;
+    for (size_t i = 0; i < x.n_disks; i++) {
+        const struct volume *v = &x.disks[i];
+        if (strcmp(v->name, vol) != 0 || (v->flags & VOLUME_NOT_SNAPSHOTTED))
+            continue;
+        if (!v->source)
+            r = log_error_errno(-EIO, "snapshot '%s' of '%s': disk '%s' has no "
+                                "file (an internal snapshot?)", snap, ref->name, vol);
+        else if (!(*ret_path = strdup(v->source)) ||
+                 !(*ret_format = strdup(v->format ? v->format : "qcow2")))
+            r = -ENOMEM;
+        else
+            r = 0;
+        break;
+    }
+    lv_xml_snapshot_clear(&x);
+    return r;
+}
+
 /* The layer holding snapshot snap's data of disk vol: the backing file of
  * the overlay the external snapshot started. */
 static int
 snapshot_layer(struct lv *lv, const struct vm_ref *ref, const char *snap,
                const char *vol, char **ret_path, char **ret_format)
 {
-    struct snapshot_info **snaps = NULL;
-    size_t n = 0;
-    int r = lv_snapshot_list(lv, ref, &snaps, &n);
+    _cleanup_free_ char *overlay = NULL, *format = NULL;
+    int r = snapshot_overlay(lv, ref, snap, vol, &overlay, &format);
 
     if (r < 0)
         return r;
-    const struct snapshot_info *s = NULL;
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(snaps[i]->name, snap) == 0)
-            s = snaps[i];
-    const struct volume *v = s ? find_volume(s->volumes, s->n_volumes, vol) : NULL;
-    _cleanup_free_ char *overlay = v && v->source ? strdup(v->source) : NULL;
-    _cleanup_free_ char *format = v ? strdup(v->format) : NULL;
-    snapshot_infos_free(snaps, n);
-    if (!v)
-        return -ENOENT;
-    if (!overlay)
-        return log_error_errno(-EIO, "snapshot '%s' of '%s': disk '%s' has no "
-                               "file (an internal snapshot?)", snap, ref->name, vol);
-
     _cleanup_(chain_freep) struct chain *c = NULL;
     r = qemu_img_chain(overlay, format, &c);
     if (r < 0)
@@ -488,6 +520,13 @@ lv_volume_usage(void *h, const struct vm_ref *ref, const char *snap,
     int r;
 
     if (snap) {
+        /* the overlay's chain less the overlay: read in-process first */
+        _cleanup_free_ char *overlay = NULL, *ofmt = NULL;
+        r = snapshot_overlay(lv, ref, snap, vol, &overlay, &ofmt);
+        if (r < 0)
+            return r;
+        if (layer_backing_usage(overlay, ofmt, ret_size, ret_allocated) == 0)
+            return 0;
         r = snapshot_layer(lv, ref, snap, vol, &path, &format);
     } else {
         struct vm_info *vm = NULL;
@@ -508,6 +547,9 @@ lv_volume_usage(void *h, const struct vm_ref *ref, const char *snap,
     /* a missing file is the reader's error to report, not stat's */
     if (access(path, R_OK) < 0)
         return -errno;
+    /* from the files (no qemu-img run) where their formats say how */
+    if (layer_chain_usage(path, format, ret_size, ret_allocated) == 0)
+        return 0;
     return volume_chain_usage(path, format, ret_size, ret_allocated);
 }
 

@@ -14,13 +14,20 @@
 #include "cleanup.h"
 #include "hashmap.h"
 
+#define LV_QUERY_CONNS 3
+
 struct lv {
     char *uri;
     char *uri_shown;        /* uri without a password: for messages */
     struct backend_events events;
 
-    pthread_mutex_t lock;       /* protects conn, ids, lost_logged */
+    pthread_mutex_t lock;       /* protects conn, qconns, ids, lost_logged */
     virConnectPtr conn;         /* NULL while disconnected */
+    /* read-only queries of a local daemon go over these: libvirtd serves
+     * at most 5 calls of a connection at once, and calls that wait (for a
+     * VM being killed, behind a job) must not hold up every listing */
+    virConnectPtr qconns[LV_QUERY_CONNS];
+    unsigned qnext;             /* round robin */
     int ids[8];                 /* event subscriptions of conn */
     bool lost_logged;
     bool dead;                  /* atomic: closed under us; drop and reconnect */
@@ -101,6 +108,10 @@ int lv_errno(const char *what, const char *name);
 /* A reference to the current connection, or NULL (-EIO logged) if there
  * is none right now. Release with virConnectClose(). */
 virConnectPtr lv_conn(struct lv *lv);
+/* A connection for read-only calls (one of several for a local daemon,
+ * else the main one); NULL while disconnected. Domains looked up on it
+ * stay on it. */
+virConnectPtr lv_query_conn(struct lv *lv);
 virDomainPtr lv_lookup(virConnectPtr c, const char *name, int *ret_err);
 
 int lv_vm_get(void *h, const struct vm_ref *ref, struct vm_info **ret);

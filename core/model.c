@@ -1,7 +1,21 @@
-/* core/model.c: see model.h. */
+/* core/model.c: see model.h.
+ *
+ * The cache. Every value the tree shows (the VM names of a namespace, a
+ * VM's details, its snapshots, a volume's usage) sits in a slot, fetched
+ * against its owner's two change counters (struct gens): a change seen in
+ * an event (or the value's age past its TTL) makes it soft-stale, a change
+ * made through this mount hard-stale. A fetch runs on a thread of its own,
+ * one per slot at a time (callers that come meanwhile wait for that one);
+ * a caller waits for it at most STALE_WAIT_NS while the slot holds a value
+ * that is only soft-stale, and then gets that value: listings never wait
+ * behind a libvirt call that is blocked (e.g. by a VM being killed), and
+ * what an operation through this mount changed shows as soon as it
+ * returns (read your writes).
+ */
 #define LOG_MODULE "model"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,11 +28,58 @@
 #include "model.h"
 #include "snapshot-json.h"
 
+enum slot_kind { SLOT_NAMES, SLOT_VM, SLOT_SNAPS, SLOT_USAGE };
+
+/* The change counters a value is fetched against. */
+struct gens {
+    uint64_t soft;      /* changes seen in events */
+    uint64_t hard;      /* changes made through this mount */
+};
+
+struct flight;
+
+struct slot {
+    void *value;                /* a reference, NULL: none yet */
+    uint64_t fetched_ns;        /* when its fetch began */
+    struct gens at;             /* the owner's counters then */
+    struct flight *flight;      /* the fetch running for this slot */
+};
+
+/* One VM's values. */
 struct cached {
-    struct model_vm *vm;          /* NULL: not fetched */
-    struct model_snapshots *snaps;
-    uint64_t gen;                 /* bumped by every change of this VM: a
-                                     fetch that began before is not kept */
+    struct gens gens;
+    struct slot vm, snaps;
+    struct hashmap *usage;      /* "snap/vol" -> struct slot */
+};
+
+/* One namespace's VM names. */
+struct names_entry {
+    struct gens gens;
+    struct slot s;
+};
+
+/* Values: each starts with its reference count. */
+struct names_val {
+    int refs;
+    char **v;                   /* sorted */
+};
+
+struct usage_val {
+    int refs;
+    uint64_t size, allocated;
+};
+
+/* A fetch: shared by the thread that runs it and the callers that wait. */
+struct flight {
+    struct model *m;
+    enum slot_kind kind;
+    char *ns, *name, *snap, *vol;
+    struct gens at;
+    uint64_t resets, started_ns;
+    int refs;                   /* under m->lock */
+    bool done;
+    int r;
+    void *value;                /* a reference, when done and r >= 0 */
 };
 
 struct model {
@@ -27,23 +88,35 @@ struct model {
     struct events *events;
 
     pthread_mutex_t lock;         /* protects everything below */
+    pthread_cond_t cond;          /* a fetch ended */
     struct model_listener listener;
-    uint64_t generation;          /* bumped by every change */
     uint64_t resets;              /* bumped when every cached VM goes */
+    unsigned flights;             /* fetch threads running */
     struct hashmap *vms;          /* "ns/name" -> struct cached */
-    struct hashmap *names;        /* ns -> char ** (sorted VM names) */
+    struct hashmap *names;        /* ns -> struct names_entry */
     char **namespaces;            /* sorted, namespaced backends */
-    struct hashmap *usage;        /* "ns/vm/snap/vol" -> struct usage */
     struct hashmap *restores;     /* "ns/vm" -> struct restore_status */
 };
 
-static void restore_status_free(void *p);
-static struct cached *entry(struct model *m, const char *key);
+/* How long a caller waits for a fetch before it takes the value it
+ * replaces (soft-stale only). */
+#define STALE_WAIT_NS (UINT64_C(20) * 1000000)
 
-struct usage {
-    uint64_t size, allocated;
-    uint64_t fetched_ns, generation;
+static const uint64_t ttl_of[] = {
+    [SLOT_NAMES] = VM_CACHE_TTL_NS,
+    [SLOT_VM] = VM_CACHE_TTL_NS,
+    [SLOT_SNAPS] = SNAPSHOTS_TTL_NS,
+    [SLOT_USAGE] = VOLUME_USAGE_TTL_NS,
 };
+
+static const char *const what_of[] = {
+    [SLOT_NAMES] = "list",
+    [SLOT_VM] = "vm",
+    [SLOT_SNAPS] = "snapshots",
+    [SLOT_USAGE] = "usage",
+};
+
+static void restore_status_free(void *p);
 
 uint64_t
 now_monotonic_ns(void)
@@ -67,6 +140,8 @@ key_of(const char *ns, const char *name)
     return asprintf(&k, "%s/%s", ns ? ns : "", name) < 0 ? NULL : k;
 }
 
+/* ---- values --------------------------------------------------------------- */
+
 void
 model_vm_unref(struct model_vm *v)
 {
@@ -86,30 +161,477 @@ model_snapshots_unref(struct model_snapshots *s)
 }
 
 static void
+val_ref(void *v)
+{
+    __atomic_add_fetch((int *) v, 1, __ATOMIC_ACQ_REL);
+}
+
+static void
+val_unref(enum slot_kind kind, void *v)
+{
+    if (!v)
+        return;
+    switch (kind) {
+    case SLOT_VM:
+        model_vm_unref(v);
+        break;
+    case SLOT_SNAPS:
+        model_snapshots_unref(v);
+        break;
+    case SLOT_NAMES:
+        if (__atomic_sub_fetch((int *) v, 1, __ATOMIC_ACQ_REL) == 0) {
+            strv_free(((struct names_val *) v)->v);
+            free(v);
+        }
+        break;
+    case SLOT_USAGE:
+        if (__atomic_sub_fetch((int *) v, 1, __ATOMIC_ACQ_REL) == 0)
+            free(v);
+        break;
+    }
+}
+
+static void flight_unref(struct flight *f);
+
+/* Called with m->lock held (or with no fetch running). */
+static void
+slot_clear(enum slot_kind kind, struct slot *s)
+{
+    val_unref(kind, s->value);
+    s->value = NULL;
+    if (s->flight)
+        flight_unref(s->flight);
+    s->flight = NULL;
+}
+
+static void
+usage_slot_free(void *p)
+{
+    if (p) {
+        slot_clear(SLOT_USAGE, p);
+        free(p);
+    }
+}
+
+static void
 cached_free(void *p)
 {
     struct cached *c = p;
     if (!c)
         return;
-    model_vm_unref(c->vm);
-    model_snapshots_unref(c->snaps);
+    slot_clear(SLOT_VM, &c->vm);
+    slot_clear(SLOT_SNAPS, &c->snaps);
+    hashmap_free(c->usage, usage_slot_free);
     free(c);
 }
 
 static void
-strv_free_void(void *p)
+names_entry_free(void *p)
 {
-    strv_free(p);
+    struct names_entry *e = p;
+    if (e) {
+        slot_clear(SLOT_NAMES, &e->s);
+        free(e);
+    }
+}
+
+/* ---- where a value lives -------------------------------------------------- */
+
+/* The cache entry of VM key, created if missing. Called with m->lock held. */
+static struct cached *
+entry(struct model *m, const char *key)
+{
+    struct cached *c = hashmap_get(m->vms, key);
+    if (c)
+        return c;
+    c = calloc(1, sizeof *c);
+    if (c && !(c->usage = hashmap_new())) {
+        free(c);
+        return NULL;
+    }
+    if (c && hashmap_put(m->vms, key, c, NULL) < 0) {
+        cached_free(c);
+        c = NULL;
+    }
+    return c;
+}
+
+static struct names_entry *
+names_entry(struct model *m, const char *ns)
+{
+    struct names_entry *e = hashmap_get(m->names, ns ? ns : "");
+    if (e)
+        return e;
+    e = calloc(1, sizeof *e);
+    if (e && hashmap_put(m->names, ns ? ns : "", e, NULL) < 0) {
+        free(e);
+        e = NULL;
+    }
+    return e;
+}
+
+/* The slot of a value and its owner's counters; created with create.
+ * Called with m->lock held; NULL if missing (or -ENOMEM). */
+static struct slot *
+find_slot(struct model *m, enum slot_kind kind, const char *ns,
+          const char *name, const char *snap, const char *vol, bool create,
+          struct gens **ret_gens)
+{
+    if (kind == SLOT_NAMES) {
+        struct names_entry *e = create ? names_entry(m, ns)
+                                       : hashmap_get(m->names, ns ? ns : "");
+        if (!e)
+            return NULL;
+        *ret_gens = &e->gens;
+        return &e->s;
+    }
+    _cleanup_free_ char *key = key_of(ns, name);
+    struct cached *c = !key ? NULL : create ? entry(m, key) : hashmap_get(m->vms, key);
+    if (!c)
+        return NULL;
+    *ret_gens = &c->gens;
+    if (kind == SLOT_VM)
+        return &c->vm;
+    if (kind == SLOT_SNAPS)
+        return &c->snaps;
+    _cleanup_free_ char *sub = NULL;
+    if (asprintf(&sub, "%s/%s", snap ? snap : "", vol) < 0)
+        return NULL;
+    struct slot *s = hashmap_get(c->usage, sub);
+    if (!s && create) {
+        s = calloc(1, sizeof *s);
+        if (s && hashmap_put(c->usage, sub, s, NULL) < 0) {
+            free(s);
+            s = NULL;
+        }
+    }
+    return s;
+}
+
+/* ---- fetches -------------------------------------------------------------- */
+
+/* A query of the backend: how long it took shows in the debug log when it
+ * is long enough to be felt by a listing (VMSNAPFS_DEBUG=model). */
+#define SLOW_QUERY_NS (UINT64_C(50) * 1000000)
+
+static int
+fetch(struct flight *f, void **ret)
+{
+    struct model *m = f->m;
+    struct vm_ref ref = { .ns = f->ns ? f->ns : "", .name = f->name };
+    int r = -ENOMEM;
+
+    switch (f->kind) {
+    case SLOT_NAMES: {
+        struct names_val *v = calloc(1, sizeof *v);
+        if (v && (r = m->ops->list_vms(m->h, ref.ns, &v->v)) < 0) {
+            free(v);
+            v = NULL;
+        }
+        if (v)
+            v->refs = 1;
+        *ret = v;
+        break;
+    }
+    case SLOT_VM: {
+        struct model_vm *v = calloc(1, sizeof *v);
+        if (v && (r = m->ops->vm_get(m->h, &ref, &v->info)) < 0) {
+            free(v);
+            v = NULL;
+        }
+        if (v) {
+            v->refs = 1;
+            v->fetched_ns = f->started_ns;
+        }
+        *ret = v;
+        break;
+    }
+    case SLOT_SNAPS: {
+        struct model_snapshots *s = calloc(1, sizeof *s);
+        if (s && (r = m->ops->snapshot_list(m->h, &ref, &s->v, &s->n)) < 0) {
+            free(s);
+            s = NULL;
+        }
+        if (s) {
+            s->refs = 1;
+            s->fetched_ns = f->started_ns;
+        }
+        *ret = s;
+        break;
+    }
+    case SLOT_USAGE: {
+        struct usage_val *u = calloc(1, sizeof *u);
+        if (u && (r = m->ops->volume_usage(m->h, &ref, f->snap, f->vol, &u->size,
+                                           &u->allocated)) < 0) {
+            free(u);
+            u = NULL;
+        }
+        if (u)
+            u->refs = 1;
+        *ret = u;
+        break;
+    }
+    }
+    return r;
 }
 
 /* Called with m->lock held. */
 static void
-drop_lists(struct model *m)
+flight_unref(struct flight *f)
 {
-    hashmap_free(m->names, strv_free_void);
-    m->names = hashmap_new();
-    strv_free(m->namespaces);
-    m->namespaces = NULL;
+    if (--f->refs > 0)
+        return;
+    val_unref(f->kind, f->value);
+    free(f->ns);
+    free(f->name);
+    free(f->snap);
+    free(f->vol);
+    free(f);
+}
+
+static void *
+flight_run(void *p)
+{
+    struct flight *f = p;
+    struct model *m = f->m;
+    void *value = NULL;
+    int r = fetch(f, &value);
+    uint64_t took = now_monotonic_ns() - f->started_ns;
+
+    if (took >= SLOW_QUERY_NS)
+        log_debug("%s of '%s%s%s' took %" PRIu64 " ms%s", what_of[f->kind],
+                  f->name ? f->name : f->ns ? f->ns : "", f->vol ? "/" : "",
+                  f->vol ? f->vol : "", took / 1000000, r < 0 ? " (failed)" : "");
+    LOCK_FOR_SCOPE(&m->lock);
+    f->done = true;
+    f->r = r;
+    f->value = value;
+    struct gens *g = NULL;
+    struct slot *s = f->resets == m->resets
+                         ? find_slot(m, f->kind, f->ns, f->name, f->snap, f->vol, false, &g)
+                         : NULL;
+    if (s && s->flight == f) {
+        s->flight = NULL;
+        flight_unref(f);            /* the slot's */
+    }
+    /* kept if it is newer than the one there and nothing was changed
+     * through this mount since it began; if an event came meanwhile it
+     * is kept as stale (fetched again on the next call, standing in) */
+    if (s && r >= 0 && g->hard == f->at.hard &&
+        (!s->value || f->started_ns >= s->fetched_ns)) {
+        val_unref(f->kind, s->value);
+        val_ref(value);
+        s->value = value;
+        s->fetched_ns = f->started_ns;
+        s->at = f->at;
+    }
+    flight_unref(f);                /* the thread's */
+    m->flights--;
+    pthread_cond_broadcast(&m->cond);
+    return NULL;
+}
+
+/* Starts a fetch for slot s (counters g); returns it with a reference for
+ * the caller. Called with m->lock held; the lock is dropped and taken again
+ * if no thread can run it (the caller fetches). */
+static struct flight *
+flight_start(struct model *m, struct slot *s, const struct gens *g,
+             enum slot_kind kind, const char *ns, const char *name,
+             const char *snap, const char *vol)
+{
+    struct flight *f = calloc(1, sizeof *f);
+
+    if (!f)
+        return NULL;
+    f->m = m;
+    f->kind = kind;
+    f->ns = ns ? strdup(ns) : NULL;
+    f->name = name ? strdup(name) : NULL;
+    f->snap = snap ? strdup(snap) : NULL;
+    f->vol = vol ? strdup(vol) : NULL;
+    if ((ns && !f->ns) || (name && !f->name) || (snap && !f->snap) || (vol && !f->vol)) {
+        f->refs = 1;
+        flight_unref(f);
+        return NULL;
+    }
+    f->at = *g;
+    f->resets = m->resets;
+    f->started_ns = now_monotonic_ns();
+    f->refs = 3;                    /* the thread's, the slot's, the caller's */
+    if (s->flight)
+        flight_unref(s->flight);    /* a fetch from before a change: not awaited */
+    s->flight = f;
+    m->flights++;
+
+    pthread_attr_t a;
+    pthread_t t;
+    bool started = pthread_attr_init(&a) == 0 &&
+                   pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED) == 0 &&
+                   pthread_create(&t, &a, flight_run, f) == 0;
+    pthread_attr_destroy(&a);
+    if (!started) {
+        pthread_mutex_unlock(&m->lock);
+        flight_run(f);
+        pthread_mutex_lock(&m->lock);
+    }
+    return f;
+}
+
+static void
+deadline_of(uint64_t ns, struct timespec *ts)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t) (ns / 1000000000);
+    ts->tv_nsec += (long) (ns % 1000000000);
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
+
+/* A reference to the value of a slot in *ret: the cached one if it is
+ * current, else the one a fetch brings (or, after STALE_WAIT_NS, a
+ * soft-stale one). */
+static int
+slot_get(struct model *m, enum slot_kind kind, const char *ns, const char *name,
+         const char *snap, const char *vol, void **ret)
+{
+    LOCK_FOR_SCOPE(&m->lock);
+    struct gens *g;
+    struct slot *s = find_slot(m, kind, ns, name, snap, vol, true, &g);
+    uint64_t now = now_monotonic_ns();
+
+    if (!s)
+        return -ENOMEM;
+    if (s->value && s->at.soft == g->soft && s->at.hard == g->hard &&
+        now - s->fetched_ns < ttl_of[kind]) {
+        val_ref(s->value);
+        *ret = s->value;
+        return 0;
+    }
+    struct flight *f = s->flight;
+    if (f && f->at.soft == g->soft && f->at.hard == g->hard)
+        f->refs++;                  /* this caller's */
+    else if (!(f = flight_start(m, s, g, kind, ns, name, snap, vol)))
+        return -ENOMEM;
+
+    /* counted from the fetch's start: a slow fetch is slow for every
+     * caller, and a listing that stats many entries waits once, not once
+     * per entry */
+    uint64_t t = now_monotonic_ns();
+    uint64_t since = t <= f->started_ns ? 0
+                     : t - f->started_ns < STALE_WAIT_NS ? t - f->started_ns : STALE_WAIT_NS;
+    struct timespec deadline;
+    deadline_of(STALE_WAIT_NS - since, &deadline);
+    bool waited_out = since >= STALE_WAIT_NS;
+    for (;;) {
+        if (f->done)
+            break;
+        /* the slot may be gone (a reset) or refilled while we waited */
+        s = find_slot(m, kind, ns, name, snap, vol, false, &g);
+        bool stale_ok = s && s->value && s->at.hard == g->hard && f->resets == m->resets;
+        if (stale_ok && waited_out) {
+            val_ref(s->value);
+            *ret = s->value;
+            flight_unref(f);
+            return 0;
+        }
+        if (stale_ok)
+            waited_out = pthread_cond_timedwait(&m->cond, &m->lock, &deadline) == ETIMEDOUT;
+        else
+            pthread_cond_wait(&m->cond, &m->lock);
+    }
+    int r = f->r;
+    if (r >= 0) {
+        val_ref(f->value);
+        *ret = f->value;
+    }
+    uint64_t waited = now_monotonic_ns() - now;
+    s = find_slot(m, kind, ns, name, snap, vol, false, &g);   /* may be gone */
+    if (waited >= SLOW_QUERY_NS)
+        log_debug("waited %" PRIu64 " ms for the %s of '%s%s%s'%s", waited / 1000000,
+                  what_of[kind], name ? name : ns ? ns : "", vol ? "/" : "", vol ? vol : "",
+                  s && s->value ? " (no older value may stand in)" : "");
+    flight_unref(f);
+    return r;
+}
+
+/* ---- changes -------------------------------------------------------------- */
+
+/* Did an op that returned r change anything? An op refused before it
+ * began (another op runs, the name is taken or not there, a bad request)
+ * did not. */
+static bool
+may_have_changed(int r)
+{
+    return r >= 0 || (r != -EBUSY && r != -EEXIST && r != -ENOENT && r != -EINVAL &&
+                      r != -ENAMETOOLONG);
+}
+
+/* A change made through this mount to VM ns/name (and, with existence, to
+ * the list it is in): what was cached before never shows again. */
+static void
+changed_here(struct model *m, const char *ns, const char *name, bool existence)
+{
+    _cleanup_free_ char *key = key_of(ns, name);
+    LOCK_FOR_SCOPE(&m->lock);
+    struct cached *c = key ? entry(m, key) : NULL;
+    if (c)
+        c->gens.hard++;
+    struct names_entry *e = existence ? names_entry(m, ns) : NULL;
+    if (e)
+        e->gens.hard++;
+}
+
+static char **strv_copy(char *const *v);
+static bool strv_contains_sorted(char *const *v, const char *s);
+
+static int
+cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* VM ns/name made through this mount: in the cached list at once, so the
+ * list is not fetched again (listing all VMs waits for each VM's lock in
+ * libvirtd, which snapshots being taken hold). Where no current list is
+ * cached, the next one is fetched. */
+static void
+vm_added_here(struct model *m, const char *ns, const char *name)
+{
+    changed_here(m, ns, name, false);       /* a VM of that name before */
+    LOCK_FOR_SCOPE(&m->lock);
+    struct names_entry *e = names_entry(m, ns);
+    if (!e)
+        return;
+    struct names_val *old = e->s.value, *v = NULL;
+    if (old && e->s.at.hard == e->gens.hard) {
+        if (strv_contains_sorted(old->v, name))
+            return;
+        size_t n = 0;
+        while (old->v[n])
+            n++;
+        v = calloc(1, sizeof *v);
+        char **copy = strv_copy(old->v);
+        char **grown = copy ? realloc(copy, (n + 2) * sizeof *copy) : NULL;
+        char *dup = strdup(name);
+        if (v && grown && dup) {
+            grown[n] = dup;
+            grown[n + 1] = NULL;
+            qsort(grown, n + 1, sizeof *grown, cmp_name);
+            v->refs = 1;
+            v->v = grown;
+            val_unref(SLOT_NAMES, old);
+            e->s.value = v;
+            /* a fetch that began before is older than this */
+            e->s.fetched_ns = now_monotonic_ns();
+            return;
+        }
+        free(dup);
+        strv_free(grown ? grown : copy);
+        free(v);
+    }
+    e->gens.hard++;
 }
 
 static void
@@ -121,18 +643,18 @@ on_vm_changed(void *opaque, const char *ns, const char *name, unsigned change)
 
     {
         LOCK_FOR_SCOPE(&m->lock);
-        m->generation++;
         /* this VM's values go; other VMs' stay (a busy VM's events do not
          * make every listing go to the backend) */
         struct cached *c = key ? entry(m, key) : NULL;
-        if (c) {
-            model_vm_unref(c->vm);
-            model_snapshots_unref(c->snaps);
-            c->vm = NULL;
-            c->snaps = NULL;
-            c->gen++;
+        if (c)
+            c->gens.soft++;
+        if (change & VM_CHANGE_EXISTENCE) {
+            struct names_entry *e = names_entry(m, ns);
+            if (e)
+                e->gens.soft++;
+            strv_free(m->namespaces);   /* one cheap call */
+            m->namespaces = NULL;
         }
-        drop_lists(m);      /* one cheap call; transient VMs come with STATE */
         l = m->listener;
     }
     if (l.vm_changed)
@@ -147,11 +669,14 @@ on_reset(void *opaque)
 
     {
         LOCK_FOR_SCOPE(&m->lock);
-        m->generation++;
         m->resets++;
         hashmap_free(m->vms, cached_free);
         m->vms = hashmap_new();
-        drop_lists(m);
+        hashmap_free(m->names, names_entry_free);
+        m->names = hashmap_new();
+        strv_free(m->namespaces);
+        m->namespaces = NULL;
+        pthread_cond_broadcast(&m->cond);   /* waiters look again */
         l = m->listener;
     }
     if (l.reset)
@@ -163,8 +688,6 @@ model_open(const char *source, const struct vmsnapfs_opts *o,
            struct model **ret)
 {
     const struct backend_ops *ops = backend_for_source(source);
-    struct model *m;
-    int r;
 
     if (!ops && source && strncmp(source, "kubevirt://", 11) == 0)
         return log_error_errno(-ENOTSUP, "'%s': the KubeVirt backend is not in "
@@ -173,17 +696,31 @@ model_open(const char *source, const struct vmsnapfs_opts *o,
         return log_error_errno(-EINVAL, "no backend for source '%s' (expected a "
                                "libvirt URI such as qemu:///system)",
                                source ? source : "");
+    return model_open_ops(ops, source, o, ret);
+}
+
+int
+model_open_ops(const struct backend_ops *ops, const char *source,
+               const struct vmsnapfs_opts *o, struct model **ret)
+{
+    struct model *m;
+    int r;
+
     m = calloc(1, sizeof *m);
     if (!m)
         return -ENOMEM;
     m->ops = ops;
     pthread_mutex_init(&m->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->cond, &ca);
+    pthread_condattr_destroy(&ca);
     m->vms = hashmap_new();
     m->names = hashmap_new();
     m->events = events_new();
-    m->usage = hashmap_new();
     m->restores = hashmap_new();
-    if (!m->vms || !m->names || !m->events || !m->usage || !m->restores) {
+    if (!m->vms || !m->names || !m->events || !m->restores) {
         model_close(m);
         return -ENOMEM;
     }
@@ -208,14 +745,19 @@ model_close(struct model *m)
 {
     if (!m)
         return;
+    /* fetches still running use the backend */
+    pthread_mutex_lock(&m->lock);
+    while (m->flights > 0)
+        pthread_cond_wait(&m->cond, &m->lock);
+    pthread_mutex_unlock(&m->lock);
     if (m->h)
         m->ops->close(m->h);       /* stops the event thread first */
     hashmap_free(m->vms, cached_free);
-    hashmap_free(m->names, strv_free_void);
+    hashmap_free(m->names, names_entry_free);
     strv_free(m->namespaces);
-    hashmap_free(m->usage, free);
     hashmap_free(m->restores, restore_status_free);
     events_free(m->events);
+    pthread_cond_destroy(&m->cond);
     pthread_mutex_destroy(&m->lock);
     free(m);
 }
@@ -238,6 +780,8 @@ model_events(struct model *m)
 {
     return m->events;
 }
+
+/* ---- the values the tree asks for ------------------------------------------ */
 
 static char **
 strv_copy(char *const *v)
@@ -275,44 +819,24 @@ strv_contains_sorted(char *const *v, const char *s)
     return false;
 }
 
-/* The cached VM names of ns (fetched if needed): a copy in *ret_copy, or,
- * with contains, 0 if that name is among them and -ENOENT if not. */
+/* The VM names of ns: a copy in *ret_copy, or, with contains, 0 if that
+ * name is among them and -ENOENT if not. */
 static int
 with_names(struct model *m, const char *ns, char ***ret_copy,
            const char *contains)
 {
-    const char *k = ns ? ns : "";
-    uint64_t gen;
+    struct names_val *v = NULL;
+    int r = slot_get(m, SLOT_NAMES, ns ? ns : "", NULL, NULL, NULL, (void **) &v);
 
-    {
-        LOCK_FOR_SCOPE(&m->lock);
-        char **v = hashmap_get(m->names, k);
-        if (v) {
-            if (contains)
-                return strv_contains_sorted(v, contains) ? 0 : -ENOENT;
-            *ret_copy = strv_copy(v);
-            return *ret_copy ? 0 : -ENOMEM;
-        }
-        gen = m->generation;
-    }
-
-    char **fresh = NULL;
-    int r = m->ops->list_vms(m->h, k, &fresh);
     if (r < 0)
         return r;
-
-    LOCK_FOR_SCOPE(&m->lock);
-    r = contains ? (strv_contains_sorted(fresh, contains) ? 0 : -ENOENT) : 0;
-    if (!contains) {
-        *ret_copy = strv_copy(fresh);
-        if (!*ret_copy)
-            r = -ENOMEM;
+    if (contains) {
+        r = strv_contains_sorted(v->v, contains) ? 0 : -ENOENT;
+    } else {
+        *ret_copy = strv_copy(v->v);
+        r = *ret_copy ? 0 : -ENOMEM;
     }
-    void *old = NULL;
-    if (gen == m->generation && hashmap_put(m->names, k, fresh, &old) == 0)
-        strv_free(old);
-    else
-        strv_free(fresh);
+    val_unref(SLOT_NAMES, v);
     return r;
 }
 
@@ -361,112 +885,20 @@ model_namespace_exists(struct model *m, const char *ns)
     return strv_contains_sorted(v, ns) ? 0 : -ENOENT;
 }
 
-/* The cache entry for key, created if missing. Called with m->lock held. */
-/* Called with m->lock held. */
-static struct cached *
-entry(struct model *m, const char *key)
-{
-    struct cached *c = hashmap_get(m->vms, key);
-    if (c)
-        return c;
-    c = calloc(1, sizeof *c);
-    if (c && hashmap_put(m->vms, key, c, NULL) < 0) {
-        free(c);
-        c = NULL;
-    }
-    return c;
-}
-
 int
 model_vm_get(struct model *m, const char *ns, const char *name,
              struct model_vm **ret)
 {
-    _cleanup_free_ char *key = key_of(ns, name);
-    uint64_t gen, resets;
-    int r;
-
-    if (!key)
-        return -ENOMEM;
-    {
-        LOCK_FOR_SCOPE(&m->lock);
-        struct cached *c = hashmap_get(m->vms, key);
-        if (c && c->vm && now_monotonic_ns() - c->vm->fetched_ns < VM_CACHE_TTL_NS) {
-            __atomic_add_fetch(&c->vm->refs, 1, __ATOMIC_ACQ_REL);
-            *ret = c->vm;
-            return 0;
-        }
-        gen = c ? c->gen : 0;
-        resets = m->resets;
-    }
-
-    struct vm_ref ref = { .ns = ns ? ns : "", .name = name };
-    struct model_vm *v = calloc(1, sizeof *v);
-    if (!v)
-        return -ENOMEM;
-    r = m->ops->vm_get(m->h, &ref, &v->info);
-    if (r < 0) {
-        free(v);
-        return r;
-    }
-    v->refs = 1;                    /* the caller's */
-    v->fetched_ns = now_monotonic_ns();
-
-    LOCK_FOR_SCOPE(&m->lock);
-    struct cached *c;
-    if (resets == m->resets && (c = entry(m, key)) && c->gen == gen) {
-        model_vm_unref(c->vm);      /* expired, or fetched by another too */
-        c->vm = v;
-        v->refs++;                  /* the cache's */
-    }
-    *ret = v;
-    return 0;
+    return slot_get(m, SLOT_VM, ns ? ns : "", name, NULL, NULL, (void **) ret);
 }
 
 int
 model_snapshots_get(struct model *m, const char *ns, const char *name,
                     struct model_snapshots **ret)
 {
-    _cleanup_free_ char *key = key_of(ns, name);
-    uint64_t gen, resets, now = now_monotonic_ns();
-    int r;
-
-    if (!key)
-        return -ENOMEM;
     if (!m->ops->snapshot_list)
         return -ENOTSUP;
-    {
-        LOCK_FOR_SCOPE(&m->lock);
-        struct cached *c = hashmap_get(m->vms, key);
-        if (c && c->snaps && now - c->snaps->fetched_ns < SNAPSHOTS_TTL_NS) {
-            __atomic_add_fetch(&c->snaps->refs, 1, __ATOMIC_ACQ_REL);
-            *ret = c->snaps;
-            return 0;
-        }
-        gen = c ? c->gen : 0;
-        resets = m->resets;
-    }
-
-    struct vm_ref ref = { .ns = ns ? ns : "", .name = name };
-    struct model_snapshots *s = calloc(1, sizeof *s);
-    if (!s)
-        return -ENOMEM;
-    r = m->ops->snapshot_list(m->h, &ref, &s->v, &s->n);
-    if (r < 0) {
-        free(s);
-        return r;
-    }
-    s->refs = 1;
-    s->fetched_ns = now;
-
-    LOCK_FOR_SCOPE(&m->lock);
-    struct cached *c;
-    if (resets == m->resets && (c = entry(m, key)) && c->gen == gen) {
-        model_snapshots_unref(c->snaps);
-        c->snaps = s;
-        s->refs++;
-    }
-    *ret = s;
-    return 0;
+    return slot_get(m, SLOT_SNAPS, ns ? ns : "", name, NULL, NULL, (void **) ret);
 }
 
 const struct snapshot_info *
@@ -486,20 +918,36 @@ model_snapshot_find(const struct model_snapshots *s, const char *snap)
     return NULL;
 }
 
-/* Forget a VM's cached snapshots (after a change made through us). */
-static void
-drop_snapshots(struct model *m, const char *ns, const char *vm)
+int
+model_volume_usage(struct model *m, const char *ns, const char *vm,
+                   const char *snap, const char *vol, uint64_t *ret_size,
+                   uint64_t *ret_allocated)
 {
-    _cleanup_free_ char *key = key_of(ns, vm);
-    LOCK_FOR_SCOPE(&m->lock);
-    struct cached *c = key ? hashmap_get(m->vms, key) : NULL;
-    if (c) {
-        model_snapshots_unref(c->snaps);
-        c->snaps = NULL;
-        c->gen++;
-    }
-    m->generation++;
+    struct usage_val *u = NULL;
+    int r;
+
+    if (!m->ops->volume_usage)
+        return -ENOTSUP;
+    r = slot_get(m, SLOT_USAGE, ns ? ns : "", vm, snap, vol, (void **) &u);
+    if (r < 0)
+        return r;
+    *ret_size = u->size;
+    *ret_allocated = u->allocated;
+    val_unref(SLOT_USAGE, u);
+    return 0;
 }
+
+bool
+model_snapshot_exists(struct model *m, const char *ns, const char *vm,
+                      const char *snap)
+{
+    struct model_snapshots *l = NULL;
+    bool found = model_snapshots_get(m, ns, vm, &l) == 0 &&
+                 model_snapshot_find(l, snap) != NULL;
+    model_snapshots_unref(l);
+    return found;
+}
+
 
 /* Changing ops run to their end: a thread cancelled half-way (libfuse
  * cancels its workers at exit) could leave a guest frozen or a disk chain
@@ -529,7 +977,8 @@ model_snapshot_create(struct model *m, const char *ns, const char *vm,
         return events_add(m->events, ns, vm, "snapshot", snap, -ENOTSUP,
                           "taking snapshots is not supported by this backend yet");
     r = m->ops->snapshot_create(m->h, &ref, snap, o, &rep);
-    drop_snapshots(m, ns, vm);
+    if (may_have_changed(r))
+        changed_here(m, ns, vm, false);
     return events_add(m->events, ns, vm, "snapshot", snap, r, "%s",
                       rep.text[0] ? rep.text : r < 0 ? strerror(-r) : "done");
 }
@@ -548,7 +997,8 @@ model_snapshot_delete(struct model *m, const char *ns, const char *vm,
         return events_add(m->events, ns, vm, "delete-snapshot", snap, -ENOTSUP,
                           "deleting snapshots is not supported by this backend yet");
     r = m->ops->snapshot_delete(m->h, &ref, snap, &rep);
-    drop_snapshots(m, ns, vm);
+    if (may_have_changed(r))
+        changed_here(m, ns, vm, false);
     return events_add(m->events, ns, vm, "delete-snapshot", snap, r, "%s",
                       rep.text[0] ? rep.text : r < 0 ? strerror(-r) : "done");
 }
@@ -562,61 +1012,6 @@ model_volume_open(struct model *m, const char *ns, const char *vm,
     if (!m->ops->volume_open)
         return -ENOTSUP;
     return m->ops->volume_open(m->h, &ref, snap, vol, ret);
-}
-
-int
-model_volume_usage(struct model *m, const char *ns, const char *vm,
-                   const char *snap, const char *vol, uint64_t *ret_size,
-                   uint64_t *ret_allocated)
-{
-    struct vm_ref ref = { .ns = ns ? ns : "", .name = vm };
-    _cleanup_free_ char *key = NULL;
-    uint64_t gen, now = now_monotonic_ns();
-    int r;
-
-    if (!m->ops->volume_usage)
-        return -ENOTSUP;
-    if (asprintf(&key, "%s/%s/%s/%s", ref.ns, vm, snap ? snap : "", vol) < 0)
-        return -ENOMEM;
-    {
-        LOCK_FOR_SCOPE(&m->lock);
-        struct usage *u = hashmap_get(m->usage, key);
-        if (u && u->generation == m->generation &&
-            now - u->fetched_ns < VOLUME_USAGE_TTL_NS) {
-            *ret_size = u->size;
-            *ret_allocated = u->allocated;
-            return 0;
-        }
-        gen = m->generation;
-    }
-    struct usage fresh = { .fetched_ns = now, .generation = gen };
-    r = m->ops->volume_usage(m->h, &ref, snap, vol, &fresh.size, &fresh.allocated);
-    if (r < 0)
-        return r;
-    *ret_size = fresh.size;
-    *ret_allocated = fresh.allocated;
-
-    struct usage *u = malloc(sizeof *u);
-    void *old = NULL;
-    if (!u)
-        return 0;
-    *u = fresh;
-    LOCK_FOR_SCOPE(&m->lock);
-    if (hashmap_put(m->usage, key, u, &old) < 0)
-        free(u);
-    free(old);
-    return 0;
-}
-
-bool
-model_snapshot_exists(struct model *m, const char *ns, const char *vm,
-                      const char *snap)
-{
-    struct model_snapshots *l = NULL;
-    bool found = model_snapshots_get(m, ns, vm, &l) == 0 &&
-                 model_snapshot_find(l, snap) != NULL;
-    model_snapshots_unref(l);
-    return found;
 }
 
 static void
@@ -686,7 +1081,8 @@ model_restore(struct model *m, const char *ns, const char *vm,
         snprintf(st.error, sizeof st.error, "%s", strerror(-r));
     if (st.began || !running)
         publish_restore(m, key, &st, false);
-    drop_snapshots(m, ns, vm);      /* the safety snapshot */
+    if (st.began || may_have_changed(r))
+        changed_here(m, ns, vm, false); /* its definition, the safety snapshot */
     if (r >= 0)
         r = events_add(m->events, ns, vm, "restore", rq->snap, 0, "%s (policy=%s mode=%s)%s%zu "
                        "conflict(s)", rq->mode == RESTORE_DRY_RUN ? "dry run, nothing changed"
@@ -744,6 +1140,8 @@ model_clone(struct model *m, const char *ns, const char *vm, const char *snap,
         return events_add(m->events, ns, vm, "clone", snap, -ENOTSUP,
                           "cloning is not supported by this backend yet");
     r = m->ops->clone(m->h, &ref, snap, new_name, o, &rep);
+    if (r >= 0)
+        vm_added_here(m, ns, new_name);
     return events_add(m->events, ns, vm, "clone", snap, r, "%s",
                       rep.text[0] ? rep.text : r < 0 ? strerror(-r) : "done");
 }

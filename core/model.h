@@ -1,9 +1,13 @@
 /* core/model.h: what the tree shows, cached in front of a backend.
  *
  * VM lists and VM details are cached until the backend reports a change
- * (an event), at most VM_CACHE_TTL_NS, and then fetched again on the next
- * access; snapshot lists,
- * which libvirt reports no events for, are cached for SNAPSHOTS_TTL_NS.
+ * (an event), at most VM_CACHE_TTL_NS; snapshot lists, which libvirt
+ * reports no events for, SNAPSHOTS_TTL_NS; volume usage
+ * VOLUME_USAGE_TTL_NS. A value past that is fetched again, on a thread of
+ * its own and once for all who ask meanwhile; while that fetch is slow (a
+ * libvirt call waits behind a VM being killed), callers get the value it
+ * replaces after a short wait — but never a value from before a change
+ * made through this mount (an op returns only once its change shows).
  * Cached objects are immutable and reference-counted, so readers render
  * them without holding a lock. The listener hears of every change after the
  * cache has dropped it (fs/ uses it to invalidate the kernel's caches).
@@ -50,6 +54,9 @@ struct model_snapshots {
 /* -EINVAL (logged) if no backend serves source. */
 int model_open(const char *source, const struct vmsnapfs_opts *o,
                struct model **ret);
+/* The same with a given backend (tests: a fake one). */
+int model_open_ops(const struct backend_ops *ops, const char *source,
+                   const struct vmsnapfs_opts *o, struct model **ret);
 void model_close(struct model *m);
 void model_set_listener(struct model *m, const struct model_listener *l);
 

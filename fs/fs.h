@@ -6,12 +6,15 @@
  */
 #pragma once
 
-#define FUSE_USE_VERSION 35
+#define FUSE_USE_VERSION 312   /* 3.12: the loop config with max_threads */
 
 #include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+
+/* FUSE worker threads at most (see fs/main.c) */
+#define FS_MAX_WORKERS 64
 
 #include "hashmap.h"
 #include "model.h"
@@ -56,6 +59,8 @@ struct fs_node {
     uint64_t nlookup;       /* the kernel's references */
     uint64_t children;      /* nodes whose parent this is */
     unsigned running;       /* control files: lines running now (under lock) */
+    uint64_t number;        /* st_ino: from the path, the same for every node
+                               that ever shows this path */
 };
 
 struct fs {
@@ -88,6 +93,11 @@ int inode_init(struct fs *fs);
 void inode_fini(struct fs *fs);
 struct fs_node *inode_get(struct fs *fs, fuse_ino_t ino);
 fuse_ino_t inode_ino(struct fs *fs, const struct fs_node *n);
+/* st_ino of n, and of parent's child called name: a hash of the path, so
+ * that a file keeps its number while the kernel forgets and finds it again
+ * (cp checks that the file it opened is the one it looked at). */
+uint64_t inode_number(const struct fs_node *n);
+uint64_t inode_child_number(const struct fs_node *parent, const char *name);
 /* The child node of kind under parent, created if needed, with one more
  * lookup reference (for a reply_entry). NULL on OOM. */
 struct fs_node *inode_ref_child(struct fs *fs, struct fs_node *parent,

@@ -1,5 +1,6 @@
-/* fs/inode.c: the node table. An inode number is the node's address, the
- * root is FUSE_ROOT_ID. A node lives while the kernel holds lookups on it
+/* fs/inode.c: the node table. A node id (what the kernel asks about) is
+ * the node's address, the root is FUSE_ROOT_ID; st_ino is a hash of the
+ * path (a node forgotten and made again shows the same number). A node lives while the kernel holds lookups on it
  * or it has children. Thread model: every function takes fs->lock. */
 #define LOG_MODULE "inode"
 
@@ -63,6 +64,29 @@ fuse_ino_t
 inode_ino(struct fs *fs, const struct fs_node *n)
 {
     return n == &fs->root ? FUSE_ROOT_ID : (fuse_ino_t) (uintptr_t) n;
+}
+
+uint64_t
+inode_number(const struct fs_node *n)
+{
+    return n->parent ? n->number : FUSE_ROOT_ID;
+}
+
+uint64_t
+inode_child_number(const struct fs_node *parent, const char *name)
+{
+    /* FNV-1a over the parent's number and the name: 64 bits, so two
+     * paths of one mount share a number with odds of about n^2 / 2^65 */
+    uint64_t h = UINT64_C(0xcbf29ce484222325), p = inode_number(parent);
+    for (int i = 0; i < 8; i++) {
+        h ^= (p >> (8 * i)) & 0xff;
+        h *= UINT64_C(0x100000001b3);
+    }
+    for (const unsigned char *c = (const unsigned char *) name; *c; c++) {
+        h ^= *c;
+        h *= UINT64_C(0x100000001b3);
+    }
+    return h <= FUSE_ROOT_ID ? h + 2 : h;   /* 0 is no inode, 1 the root */
 }
 
 static char *
@@ -129,6 +153,7 @@ inode_ref_child(struct fs *fs, struct fs_node *parent, const char *name,
         n->parent = parent;
         n->kind = kind;
         n->name = strdup(name);
+        n->number = inode_child_number(parent, name);
         if (!n->name || identify(fs, n, parent) < 0) {
             node_free(n);
             return NULL;

@@ -335,8 +335,18 @@ run(struct fs *fs)
         if (arg_single_thread) {
             r = fuse_session_loop(fs->se);
         } else {
-            struct fuse_loop_config cfg = { .clone_fd = 0, .max_idle_threads = 10 };
-            r = fuse_session_loop_mt(fs->se, &cfg);
+            /* every operation that waits (a restore's grace period, a
+             * freeze, a merge) holds a worker; libfuse's default of 10
+             * would leave listings queued in the kernel behind them */
+            struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+            if (!cfg) {
+                r = -ENOMEM;
+            } else {
+                fuse_loop_cfg_set_max_threads(cfg, FS_MAX_WORKERS);
+                fuse_loop_cfg_set_idle_threads(cfg, 10);
+                r = fuse_session_loop_mt(fs->se, cfg);
+                fuse_loop_cfg_destroy(cfg);
+            }
         }
         daemon_sd_notify("STOPPING=1");
     }

@@ -51,6 +51,15 @@ queue_node(struct fs *fs, struct fs_node *n, void *opaque)
     unsigned change = *(unsigned *) opaque;
     bool entry = tree_is_volume(n->kind) && (change & VM_CHANGE_DEFINITION);
 
+    /* what a snapshot shows is fixed when it is taken: a change of the
+     * VM's state or definition leaves it (but for its volumes' sizes,
+     * which follow the VM's disks); the kernel forgets it after its short
+     * timeout anyway. Listings under churn then ask only for what moved. */
+    if (n->kind >= NODE_SNAPSHOT &&
+        !(change & (VM_CHANGE_EXISTENCE | VM_CHANGE_SNAPSHOTS)) &&
+        !(n->kind == NODE_SNAP_VOLUME && (change & VM_CHANGE_DEFINITION)))
+        return;
+
     push(fs, entry && n->parent ? inode_ino(fs, n->parent) : 0, n->name,
          inode_ino(fs, n));
 }
@@ -70,7 +79,7 @@ static void
 on_reset(void *opaque)
 {
     struct fs *fs = opaque;
-    unsigned change = VM_CHANGE_STATE | VM_CHANGE_DEFINITION;
+    unsigned change = VM_CHANGE_STATE | VM_CHANGE_DEFINITION | VM_CHANGE_EXISTENCE;
 
     inode_foreach_vm(fs, NULL, NULL, queue_node, &change);
     push(fs, 0, NULL, FUSE_ROOT_ID);

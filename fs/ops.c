@@ -291,7 +291,7 @@ readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
         if (i < 2) {
             name = i == 0 ? "." : "..";
-            e.attr.st_ino = i == 0 ? ino : inode_ino(fs, dir->parent ? dir->parent : dir);
+            e.attr.st_ino = inode_number(i == 0 || !dir->parent ? dir : dir->parent);
             e.attr.st_mode = S_IFDIR;
         } else {
             struct tree_entry *t = &d->entries[i - 2];
@@ -304,7 +304,7 @@ readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     continue;       /* gone since opendir */
                 }
             } else {
-                e.attr.st_ino = 0xffffffff;   /* unknown: the kernel looks up */
+                e.attr.st_ino = inode_child_number(dir, name);
                 e.attr.st_mode = tree_is_dir(t->kind) ? S_IFDIR : S_IFREG;
             }
         }

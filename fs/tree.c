@@ -437,7 +437,7 @@ tree_stat(struct fs *fs, const struct fs_node *n, struct stat *st)
     int r;
 
     memset(st, 0, sizeof *st);
-    st->st_ino = inode_ino(fs, n);
+    st->st_ino = inode_number(n);
     st->st_mode = mode_of(n->kind);
     st->st_nlink = tree_is_dir(n->kind) ? 2 : 1;
     st->st_uid = fs->uid;

@@ -33,6 +33,18 @@ grep -q "<uuid>" "$vm/domain.xml" || fail "domain.xml has no <uuid>"
 size=$(stat -c %s "$vm/volumes/vda.img")
 [ "$size" -gt 0 ] || fail "vda.img size $size"
 
+# a file keeps its inode number when the kernel forgets it and looks it up
+# again (cp refuses a file "replaced while being copied" otherwise), and
+# readdir tells the same numbers as stat
+ino=$(stat -c %i "$vm/volumes/vda.img")
+dino=$(stat -c %i "$vm")
+sync
+echo 2 >/proc/sys/vm/drop_caches     # dentries and inodes: FUSE forgets them
+[ "$(stat -c %i "$vm/volumes/vda.img")" = "$ino" ] || fail "vda.img changed its inode number"
+[ "$(stat -c %i "$vm")" = "$dino" ] || fail "the VM directory changed its inode number"
+[ "$(ls -i "$vm/volumes" | awk '{print $1}')" = "$ino" ] || fail "readdir's inode number"
+[ "$ino" != "$(stat -c %i "$vm/state")" ] || fail "two files share an inode number"
+
 # modes: data for root/admin_group, control files writable, snapshots/ mkdir-able
 [ "$(stat -c %a "$vm/domain.xml")" = 440 ] || fail "domain.xml mode"
 [ "$(stat -c %a "$vm/volumes/vda.img")" = 440 ] || fail "vda.img mode"

@@ -106,6 +106,62 @@ test_backing(void **state)
     free(b);
 }
 
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void
+sh(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* usage from the files: the virtual size, and an upper bound of the data
+ * that qemu-img map never exceeds; only named formats are followed */
+static void
+test_chain_usage(void **state)
+{
+    uint64_t size = 0, alloc = 0;
+    (void) state;
+
+    if (system("qemu-img --version >/dev/null 2>&1") != 0)
+        skip();
+    sh("qemu-img create -q -f raw '%s' 64M && "
+       "dd if=/dev/urandom of='%s' bs=1M count=1 seek=3 conv=notrunc status=none",
+       at("u-base.raw"), at("u-base.raw"));
+    sh("qemu-img create -q -f qcow2 -b '%s' -F raw '%s'", at("u-base.raw"), at("u-mid.qcow2"));
+    sh("qemu-io -f qcow2 -c 'write -P 7 8M 2M' '%s' >/dev/null", at("u-mid.qcow2"));
+    sh("qemu-img create -q -f qcow2 -b '%s' -F qcow2 '%s'", at("u-mid.qcow2"), at("u-top.qcow2"));
+
+    assert_int_equal(layer_chain_usage(at("u-top.qcow2"), "qcow2", &size, &alloc), 0);
+    assert_int_equal(size, 64 << 20);
+    /* 3 MiB of data, plus qcow2 metadata; far from the 64 MiB */
+    assert_true(alloc >= 3 << 20);
+    assert_true(alloc < 8 << 20);
+
+    /* the snapshot's data under an overlay: the chain without the top */
+    uint64_t below = 0;
+    assert_int_equal(layer_backing_usage(at("u-top.qcow2"), "qcow2", &size, &below), 0);
+    assert_int_equal(size, 64 << 20);
+    assert_true(below >= 3 << 20 && below <= alloc);
+    assert_int_equal(layer_backing_usage(at("u-base.raw"), "raw", &size, &below), -ENOTSUP);
+
+    /* a raw disk whose guest wrote a qcow2 header: not followed */
+    make_qcow2(at("u-fake.raw"), at("u-base.raw"));
+    assert_int_equal(layer_chain_usage(at("u-fake.raw"), "raw", &size, &alloc), 0);
+    assert_int_equal(size, 1024);
+    assert_true(alloc <= 1024);
+    /* a qcow2 header that names no backing format: qemu-img must say */
+    make_qcow2(at("u-noformat.qcow2"), at("u-base.raw"));
+    assert_int_equal(layer_chain_usage(at("u-noformat.qcow2"), "qcow2", &size, &alloc),
+                     -ENOTSUP);
+    /* other formats: qemu-img must say */
+    assert_int_equal(layer_chain_usage(at("u-base.raw"), "vmdk", &size, &alloc), -ENOTSUP);
+}
+
 static void
 free_strv(char **v)
 {
@@ -235,6 +291,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_backing),
         cmocka_unit_test(test_chain),
+        cmocka_unit_test(test_chain_usage),
         cmocka_unit_test(test_refs),
         cmocka_unit_test(test_reclaim),
     };

@@ -129,7 +129,7 @@ on_lifecycle(virConnectPtr c, virDomainPtr dom, int event, int detail,
     } else if (event == VIR_DOMAIN_EVENT_STARTED || event == VIR_DOMAIN_EVENT_STOPPED) {
         /* a transient domain comes and goes with these (the list is
          * fetched again; it shows meanwhile as it was) */
-        change = VM_CHANGE_STATE | VM_CHANGE_EXISTENCE;
+        change = VM_CHANGE_STATE | VM_CHANGE_LIST;
     }
     notify(opaque, dom, change);
     return 0;

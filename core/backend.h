@@ -149,6 +149,9 @@ enum vm_change {
     VM_CHANGE_DEFINITION = 1 << 1,  /* definition: volumes may come and go */
     VM_CHANGE_EXISTENCE = 1 << 2,   /* defined, undefined, renamed */
     VM_CHANGE_SNAPSHOTS = 1 << 3,   /* a snapshot's own values (phase) */
+    VM_CHANGE_LIST = 1 << 4,        /* the list of VMs may differ (started or
+                                       stopped: a transient VM comes or goes);
+                                       the VM's own entry stays */
 };
 
 /* How long VM details may be cached without an event: a bound for changes

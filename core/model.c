@@ -648,7 +648,7 @@ on_vm_changed(void *opaque, const char *ns, const char *name, unsigned change)
         struct cached *c = key ? entry(m, key) : NULL;
         if (c)
             c->gens.soft++;
-        if (change & VM_CHANGE_EXISTENCE) {
+        if (change & (VM_CHANGE_EXISTENCE | VM_CHANGE_LIST)) {
             struct names_entry *e = names_entry(m, ns);
             if (e)
                 e->gens.soft++;

@@ -370,6 +370,10 @@ test_names_only_on_existence(void **state)
     fake.ev.vm_changed(fake.ev.opaque, "", "c", VM_CHANGE_EXISTENCE);
     assert_int_equal(model_vm_exists(m, "", "b"), 0);
     assert_int_equal(fake.list_calls, 2);
+    /* started or stopped: a transient VM may have come or gone */
+    fake.ev.vm_changed(fake.ev.opaque, "", "a", VM_CHANGE_STATE | VM_CHANGE_LIST);
+    assert_int_equal(model_vm_exists(m, "", "b"), 0);
+    assert_int_equal(fake.list_calls, 3);
 }
 
 /* a clone through the model is listed at once, without listing all VMs

@@ -66,15 +66,13 @@ layer_virtual_size(const char *path, const char *format, uint64_t *ret)
     return 0;
 }
 
-int
-layer_backing(const char *path, char **ret)
+/* layer_backing() of the image open as fd (at path). */
+static int
+backing_of_fd(int fd, const char *path, char **ret)
 {
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
     unsigned char h[20];
 
     *ret = NULL;
-    if (fd < 0)
-        return -errno;
     ssize_t n = pread(fd, h, sizeof h, 0);
     if (n < 0)
         return -errno;
@@ -116,6 +114,17 @@ layer_backing(const char *path, char **ret)
     }
     *ret = TAKE_PTR(name);
     return 0;
+}
+
+int
+layer_backing(const char *path, char **ret)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    *ret = NULL;
+    if (fd < 0)
+        return -errno;
+    return backing_of_fd(fd, path, ret);
 }
 
 /* The backing format a qcow2 header names (header extension 0xe2792aca),
@@ -163,23 +172,22 @@ qcow2_backing_format(int fd, const unsigned char *h, size_t hlen, char **ret)
     return -EINVAL;
 }
 
-/* The backing file of qcow2 image path and the format its header names:
- * -ENOTSUP if it names none (or the backing is not a file). */
+/* The backing file of the qcow2 image open as fd (at path) and the format
+ * its header names: -ENOTSUP if it names none (or the backing is not a
+ * file). */
 static int
-qcow2_backing_with_format(const char *path, char **ret_backing, char **ret_format)
+qcow2_backing_with_format(int fd, const char *path, char **ret_backing,
+                          char **ret_format)
 {
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
     unsigned char h[104] = { 0 };
     uint32_t magic;
 
     *ret_backing = *ret_format = NULL;
-    if (fd < 0)
-        return -errno;
     ssize_t n = pread(fd, h, sizeof h, 0);
     memcpy(&magic, h, 4);
     if (n < 72 || be32toh(magic) != QCOW2_MAGIC)
         return -EINVAL;
-    int r = layer_backing(path, ret_backing);
+    int r = backing_of_fd(fd, path, ret_backing);
     if (r < 0 || !*ret_backing)
         return r;
     r = qcow2_backing_format(fd, h, (size_t) n, ret_format);
@@ -224,7 +232,7 @@ layer_chain_usage(const char *top, const char *format, uint64_t *ret_size,
         /* the next layer only as its format is named (QEMU would probe
          * one that is not), and only a file */
         char *next = NULL, *next_fmt = NULL;
-        r = qcow2_backing_with_format(path, &next, &next_fmt);
+        r = qcow2_backing_with_format(fd, path, &next, &next_fmt);
         if (r < 0)
             return r;
         if (!next)
@@ -247,7 +255,10 @@ layer_backing_usage(const char *top, const char *format, uint64_t *ret_size,
 
     if (!format || strcmp(format, "qcow2") != 0)
         return -ENOTSUP;
-    int r = qcow2_backing_with_format(top, &backing, &backing_fmt);
+    _cleanup_close_ int fd = open(top, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int r = qcow2_backing_with_format(fd, top, &backing, &backing_fmt);
     if (r < 0)
         return r;
     if (!backing)

@@ -102,19 +102,15 @@ snapshot_overlay(struct lv *lv, const struct vm_ref *ref, const char *snap,
     return r;
 }
 
-/* The layer holding snapshot snap's data of disk vol: the backing file of
- * the overlay the external snapshot started. */
+/* The layer holding a snapshot's data: the backing file of the overlay
+ * the external snapshot started (as qemu-img reads the chain). */
 static int
-snapshot_layer(struct lv *lv, const struct vm_ref *ref, const char *snap,
-               const char *vol, char **ret_path, char **ret_format)
+overlay_backing(const struct vm_ref *ref, const char *snap, const char *overlay,
+                const char *format, char **ret_path, char **ret_format)
 {
-    _cleanup_free_ char *overlay = NULL, *format = NULL;
-    int r = snapshot_overlay(lv, ref, snap, vol, &overlay, &format);
-
-    if (r < 0)
-        return r;
     _cleanup_(chain_freep) struct chain *c = NULL;
-    r = qemu_img_chain(overlay, format, &c);
+    int r = qemu_img_chain(overlay, format, &c);
+
     if (r < 0)
         return r;
     if (c->n < 2)
@@ -124,6 +120,19 @@ snapshot_layer(struct lv *lv, const struct vm_ref *ref, const char *snap,
     *ret_path = strdup(c->layers[1]);
     *ret_format = strdup(c->formats[1]);
     return *ret_path && *ret_format ? 0 : -ENOMEM;
+}
+
+/* The layer holding snapshot snap's data of disk vol. */
+static int
+snapshot_layer(struct lv *lv, const struct vm_ref *ref, const char *snap,
+               const char *vol, char **ret_path, char **ret_format)
+{
+    _cleanup_free_ char *overlay = NULL, *format = NULL;
+    int r = snapshot_overlay(lv, ref, snap, vol, &overlay, &format);
+
+    if (r < 0)
+        return r;
+    return overlay_backing(ref, snap, overlay, format, ret_path, ret_format);
 }
 
 /* ---- live views: a pull-mode backup job per running VM ----------------- */
@@ -527,7 +536,7 @@ lv_volume_usage(void *h, const struct vm_ref *ref, const char *snap,
             return r;
         if (layer_backing_usage(overlay, ofmt, ret_size, ret_allocated) == 0)
             return 0;
-        r = snapshot_layer(lv, ref, snap, vol, &path, &format);
+        r = overlay_backing(ref, snap, overlay, ofmt, &path, &format);
     } else {
         struct vm_info *vm = NULL;
         r = lv_vm_get(h, ref, &vm);

@@ -314,64 +314,48 @@ find_slot(struct model *m, enum slot_kind kind, const char *ns,
  * is long enough to be felt by a listing (VMSNAPFS_DEBUG=model). */
 #define SLOW_QUERY_NS (UINT64_C(50) * 1000000)
 
+static const size_t value_size[] = {
+    [SLOT_NAMES] = sizeof(struct names_val),
+    [SLOT_VM] = sizeof(struct model_vm),
+    [SLOT_SNAPS] = sizeof(struct model_snapshots),
+    [SLOT_USAGE] = sizeof(struct usage_val),
+};
+
+/* The backend's answer for f's slot, as a value with one reference. */
 static int
 fetch(struct flight *f, void **ret)
 {
     struct model *m = f->m;
     struct vm_ref ref = { .ns = f->ns ? f->ns : "", .name = f->name };
-    int r = -ENOMEM;
+    void *v = calloc(1, value_size[f->kind]);
+    int r;
 
+    if (!v)
+        return -ENOMEM;
     switch (f->kind) {
-    case SLOT_NAMES: {
-        struct names_val *v = calloc(1, sizeof *v);
-        if (v && (r = m->ops->list_vms(m->h, ref.ns, &v->v)) < 0) {
-            free(v);
-            v = NULL;
-        }
-        if (v)
-            v->refs = 1;
-        *ret = v;
+    case SLOT_NAMES:
+        r = m->ops->list_vms(m->h, ref.ns, &((struct names_val *) v)->v);
         break;
-    }
-    case SLOT_VM: {
-        struct model_vm *v = calloc(1, sizeof *v);
-        if (v && (r = m->ops->vm_get(m->h, &ref, &v->info)) < 0) {
-            free(v);
-            v = NULL;
-        }
-        if (v) {
-            v->refs = 1;
-            v->fetched_ns = f->started_ns;
-        }
-        *ret = v;
+    case SLOT_VM:
+        r = m->ops->vm_get(m->h, &ref, &((struct model_vm *) v)->info);
         break;
-    }
     case SLOT_SNAPS: {
-        struct model_snapshots *s = calloc(1, sizeof *s);
-        if (s && (r = m->ops->snapshot_list(m->h, &ref, &s->v, &s->n)) < 0) {
-            free(s);
-            s = NULL;
-        }
-        if (s) {
-            s->refs = 1;
-            s->fetched_ns = f->started_ns;
-        }
-        *ret = s;
+        struct model_snapshots *l = v;
+        r = m->ops->snapshot_list(m->h, &ref, &l->v, &l->n);
         break;
     }
-    case SLOT_USAGE: {
-        struct usage_val *u = calloc(1, sizeof *u);
-        if (u && (r = m->ops->volume_usage(m->h, &ref, f->snap, f->vol, &u->size,
-                                           &u->allocated)) < 0) {
-            free(u);
-            u = NULL;
-        }
-        if (u)
-            u->refs = 1;
-        *ret = u;
+    default: {
+        struct usage_val *u = v;
+        r = m->ops->volume_usage(m->h, &ref, f->snap, f->vol, &u->size, &u->allocated);
         break;
     }
     }
+    if (r < 0) {
+        free(v);
+        return r;
+    }
+    *(int *) v = 1;                 /* every value starts with its count */
+    *ret = v;
     return r;
 }
 
@@ -556,6 +540,42 @@ slot_get(struct model *m, enum slot_kind kind, const char *ns, const char *name,
     return r;
 }
 
+static char **
+strv_copy(char *const *v)
+{
+    size_t n = 0;
+    while (v && v[n])
+        n++;
+    char **c = calloc(n + 1, sizeof *c);
+    for (size_t i = 0; c && i < n; i++) {
+        c[i] = strdup(v[i]);
+        if (!c[i]) {
+            strv_free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+static bool
+strv_contains_sorted(char *const *v, const char *s)
+{
+    size_t lo = 0, hi = 0;
+    while (v && v[hi])
+        hi++;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(v[mid], s);
+        if (c == 0)
+            return true;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
 /* ---- changes -------------------------------------------------------------- */
 
 /* Did an op that returned r change anything? An op refused before it
@@ -575,16 +595,14 @@ changed_here(struct model *m, const char *ns, const char *name, bool existence)
 {
     _cleanup_free_ char *key = key_of(ns, name);
     LOCK_FOR_SCOPE(&m->lock);
-    struct cached *c = key ? entry(m, key) : NULL;
+    /* nothing cached, no fetch running: nothing to mark */
+    struct cached *c = key ? hashmap_get(m->vms, key) : NULL;
     if (c)
         c->gens.hard++;
-    struct names_entry *e = existence ? names_entry(m, ns) : NULL;
+    struct names_entry *e = existence ? hashmap_get(m->names, ns ? ns : "") : NULL;
     if (e)
         e->gens.hard++;
 }
-
-static char **strv_copy(char *const *v);
-static bool strv_contains_sorted(char *const *v, const char *s);
 
 static int
 cmp_name(const void *a, const void *b)
@@ -601,9 +619,9 @@ vm_added_here(struct model *m, const char *ns, const char *name)
 {
     changed_here(m, ns, name, false);       /* a VM of that name before */
     LOCK_FOR_SCOPE(&m->lock);
-    struct names_entry *e = names_entry(m, ns);
+    struct names_entry *e = hashmap_get(m->names, ns ? ns : "");
     if (!e)
-        return;
+        return;                             /* no list cached */
     struct names_val *old = e->s.value, *v = NULL;
     if (old && e->s.at.hard == e->gens.hard) {
         if (strv_contains_sorted(old->v, name))
@@ -645,11 +663,11 @@ on_vm_changed(void *opaque, const char *ns, const char *name, unsigned change)
         LOCK_FOR_SCOPE(&m->lock);
         /* this VM's values go; other VMs' stay (a busy VM's events do not
          * make every listing go to the backend) */
-        struct cached *c = key ? entry(m, key) : NULL;
+        struct cached *c = key ? hashmap_get(m->vms, key) : NULL;
         if (c)
             c->gens.soft++;
         if (change & (VM_CHANGE_EXISTENCE | VM_CHANGE_LIST)) {
-            struct names_entry *e = names_entry(m, ns);
+            struct names_entry *e = hashmap_get(m->names, ns ? ns : "");
             if (e)
                 e->gens.soft++;
             strv_free(m->namespaces);   /* one cheap call */
@@ -782,42 +800,6 @@ model_events(struct model *m)
 }
 
 /* ---- the values the tree asks for ------------------------------------------ */
-
-static char **
-strv_copy(char *const *v)
-{
-    size_t n = 0;
-    while (v && v[n])
-        n++;
-    char **c = calloc(n + 1, sizeof *c);
-    for (size_t i = 0; c && i < n; i++) {
-        c[i] = strdup(v[i]);
-        if (!c[i]) {
-            strv_free(c);
-            return NULL;
-        }
-    }
-    return c;
-}
-
-static bool
-strv_contains_sorted(char *const *v, const char *s)
-{
-    size_t lo = 0, hi = 0;
-    while (v && v[hi])
-        hi++;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = strcmp(v[mid], s);
-        if (c == 0)
-            return true;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return false;
-}
 
 /* The VM names of ns: a copy in *ret_copy, or, with contains, 0 if that
  * name is among them and -ENOENT if not. */

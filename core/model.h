@@ -39,14 +39,12 @@ struct model_listener {
 
 /* Immutable, shared: release with model_vm_unref(). */
 struct model_vm {
-    int refs;
-    uint64_t fetched_ns;          /* CLOCK_MONOTONIC */
+    int refs;                     /* first: the cache counts every value so */
     struct vm_info *info;
 };
 
 struct model_snapshots {
     int refs;
-    uint64_t fetched_ns;          /* CLOCK_MONOTONIC */
     struct snapshot_info **v;     /* sorted by name */
     size_t n;
 };

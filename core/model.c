@@ -10,27 +10,12 @@
 #include <time.h>
 
 #include "cleanup.h"
+#include "clock.h"
 #include "hashmap.h"
 #include "log.h"
 #include "model-private.h"
-#include "snapshot-json.h"     /* time_rfc3339 */
 
 static void restore_status_free(void *p);
-
-uint64_t
-now_monotonic_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t) ts.tv_sec * 1000000000 + (uint64_t) ts.tv_nsec;
-}
-
-void
-sleep_ns(uint64_t ns)
-{
-    struct timespec ts = { (time_t) (ns / 1000000000), (long) (ns % 1000000000) };
-    nanosleep(&ts, NULL);
-}
 
 char *
 model_key(const char *ns, const char *name)

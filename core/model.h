@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "clock.h"
 #include "events.h"
 #include "opts.h"
 #include "restore.h"
@@ -105,7 +106,3 @@ int model_volume_usage(struct model *m, const char *ns, const char *vm,
                        const char *snap, const char *vol, uint64_t *ret_size,
                        uint64_t *ret_allocated);
 #define VOLUME_USAGE_TTL_NS (UINT64_C(5) * 1000000000)
-
-uint64_t now_monotonic_ns(void);
-/* Sleeps ns (< 1 s) nanoseconds: the pause of a polling loop. */
-void sleep_ns(uint64_t ns);

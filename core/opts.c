@@ -137,10 +137,3 @@ opts_parse(struct vmsnapfs_opts *o, const char *list, char **rest,
     }
     return 0;
 }
-
-const char *
-state_dir(void)
-{
-    const char *base = getenv("VMSNAPFS_STATE_DIR");
-    return base && *base ? base : "/var/lib/vmsnapfs";
-}

@@ -22,8 +22,6 @@ struct vmsnapfs_opts {
 
 void opts_init(struct vmsnapfs_opts *o);
 
-/* Where durable state lives: $VMSNAPFS_STATE_DIR or /var/lib/vmsnapfs. */
-const char *state_dir(void);
 void opts_clear(struct vmsnapfs_opts *o);
 
 /* Applies one "key" or "key=value" option. 1 if vmsnapfs took it, 0 if it

@@ -15,8 +15,8 @@
 
 #include "cleanup.h"
 #include "log.h"
-#include "opts.h"
 #include "restore-plan.h"
+#include "state.h"
 
 void
 restore_plan_clear(struct restore_plan *p)
@@ -45,20 +45,11 @@ restore_plan_dir(void)
     return restore_plan_dir_of("restore");
 }
 
-static int
-make_dir(const char *dir)
-{
-    if ((mkdir(state_dir(), 0711) < 0 && errno != EEXIST) ||
-        (mkdir(dir, 0700) < 0 && errno != EEXIST))
-        return log_error_errno(-errno, "cannot make '%s': %s", dir, strerror(errno));
-    return 0;
-}
-
 int
 restore_plan_set_path(struct restore_plan *p, const char *kind, const char *key)
 {
-    _cleanup_free_ char *dir = restore_plan_dir_of(kind);
-    int r = dir ? make_dir(dir) : -ENOMEM;
+    _cleanup_free_ char *dir = NULL;
+    int r = state_subdir(kind, &dir);
 
     if (r < 0)
         return r;
@@ -175,21 +166,14 @@ restore_plan_write(struct restore_plan *p)
 int
 restore_plan_lock(const char *uuid, bool wait)
 {
-    _cleanup_free_ char *dir = restore_plan_dir(), *path = NULL;
+    _cleanup_free_ char *dir = NULL, *path = NULL;
+    int r = state_subdir("restore", &dir);
 
-    if (!dir || asprintf(&path, "%s/%s.lock", dir, uuid) < 0)
+    if (r < 0)
+        return r;
+    if (asprintf(&path, "%s/%s.lock", dir, uuid) < 0)
         return -ENOMEM;
-    if ((mkdir(state_dir(), 0711) < 0 && errno != EEXIST) ||
-        (mkdir(dir, 0700) < 0 && errno != EEXIST))
-        return log_error_errno(-errno, "cannot make '%s': %s", dir, strerror(errno));
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return log_error_errno(-errno, "cannot open '%s': %s", path, strerror(errno));
-    if (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
-        close(fd);
-        return -EBUSY;
-    }
-    return fd;
+    return state_lock(path, wait);
 }
 
 void

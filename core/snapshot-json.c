@@ -6,16 +6,8 @@
 
 #include <json-c/json.h>
 
+#include "clock.h"
 #include "snapshot-json.h"
-
-char *
-time_rfc3339(time_t t, char *buf, size_t size)
-{
-    struct tm tm;
-    if (!gmtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-        buf[0] = '\0';
-    return buf;
-}
 
 static json_object *
 strv_json(char *const *v)

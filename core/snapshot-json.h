@@ -11,8 +11,6 @@
 char *snapshot_status_json(const char *ns, const char *vm,
                            const struct snapshot_info *s);
 
-/* RFC 3339 UTC ("2026-11-22T04:31:34Z") into buf (at least 32 bytes). */
-char *time_rfc3339(time_t t, char *buf, size_t size);
 
 /* What vmsnapfs keeps of a snapshot where libvirt has no field for it, in
  * the snapshot's description: "vmsnapfs {JSON}". */

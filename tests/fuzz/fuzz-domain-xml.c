@@ -1,5 +1,5 @@
 /* tests/fuzz/fuzz-domain-xml.c: a domain's XML through every reader of
- * core/libvirt-xml.h (disks, MACs, agent, restore mark) and through the
+ * core/libvirt/libvirt-xml.h (disks, MACs, agent, restore mark) and through the
  * edits a snapshot, a clone and a restore make (common.c). */
 #include "fuzz.h"
 

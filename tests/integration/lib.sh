@@ -32,6 +32,10 @@ trap 'exit 1' INT TERM
 
 fail() {
     echo "FAIL: $testname: $*" >&2
+    if [ -n "${VMSNAPFS_LOG:-}" ] && [ -s "$VMSNAPFS_LOG" ]; then
+        echo "--- the last lines of $VMSNAPFS_LOG:" >&2
+        tail -n 40 "$VMSNAPFS_LOG" >&2
+    fi
     exit 1
 }
 

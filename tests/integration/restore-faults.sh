@@ -23,7 +23,7 @@ restart_libvirtd() { libvirt_ensure_running >/dev/null 2>&1 || true; }
 at_exit restart_libvirtd
 expect_log "VMSNAPFS_FAULT="
 expect_log "connection to 'qemu:///system' (closed|is dead)|no connection to 'qemu:///system'"
-expect_log "\\[(libvirt|restore|events|clone|volume|layers)\\]: (error|warning): "
+expect_log "\\[(libvirt|ops|restore|events|clone|volume|layers)\\]: (error|warning): "
 
 start_vmsnapfs qemu:///system "$mnt"
 guest_exec "$v" 'echo one >/data/marker && sync' || fail "marker one"

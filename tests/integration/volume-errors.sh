@@ -68,8 +68,8 @@ virsh -c qemu:///system domjobinfo "$vm" | grep -q 'Job type: *Unbounded' ||
 kill -TERM "$VMSNAPFS_PID"
 wait "$VMSNAPFS_PID" || fail "vmsnapfs exited with an error after SIGTERM"
 exec 3<&-
-virsh -c qemu:///system domjobinfo "$vm" | grep -q 'Job type: *None' ||
-    fail "backup job left after the daemon stopped"
+job=$(virsh -c qemu:///system domjobinfo "$vm")
+[[ $job == *"Job type:"*None* ]] || fail "backup job left after the daemon stopped: $job"
 ls -d "$VMSNAPFS_STATE_DIR"/live-* 2>/dev/null && fail "live view directories left behind"
 pgrep -f "qemu-nbd.*$d" && fail "qemu-nbd left behind"
 state=$(guest_agent "$vm" '{"execute":"guest-fsfreeze-status"}')
@@ -88,8 +88,9 @@ virsh -c qemu:///system domjobinfo "$vm" | grep -q 'Job type: *Unbounded' ||
     fail "no backup job left by the killed daemon (the check proves nothing)"
 expect_log "ending the backup job of a vmsnapfs that is gone"
 start_vmsnapfs qemu:///system "$mnt"
-virsh -c qemu:///system domjobinfo "$vm" | grep -q 'Job type: *None' ||
-    fail "the stale backup job still runs after a new start"
+job=$(virsh -c qemu:///system domjobinfo "$vm")
+[[ $job == *"Job type:"*None* ]] ||
+    fail "the stale backup job still runs after a new start: $job"
 ls -d "$VMSNAPFS_STATE_DIR"/live-* 2>/dev/null && fail "stale live view directory left"
 cp "$img" "$(workdir)/after.raw" || fail "a live view after the clean-up"
 echo "PASS: $testname"

@@ -1,0 +1,84 @@
+/* core/image/volume.h: an open, read-only, point-in-time view of one disk, as a
+ * raw image: what volumes/NAME.img serves from open to last close.
+ *
+ * Views are a table of ops. The chain view (stopped VMs, snapshot layers)
+ * reads the layer files with pread through an extent map, with qemu-nbd
+ * for what only QEMU can read; it fails reads with -EIO, never serves a
+ * torn mix, if a layer changes under it (the VM was started). The NBD view
+ * reads an export (a running VM's backup job).
+ *
+ * Thread model: views are thread-safe; pread and seek may run in parallel.
+ */
+#pragma once
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct volume_view;
+
+struct volume_view_ops {
+    const char *name;
+    /* exactly count bytes (the caller clamps to the size): 0 or -errno;
+     * *ret_reason may be set to a static reason for the events file */
+    int (*pread)(struct volume_view *v, void *buf, size_t count, uint64_t off,
+                 const char **ret_reason);
+    int (*seek)(struct volume_view *v, uint64_t off, int whence, uint64_t *ret);
+    void (*close)(struct volume_view *v);
+    /* optional: -EIO (and a reason) if what the view serves has changed
+     * since it was opened */
+    int (*check)(struct volume_view *v, const char **ret_reason);
+};
+
+struct volume_view {
+    const struct volume_view_ops *ops;
+    uint64_t size;
+    uint64_t allocated;     /* bytes that hold data (st_blocks) */
+    bool uncached;          /* serve without the page cache: another view
+                               of the same file may show other content */
+};
+
+/* A view of the chain whose top is path (format: "qcow2", "raw", ...).
+ * unchanged(opaque) (may be NULL) tells, for layers that are block devices
+ * (whose changes fstat cannot see), whether their content may still be
+ * trusted (e.g. the VM is still stopped). */
+int volume_view_open_chain(const char *path, const char *format,
+                           void (*on_close)(void *), bool (*unchanged)(void *),
+                           void *opaque, struct volume_view **ret);
+/* A view of an NBD export. on_close(opaque), for both kinds of view, runs
+ * exactly once: when the view is closed, or before a failed open returns. */
+int volume_view_open_nbd(const char *socket, const char *export,
+                         uint64_t allocated, void (*on_close)(void *),
+                         void *opaque, struct volume_view **ret);
+
+/* size and allocated bytes of a chain, without opening a view */
+int volume_chain_usage(const char *path, const char *format,
+                       uint64_t *ret_size, uint64_t *ret_allocated);
+
+static inline int
+volume_view_pread(struct volume_view *v, void *buf, size_t count, uint64_t off,
+                  const char **ret_reason)
+{
+    return v->ops->pread(v, buf, count, off, ret_reason);
+}
+
+static inline int
+volume_view_seek(struct volume_view *v, uint64_t off, int whence, uint64_t *ret)
+{
+    return v->ops->seek(v, off, whence, ret);
+}
+
+static inline int
+volume_view_check(struct volume_view *v, const char **ret_reason)
+{
+    return v->ops->check ? v->ops->check(v, ret_reason) : 0;
+}
+
+static inline void
+volume_view_close(struct volume_view *v)
+{
+    if (v)
+        v->ops->close(v);
+}

@@ -1,0 +1,145 @@
+/* core/libvirt/libvirt-private.h: what the libvirt backend's files share; private to
+ * them (libvirt-backend.c: connection, events, queries; libvirt-volume.c:
+ * disk views). */
+#pragma once
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#include "backend.h"
+#include "cleanup.h"
+#include "hashmap.h"
+#include "vm-ops.h"
+
+#define LV_QUERY_CONNS 3
+
+struct lv {
+    char *uri;
+    char *uri_shown;        /* uri without a password: for messages */
+    struct backend_events events;
+
+    pthread_mutex_t lock;       /* protects conn, qconns, ids, lost_logged */
+    virConnectPtr conn;         /* NULL while disconnected */
+    /* read-only queries of a local daemon go over these: libvirtd serves
+     * at most 5 calls of a connection at once, and calls that wait (for a
+     * VM being killed, behind a job) must not hold up every listing */
+    virConnectPtr qconns[LV_QUERY_CONNS];
+    unsigned qnext;             /* round robin */
+    int ids[8];                 /* event subscriptions of conn */
+    bool lost_logged;
+    bool dead;                  /* atomic: closed under us; drop and reconnect */
+
+    pthread_t thread;
+    bool thread_started;
+    volatile bool quit;
+    int timer;                  /* reconnect timer id */
+
+    uint64_t deadline_ns;       /* failure_deadline (0: none) */
+    struct vm_ops *vmops;       /* operations and open views, by VM name */
+
+    pthread_mutex_t live_lock;  /* protects lives; held while a backup job
+                                   starts or ends (libvirt calls under it) */
+    struct hashmap *lives;      /* VM name -> struct lv_live */
+
+    /* recovery in the background (restores and clones a killed daemon or
+     * a lost libvirtd left): at start, after a reconnect, when kicked */
+    pthread_mutex_t rec_lock;
+    pthread_cond_t rec_cond;
+    bool rec_kick, rec_quit;
+    pthread_t rec_thread;
+    bool rec_started;
+};
+
+/* What a recovery pass hands to restore_plan_each()'s callbacks. */
+struct lv_pass {
+    struct lv *lv;
+    virConnectPtr c;
+};
+
+/* Asks the recovery thread for a pass soon (and again every few seconds
+ * while something is left). */
+void lv_recovery_kick(struct lv *lv);
+
+DEFINE_CLEANUP(virDomainPtr, virDomainFree)
+DEFINE_CLEANUP(virConnectPtr, virConnectClose)
+DEFINE_CLEANUP(virDomainSnapshotPtr, virDomainSnapshotFree)
+
+
+/* Writes a reason (printf) into buf, returns r: "return lv_say(...)". */
+int lv_say(char *buf, size_t size, int r, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#define lv_report(rep, r, ...) lv_say((rep)->text, sizeof (rep)->text, (r), __VA_ARGS__)
+
+/* The last libvirt error (of this thread) as -errno, logged once. */
+int lv_errno(const char *what, const char *name);
+/* A reference to the current connection, or NULL (-EIO logged) if there
+ * is none right now. Release with virConnectClose(). */
+virConnectPtr lv_conn(struct lv *lv);
+/* A connection for read-only calls (one of several for a local daemon,
+ * else the main one); NULL while disconnected. Domains looked up on it
+ * stay on it. */
+virConnectPtr lv_query_conn(struct lv *lv);
+virDomainPtr lv_lookup(virConnectPtr c, const char *name, int *ret_err);
+
+int lv_vm_get(void *h, const struct vm_ref *ref, struct vm_info **ret);
+int lv_snapshot_list(void *h, const struct vm_ref *ref,
+                     struct snapshot_info ***ret_snaps, size_t *ret_n);
+int lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
+                       const struct vmsnapfs_opts *o, struct op_report *rep);
+int lv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap,
+                       struct op_report *rep);
+int lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
+                   const char *vol, struct volume_view **ret);
+/* At start, per running domain: end a backup job of a live view whose
+ * daemon died. */
+void lv_end_stale_job(virDomainPtr dom);
+int lv_volume_usage(void *h, const struct vm_ref *ref, const char *snap,
+                    const char *vol, uint64_t *ret_size, uint64_t *ret_allocated);
+
+struct layer_refs;
+/* Every domain of the host (both definitions; live NULL if it does not
+ * run) and every snapshot, through callbacks; the first error stops it.
+ * Fails closed: only objects gone meanwhile are left out. */
+struct lv_scan {
+    int (*domain)(void *opaque, virDomainPtr d, const char *inactive, const char *live);
+    int (*snapshot)(void *opaque, virDomainPtr d, const char *xml);  /* may be NULL */
+    void *opaque;
+};
+int lv_scan_host(virConnectPtr c, const struct lv_scan *scan);
+/* The chains every domain and snapshot of c uses (libvirt-layers.c). */
+int lv_layer_refs(virConnectPtr c, struct layer_refs **ret);
+int lv_refs_add_domain(struct layer_refs *g, virDomainPtr d, const char *inactive,
+                       const char *live);
+int lv_refs_add_snapshot(struct layer_refs *g, virDomainPtr d, const char *xml);
+/* Removes the candidates vmsnapfs made that nothing uses any more. */
+/* -EIO (nothing removed) if the users of the layers cannot be told now. */
+int lv_reclaim(virConnectPtr c, char *const *candidates);
+/* Appends s (or the chain below top) to the NULL-terminated *v of *n. */
+int strv_push(char ***v, size_t *n, const char *s);
+int strv_push_chain(char ***v, size_t *n, const char *top);
+
+/* Takes snapshot snap with the VM's operation held (libvirt-snapshot.c). */
+int lv_snapshot_create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
+                              const struct vmsnapfs_opts *o, struct op_report *rep);
+/* "<dir of top>/<vm>.<disk>.<what>.qcow2" */
+char *lv_overlay_path(const char *top, const char *vm, const char *disk, const char *what,
+                      const char *unique);
+
+/* libvirt-restore.c */
+int lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
+               const struct vmsnapfs_opts *o, struct restore_status *st);
+int lv_clone(void *h, const struct vm_ref *ref, const char *snap, const char *new_name,
+             const struct vmsnapfs_opts *o, struct op_report *rep);
+/* Finishes or rolls back the restores a killed daemon (or a lost libvirtd)
+ * left, each under its VM's operation; returns how many are left for a
+ * later pass (libvirt could not tell, the VM is busy, it did not start). */
+int lv_restore_recover(struct lv *lv, virConnectPtr c);
+/* Reclaims the overlays of clones a killed daemon left half-made (those no
+ * VM uses); returns how many records are left for a later pass. */
+int lv_clone_recover(struct lv *lv, virConnectPtr c);
+/* The same for the overlays of a mkdir killed half-way (libvirt-snapshot.c). */
+int lv_snapshot_recover(struct lv *lv, virConnectPtr c);

@@ -1,0 +1,45 @@
+/* core/vm-ops.h: the SPEC's rules on changing a VM, for every backend.
+ *
+ * - One changing operation per VM at a time, in this daemon and across the
+ *   daemons of a host (a flock on STATE/ops/HASH.lock): a second one gets
+ *   EBUSY.
+ * - An operation that changes the VM's disks (rmdir's merge, restore, a
+ *   snapshot's new overlays) and open volume views exclude each other:
+ *   whichever comes second gets EBUSY (rmdir of a snapshot in use).
+ * - The snapshot an operation makes shows as InProgress while it runs.
+ *
+ * VMs are named by a key: the name on libvirt, "NAMESPACE/NAME" on
+ * KubeVirt. Thread model: all functions are thread-safe.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <time.h>
+
+struct vm_ops;
+struct vm_view;
+
+struct vm_ops *vm_ops_new(void);
+void vm_ops_free(struct vm_ops *o);
+
+enum vm_op_flags {
+    VM_OP_DISKS = 1 << 0,     /* changes the disks: no view may be open */
+};
+
+/* -EBUSY if an operation runs on key here or in another daemon of the host
+ * (or, with VM_OP_DISKS, a view of it is open); -EIO (logged) if the
+ * host-wide lock cannot be had: operations fail rather than run unlocked.
+ * snap: the snapshot it makes (shown InProgress), or NULL. */
+int vm_op_begin(struct vm_ops *o, const char *key, const char *snap, unsigned flags);
+void vm_op_end(struct vm_ops *o, const char *key);
+/* The operation goes on (busy) but makes no snapshot any more. */
+void vm_op_forget_snapshot(struct vm_ops *o, const char *key);
+/* The snapshot an operation on key makes right now (copied), or NULL. */
+char *vm_op_snapshot(struct vm_ops *o, const char *key, time_t *ret_started);
+/* Why vm_op_begin refused (r its result), for events. */
+const char *vm_op_refusal(int r);
+
+/* One more open view of key: -EBUSY while an operation that changes its
+ * disks runs. vm_view_leave() when the view closes. */
+int vm_view_enter(struct vm_ops *o, const char *key, struct vm_view **ret);
+void vm_view_leave(struct vm_view *v);

@@ -1,0 +1,153 @@
+/* tests/unit/test-vm-ops.c: the SPEC's rules on changing a VM, as every
+ * backend gets them: one operation per VM (EBUSY), also across the daemons
+ * of a host (two vm_ops here, as two daemons would have), operations on the
+ * disks and open views excluding each other, the snapshot in progress. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "vm-ops.h"
+
+static char state[64];
+
+static int
+setup(void **s)
+{
+    strcpy(state, "/tmp/vmsnapfs-test-vm-ops-XXXXXX");
+    assert_non_null(mkdtemp(state));
+    setenv("VMSNAPFS_STATE_DIR", state, 1);
+    *s = vm_ops_new();
+    return *s ? 0 : -1;
+}
+
+static int
+teardown(void **s)
+{
+    char cmd[128];
+    vm_ops_free(*s);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", state);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void
+test_one_op_per_vm(void **s)
+{
+    struct vm_ops *o = *s;
+
+    assert_int_equal(vm_op_begin(o, "a", NULL, 0), 0);
+    assert_int_equal(vm_op_begin(o, "a", NULL, 0), -EBUSY);
+    assert_int_equal(vm_op_begin(o, "a", "s1", VM_OP_DISKS), -EBUSY);
+    assert_int_equal(vm_op_begin(o, "b", NULL, 0), 0);      /* another VM */
+    vm_op_end(o, "a");
+    assert_int_equal(vm_op_begin(o, "a", NULL, 0), 0);
+    vm_op_end(o, "a");
+    vm_op_end(o, "b");
+    assert_string_equal(vm_op_refusal(-EBUSY),
+                        "another operation runs on this VM, or a volume of it is open");
+}
+
+static void
+test_host_wide(void **s)
+{
+    struct vm_ops *o = *s, *other = vm_ops_new();   /* a second daemon */
+
+    assert_non_null(other);
+    assert_int_equal(vm_op_begin(o, "a", NULL, 0), 0);
+    assert_int_equal(vm_op_begin(other, "a", NULL, 0), -EBUSY);
+    assert_int_equal(vm_op_begin(other, "b", NULL, 0), 0);
+    assert_int_equal(vm_op_begin(o, "b", NULL, 0), -EBUSY);
+    vm_op_end(o, "a");
+    assert_int_equal(vm_op_begin(other, "a", NULL, 0), 0);
+    vm_op_end(other, "a");
+    vm_op_end(other, "b");
+    vm_ops_free(other);
+}
+
+static void
+test_unusable_state_dir(void **s)
+{
+    struct vm_ops *o = *s;
+    char file[96];
+
+    /* the state directory is a file: no lock, so no operation (EIO) */
+    snprintf(file, sizeof file, "%s/not-a-dir", state);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fclose(f);
+    setenv("VMSNAPFS_STATE_DIR", file, 1);
+    assert_int_equal(vm_op_begin(o, "a", NULL, 0), -EIO);
+    setenv("VMSNAPFS_STATE_DIR", state, 1);
+    assert_int_equal(vm_op_begin(o, "a", NULL, 0), 0);   /* nothing left held */
+    vm_op_end(o, "a");
+}
+
+static void
+test_disks_and_views(void **s)
+{
+    struct vm_ops *o = *s;
+    struct vm_view *v1 = NULL, *v2 = NULL, *v3 = NULL;
+
+    assert_int_equal(vm_view_enter(o, "a", &v1), 0);
+    assert_int_equal(vm_view_enter(o, "a", &v2), 0);
+    /* a view is open: rmdir (disks) is refused, a clone (not disks) runs */
+    assert_int_equal(vm_op_begin(o, "a", NULL, VM_OP_DISKS), -EBUSY);
+    assert_int_equal(vm_op_begin(o, "a", NULL, 0), 0);
+    assert_int_equal(vm_view_enter(o, "a", &v3), 0);
+    vm_view_leave(v3);
+    vm_op_end(o, "a");
+    vm_view_leave(v1);
+    assert_int_equal(vm_op_begin(o, "a", NULL, VM_OP_DISKS), -EBUSY);   /* v2 */
+    vm_view_leave(v2);
+    /* all closed: the op runs, and no view opens meanwhile */
+    assert_int_equal(vm_op_begin(o, "a", NULL, VM_OP_DISKS), 0);
+    v3 = NULL;
+    assert_int_equal(vm_view_enter(o, "a", &v3), -EBUSY);
+    assert_null(v3);
+    assert_int_equal(vm_view_enter(o, "b", &v3), 0);     /* another VM */
+    vm_view_leave(v3);
+    vm_op_end(o, "a");
+    assert_int_equal(vm_view_enter(o, "a", &v3), 0);
+    vm_view_leave(v3);
+}
+
+static void
+test_snapshot_in_progress(void **s)
+{
+    struct vm_ops *o = *s;
+    time_t started = 0;
+    char *snap;
+
+    assert_null(vm_op_snapshot(o, "a", &started));
+    assert_int_equal(vm_op_begin(o, "a", "s1", VM_OP_DISKS), 0);
+    snap = vm_op_snapshot(o, "a", &started);
+    assert_non_null(snap);
+    assert_string_equal(snap, "s1");
+    assert_true(started > 0);
+    free(snap);
+    vm_op_forget_snapshot(o, "a");
+    assert_null(vm_op_snapshot(o, "a", &started));
+    assert_int_equal(vm_op_begin(o, "a", NULL, 0), -EBUSY);  /* still busy */
+    vm_op_end(o, "a");
+    assert_null(vm_op_snapshot(o, "a", &started));
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_one_op_per_vm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_host_wide, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unusable_state_dir, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_disks_and_views, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_in_progress, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -154,6 +154,17 @@ restore_cancel(struct no_cancel *nc)
 }
 
 int
+model_snapshot_name_check(struct model *m, const char *ns, const char *vm,
+                          const char *snap)
+{
+    int r = name_check(snap);
+    if (r < 0)
+        events_add(m->events, ns, vm, "snapshot", snap, r, "invalid snapshot name: %s",
+                   NAME_RULE);
+    return r;
+}
+
+int
 model_snapshot_create(struct model *m, const char *ns, const char *vm,
                       const char *snap, const struct vmsnapfs_opts *o)
 {
@@ -163,6 +174,9 @@ model_snapshot_create(struct model *m, const char *ns, const char *vm,
     int r;
 
     pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &nc.old);
+    r = model_snapshot_name_check(m, ns, vm, snap);
+    if (r < 0)
+        return r;
     if (!m->ops->snapshot_create)
         return events_add(m->events, ns, vm, "snapshot", snap, -ENOTSUP,
                           "taking snapshots is not supported by this backend yet");

@@ -79,6 +79,10 @@ void model_snapshots_unref(struct model_snapshots *s);
 const struct snapshot_info *model_snapshot_find(const struct model_snapshots *s,
                                                 const char *snap);
 
+/* 0 if snap may be a new snapshot's name (SPEC "Names"); -EINVAL, and the
+ * rule in events, if not. model_snapshot_create() checks it too. */
+int model_snapshot_name_check(struct model *m, const char *ns, const char *vm,
+                              const char *snap);
 /* The backend's op for creating a snapshot; -ENOTSUP where it has none. */
 int model_snapshot_create(struct model *m, const char *ns, const char *vm,
                           const char *snap, const struct vmsnapfs_opts *o);

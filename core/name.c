@@ -1,8 +1,10 @@
 /* core/name.c: name validation; pure, thread-safe. */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "clock.h"
 #include "name.h"
 
 static bool
@@ -38,4 +40,45 @@ name_check(const char *name)
         part_start = false;
     }
     return part_start ? -EINVAL : 0;  /* trailing '.' */
+}
+
+#define SAFETY_PREFIX "pre-restore-"
+#define SAFETY_STAMP_LEN 15     /* YYYYMMDD-HHMMSS */
+/* what is left of NAME_MAX_LEN for SNAP */
+#define SAFETY_SNAP_MAX (NAME_MAX_LEN - (sizeof SAFETY_PREFIX - 1) - 1 - SAFETY_STAMP_LEN)
+
+/* snap as it may stand in a name: lower case, other characters '-', cut
+ * at max, no '-' or '.' at its end; '.' too made '-' if dots (".." or a
+ * part starting with '-') would make the name invalid. */
+static void
+safety_part(const char *snap, size_t max, bool no_dots, char *out)
+{
+    size_t n = 0;
+
+    for (; snap && snap[n] && n < max; n++) {
+        char c = snap[n];
+        if (c >= 'A' && c <= 'Z')
+            c = (char) (c - 'A' + 'a');
+        else if (!is_alnum_lower(c) && c != '-' && (c != '.' || no_dots))
+            c = '-';
+        out[n] = c;
+    }
+    while (n > 0 && (out[n - 1] == '-' || out[n - 1] == '.'))
+        n--;
+    out[n] = '\0';
+}
+
+void
+name_safety_snapshot(const char *snap, time_t t, char ret[NAME_MAX_LEN + 1])
+{
+    char part[SAFETY_SNAP_MAX + 1], when[SAFETY_STAMP_LEN + 1];
+
+    time_stamp(t, when, sizeof when);
+    for (int no_dots = 0; no_dots < 2; no_dots++) {
+        safety_part(snap, SAFETY_SNAP_MAX, no_dots, part);
+        snprintf(ret, NAME_MAX_LEN + 1, "%s%s%s%s", SAFETY_PREFIX, part,
+                 part[0] ? "-" : "", when);
+        if (name_check(ret) == 0)
+            return;
+    }
 }

@@ -654,13 +654,9 @@ fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
     fs_trace("mkdir", "parent=%" PRIu64 " name='%s'", (uint64_t) parent, name);
     if (dir->kind != NODE_SNAPSHOTS)
         return (void) fuse_reply_err(req, EPERM);
-    r = name_check(name);
-    if (r < 0) {
-        events_add(model_events(fs->model), dir->ns, dir->vm, "snapshot", name,
-                   r, "invalid snapshot name: 1-63 of a-z, 0-9, '-', '.'; "
-                   "each '.'-separated part starts and ends with a letter or digit");
+    r = model_snapshot_name_check(fs->model, dir->ns, dir->vm, name);
+    if (r < 0)
         return (void) fuse_reply_err(req, -r);
-    }
     if (tree_lookup(fs, dir, name, &kind) == 0)
         return (void) fuse_reply_err(req, EEXIST);
     r = model_snapshot_create(fs->model, dir->ns, dir->vm, name, fs->opts);

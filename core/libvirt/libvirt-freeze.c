@@ -261,9 +261,10 @@ freeze_thread(void *opaque)
 }
 
 enum freeze_result
-freeze_begin(struct lv *lv, virDomainPtr dom, uint64_t deadline_ns,
+freeze_begin(struct lv *lv, virDomainPtr dom, struct deadline deadline,
              struct freeze **ret)
 {
+    const uint64_t deadline_ns = deadline.at_ns;
     struct freeze *f = calloc(1, sizeof *f);
     pthread_t t;
 

@@ -19,6 +19,8 @@
 
 #include <libvirt/libvirt.h>
 
+#include "deadline.h"
+
 struct lv;
 struct freeze;
 
@@ -28,11 +30,10 @@ enum freeze_result {
     FREEZE_TIMEOUT,         /* not answered by the deadline; thawed if late */
 };
 
-/* Freezes dom's filesystems, waiting until deadline_ns (CLOCK_MONOTONIC;
- * 0 = no deadline). *ret is set in every case and must be released with
+/* Freezes dom's filesystems, waiting until the deadline. *ret is set in every case and must be released with
  * freeze_thaw(), which thaws if needed. */
 enum freeze_result freeze_begin(struct lv *lv, virDomainPtr dom,
-                                uint64_t deadline_ns, struct freeze **ret);
+                                struct deadline deadline, struct freeze **ret);
 /* Thaws (if frozen, or once a late freeze lands) and frees f. Returns the
  * freeze window in ms: from the freeze's answer (all filesystems frozen)
  * to the thaw's (0 if it was not frozen). */

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "deadline.h"
 #include "fault.h"
 #include "layers.h"
 #include "libvirt-from-snapshot.h"
@@ -70,12 +71,12 @@ vm_active(virDomainPtr dom)
     return a < 0 ? -EIO : a;
 }
 
-/* Waits until dom is shut off; until deadline (0: for ever). A state that
+/* Waits until dom is shut off, until the deadline (if any). A state that
  * cannot be told is asked again, for UNKNOWN_MAX_NS, then -EIO. */
 #define UNKNOWN_MAX_NS (UINT64_C(10) * 1000000000)
 
 static int
-wait_shutoff(virDomainPtr dom, uint64_t deadline)
+wait_shutoff(virDomainPtr dom, struct deadline deadline)
 {
     uint64_t unknown_since = 0;
     int a;
@@ -89,7 +90,7 @@ wait_shutoff(virDomainPtr dom, uint64_t deadline)
         if (unknown_since && now - unknown_since > UNKNOWN_MAX_NS)
             return log_error_errno(-EIO, "'%s': libvirt cannot tell whether the VM "
                                    "has stopped", virDomainGetName(dom));
-        if (deadline && now > deadline)
+        if (deadline_passed(deadline))
             return -ETIMEDOUT;
         sleep_ns(POLL_NS);
     }
@@ -100,11 +101,9 @@ wait_shutoff(virDomainPtr dom, uint64_t deadline)
  * the agent where one answers, else ACPI), then a hard stop past the grace
  * period. */
 static int
-stop_vm(virDomainPtr dom, bool agent, uint64_t deadline)
+stop_vm(virDomainPtr dom, bool agent, struct deadline deadline)
 {
-    uint64_t grace = now_monotonic_ns() + STOP_GRACE_NS;
-    if (deadline && deadline < grace)
-        grace = deadline;
+    struct deadline grace = deadline_within(deadline, STOP_GRACE_NS);
     if (virDomainShutdownFlags(dom, agent ? VIR_DOMAIN_SHUTDOWN_GUEST_AGENT : 0) < 0 &&
         (!agent || virDomainShutdownFlags(dom, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN) < 0))
         log_warning("'%s': a clean shutdown was refused; stopping it hard",
@@ -117,7 +116,7 @@ stop_vm(virDomainPtr dom, bool agent, uint64_t deadline)
                 virDomainGetName(dom));
     if (virDomainDestroy(dom) < 0 && vm_active(dom) != 0)
         return lv_errno("stop", virDomainGetName(dom));
-    return wait_shutoff(dom, now_monotonic_ns() + STOP_GRACE_NS);
+    return wait_shutoff(dom, deadline_after(STOP_GRACE_NS));
 }
 
 static int
@@ -334,7 +333,7 @@ struct restore_ctx {
     const struct restore_request *rq;
     const struct vmsnapfs_opts *o;
     struct restore_status *st;
-    uint64_t deadline;
+    struct deadline deadline;
     struct restore_plan plan;
     bool stopped;               /* we stopped the VM: start it again */
 };
@@ -445,12 +444,9 @@ restore_locked(struct restore_ctx *x)
         }
         case RESTORE_WAIT_GRACE_PERIOD:
         case RESTORE_WAIT_EVENTUALLY: {
-            uint64_t until = x->deadline;
-            if (rq->policy == RESTORE_WAIT_GRACE_PERIOD) {
-                uint64_t g = now_monotonic_ns() + rq->grace_ns;
-                if (!until || g < until)
-                    until = g;
-            }
+            struct deadline until = rq->policy == RESTORE_WAIT_GRACE_PERIOD
+                                        ? deadline_within(x->deadline, rq->grace_ns)
+                                        : x->deadline;
             log_info("'%s': waiting for the VM to stop to restore '%s'", vm, rq->snap);
             if ((r = wait_shutoff(x->dom, until)) < 0) {
                 lv_source_clear(&sp);
@@ -476,14 +472,13 @@ restore_locked(struct restore_ctx *x)
     }
 
     /* the state now, kept as a snapshot: a restore can be undone */
-    char safety[320] = "";
+    char safety[NAME_MAX_LEN + 1] = "";
     if (!x->o->no_safety_snapshot) {
         struct op_report rep = { .text = "" };
         /* the name has a one-second stamp: a restore in the same second as
          * the last one waits for the next second */
         for (int tries = 0; tries < 3; tries++) {
-            stamp(when);
-            snprintf(safety, sizeof safety, "pre-restore-%s-%s", rq->snap, when);
+            name_safety_snapshot(rq->snap, time(NULL), safety);
             virDomainSnapshotPtr e = virDomainSnapshotLookupByName(x->dom, safety, 0);
             virResetLastError();
             if (!e)
@@ -654,7 +649,7 @@ lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
     st->began = true;
     struct restore_ctx x = {
         .lv = lv, .c = c, .dom = dom, .rq = rq, .o = o, .st = st,
-        .deadline = o->failure_deadline_ns ? now_monotonic_ns() + o->failure_deadline_ns : 0,
+        .deadline = deadline_begin(o),
     };
     /* another daemon of this host may restore the same VM */
     char uuid[VIR_UUID_STRING_BUFLEN];
@@ -714,7 +709,7 @@ recover_plan(virConnectPtr c, virDomainPtr dom, struct restore_plan *p)
         /* it may still be shutting down (once defined, it was stopped:
          * if it runs now, it was started again already) */
         if (strcmp(p->phase, "defined") != 0 &&
-            wait_shutoff(dom, now_monotonic_ns() + STOP_GRACE_NS) == -EIO)
+            wait_shutoff(dom, deadline_after(STOP_GRACE_NS)) == -EIO)
             return -EIO;
         if (start_vm(dom) < 0) {
             log_warning("'%s': could not start the VM again after the restore; the "

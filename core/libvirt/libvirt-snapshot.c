@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "deadline.h"
 #include "fault.h"
 #include "layers.h"
 #include "libvirt-freeze.h"
@@ -319,7 +320,7 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
               bool *ret_handed_over)
 {
     uint64_t start = now_monotonic_ns();
-    uint64_t deadline = o->failure_deadline_ns ? start + o->failure_deadline_ns : 0;
+    struct deadline deadline = deadline_begin(o);
     _cleanup_(restore_plan_clear) struct restore_plan rec = { 0 };
     const struct vm_ref real = { .ns = "", .name = virDomainGetName(dom) };
     const struct vm_ref *ref = &real;
@@ -501,7 +502,7 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
             if (desc)
                 set_description(dom, made, desc);
         }
-        if (deadline && now_monotonic_ns() > deadline) {
+        if (deadline_passed(deadline)) {
             /* too late: undo all of it */
             virDomainSnapshotFree(made);
             made = NULL;

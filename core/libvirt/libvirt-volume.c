@@ -373,9 +373,8 @@ live_start(struct lv *lv, virConnectPtr c, const struct vm_info *vm,
 
     {
         _cleanup_(freeze_thawp) struct freeze *fz = NULL;
-        uint64_t deadline = now_monotonic_ns() + lv->deadline_ns;
         if (vm->agent &&
-            freeze_begin(lv, dom, lv->deadline_ns ? deadline : 0, &fz) != FREEZE_FROZEN)
+            freeze_begin(lv, dom, deadline_after(lv->deadline_ns), &fz) != FREEZE_FROZEN)
             log_warning("'%s': the filesystems are not frozen: the view is "
                         "crash-consistent", vm->name);
         if (virDomainBackupBegin(dom, xml, NULL, 0) < 0)

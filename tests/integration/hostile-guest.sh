@@ -71,12 +71,14 @@ check_private() {
     bad=$(find "$VMSNAPFS_STATE_DIR" -type d -perm /022 -printf '%m %p\n')
     [ -z "$bad" ] || fail "$1: state directories writable by others: $bad"
 }
-# stamps of the seconds from now-2 to now+N (UTC), as restore names had them
+# stamps of the seconds from now-2 to now+N (UTC), in both forms restore
+# names have them (overlays: 20261206T073904Z, safety snapshots: 20261206-073904)
 stamps() {
     local now i
     now=$(date +%s)
     for ((i = -2; i <= $1; i++)); do
-        date -u -d "@$((now + i))" +%Y%m%dT%H%M%SZ
+        date -u -d "@$((now + i))" +%Y%m%dT%H%M%SZ     # overlays of a restore
+        date -u -d "@$((now + i))" +%Y%m%d-%H%M%S      # of its safety snapshot
     done
 }
 

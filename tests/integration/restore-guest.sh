@@ -84,7 +84,7 @@ echo 's1 policy=StopTarget' >"$V/restore" || fail "restore failed: $(cat "$V/res
 [ "$(guest_state "$v")" = running ] || fail "the VM was not started again"
 guest_wait_agent "$v"
 [ "$(marker)" = one ] || fail "after the restore the guest sees '$(marker)', not one"
-pre=$(ls "$V/snapshots" | grep '^pre-restore-s1-[0-9]\{8\}T[0-9]\{6\}Z$') ||
+pre=$(ls "$V/snapshots" | grep '^pre-restore-s1-[0-9]\{8\}-[0-9]\{6\}$') ||
     fail "no safety snapshot: $(ls "$V/snapshots")"
 [ "$(guest_virsh domuuid "$v")" = "$(sed -n 's:.*<uuid>\(.*\)</uuid>.*:\1:p' <<<"$inactive_before")" ] ||
     fail "the UUID changed"
@@ -113,6 +113,23 @@ before=$(ls "$V/snapshots" | grep -c '^pre-restore-s1-')
 echo s1 >"$V/restore" || fail "a second restore at once: $(cat "$V/restore")"
 [ "$(ls "$V/snapshots" | grep -c '^pre-restore-s1-')" = $((before + 1)) ] ||
     fail "no second safety snapshot: $(ls "$V/snapshots")"
+# a snapshot named as safety snapshots once were (upper case; here made by
+# virsh): listed, restored, and the safety snapshot of that restore has a
+# valid name, cut to 63 characters
+old=pre-restore-s1-20261122T065715Z
+guest_virsh snapshot-create-as "$v" --name "$old" --disk-only --atomic >/dev/null ||
+    fail "virsh snapshot $old"
+wait_until 5 test -d "$V/snapshots/$old" || fail "the old-style name is not listed: $(ls "$V/snapshots")"
+echo "$old" >"$V/restore" || fail "restore of $old: $(cat "$V/restore")"
+[ "$(field phase)" = Succeeded ] || fail "restore of $old: $(cat "$V/restore")"
+ls "$V/snapshots" | grep -q '^pre-restore-pre-restore-s1-20261122t065715z-[0-9]\{8\}-[0-9]\{6\}$' ||
+    fail "no valid safety snapshot name for $old: $(ls "$V/snapshots")"
+long=$(printf 's%.0s' {1..60})
+mkdir "$V/snapshots/$long" || fail "mkdir $long"
+echo "$long" >"$V/restore" || fail "restore of $long: $(cat "$V/restore")"
+pre_long=$(ls "$V/snapshots" | grep "^pre-restore-s\{35\}-[0-9]\{8\}-[0-9]\{6\}$") ||
+    fail "no safety snapshot cut to 63 characters: $(ls "$V/snapshots")"
+[ ${#pre_long} = 63 ] || fail "safety snapshot name of ${#pre_long} characters: $pre_long"
 guest_start "$v"
 guest_wait_agent "$v"
 [ "$(marker)" = one ] || fail "stopped restore gives '$(marker)'"

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "backend.h"
@@ -29,6 +30,10 @@ static struct {
     char snaps[8][16];          /* of VM "a" */
     size_t n_snaps;
     int vm_error;               /* vm_get fails with it (0: no) */
+    int op_error;               /* snapshot_create and restore fail with it */
+    char op_reason[64];         /* ... and this reason ("" for none) */
+    bool restore_blocked;       /* restores wait while set */
+    bool restore_running;
     char extra[16];             /* a third VM, once cloned */
     struct backend_events ev;
 } fake = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
@@ -147,9 +152,44 @@ f_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
     (void) h;
     (void) ref;
     (void) o;
-    (void) rep;
+    if (fake.op_error) {
+        if (fake.op_reason[0])
+            snprintf(rep->text, sizeof rep->text, "%s", fake.op_reason);
+        return fake.op_error;
+    }
     add_snapshot(snap);         /* not gated: only queries are */
     return 0;
+}
+
+/* Fails with fake.op_error after listing one conflict, or succeeds; waits
+ * while restore_blocked. A second restore meanwhile is refused (EBUSY)
+ * before it begins, as the shared rules refuse it. */
+static int
+f_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
+          const struct vmsnapfs_opts *o, struct restore_status *st)
+{
+    (void) h;
+    (void) ref;
+    (void) o;
+    pthread_mutex_lock(&fake.lock);
+    if (fake.restore_running) {
+        pthread_mutex_unlock(&fake.lock);
+        snprintf(st->error, sizeof st->error, "another operation runs on this VM");
+        return -EBUSY;
+    }
+    fake.restore_running = true;
+    st->began = true;
+    while (fake.restore_blocked)
+        pthread_cond_wait(&fake.cond, &fake.lock);
+    fake.restore_running = false;
+    int r = fake.op_error;
+    pthread_mutex_unlock(&fake.lock);
+    if (r) {
+        restore_status_conflict(st, "interface 52:54:00:00:00:01: VM 'b' has it");
+        snprintf(st->error, sizeof st->error, "%s", fake.op_reason);
+    }
+    (void) rq;
+    return r;
 }
 
 static int
@@ -169,6 +209,7 @@ f_clone(void *h, const struct vm_ref *ref, const char *snap, const char *new_nam
 
 static const struct backend_ops fake_ops = {
     .clone = f_clone,
+    .restore = f_restore,
     .name = "fake",
     .open = f_open,
     .close = f_close,
@@ -187,6 +228,9 @@ setup(void **state)
     fake.list_calls = fake.vm_calls = fake.snap_calls = 0;
     fake.n_snaps = 0;
     fake.vm_error = 0;
+    fake.op_error = 0;
+    fake.op_reason[0] = '\0';
+    fake.restore_blocked = fake.restore_running = false;
     fake.extra[0] = '\0';
     pthread_mutex_unlock(&fake.lock);
     add_snapshot("s1");
@@ -478,6 +522,136 @@ test_close_waits_for_fetch(void **state)
     pthread_join(t, NULL);
 }
 
+/* ---- the changing ops: outcomes in events, a restore's status ------------- */
+
+/* the last line of VM a's events, without its time stamp */
+static char *
+last_event(struct model *m)
+{
+    static __thread char buf[512];
+    char *all = events_render(model_events(m), "", "a");
+    assert_non_null(all);
+    size_t n = strlen(all);
+    if (n && all[n - 1] == '\n')
+        all[--n] = '\0';
+    char *line = strrchr(all, '\n');
+    line = line ? line + 1 : all;
+    char *rest = strchr(line, ' ');
+    snprintf(buf, sizeof buf, "%s", rest ? rest + 1 : "");
+    free(all);
+    return buf;
+}
+
+static void
+test_failure_reason_in_events(void **state)
+{
+    struct model *m = *state;
+
+    assert_int_equal(model_snapshot_create(m, "", "a", "s2", NULL), 0);
+    assert_string_equal(last_event(m), "snapshot s2 succeeded done");
+    fake.op_error = -ENOSPC;
+    snprintf(fake.op_reason, sizeof fake.op_reason, "no room for the overlay of vda");
+    assert_int_equal(model_snapshot_create(m, "", "a", "s3", NULL), -ENOSPC);
+    assert_string_equal(last_event(m), "snapshot s3 failed no room for the overlay of vda");
+    /* no reason from the backend: the errno's text, never an empty reason */
+    fake.op_reason[0] = '\0';
+    fake.op_error = -EIO;
+    assert_int_equal(model_snapshot_create(m, "", "a", "s4", NULL), -EIO);
+    assert_string_equal(last_event(m), "snapshot s4 failed Input/output error");
+    assert_string_equal(snap_names(m), "s1 s2");
+    /* a name the SPEC refuses never reaches the backend */
+    fake.op_error = 0;
+    assert_int_equal(model_snapshot_create(m, "", "a", "Bad_Name", NULL), -EINVAL);
+    assert_non_null(strstr(last_event(m), "snapshot Bad_Name failed invalid snapshot name: 1-63"));
+    assert_string_equal(snap_names(m), "s1 s2");
+    /* an op the backend lacks */
+    assert_int_equal(model_snapshot_delete(m, "", "a", "s1"), -ENOTSUP);
+    assert_non_null(strstr(last_event(m), "delete-snapshot s1 failed"));
+}
+
+static void
+restore_line(struct model *m, const char *snap, int want)
+{
+    struct restore_request rq = { .policy = RESTORE_STOP_TARGET, .mode = RESTORE_STRICT };
+    snprintf(rq.snap, sizeof rq.snap, "%s", snap);
+    assert_int_equal(model_restore(m, "", "a", &rq, NULL), want);
+}
+
+static void
+test_restore_status(void **state)
+{
+    struct model *m = *state;
+    char *s = model_restore_status(m, "", "a");
+
+    assert_string_equal(s, "");         /* none through this mount yet */
+    free(s);
+    fake.op_error = -EEXIST;
+    snprintf(fake.op_reason, sizeof fake.op_reason, "a MAC address is in use");
+    restore_line(m, "s1", -EEXIST);
+    s = model_restore_status(m, "", "a");
+    assert_non_null(strstr(s, "snapshot: s1\nmode: Strict\nphase: Failed\n"));
+    assert_non_null(strstr(s, "\nerror: a MAC address is in use\n"));
+    assert_non_null(strstr(s, "\nconflict: interface 52:54:00:00:00:01: VM 'b' has it\n"));
+    free(s);
+    assert_string_equal(last_event(m), "restore s1 failed a MAC address is in use");
+    fake.op_error = 0;
+    restore_line(m, "s1", 0);
+    s = model_restore_status(m, "", "a");
+    assert_non_null(strstr(s, "phase: Succeeded\n"));
+    assert_non_null(strstr(s, "\nerror: \n"));
+    assert_null(strstr(s, "conflict:"));
+    free(s);
+}
+
+struct restorer {
+    struct model *m;
+    pthread_t t;
+};
+
+static void *
+restorer_run(void *p)
+{
+    struct restorer *r = p;
+    restore_line(r->m, "s1", 0);
+    return NULL;
+}
+
+static void
+test_refused_restore_keeps_status(void **state)
+{
+    struct model *m = *state;
+    struct restorer r = { .m = m };
+
+    pthread_mutex_lock(&fake.lock);
+    fake.restore_blocked = true;
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(pthread_create(&r.t, NULL, restorer_run, &r), 0);
+    for (int i = 0; i < 500; i++) {         /* until it runs */
+        pthread_mutex_lock(&fake.lock);
+        bool running = fake.restore_running;
+        pthread_mutex_unlock(&fake.lock);
+        if (running)
+            break;
+        usleep(2000);
+    }
+    /* a second one is refused: the running one's status stays */
+    restore_line(m, "other", -EBUSY);
+    char *s = model_restore_status(m, "", "a");
+    assert_non_null(strstr(s, "snapshot: s1\n"));
+    assert_non_null(strstr(s, "phase: InProgress\n"));
+    free(s);
+    assert_string_equal(last_event(m), "restore other failed another operation runs on this VM");
+    pthread_mutex_lock(&fake.lock);
+    fake.restore_blocked = false;
+    pthread_cond_broadcast(&fake.cond);
+    pthread_mutex_unlock(&fake.lock);
+    pthread_join(r.t, NULL);
+    s = model_restore_status(m, "", "a");
+    assert_non_null(strstr(s, "snapshot: s1\n"));
+    assert_non_null(strstr(s, "phase: Succeeded\n"));
+    free(s);
+}
+
 int
 main(void)
 {
@@ -492,6 +666,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_clone_listed_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_with_fetch_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_waits_for_fetch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failure_reason_in_events, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refused_restore_keeps_status, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -28,12 +28,13 @@ deadline_begin(const struct vmsnapfs_opts *o)
     return deadline_after(o ? o->failure_deadline_ns : 0);
 }
 
-/* The earlier of d and ns from now (a grace period within the deadline). */
+/* The earlier of d and ns from now (a grace period within the deadline;
+ * ns 0: now). */
 static inline struct deadline
 deadline_within(struct deadline d, uint64_t ns)
 {
-    struct deadline g = deadline_after(ns);
-    return d.at_ns && (!g.at_ns || d.at_ns < g.at_ns) ? d : g;
+    struct deadline g = { now_monotonic_ns() + ns };
+    return d.at_ns && d.at_ns < g.at_ns ? d : g;
 }
 
 static inline bool

@@ -299,35 +299,26 @@ model_restore(struct model *m, const char *ns, const char *vm,
     return r;
 }
 
-char *
-model_restore_status(struct model *m, const char *ns, const char *vm)
+int
+model_restore_status(struct model *m, const char *ns, const char *vm,
+                     struct restore_status *ret)
 {
     _cleanup_free_ char *key = model_key(ns, vm);
-    char *buf = NULL, when[32];
-    size_t len = 0;
 
+    *ret = (struct restore_status) { 0 };
     if (!key)
-        return NULL;
+        return -ENOMEM;
     LOCK_FOR_SCOPE(&m->lock);
     const struct restore_status *st = hashmap_get(m->restores, key);
-    FILE *f = open_memstream(&buf, &len);
-    if (!f)
-        return NULL;
-    if (st) {
-        fprintf(f, "snapshot: %s\nmode: %s\nphase: %s\n", st->snap,
-                restore_mode_to_string(st->mode), snapshot_phase_to_string(st->phase));
-        fprintf(f, "started: %s\n", time_rfc3339(st->started, when, sizeof when));
-        fprintf(f, "finished: %s\n", st->finished ? time_rfc3339(st->finished, when, sizeof when)
-                                                  : "");
-        fprintf(f, "error: %s\n", st->error);
-        for (size_t i = 0; i < st->n_conflicts; i++)
-            fprintf(f, "conflict: %s\n", st->conflicts[i]);
-    }
-    if (fclose(f) != 0) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
+    if (!st)
+        return 0;
+    *ret = *st;
+    memset(ret->conflicts, 0, sizeof ret->conflicts);
+    ret->n_conflicts = 0;
+    for (size_t i = 0; i < st->n_conflicts; i++)
+        if ((ret->conflicts[ret->n_conflicts] = strdup(st->conflicts[i])))
+            ret->n_conflicts++;
+    return 1;
 }
 
 int

@@ -98,9 +98,10 @@ int model_restore(struct model *m, const char *ns, const char *vm,
                   const struct restore_request *rq, const struct vmsnapfs_opts *o);
 int model_clone(struct model *m, const char *ns, const char *vm, const char *snap,
                 const char *new_name, const struct vmsnapfs_opts *o);
-/* The VM's last restore through this mount as `key: value` lines (SPEC),
- * "" if none; NULL on -ENOMEM. */
-char *model_restore_status(struct model *m, const char *ns, const char *vm);
+/* The VM's last restore through this mount, copied into *ret (release
+ * with restore_status_clear()): 1, or 0 if there was none. */
+int model_restore_status(struct model *m, const char *ns, const char *vm,
+                         struct restore_status *ret);
 
 /* A point-in-time view of a VM's volume (snap NULL) or a snapshot's. */
 int model_volume_open(struct model *m, const char *ns, const char *vm,

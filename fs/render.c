@@ -106,6 +106,33 @@ render_snapshot(struct fs *fs, const struct fs_node *n, FILE *f)
     return r;
 }
 
+/* SPEC "Restore": `key: value` lines, a conflict line each; empty if the
+ * VM had no restore through this mount */
+static int
+render_restore(struct fs *fs, const struct fs_node *n, FILE *f)
+{
+    struct restore_status st;
+    char when[32];
+    int r = model_vm_exists(fs->model, n->ns, n->vm);
+
+    if (r >= 0)
+        r = model_restore_status(fs->model, n->ns, n->vm, &st);
+    if (r <= 0)
+        return r;
+    if (fprintf(f, "snapshot: %s\nmode: %s\nphase: %s\n", st.snap,
+                restore_mode_to_string(st.mode), snapshot_phase_to_string(st.phase)) < 0 ||
+        fprintf(f, "started: %s\n", time_rfc3339(st.started, when, sizeof when)) < 0 ||
+        fprintf(f, "finished: %s\n", st.finished ? time_rfc3339(st.finished, when, sizeof when)
+                                                 : "") < 0 ||
+        fprintf(f, "error: %s\n", st.error) < 0)
+        r = -EIO;
+    for (size_t i = 0; r >= 0 && i < st.n_conflicts; i++)
+        if (fprintf(f, "conflict: %s\n", st.conflicts[i]) < 0)
+            r = -EIO;
+    restore_status_clear(&st);
+    return r < 0 ? r : 0;
+}
+
 int
 render_node(struct fs *fs, const struct fs_node *n, char **ret, size_t *ret_len)
 {
@@ -131,15 +158,9 @@ render_node(struct fs *fs, const struct fs_node *n, char **ret, size_t *ret_len)
             r = text ? document(f, text) : -ENOMEM;
         break;
     }
-    case NODE_VM_RESTORE: {
-        /* the last restore through this mount; empty if none */
-        r = model_vm_exists(fs->model, n->ns, n->vm);
-        _cleanup_free_ char *text = r < 0 ? NULL
-                                          : model_restore_status(fs->model, n->ns, n->vm);
-        if (r >= 0)
-            r = text ? document(f, text) : -ENOMEM;
+    case NODE_VM_RESTORE:
+        r = render_restore(fs, n, f);
         break;
-    }
     default:
         r = render_snapshot(fs, n, f);
     }

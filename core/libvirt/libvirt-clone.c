@@ -146,14 +146,12 @@ clone_locked(struct lv *lv, virConnectPtr c, virDomainPtr dom, const char *snap,
     fault_point("clone-overlays");
     virDomainPtr d = virDomainDefineXML(c, xml);
     if (!d) {
-        r = lv_errno("define the clone", new_name);
-        virErrorPtr err = virGetLastError();
+        r = lv_error();
         lv_report(rep, r == -EEXIST ? -EEXIST : -EIO, "libvirt refused the clone's definition: %s",
-               err && err->message ? err->message : "define failed");
+                  lv_last_message("define failed"));
         /* refused, or defined and the answer lost? */
         d = virDomainLookupByName(c, new_name);
-        err = d ? NULL : virGetLastError();
-        bool refused = !d && err && err->code == VIR_ERR_NO_DOMAIN;
+        bool refused = !d && lv_last_is(VIR_ERR_NO_DOMAIN);
         virResetLastError();
         if (refused) {
             lv_drop_overlays(overlays);
@@ -192,17 +190,13 @@ lv_clone(void *h, const struct vm_ref *ref, const char *snap, const char *new_na
          const struct vmsnapfs_opts *o, struct op_report *rep)
 {
     struct lv *lv = h;
-    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
-    _cleanup_(virDomainFreep) virDomainPtr dom = NULL;
-    int r = 0;
+    _cleanup_(lv_vm_close) struct lv_vm v = { 0 };
+    int r = lv_vm_open(lv, ref->name, &v, rep->text, sizeof rep->text);
 
     (void) o;
-    if (!c)
-        return lv_report(rep, -EIO, "no connection to libvirt");
-    dom = lv_lookup(c, ref->name, &r);
-    if (!dom)
+    if (r < 0)
         return r;
-    virDomainPtr exists = virDomainLookupByName(c, new_name);
+    virDomainPtr exists = virDomainLookupByName(v.c, new_name);
     virResetLastError();
     if (exists) {
         virDomainFree(exists);
@@ -210,16 +204,13 @@ lv_clone(void *h, const struct vm_ref *ref, const char *snap, const char *new_na
     }
     /* the source VM's operation keeps rmdir of the snapshot out; the new
      * name's keeps a second clone of that name out */
-    r = vm_op_begin(lv->vmops, ref->name, NULL, 0);
+    r = lv_vm_op(&v, NULL, 0, rep->text, sizeof rep->text);
     if (r < 0)
-        return lv_report(rep, r, "%s", vm_op_refusal(r));
+        return r;
     r = vm_op_begin(lv->vmops, new_name, NULL, 0);
-    if (r < 0) {
-        vm_op_end(lv->vmops, ref->name);
+    if (r < 0)
         return lv_report(rep, r, "a clone of that name is being made");
-    }
-    r = clone_locked(lv, c, dom, snap, new_name, rep);
+    r = clone_locked(lv, v.c, v.dom, snap, new_name, rep);
     vm_op_end(lv->vmops, new_name);
-    vm_op_end(lv->vmops, ref->name);
     return r;
 }

@@ -140,8 +140,7 @@ thaw_once(struct lv *lv, const char *uuid, const char **ret_why)
     if (virDomainFSThaw(dom, NULL, 0, 0) >= 0) {
         r = 0;
     } else {
-        virErrorPtr e = virGetLastError();
-        snprintf(why, sizeof why, "%s", e && e->message ? e->message : "unknown");
+        snprintf(why, sizeof why, "%s", lv_last_message("unknown"));
         *ret_why = why;
         if (virDomainIsActive(dom) == 0)
             r = 0;
@@ -237,11 +236,8 @@ freeze_thread(void *opaque)
     struct freeze *f = opaque;
     int r = virDomainFSFreeze(f->dom, NULL, 0, 0);
 
-    if (r < 0) {
-        virErrorPtr e = virGetLastError();
-        log_warning("'%s': freeze failed: %s", f->name,
-                    e && e->message ? e->message : "unknown");
-    }
+    if (r < 0)
+        log_warning("'%s': freeze failed: %s", f->name, lv_last_message("unknown"));
     pthread_mutex_lock(&f->lock);
     f->done = true;
     f->result = r;

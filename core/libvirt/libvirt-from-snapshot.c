@@ -31,6 +31,19 @@ lv_random_hex(char buf[33])
         snprintf(buf + 2 * i, 3, "%02x", b[i]);
 }
 
+/* "/dir/vm.vda.snap.qcow2" beside the disk's current top */
+static char *
+overlay_path(const char *top, const char *vm, const char *disk, const char *what,
+             const char *unique)
+{
+    char *p = NULL;
+    const char *slash = strrchr(top, '/');
+    int dirlen = slash ? (int) (slash - top) : 1;
+    if (asprintf(&p, "%.*s/%s.%s.%s%s%s.qcow2", dirlen, slash ? top : "/", vm, disk, what,
+                 unique[0] ? "." : "", unique) < 0)
+        return NULL;
+    return p;
+}
 
 char *
 lv_overlay_name(const char *top, const char *vm, const char *disk, const char *what)
@@ -39,7 +52,7 @@ lv_overlay_name(const char *top, const char *vm, const char *disk, const char *w
 
     lv_random_hex(rnd);
     rnd[8] = '\0';
-    return lv_overlay_path(top, vm, disk, what, rnd);
+    return overlay_path(top, vm, disk, what, rnd);
 }
 
 /* A new qcow2 on layer (of format fmt) at path, recorded as ours first.

@@ -20,8 +20,7 @@
 static bool
 gone(int code)
 {
-    virErrorPtr e = virGetLastError();
-    if (!e || e->code != code)
+    if (!lv_last_is(code))
         return false;
     virResetLastError();
     return true;

@@ -59,8 +59,7 @@ pivot(virDomainPtr dom, const char *disk)
     for (;;) {
         if (virDomainBlockJobAbort(dom, disk, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT) == 0)
             return 0;
-        virErrorPtr e = virGetLastError();
-        bool not_ready = e && e->code == VIR_ERR_BLOCK_COPY_ACTIVE;
+        bool not_ready = lv_last_is(VIR_ERR_BLOCK_COPY_ACTIVE);
         if (!not_ready || now_monotonic_ns() > give_up)
             return lv_errno("switch to the merged layer of", virDomainGetName(dom));
         virResetLastError();
@@ -127,19 +126,18 @@ lv_merge_disk(virConnectPtr c, virDomainPtr dom, bool running, const char *disk,
         unsigned flags = k == 0 ? VIR_DOMAIN_BLOCK_COMMIT_ACTIVE : 0;
         int tries = 0;
         while (virDomainBlockCommit(dom, disk, base, k == 0 ? NULL : overlay, 0, flags) < 0) {
-            virErrorPtr e = virGetLastError();
+            const char *msg = lv_last_message("failed");
             /* a reader of the layers holds QEMU's image lock for a moment
              * (qemu-img info or map, ours or someone's): try again */
-            if (e && e->message && strstr(e->message, "\" lock") && ++tries < 25) {
-                log_info("'%s': disk %s: %s; trying again", vm, disk, e->message);
+            if (strstr(msg, "\" lock") && ++tries < 25) {
+                log_info("'%s': disk %s: %s; trying again", vm, disk, msg);
                 virResetLastError();
                 sleep_ns(200000000);
                 continue;
             }
-            r = lv_errno("merge a layer of", vm);
-            e = virGetLastError();
+            r = lv_error();
             return lv_report(rep, r == -EBUSY ? -EBUSY : -EIO, "block commit of %s: %s",
-                          disk, e && e->message ? e->message : "failed");
+                             disk, lv_last_message("failed"));
         }
         *started = true;    /* the snapshot's layer changes from here on */
         fault_point("merge-started");
@@ -345,8 +343,7 @@ recover_record(const char *path, void *opaque)
         return 0;
     _cleanup_(virDomainFreep) virDomainPtr dom = virDomainLookupByUUIDString(pass->c, p.uuid);
     if (!dom) {
-        virErrorPtr e = virGetLastError();
-        bool gone = e && e->code == VIR_ERR_NO_DOMAIN;
+        bool gone = lv_last_is(VIR_ERR_NO_DOMAIN);
         virResetLastError();
         if (gone)
             restore_plan_remove(&p);
@@ -355,8 +352,7 @@ recover_record(const char *path, void *opaque)
     if (vm_op_begin(pass->lv->vmops, p.vm, NULL, VM_OP_DISKS) < 0)
         return 1;           /* the rmdir itself, or a view: later */
     virDomainSnapshotPtr s = virDomainSnapshotLookupByName(dom, p.snap, 0);
-    virErrorPtr e = s ? NULL : virGetLastError();
-    bool snap_gone = !s && e && e->code == VIR_ERR_NO_DOMAIN_SNAPSHOT;
+    bool snap_gone = !s && lv_last_is(VIR_ERR_NO_DOMAIN_SNAPSHOT);
     virResetLastError();
     int left = 0;
     if (s) {

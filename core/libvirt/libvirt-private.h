@@ -1,6 +1,10 @@
-/* core/libvirt/libvirt-private.h: what the libvirt backend's files share; private to
- * them (libvirt-backend.c: connection, events, queries; libvirt-volume.c:
- * disk views). */
+/* core/libvirt/libvirt-private.h: what the libvirt backend's files share;
+ * private to them. They call each other one way, from the bottom:
+ * libvirt-error.c, libvirt-conn.c; libvirt-xml.c, libvirt-layers.c,
+ * libvirt-query.c, libvirt-from-snapshot.c, libvirt-freeze.c,
+ * libvirt-merge.c; libvirt-snapshot.c, libvirt-volume.c; libvirt-restore.c,
+ * libvirt-clone.c; libvirt-backend.c (the ops table, events, reconnect,
+ * recovery) on top. */
 #pragma once
 
 #include <errno.h>
@@ -74,8 +78,15 @@ int lv_say(char *buf, size_t size, int r, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 #define lv_report(rep, r, ...) lv_say((rep)->text, sizeof (rep)->text, (r), __VA_ARGS__)
 
-/* The last libvirt error (of this thread) as -errno, logged once. */
+/* The last libvirt error of this thread (libvirt-error.c): as the SPEC's
+ * -errno (ENOENT for an object gone, EBUSY for an operation invalid now,
+ * EACCES, else EIO); lv_errno() also logs it (not ENOENT), once: callers
+ * that report the message themselves use lv_error(). */
+int lv_error(void);
 int lv_errno(const char *what, const char *name);
+/* Its message (fallback if none), and whether it has that code. */
+const char *lv_last_message(const char *fallback);
+bool lv_last_is(int code);
 /* A reference to the current connection, or NULL (-EIO logged) if there
  * is none right now. Release with virConnectClose(). */
 virConnectPtr lv_conn(struct lv *lv);
@@ -85,6 +96,24 @@ virConnectPtr lv_conn(struct lv *lv);
 virConnectPtr lv_query_conn(struct lv *lv);
 virDomainPtr lv_lookup(virConnectPtr c, const char *name, int *ret_err);
 
+/* How every changing operation on a VM begins (snapshot, delete, restore,
+ * clone): lv_vm_open() (a connection, the domain), checks of its own, then
+ * lv_vm_op() (the VM's operation: vm-ops.h); the reason of a failure in
+ * why (empty for a VM that is not there: -ENOENT). lv_vm_close() ends the
+ * operation (unless op was cleared: handed over) and frees the rest. */
+struct lv_vm {
+    struct lv *lv;
+    const char *name;
+    virConnectPtr c;
+    virDomainPtr dom;
+    bool op;                /* the VM's operation is held */
+};
+int lv_vm_open(struct lv *lv, const char *name, struct lv_vm *ret, char *why, size_t size);
+int lv_vm_op(struct lv_vm *v, const char *snap, unsigned flags, char *why, size_t size);
+void lv_vm_close(struct lv_vm *v);
+
+/* libvirt-query.c: the ops that read */
+int lv_list_vms(void *h, const char *ns, char ***ret_names);
 int lv_vm_get(void *h, const struct vm_ref *ref, struct vm_info **ret);
 int lv_snapshot_list(void *h, const struct vm_ref *ref,
                      struct snapshot_info ***ret_snaps, size_t *ret_n);
@@ -125,9 +154,6 @@ int strv_push_chain(char ***v, size_t *n, const char *top);
 /* Takes snapshot snap with the VM's operation held (libvirt-snapshot.c). */
 int lv_snapshot_create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
                               const struct vmsnapfs_opts *o, struct op_report *rep);
-/* "<dir of top>/<vm>.<disk>.<what>.qcow2" */
-char *lv_overlay_path(const char *top, const char *vm, const char *disk, const char *what,
-                      const char *unique);
 
 /* libvirt-restore.c */
 int lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,

@@ -44,6 +44,7 @@
 #include "libvirt-private.h"
 #include "log.h"
 #include "restore-plan.h"
+#include "restore-policy.h"
 
 #define POLL_NS (UINT64_C(100) * 1000000)
 #define STOP_GRACE_NS (UINT64_C(60) * 1000000000)
@@ -324,7 +325,7 @@ find_conflicts(virConnectPtr c, const char *self, const struct lv_source *sp,
     return oom ? -ENOMEM : in_use;
 }
 
-/* ---- restore ---------------------------------------------------------------- */
+/* ---- restore, step by step -------------------------------------------------- */
 
 struct restore_ctx {
     struct lv *lv;
@@ -336,7 +337,33 @@ struct restore_ctx {
     struct deadline deadline;
     struct restore_plan plan;
     bool stopped;               /* we stopped the VM: start it again */
+    /* the steps' state (restore_ctx_clear) */
+    const char *vm;
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    char when[32];              /* names this restore's overlays */
+    struct lv_source sp;
+    char **drop_disks, **drop_macs;     /* what BestEffort leaves out */
+    size_t n_drop_disks, n_drop_macs;
+    char safety[NAME_MAX_LEN + 1];
+    char **targets;             /* disks that get a new overlay (plan.overlays) */
+    size_t n_targets;
+    char *new_xml;
+    char **made;                /* overlays this restore made */
+    size_t n_made;
 };
+
+static void
+restore_ctx_clear(struct restore_ctx *x)
+{
+    lv_source_clear(&x->sp);
+    strv_free(x->drop_disks);
+    strv_free(x->drop_macs);
+    strv_free(x->targets);
+    strv_free(x->made);
+    free(x->new_xml);
+    x->drop_disks = x->drop_macs = x->targets = x->made = NULL;
+    x->new_xml = NULL;
+}
 
 /* Gives the VM back as it was: running again if we stopped it. Until it
  * is, the plan stays: the daemon's recovery starts it once libvirt
@@ -356,157 +383,148 @@ undo(struct restore_ctx *x, int r)
     return r;
 }
 
+/* The snapshot, its conflicts, and what the mode does with them: 1 for a
+ * dry run (done, nothing changed). */
 static int
-restore_locked(struct restore_ctx *x)
+restore_read(struct restore_ctx *x)
 {
-    const struct restore_request *rq = x->rq;
-    struct restore_status *st = x->st;
-    const char *vm = virDomainGetName(x->dom);
-    char why[256] = "", uuid[VIR_UUID_STRING_BUFLEN], when[32];
-    struct lv_source sp;
-    _cleanup_strv_ char **drop_disks = calloc(1, sizeof(char *));
-    _cleanup_strv_ char **drop_macs = calloc(1, sizeof(char *));
-    size_t n_drop_disks = 0, n_drop_macs = 0;
+    char why[256] = "";
     int r;
 
-    if (!drop_disks || !drop_macs || virDomainGetUUIDString(x->dom, uuid) < 0)
-        return fail(st, -EIO, "cannot read the VM from libvirt");
-    stamp(when);
-    r = lv_source_read(x->dom, rq->snap, &sp, why, sizeof why);
-    if (r < 0) {
-        lv_source_clear(&sp);
-        return fail(st, r, "%s", why[0] ? why : "cannot read the snapshot");
-    }
+    x->drop_disks = calloc(1, sizeof(char *));
+    x->drop_macs = calloc(1, sizeof(char *));
+    if (!x->drop_disks || !x->drop_macs || virDomainGetUUIDString(x->dom, x->uuid) < 0)
+        return fail(x->st, -EIO, "cannot read the VM from libvirt");
+    stamp(x->when);
+    r = lv_source_read(x->dom, x->rq->snap, &x->sp, why, sizeof why);
+    if (r < 0)
+        return fail(x->st, r, "%s", why[0] ? why : "cannot read the snapshot");
 
-    /* conflicts: listed in every mode; DryRun stops here */
-    int in_use = find_conflicts(x->c, uuid, &sp, st, &drop_disks, &n_drop_disks,
-                                &drop_macs, &n_drop_macs);
-    if (in_use < 0) {
-        lv_source_clear(&sp);
-        return fail(st, in_use, "cannot compare the snapshot with the other VMs");
+    /* conflicts: listed in every mode */
+    int in_use = find_conflicts(x->c, x->uuid, &x->sp, x->st, &x->drop_disks,
+                                &x->n_drop_disks, &x->drop_macs, &x->n_drop_macs);
+    if (in_use < 0)
+        return fail(x->st, in_use, "cannot compare the snapshot with the other VMs");
+    r = restore_mode_decide(x->rq->mode, x->st->n_conflicts, in_use > 0, why, sizeof why);
+    if (r > 0) {
+        x->st->error[0] = '\0';
+        return 1;
     }
-    if (rq->mode == RESTORE_DRY_RUN) {
-        lv_source_clear(&sp);
-        snprintf(st->error, sizeof st->error, "%s", "");
-        return 0;
-    }
-    if (rq->mode == RESTORE_STRICT && st->n_conflicts) {
-        lv_source_clear(&sp);
-        return fail(st, in_use ? -EBUSY : -EIO, "%zu conflict(s) (see below); nothing was "
-                    "changed (mode=BestEffort leaves those devices out)", st->n_conflicts);
-    }
-    if (sp.n == 0 && sp.x.n_disks > 0 && n_drop_disks == sp.x.n_disks) {
-        lv_source_clear(&sp);
-        return fail(st, -EIO, "nothing of the snapshot's disks is left to restore");
-    }
-
-    /* the VM must be stopped, as the policy says */
-    x->plan.vm = strdup(vm);
-    x->plan.uuid = strdup(uuid);
-    x->plan.snap = strdup(rq->snap);
+    if (r < 0)
+        return fail(x->st, r, "%s", why);
+    if (x->sp.n == 0 && x->sp.x.n_disks > 0 && x->n_drop_disks == x->sp.x.n_disks)
+        return fail(x->st, -EIO, "nothing of the snapshot's disks is left to restore");
+    x->plan.vm = strdup(x->vm);
+    x->plan.uuid = strdup(x->uuid);
+    x->plan.snap = strdup(x->rq->snap);
     x->plan.overlays = calloc(1, sizeof(char *));
     x->plan.old = calloc(1, sizeof(char *));
-    if (!x->plan.vm || !x->plan.uuid || !x->plan.snap || !x->plan.overlays || !x->plan.old) {
-        lv_source_clear(&sp);
+    if (!x->plan.vm || !x->plan.uuid || !x->plan.snap || !x->plan.overlays || !x->plan.old)
         return -ENOMEM;
-    }
-    int a = vm_active(x->dom);
-    if (a < 0) {
-        lv_source_clear(&sp);
-        return fail(st, -EIO, "libvirt cannot tell whether the VM runs");
-    }
+    return 0;
+}
+
+/* The VM stopped, as the policy says (a stop is in the plan first). */
+static int
+restore_stop(struct restore_ctx *x)
+{
+    char why[256] = "";
+    struct deadline until = x->deadline;
+    int r, a = vm_active(x->dom);
+
+    if (a < 0)
+        return fail(x->st, -EIO, "libvirt cannot tell whether the VM runs");
     if (a > 0) {
-        switch (rq->policy) {
-        case RESTORE_FAIL_IMMEDIATE:
-            lv_source_clear(&sp);
-            return fail(st, -EBUSY, "the VM is running and policy=FailImmediate "
-                                    "(policy=StopTarget stops it)");
-        case RESTORE_STOP_TARGET: {
+        switch (restore_policy_decide(x->rq, x->deadline, &until, why, sizeof why)) {
+        case RESTORE_ACT_REFUSE:
+            return fail(x->st, -EBUSY, "%s", why);
+        case RESTORE_ACT_STOP: {
             _cleanup_free_ char *live = virDomainGetXMLDesc(x->dom, 0);
             bool agent = live && lv_xml_agent_connected(live) > 0;
             x->plan.phase = "stopping";
             x->plan.start_after = true;
             r = restore_plan_write(&x->plan);
             if (r >= 0) {
-                log_info("'%s': stopping the VM to restore '%s'", vm, rq->snap);
+                log_info("'%s': stopping the VM to restore '%s'", x->vm, x->rq->snap);
                 r = stop_vm(x->dom, agent, x->deadline);
             }
+            x->stopped = true;
             if (r < 0) {
                 /* half-stopped, or libvirt went away: running again, as
                  * the policy promises, before the plan goes */
-                lv_source_clear(&sp);
-                x->stopped = true;
-                fail(st, r == -ETIMEDOUT ? -ETIMEDOUT : -EIO, "the VM could not be stopped");
-                return undo(x, r == -ETIMEDOUT ? -ETIMEDOUT : -EIO);
+                r = r == -ETIMEDOUT ? -ETIMEDOUT : -EIO;
+                fail(x->st, r, "the VM could not be stopped");
+                return undo(x, r);
             }
-            x->stopped = true;
             break;
         }
-        case RESTORE_WAIT_GRACE_PERIOD:
-        case RESTORE_WAIT_EVENTUALLY: {
-            struct deadline until = rq->policy == RESTORE_WAIT_GRACE_PERIOD
-                                        ? deadline_within(x->deadline, rq->grace_ns)
-                                        : x->deadline;
-            log_info("'%s': waiting for the VM to stop to restore '%s'", vm, rq->snap);
+        case RESTORE_ACT_WAIT:
+            log_info("'%s': waiting for the VM to stop to restore '%s'", x->vm, x->rq->snap);
             if ((r = wait_shutoff(x->dom, until)) < 0) {
-                lv_source_clear(&sp);
                 if (r != -ETIMEDOUT)
-                    return fail(st, r, "libvirt cannot tell whether the VM has stopped");
-                return fail(st, -ETIMEDOUT, "the VM did not stop within %s",
-                            rq->policy == RESTORE_WAIT_GRACE_PERIOD ? "the grace period"
-                                                                    : "the failure deadline");
+                    return fail(x->st, r, "libvirt cannot tell whether the VM has stopped");
+                return fail(x->st, -ETIMEDOUT, "%s", restore_wait_timeout_reason(x->rq));
             }
-            break;
-        }
-        default:
             break;
         }
     }
     fault_point("restore-stopped");
     if ((a = vm_active(x->dom)) != 0) {
-        lv_source_clear(&sp);
-        fail(st, a < 0 ? -EIO : -EBUSY, a < 0 ? "libvirt cannot tell whether the VM runs"
-                                              : "the VM was started again while the restore "
-                                                "waited for it");
+        fail(x->st, a < 0 ? -EIO : -EBUSY, a < 0 ? "libvirt cannot tell whether the VM runs"
+                                                 : "the VM was started again while the "
+                                                   "restore waited for it");
         return undo(x, a < 0 ? -EIO : -EBUSY);
     }
+    return 0;
+}
 
-    /* the state now, kept as a snapshot: a restore can be undone */
-    char safety[NAME_MAX_LEN + 1] = "";
-    if (!x->o->no_safety_snapshot) {
-        struct op_report rep = { .text = "" };
-        /* the name has a one-second stamp: a restore in the same second as
-         * the last one waits for the next second */
-        for (int tries = 0; tries < 3; tries++) {
-            name_safety_snapshot(rq->snap, time(NULL), safety);
-            virDomainSnapshotPtr e = virDomainSnapshotLookupByName(x->dom, safety, 0);
-            virResetLastError();
-            if (!e)
-                break;
-            virDomainSnapshotFree(e);
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            sleep_ns(UINT64_C(1000000000) - (uint64_t) ts.tv_nsec);
-        }
-        r = lv_snapshot_create_locked(x->lv, x->dom, safety, x->o, &rep);
-        if (r < 0) {
-            lv_source_clear(&sp);
-            fail(st, r == -EEXIST ? -EBUSY : r, "the safety snapshot '%s' failed: %s", safety,
-                 rep.text);
-            return undo(x, r == -EEXIST ? -EBUSY : r);
-        }
-        log_info("'%s': the state before the restore is snapshot '%s'", vm, safety);
+/* The state now, kept as a snapshot: a restore can be undone. */
+static int
+restore_safety(struct restore_ctx *x)
+{
+    struct op_report rep = { .text = "" };
+    int r;
+
+    if (x->o->no_safety_snapshot) {
+        fault_point("restore-safety");
+        return 0;
     }
+    /* the name has a one-second stamp: a restore in the same second as the
+     * last one waits for the next second */
+    for (int tries = 0; tries < 3; tries++) {
+        name_safety_snapshot(x->rq->snap, time(NULL), x->safety);
+        virDomainSnapshotPtr e = virDomainSnapshotLookupByName(x->dom, x->safety, 0);
+        virResetLastError();
+        if (!e)
+            break;
+        virDomainSnapshotFree(e);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        sleep_ns(NSEC_PER_SEC - (uint64_t) ts.tv_nsec);
+    }
+    r = lv_snapshot_create_locked(x->lv, x->dom, x->safety, x->o, &rep);
+    if (r < 0) {
+        r = r == -EEXIST ? -EBUSY : r;
+        fail(x->st, r, "the safety snapshot '%s' failed: %s", x->safety, rep.text);
+        return undo(x, r);
+    }
+    log_info("'%s': the state before the restore is snapshot '%s'", x->vm, x->safety);
     fault_point("restore-safety");
+    return 0;
+}
 
-    /* the old chains go once the restore is through (if nothing else
-     * needs them: the safety snapshot does) */
+/* What the restore makes, in the plan: the old chains (they go once it is
+ * through, if nothing else needs them: the safety snapshot does), a new
+ * overlay per disk the snapshot gives data to, the definition for them. */
+static int
+restore_prepare(struct restore_ctx *x)
+{
     _cleanup_free_ char *cur = virDomainGetXMLDesc(x->dom, VIR_DOMAIN_XML_INACTIVE);
     struct volume *cv = NULL;
     size_t ncv = 0;
+
     if (!cur || lv_xml_disks(cur, &cv, &ncv) < 0) {
-        lv_source_clear(&sp);
-        fail(st, -EIO, "cannot read the VM's definition");
+        fail(x->st, -EIO, "cannot read the VM's definition");
         return undo(x, -EIO);
     }
     for (size_t i = 0; i < ncv; i++) {
@@ -516,115 +534,154 @@ restore_locked(struct restore_ctx *x)
     }
     free(cv);
 
-    /* fresh overlays on the snapshot's layers, and the definition for them */
-    _cleanup_strv_ char **targets = calloc(sp.n + 1, sizeof(char *));
-    size_t n_targets = 0;
-    for (size_t i = 0; targets && i < sp.n; i++) {
+    x->targets = calloc(x->sp.n + 1, sizeof(char *));
+    for (size_t i = 0; x->targets && i < x->sp.n; i++) {
+        const struct lv_source_disk *sd = &x->sp.disks[i];
         bool dropped = false;
-        for (size_t j = 0; j < n_drop_disks; j++)
-            dropped |= strcmp(drop_disks[j], sp.disks[i].name) == 0;
+        for (size_t j = 0; j < x->n_drop_disks; j++)
+            dropped |= strcmp(x->drop_disks[j], sd->name) == 0;
         if (dropped)
             continue;
         char what[340];
-        snprintf(what, sizeof what, "restore-%s-%s", rq->snap, when);
-        _cleanup_free_ char *ov = lv_overlay_name(sp.disks[i].layer, vm, sp.disks[i].name,
-                                                  what);
+        snprintf(what, sizeof what, "restore-%s-%s", x->rq->snap, x->when);
+        _cleanup_free_ char *ov = lv_overlay_name(sd->layer, x->vm, sd->name, what);
         if (!ov || strv_push(&x->plan.overlays, &x->plan.n_overlays, ov) < 0 ||
-            !(targets[n_targets++] = strdup(sp.disks[i].name))) {
-            lv_source_clear(&sp);
+            !(x->targets[x->n_targets++] = strdup(sd->name)))
             return undo(x, -ENOMEM);
-        }
     }
-    _cleanup_free_ char *new_xml = NULL;
     lv_random_hex(x->plan.id);
     struct lv_xml_edit e = {
-        .disk_targets = targets,
+        .disk_targets = x->targets,
         .disk_sources = x->plan.overlays,
-        .drop_disks = drop_disks,
-        .drop_macs = drop_macs,
+        .drop_disks = x->drop_disks,
+        .drop_macs = x->drop_macs,
         .restore_id = x->plan.id,
-        .restore_snap = rq->snap,
+        .restore_snap = x->rq->snap,
     };
-    r = targets ? lv_xml_edit(sp.def, &e, &new_xml) : -ENOMEM;
-    if (r < 0) {
-        lv_source_clear(&sp);
-        fail(st, -EIO, "cannot rewrite the snapshot's definition for the new disks");
+    if (!x->targets || lv_xml_edit(x->sp.def, &e, &x->new_xml) < 0) {
+        fail(x->st, -EIO, "cannot rewrite the snapshot's definition for the new disks");
         return undo(x, -EIO);
     }
+    return 0;
+}
 
+/* The plan, then the new overlays (exclusively: never a planted file). */
+static int
+restore_overlays(struct restore_ctx *x)
+{
     x->plan.phase = "prepared";
-    r = restore_plan_write(&x->plan);
-    _cleanup_strv_ char **made = calloc(n_targets + 1, sizeof(char *));
-    size_t n_made = 0;
-    if (!made)
+    int r = restore_plan_write(&x->plan);
+
+    x->made = calloc(x->n_targets + 1, sizeof(char *));
+    if (!x->made)
         r = -ENOMEM;
-    for (size_t i = 0, k = 0; r >= 0 && i < sp.n && k < n_targets; i++) {
-        if (strcmp(sp.disks[i].name, targets[k]) != 0)
+    for (size_t i = 0, k = 0; r >= 0 && i < x->sp.n && k < x->n_targets; i++) {
+        const struct lv_source_disk *sd = &x->sp.disks[i];
+        if (strcmp(sd->name, x->targets[k]) != 0)
             continue;
-        r = lv_make_overlay(x->plan.overlays[k], sp.disks[i].layer, sp.disks[i].format);
+        r = lv_make_overlay(x->plan.overlays[k], sd->layer, sd->format);
         if (r >= 0)
-            r = strv_push(&made, &n_made, x->plan.overlays[k]);
+            r = strv_push(&x->made, &x->n_made, x->plan.overlays[k]);
         k++;
     }
-    lv_source_clear(&sp);
     if (r < 0) {
-        lv_drop_overlays(made);        /* only what this restore made */
-        fail(st, r == -EEXIST ? -EEXIST : -EIO, "cannot make the new disk overlays");
-        return undo(x, r == -EEXIST ? -EEXIST : -EIO);
+        lv_drop_overlays(x->made);      /* only what this restore made */
+        r = r == -EEXIST ? -EEXIST : -EIO;
+        fail(x->st, r, "cannot make the new disk overlays");
+        return undo(x, r);
     }
     fault_point("restore-overlays");
+    return 0;
+}
 
-    if ((a = vm_active(x->dom)) != 0) {
+/* The snapshot's definition on the new overlays, defined: the step that
+ * makes the restore happen. */
+static int
+restore_define(struct restore_ctx *x)
+{
+    int r, a = vm_active(x->dom);
+
+    if (a != 0) {
         /* a running VM would go on with its old disks and boot the new
          * ones next time: no mix; it stays as it was */
-        lv_drop_overlays(made);
-        fail(st, a < 0 ? -EIO : -EBUSY, a < 0 ? "libvirt cannot tell whether the VM runs; "
-                                                "nothing changed"
-                                              : "the VM was started again during the "
-                                                "restore; nothing changed");
+        lv_drop_overlays(x->made);
+        fail(x->st, a < 0 ? -EIO : -EBUSY, a < 0 ? "libvirt cannot tell whether the VM runs; "
+                                                   "nothing changed"
+                                                 : "the VM was started again during the "
+                                                   "restore; nothing changed");
         return undo(x, a < 0 ? -EIO : -EBUSY);
     }
-    virDomainPtr d = virDomainDefineXML(x->c, new_xml);
-    if (!d) {
-        r = lv_errno("define the restored definition of", vm);
-        virErrorPtr err = virGetLastError();
-        fail(st, r == -EBUSY ? -EBUSY : -EIO, "libvirt refused the snapshot's definition: %s",
-             err && err->message ? err->message : "define failed");
+    virDomainPtr d = virDomainDefineXML(x->c, x->new_xml);
+    if (d) {
+        virDomainFree(d);
+    } else {
+        r = lv_error() == -EBUSY ? -EBUSY : -EIO;
+        fail(x->st, r, "libvirt refused the snapshot's definition: %s",
+             lv_last_message("define failed"));
         /* refused, or applied and the answer lost? */
-        int k = lv_defines_overlays(x->dom, x->plan.id, made);
+        int k = lv_defines_overlays(x->dom, x->plan.id, x->made);
         if (k < 0) {
             /* cannot tell now: the plan stays for the next start, which
              * finishes or rolls back */
-            snprintf(st->error, sizeof st->error, "lost libvirt in the middle of the restore; "
-                     "the next start of vmsnapfs finishes or rolls it back");
+            snprintf(x->st->error, sizeof x->st->error, "lost libvirt in the middle of the "
+                     "restore; the next start of vmsnapfs finishes or rolls it back");
             return -EIO;
         }
         if (k == 0) {
-            lv_drop_overlays(made);
-            return undo(x, r == -EBUSY ? -EBUSY : -EIO);
+            lv_drop_overlays(x->made);
+            return undo(x, r);
         }
-        st->error[0] = '\0';
+        x->st->error[0] = '\0';
     }
-    if (d)
-        virDomainFree(d);
     fault_point("restore-defined");
     x->plan.phase = "defined";
     (void) restore_plan_write(&x->plan);
-
     fault_point("restore-define-written");
-    if (x->stopped && (r = start_vm(x->dom)) < 0) {
+    return 0;
+}
+
+/* Running again if the restore stopped it; then the plan and the old
+ * chains nothing needs go. */
+static int
+restore_finish(struct restore_ctx *x)
+{
+    if (x->stopped && start_vm(x->dom) < 0) {
         /* the plan stays until the VM runs again, as the policy promises */
         lv_recovery_kick(x->lv);
-        return fail(st, -EIO, "restored, but the VM did not start again yet: vmsnapfs "
-                              "starts it as soon as libvirt answers (see the log)");
+        return fail(x->st, -EIO, "restored, but the VM did not start again yet: vmsnapfs "
+                                 "starts it as soon as libvirt answers (see the log)");
     }
     fault_point("restore-started");
     restore_plan_remove(&x->plan);
     lv_reclaim(x->c, x->plan.old);
-    snprintf(st->error, sizeof st->error, "%s", "");
-    log_info("'%s': restored to '%s'%s%s%s", vm, rq->snap, safety[0] ? "; the state before is "
-             "snapshot '" : "", safety, safety[0] ? "'" : "");
+    x->st->error[0] = '\0';
+    log_info("'%s': restored to '%s'%s%s%s", x->vm, x->rq->snap,
+             x->safety[0] ? "; the state before is snapshot '" : "", x->safety,
+             x->safety[0] ? "'" : "");
     return 0;
+}
+
+static int
+restore_locked(struct restore_ctx *x)
+{
+    int r;
+
+    x->vm = virDomainGetName(x->dom);
+    r = restore_read(x);
+    if (r == 0)
+        r = restore_stop(x);
+    if (r == 0)
+        r = restore_safety(x);
+    if (r == 0)
+        r = restore_prepare(x);
+    if (r == 0)
+        r = restore_overlays(x);
+    if (r == 0)
+        r = restore_define(x);
+    if (r == 0)
+        r = restore_finish(x);
+    restore_ctx_clear(x);
+    return r > 0 ? 0 : r;
 }
 
 static int recover_plan(virConnectPtr c, virDomainPtr dom, struct restore_plan *p);
@@ -634,19 +691,17 @@ lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
            const struct vmsnapfs_opts *o, struct restore_status *st)
 {
     struct lv *lv = h;
-    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
-    _cleanup_(virDomainFreep) virDomainPtr dom = NULL;
-    int r = 0;
+    _cleanup_(lv_vm_close) struct lv_vm v = { 0 };
+    int r = lv_vm_open(lv, ref->name, &v, st->error, sizeof st->error);
 
-    if (!c)
-        return fail(st, -EIO, "no connection to libvirt");
-    dom = lv_lookup(c, ref->name, &r);
-    if (!dom)
-        return fail(st, r, "no such VM");
-    r = vm_op_begin(lv->vmops, ref->name, NULL, VM_OP_DISKS);
     if (r < 0)
-        return fail(st, r, "%s", vm_op_refusal(r));
+        return st->error[0] ? r : fail(st, r, "no such VM");
+    r = lv_vm_op(&v, NULL, VM_OP_DISKS, st->error, sizeof st->error);
+    if (r < 0)
+        return r;
     st->began = true;
+    virConnectPtr c = v.c;
+    virDomainPtr dom = v.dom;
     struct restore_ctx x = {
         .lv = lv, .c = c, .dom = dom, .rq = rq, .o = o, .st = st,
         .deadline = deadline_begin(o),
@@ -674,7 +729,6 @@ lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
     }
     restore_plan_clear(&old);
     restore_plan_clear(&x.plan);
-    vm_op_end(lv->vmops, ref->name);
     return r;
 }
 
@@ -745,8 +799,7 @@ recover_one(struct lv *lv, virConnectPtr c, const char *path)
     }
     _cleanup_(virDomainFreep) virDomainPtr dom = virDomainLookupByUUIDString(c, p.uuid);
     if (!dom) {
-        virErrorPtr e = virGetLastError();
-        bool gone = e && e->code == VIR_ERR_NO_DOMAIN;
+        bool gone = lv_last_is(VIR_ERR_NO_DOMAIN);
         virResetLastError();
         if (gone) {
             log_warning("restore plan of '%s': the VM is gone", p.vm);

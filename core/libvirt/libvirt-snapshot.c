@@ -76,20 +76,6 @@ by_name(const struct volume *v, size_t n, const char *name)
     return NULL;
 }
 
-/* "/dir/vm.vda.snap.qcow2" beside the disk's current top */
-char *
-lv_overlay_path(const char *top, const char *vm, const char *disk, const char *what,
-                const char *unique)
-{
-    char *p = NULL;
-    const char *slash = strrchr(top, '/');
-    int dirlen = slash ? (int) (slash - top) : 1;
-    if (asprintf(&p, "%.*s/%s.%s.%s%s%s.qcow2", dirlen, slash ? top : "/", vm, disk, what,
-                 unique[0] ? "." : "", unique) < 0)
-        return NULL;
-    return p;
-}
-
 static void
 xml_attr(FILE *f, const char *s)
 {
@@ -223,8 +209,7 @@ recover_record(const char *path, void *opaque)
     if (restore_plan_read_phase(path, "snapshotting", &p) < 0)
         return 0;
     _cleanup_(virDomainFreep) virDomainPtr dom = virDomainLookupByUUIDString(pass->c, p.uuid);
-    virErrorPtr e = dom ? NULL : virGetLastError();
-    bool gone = !dom && e && e->code == VIR_ERR_NO_DOMAIN;
+    bool gone = !dom && lv_last_is(VIR_ERR_NO_DOMAIN);
     virResetLastError();
     if (!dom && !gone)
         return 1;
@@ -280,23 +265,17 @@ int
 lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
                    const struct vmsnapfs_opts *o, struct op_report *rep)
 {
-    struct lv *lv = h;
-    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
-    _cleanup_(virDomainFreep) virDomainPtr dom = NULL;
+    _cleanup_(lv_vm_close) struct lv_vm v = { 0 };
     bool handed_over = false;
-    int r = 0;
+    int r = lv_vm_open(h, ref->name, &v, rep->text, sizeof rep->text);
 
-    if (!c)
-        return lv_report(rep, -EIO, "no connection to libvirt");
-    dom = lv_lookup(c, ref->name, &r);
-    if (!dom)
-        return r;
-    r = vm_op_begin(lv->vmops, ref->name, snap, VM_OP_DISKS);
+    if (r >= 0)
+        r = lv_vm_op(&v, snap, VM_OP_DISKS, rep->text, sizeof rep->text);
     if (r < 0)
-        return lv_report(rep, r, "%s", vm_op_refusal(r));
-    r = create_locked(lv, dom, snap, o, rep, &handed_over);
-    if (!handed_over)
-        vm_op_end(lv->vmops, ref->name);
+        return r;
+    r = create_locked(h, v.dom, snap, o, rep, &handed_over);
+    if (handed_over)
+        v.op = false;       /* the late thaw ends it */
     return r;
 }
 
@@ -312,6 +291,282 @@ lv_snapshot_create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
     return r;
 }
 
+/* ---- create, step by step ------------------------------------------------- */
+
+/* One mkdir under way (the VM's operation held). */
+struct create {
+    struct lv *lv;
+    virDomainPtr dom;
+    const char *vm, *snap;
+    const struct vmsnapfs_opts *o;
+    struct op_report *rep;
+    uint64_t start;
+    struct deadline deadline;
+    struct restore_plan rec;        /* the overlays made, for recovery */
+    char *live_xml, *inactive_xml;
+    struct volume *pers, *live;     /* disks: persistent and live definitions */
+    size_t n_pers, n_live;
+    int state;
+    bool running, agent;
+    struct plan_disk *d;            /* one per live disk */
+    size_t n_incl, n_excl, n_made;
+    struct snapshot_meta meta;      /* meta.excluded borrows names of pers/live */
+    struct freeze *fz;
+    virDomainSnapshotPtr made;
+    uint64_t frozen_ms;
+};
+
+static void
+create_clear(struct create *x)
+{
+    restore_plan_clear(&x->rec);
+    free(x->live_xml);
+    free(x->inactive_xml);
+    for (size_t i = 0; x->d && i < x->n_live; i++)
+        free(x->d[i].overlay);
+    free(x->d);
+    free(x->meta.excluded);
+    for (size_t i = 0; i < x->n_pers; i++)
+        volume_clear(&x->pers[i]);
+    free(x->pers);
+    for (size_t i = 0; i < x->n_live; i++)
+        volume_clear(&x->live[i]);
+    free(x->live);
+    if (x->made)
+        virDomainSnapshotFree(x->made);
+}
+
+/* The name is free; both definitions, the state, the agent. */
+static int
+create_read(struct create *x)
+{
+    int reason;
+    virDomainSnapshotPtr existing = virDomainSnapshotLookupByName(x->dom, x->snap, 0);
+
+    if (existing) {
+        virDomainSnapshotFree(existing);
+        return lv_report(x->rep, -EEXIST, "a snapshot of that name exists");
+    }
+    virResetLastError();
+    /* every disk of the persistent definition, at its current source */
+    if (virDomainGetState(x->dom, &x->state, &reason, 0) < 0 ||
+        /* secure: a snapshot without disks keeps the console passwords */
+        !(x->inactive_xml = virDomainGetXMLDesc(x->dom, VIR_DOMAIN_XML_INACTIVE |
+                                                            VIR_DOMAIN_XML_SECURE)) ||
+        !(x->live_xml = virDomainGetXMLDesc(x->dom, 0))) {
+        int r = lv_errno("read the definition of", x->vm);
+        return lv_report(x->rep, r, "cannot read the VM's definition from libvirt");
+    }
+    x->running = x->state == VIR_DOMAIN_RUNNING || x->state == VIR_DOMAIN_PAUSED ||
+                 x->state == VIR_DOMAIN_BLOCKED || x->state == VIR_DOMAIN_PMSUSPENDED ||
+                 x->state == VIR_DOMAIN_SHUTDOWN;
+    x->agent = x->running && lv_xml_agent_connected(x->live_xml) > 0;
+    if (lv_xml_disks(x->inactive_xml, &x->pers, &x->n_pers) < 0 ||
+        lv_xml_disks(x->live_xml, &x->live, &x->n_live) < 0)
+        return lv_report(x->rep, -EIO, "cannot parse the VM's definition");
+    return 0;
+}
+
+/* Which disks take an overlay (one entry per disk of the live definition)
+ * and which are excluded, those of the saved definition the running VM
+ * does not have included. */
+static int
+create_plan(struct create *x)
+{
+    x->d = calloc(x->n_live ? x->n_live : 1, sizeof *x->d);
+    x->meta.excluded = calloc(x->n_live + x->n_pers + 1, sizeof *x->meta.excluded);
+    if (!x->d || !x->meta.excluded)
+        return -ENOMEM;
+    for (size_t i = 0; i < x->n_live; i++) {
+        const struct volume *p = by_name(x->pers, x->n_pers, x->live[i].name);
+        x->d[i].name = x->live[i].name;
+        x->d[i].source = x->live[i].source;
+        x->d[i].format = x->live[i].format;
+        if (p && snapshottable(p, &x->live[i])) {
+            x->d[i].overlay = lv_overlay_name(x->live[i].source, x->vm, x->live[i].name,
+                                              x->snap);
+            x->n_incl++;
+        } else {
+            x->meta.excluded[x->n_excl++] = x->live[i].name;
+        }
+    }
+    for (size_t i = 0; i < x->n_pers; i++)
+        if (!by_name(x->live, x->n_live, x->pers[i].name) && !(x->pers[i].flags & VOLUME_CDROM))
+            x->meta.excluded[x->n_excl++] = x->pers[i].name;
+    return 0;
+}
+
+/* What keeps a snapshot from being taken now. */
+static int
+create_check(struct create *x)
+{
+    const char *job_disk;
+
+    if (!x->running)
+        return 0;
+    if (other_job(x->dom))
+        return lv_report(x->rep, -EBUSY, "another job runs on the VM (a migration, a "
+                                         "backup, ...)");
+    if ((job_disk = lv_block_job_any(x->dom, x->live, x->n_live)))
+        return lv_report(x->rep, -EBUSY, "a block job runs on disk %s (a merge or a copy)",
+                         job_disk);
+    if (!x->agent && x->o->consistency == CONSISTENCY_REQUIRED)
+        return lv_report(x->rep, -EAGAIN, "no guest agent connected and consistency=required: "
+                                          "no consistent snapshot is possible now");
+    return 0;
+}
+
+/* The overlays are made here, before any freeze, exclusively and private
+ * (libvirt then reuses them): never a file or link someone planted; a name
+ * taken already gets another. Each is recorded before it is made. */
+static int
+create_overlays(struct create *x)
+{
+    int r = 0;
+
+    for (size_t i = 0; r == 0 && i < x->n_live; i++) {
+        const struct volume *v = &x->live[i];
+        for (int tries = 0; r == 0 && x->d[i].overlay; tries++) {
+            r = record_add(&x->rec, x->dom, x->snap, x->d[i].overlay);
+            if (r < 0) {
+                lv_report(x->rep, -EIO, "cannot record the snapshot in the state directory");
+                break;
+            }
+            r = lv_make_overlay(x->d[i].overlay, v->source,
+                                v->format && v->format[0] ? v->format : "raw");
+            if (r != -EEXIST || tries == 8)
+                break;
+            free(x->d[i].overlay);
+            x->d[i].overlay = lv_overlay_name(v->source, x->vm, v->name, x->snap);
+            r = x->d[i].overlay ? 0 : -ENOMEM;
+        }
+        if (r < 0) {
+            if (!x->rep->text[0])
+                lv_report(x->rep, r == -ENOMEM ? r : -EIO, "cannot make the overlay of disk "
+                          "%s (see the log)", v->name);
+        } else if (x->d[i].overlay) {
+            x->n_made = i + 1;      /* (never a file this run did not make) */
+        }
+    }
+    return r;
+}
+
+/* The indications, and the freeze where an agent answers. */
+static int
+create_freeze(struct create *x)
+{
+    if (!x->running)
+        return 0;
+    x->meta.indications |= 1u << INDICATION_ONLINE;
+    if (x->state != VIR_DOMAIN_RUNNING) {
+        /* paused (or suspended): no agent answers; crash-consistent */
+        x->meta.indications |= 1u << INDICATION_PAUSED;
+        if (x->o->consistency == CONSISTENCY_REQUIRED)
+            return lv_report(x->rep, -EAGAIN, "the VM is paused and consistency=required");
+        return 0;
+    }
+    if (!x->agent) {
+        x->meta.indications |= 1u << INDICATION_NO_GUEST_AGENT;
+        return 0;
+    }
+    if (x->n_incl == 0)
+        return 0;
+    x->meta.indications |= 1u << INDICATION_GUEST_AGENT;
+    switch (freeze_begin(x->lv, x->dom, x->deadline, &x->fz)) {
+    case FREEZE_FROZEN:
+        break;
+    case FREEZE_FAILED:
+        x->meta.indications |= 1u << INDICATION_QUIESCE_FAILED;
+        if (x->o->consistency == CONSISTENCY_REQUIRED)
+            return lv_report(x->rep, -EAGAIN, "the guest agent could not freeze the "
+                                              "filesystems and consistency=required");
+        break;
+    case FREEZE_TIMEOUT:
+        return lv_report(x->rep, -ETIMEDOUT, "the freeze did not answer within the failure "
+                                             "deadline; the guest is thawed once it does");
+    }
+    return 0;
+}
+
+/* The point in time: the snapshot in libvirt's metadata, on the overlays
+ * (or, without disks, the definition alone). */
+static int
+create_snapshot(struct create *x)
+{
+    _cleanup_free_ char *desc = snapshot_meta_encode(&x->meta);
+    _cleanup_free_ char *xml = desc ? snapshot_xml(x->snap, desc, x->d, x->n_live,
+                                                   x->n_incl ? NULL : x->inactive_xml)
+                                    : NULL;
+    unsigned flags = x->n_incl ? VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY |
+                                     VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC |
+                                     VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
+                               : VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE;
+
+    if (!xml)
+        return -ENOMEM;
+    if (!(x->made = virDomainSnapshotCreateXML(x->dom, xml, flags))) {
+        /* ATOMIC: libvirt removed what it had made. EBUSY where a job of
+         * another tool is in the way (lv_errno's mapping) */
+        return lv_report(x->rep, lv_error(), "libvirt: %s", lv_last_message("snapshot failed"));
+    }
+    return 0;
+}
+
+/* Thaws as soon as the point in time is taken, whatever happened; a
+ * freeze still pending keeps the VM busy until its late thaw (then true:
+ * the operation ends with it). */
+static bool
+create_thaw(struct create *x, int r)
+{
+    struct op_end_ctx *late = NULL;
+
+    if (x->fz && r == -ETIMEDOUT && (late = malloc(sizeof *late + strlen(x->vm) + 1))) {
+        vm_op_forget_snapshot(x->lv->vmops, x->vm);  /* busy, but no InProgress dir */
+        late->lv = x->lv;
+        strcpy(late->vm, x->vm);
+        x->frozen_ms = freeze_thaw_then(x->fz, op_end_later, late);
+    } else {
+        x->frozen_ms = freeze_thaw(x->fz);
+    }
+    x->fz = NULL;
+    return late != NULL;
+}
+
+/* The freeze window in the snapshot's description; undone if the deadline
+ * passed meanwhile; what happened, in rep. */
+static int
+create_finish(struct create *x)
+{
+    char ind[128] = "";
+
+    if (x->meta.indications & (1u << INDICATION_GUEST_AGENT)) {
+        x->meta.freeze_ms = x->frozen_ms;
+        x->meta.have_freeze = true;
+        _cleanup_free_ char *desc = snapshot_meta_encode(&x->meta);
+        if (desc)
+            set_description(x->dom, x->made, desc);
+    }
+    if (deadline_passed(x->deadline)) {
+        /* too late: undo all of it */
+        struct op_report undo = { .text = "" };
+        virDomainSnapshotFree(x->made);
+        x->made = NULL;
+        if (delete_locked(x->lv, x->dom, x->snap, &undo) < 0)
+            return lv_report(x->rep, -ETIMEDOUT, "the failure deadline passed, and undoing "
+                                                 "the snapshot failed: %s", undo.text);
+        return lv_report(x->rep, -ETIMEDOUT, "the failure deadline passed; the snapshot "
+                                             "was undone");
+    }
+    for (int i = 0; i < _INDICATION_MAX; i++)
+        if (x->meta.indications & (1u << i))
+            snprintf(ind + strlen(ind), sizeof ind - strlen(ind), "%s%s", ind[0] ? "," : "",
+                     indication_to_string(i));
+    return lv_report(x->rep, 0, "%zu disk(s), %zu excluded; indications %s; freeze window "
+                                "%llu ms; took %llu ms", x->n_incl, x->n_excl,
+                     ind[0] ? ind : "none", (unsigned long long) x->frozen_ms,
+                     (unsigned long long) ((now_monotonic_ns() - x->start) / 1000000));
+}
+
 /* Called with the VM's operation held. *ret_handed_over: a freeze that
  * has not answered yet ends the operation once it does (late thaw). */
 static int
@@ -319,226 +574,32 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
               const struct vmsnapfs_opts *o, struct op_report *rep,
               bool *ret_handed_over)
 {
-    uint64_t start = now_monotonic_ns();
-    struct deadline deadline = deadline_begin(o);
-    _cleanup_(restore_plan_clear) struct restore_plan rec = { 0 };
-    const struct vm_ref real = { .ns = "", .name = virDomainGetName(dom) };
-    const struct vm_ref *ref = &real;
-    _cleanup_free_ char *live_xml = NULL, *inactive_xml = NULL;
-    struct volume *pers = NULL, *live = NULL;
-    size_t n_pers = 0, n_live = 0;
-    int r = 0, state, reason;
+    _cleanup_(create_clear) struct create x = {
+        .lv = lv, .dom = dom, .vm = virDomainGetName(dom), .snap = snap, .o = o,
+        .rep = rep, .start = now_monotonic_ns(), .deadline = deadline_begin(o),
+    };
+    int r = create_read(&x);
 
-    *ret_handed_over = false;
-    virDomainSnapshotPtr existing = virDomainSnapshotLookupByName(dom, snap, 0);
-    if (existing) {
-        virDomainSnapshotFree(existing);
-        return lv_report(rep, -EEXIST, "a snapshot of that name exists");
-    }
-    virResetLastError();
-
-    /* every disk of the persistent definition, at its current source */
-    if (virDomainGetState(dom, &state, &reason, 0) < 0 ||
-        /* secure: a snapshot without disks keeps the console passwords */
-        !(inactive_xml = virDomainGetXMLDesc(dom, VIR_DOMAIN_XML_INACTIVE |
-                                                      VIR_DOMAIN_XML_SECURE)) ||
-        !(live_xml = virDomainGetXMLDesc(dom, 0))) {
-        r = lv_errno("read the definition of", ref->name);
-        return lv_report(rep, r, "cannot read the VM's definition from libvirt");
-    }
-    bool running = state == VIR_DOMAIN_RUNNING || state == VIR_DOMAIN_PAUSED ||
-                   state == VIR_DOMAIN_BLOCKED || state == VIR_DOMAIN_PMSUSPENDED ||
-                   state == VIR_DOMAIN_SHUTDOWN;
-    bool agent = running && lv_xml_agent_connected(live_xml) > 0;
-    if (lv_xml_disks(inactive_xml, &pers, &n_pers) < 0 ||
-        lv_xml_disks(live_xml, &live, &n_live) < 0) {
-        for (size_t i = 0; i < n_pers; i++)
-            volume_clear(&pers[i]);
-        free(pers);
-        return lv_report(rep, -EIO, "cannot parse the VM's definition");
-    }
-
-    /* the plan: one entry per disk of the live definition */
-    struct plan_disk *d = calloc(n_live ? n_live : 1, sizeof *d);
-    struct snapshot_meta meta = { 0 };
-    size_t n_excl = 0, n_incl = 0;
-    meta.excluded = calloc(n_live + 1, sizeof *meta.excluded);
-    for (size_t i = 0; d && meta.excluded && i < n_live; i++) {
-        const struct volume *p = by_name(pers, n_pers, live[i].name);
-        d[i].name = live[i].name;
-        d[i].source = live[i].source;
-        d[i].format = live[i].format;
-        if (p && snapshottable(p, &live[i])) {
-            d[i].overlay = lv_overlay_name(live[i].source, ref->name, live[i].name, snap);
-            n_incl++;
-        } else {
-            meta.excluded[n_excl++] = live[i].name;    /* borrowed */
+    if (r == 0)
+        r = create_plan(&x);
+    if (r == 0)
+        r = create_check(&x);
+    if (r == 0)
+        r = create_overlays(&x);
+    if (r == 0)
+        r = create_freeze(&x);
+    if (r == 0)
+        r = create_snapshot(&x);
+    *ret_handed_over = create_thaw(&x, r);
+    if (!x.made) {
+        for (size_t i = 0; i < x.n_made; i++) {
+            char *one[] = { x.d[i].overlay, NULL };
+            lv_drop_overlays(one);      /* no snapshot uses them */
         }
-    }
-
-    /* disks of the saved definition that the running VM does not have */
-    char **excl = meta.excluded ? realloc(meta.excluded, (n_live + n_pers + 1) * sizeof *excl)
-                                : NULL;
-    if (excl) {
-        meta.excluded = excl;
-        for (size_t i = 0; i < n_pers; i++)
-            if (!by_name(live, n_live, pers[i].name) && !(pers[i].flags & VOLUME_CDROM))
-                meta.excluded[n_excl++] = pers[i].name;
-        meta.excluded[n_excl] = NULL;
-    }
-
-    r = 0;
-    const char *job_disk = NULL;
-    if (!d || !meta.excluded || !excl) {
-        r = -ENOMEM;
-    } else if (running && other_job(dom)) {
-        r = lv_report(rep, -EBUSY, "another job runs on the VM (a migration, a backup, ...)");
-    } else if (running && (job_disk = lv_block_job_any(dom, live, n_live))) {
-        r = lv_report(rep, -EBUSY, "a block job runs on disk %s (a merge or a copy)", job_disk);
-    } else if (running && !agent && o->consistency == CONSISTENCY_REQUIRED) {
-        r = lv_report(rep, -EAGAIN, "no guest agent connected and consistency=required: "
-                                 "no consistent snapshot is possible now");
-    }
-    /* the overlays are made here, before any freeze, exclusively and
-     * private (libvirt then reuses them): never a file or link someone
-     * planted; a name taken already gets another */
-    size_t n_made = 0;
-    for (size_t i = 0; r == 0 && i < n_live; i++) {
-        for (int tries = 0; r == 0 && d[i].overlay; tries++) {
-            r = record_add(&rec, dom, snap, d[i].overlay);
-            if (r < 0) {
-                lv_report(rep, -EIO, "cannot record the snapshot in the state directory");
-                break;
-            }
-            r = lv_make_overlay(d[i].overlay, live[i].source,
-                                live[i].format && live[i].format[0] ? live[i].format : "raw");
-            if (r != -EEXIST || tries == 8)
-                break;
-            free(d[i].overlay);
-            d[i].overlay = lv_overlay_name(live[i].source, ref->name, live[i].name, snap);
-            r = d[i].overlay ? 0 : -ENOMEM;
-        }
-        if (r < 0) {
-            if (!rep->text[0])
-                lv_report(rep, r == -ENOMEM ? r : -EIO, "cannot make the overlay of disk "
-                          "%s (see the log)", live[i].name);
-        } else if (d[i].overlay) {
-            n_made = i + 1;     /* (never a file this run did not make) */
-        }
-    }
-
-    virDomainSnapshotPtr made = NULL;
-    struct freeze *fz = NULL;
-    uint64_t frozen_ms = 0;
-    if (r == 0 && running) {
-        meta.indications |= 1u << INDICATION_ONLINE;
-        if (state != VIR_DOMAIN_RUNNING) {
-            /* paused (or suspended): no agent answers; crash-consistent */
-            meta.indications |= 1u << INDICATION_PAUSED;
-            if (o->consistency == CONSISTENCY_REQUIRED)
-                r = lv_report(rep, -EAGAIN, "the VM is paused and consistency=required");
-        } else if (!agent) {
-            meta.indications |= 1u << INDICATION_NO_GUEST_AGENT;
-        } else if (n_incl > 0) {
-            meta.indications |= 1u << INDICATION_GUEST_AGENT;
-            switch (freeze_begin(lv, dom, deadline, &fz)) {
-            case FREEZE_FROZEN:
-                break;
-            case FREEZE_FAILED:
-                meta.indications |= 1u << INDICATION_QUIESCE_FAILED;
-                if (o->consistency == CONSISTENCY_REQUIRED)
-                    r = lv_report(rep, -EAGAIN, "the guest agent could not freeze the "
-                                             "filesystems and consistency=required");
-                break;
-            case FREEZE_TIMEOUT:
-                r = lv_report(rep, -ETIMEDOUT, "the freeze did not answer within the "
-                                            "failure deadline; the guest is thawed "
-                                            "once it does");
-                break;
-            }
-        }
-    }
-    if (r == 0) {
-        _cleanup_free_ char *desc = snapshot_meta_encode(&meta);
-        _cleanup_free_ char *xml = desc ? snapshot_xml(snap, desc, d, n_live,
-                                                       n_incl ? NULL : inactive_xml)
-                                        : NULL;
-        unsigned flags = n_incl ? VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY |
-                                      VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC |
-                                      VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
-                                : VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE;
-        if (!xml) {
-            r = -ENOMEM;
-        } else if (!(made = virDomainSnapshotCreateXML(dom, xml, flags))) {
-            /* ATOMIC: libvirt removed what it had made. EBUSY where a job
-             * of another tool is in the way (lv_errno's mapping) */
-            r = lv_errno("take a snapshot of", ref->name);
-            virErrorPtr e = virGetLastError();
-            lv_report(rep, r, "libvirt: %s", e && e->message ? e->message : "snapshot failed");
-        }
-    }
-    /* thaw as soon as the point in time is taken, whatever happened; a
-     * freeze still pending keeps the VM busy until its late thaw */
-    struct op_end_ctx *late = NULL;
-    if (fz && r == -ETIMEDOUT && (late = malloc(sizeof *late + strlen(ref->name) + 1))) {
-        vm_op_forget_snapshot(lv->vmops, ref->name);  /* busy, but no InProgress dir */
-        late->lv = lv;
-        strcpy(late->vm, ref->name);
-        frozen_ms = freeze_thaw_then(fz, op_end_later, late);
     } else {
-        frozen_ms = freeze_thaw(fz);
+        r = create_finish(&x);
     }
-    fz = NULL;
-
-    for (size_t i = 0; !made && d && i < n_made; i++) {
-        char *one[] = { d[i].overlay, NULL };
-        lv_drop_overlays(one);      /* no snapshot uses them */
-    }
-    if (made) {
-        if (meta.indications & (1u << INDICATION_GUEST_AGENT)) {
-            meta.freeze_ms = frozen_ms;
-            meta.have_freeze = true;
-            _cleanup_free_ char *desc = snapshot_meta_encode(&meta);
-            if (desc)
-                set_description(dom, made, desc);
-        }
-        if (deadline_passed(deadline)) {
-            /* too late: undo all of it */
-            virDomainSnapshotFree(made);
-            made = NULL;
-            struct op_report undo = { .text = "" };
-            if (delete_locked(lv, dom, snap, &undo) < 0)
-                r = lv_report(rep, -ETIMEDOUT, "the failure deadline passed, and undoing "
-                                            "the snapshot failed: %s", undo.text);
-            else
-                r = lv_report(rep, -ETIMEDOUT, "the failure deadline passed; the snapshot "
-                                            "was undone");
-        } else {
-            char ind[128] = "";
-            for (int i = 0; i < _INDICATION_MAX; i++)
-                if (meta.indications & (1u << i))
-                    snprintf(ind + strlen(ind), sizeof ind - strlen(ind), "%s%s",
-                             ind[0] ? "," : "", indication_to_string(i));
-            lv_report(rep, 0, "%zu disk(s), %zu excluded; indications %s%s; freeze "
-                           "window %llu ms; took %llu ms", n_incl, n_excl,
-                   ind[0] ? ind : "none", "", (unsigned long long) frozen_ms,
-                   (unsigned long long) ((now_monotonic_ns() - start) / 1000000));
-            virDomainSnapshotFree(made);
-        }
-    }
-
-    restore_plan_remove(&rec);     /* made, or undone: nothing to recover */
-    for (size_t i = 0; d && i < n_live; i++)
-        free(d[i].overlay);
-    free(d);
-    free(meta.excluded);
-    for (size_t i = 0; i < n_pers; i++)
-        volume_clear(&pers[i]);
-    free(pers);
-    for (size_t i = 0; i < n_live; i++)
-        volume_clear(&live[i]);
-    free(live);
-    *ret_handed_over = late != NULL;
+    restore_plan_remove(&x.rec);    /* made, or undone: nothing to recover */
     return r;
 }
 
@@ -587,8 +648,7 @@ merge_all(struct lv *lv, virConnectPtr c, virDomainPtr dom, virDomainSnapshotPtr
             return r;
         }
         log_error("'%s': snapshot '%s' could not be given back after its merge failed: %s",
-                  vm, snap, virGetLastError() && virGetLastError()->message
-                                ? virGetLastError()->message : "redefine failed");
+                  vm, snap, lv_last_message("redefine failed"));
         virResetLastError();
     }
     /* the snapshot's layer may hold newer data: the snapshot stays gone,
@@ -688,21 +748,11 @@ int
 lv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap,
                    struct op_report *rep)
 {
-    struct lv *lv = h;
-    _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
-    _cleanup_(virDomainFreep) virDomainPtr dom = NULL;
-    int r = 0;
+    _cleanup_(lv_vm_close) struct lv_vm v = { 0 };
+    int r = lv_vm_open(h, ref->name, &v, rep->text, sizeof rep->text);
 
-    if (!c)
-        return lv_report(rep, -EIO, "no connection to libvirt");
-    dom = lv_lookup(c, ref->name, &r);
-    if (!dom)
-        return r;
-    r = vm_op_begin(lv->vmops, ref->name, NULL, VM_OP_DISKS);
-    if (r < 0)
-        return lv_report(rep, r, "%s", vm_op_refusal(r));
-    r = delete_locked(lv, dom, snap, rep);
-    vm_op_end(lv->vmops, ref->name);
-    return r;
+    if (r >= 0)
+        r = lv_vm_op(&v, NULL, VM_OP_DISKS, rep->text, sizeof rep->text);
+    return r < 0 ? r : delete_locked(h, v.dom, snap, rep);
 }
 

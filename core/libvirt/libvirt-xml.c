@@ -351,16 +351,12 @@ rename_path(xmlNode *src, const char *old, const char *new)
     xmlSetProp(src, (const xmlChar *) "path", (const xmlChar *) out);
 }
 
-int
-lv_xml_edit(const char *domain_xml, const struct lv_xml_edit *e, char **ret)
+/* The VM's identity: its name, its UUID (dropped for a new VM: libvirt
+ * makes one), the firmware's serial (the sysinfo uuid must match the
+ * domain's, so it goes with it), its NVRAM file (a new VM gets its own). */
+static int
+edit_identity(xmlNode *root, const struct lv_xml_edit *e)
 {
-    _cleanup_(xml_doc_freep) xmlDocPtr doc = parse(domain_xml);
-    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
-    xmlNode *devices = child(root, "devices");
-    size_t found = 0, wanted = 0;
-
-    if (!is(root, "domain"))
-        return -EINVAL;
     if (e->name) {
         xmlNode *name = child(root, "name");
         if (!name)
@@ -371,9 +367,6 @@ lv_xml_edit(const char *domain_xml, const struct lv_xml_edit *e, char **ret)
     xmlNode *uuid = child(root, "uuid");
     if (e->drop_uuid && uuid)
         drop(uuid);
-
-    /* firmware identity: a new serial; the sysinfo uuid must match the
-     * domain's, so it goes with it */
     xmlNode *sysinfo = child(root, "sysinfo");
     for (xmlNode *sec = sysinfo ? sysinfo->children : NULL; sec; sec = sec->next) {
         if (!is(sec, "system"))
@@ -393,16 +386,45 @@ lv_xml_edit(const char *domain_xml, const struct lv_xml_edit *e, char **ret)
         }
     }
     if (e->drop_uuid) {
-        /* a new VM gets its own NVRAM file: libvirt picks the path */
-        xmlNode *os = child(root, "os");
-        xmlNode *nvram = child(os, "nvram");
+        xmlNode *nvram = child(child(root, "os"), "nvram");
         if (nvram)
             drop(nvram);
     }
+    return 0;
+}
+
+/* Disk d on its new source: a qcow2 file. */
+static void
+edit_disk_source(xmlNode *d, const char *source)
+{
+    xmlNode *src = child(d, "source");
+    if (src)
+        drop(src);
+    xmlNode *bs = child(d, "backingStore");
+    if (bs)
+        drop(bs);
+    src = xmlNewNode(NULL, (const xmlChar *) "source");
+    xmlSetProp(src, (const xmlChar *) "file", (const xmlChar *) source);
+    xmlNode *drv = child(d, "driver");
+    if (drv) {
+        xmlSetProp(drv, (const xmlChar *) "type", (const xmlChar *) "qcow2");
+        xmlAddNextSibling(drv, src);
+    } else {
+        xmlAddChild(d, src);
+    }
+    xmlSetProp(d, (const xmlChar *) "type", (const xmlChar *) "file");
+}
+
+/* Disks on their new sources or dropped, MAC addresses dropped, a renamed
+ * VM's log files renamed; -ENOENT if a disk to change is not there. */
+static int
+edit_devices(xmlNode *root, const struct lv_xml_edit *e)
+{
+    xmlNode *devices = child(root, "devices"), *next;
+    size_t found = 0, wanted = 0;
 
     for (size_t i = 0; e->disk_targets && e->disk_targets[i]; i++)
         wanted++;
-    xmlNode *next;
     for (xmlNode *d = devices ? devices->children : NULL; d; d = next) {
         next = d->next;
         if (is(d, "disk")) {
@@ -414,26 +436,10 @@ lv_xml_edit(const char *domain_xml, const struct lv_xml_edit *e, char **ret)
                 continue;
             }
             for (size_t i = 0; e->disk_targets && e->disk_targets[i]; i++) {
-                if (strcmp(e->disk_targets[i], dev) != 0)
-                    continue;
-                found++;
-                xmlNode *src = child(d, "source");
-                if (src)
-                    drop(src);
-                xmlNode *bs = child(d, "backingStore");
-                if (bs)
-                    drop(bs);
-                src = xmlNewNode(NULL, (const xmlChar *) "source");
-                xmlSetProp(src, (const xmlChar *) "file",
-                           (const xmlChar *) e->disk_sources[i]);
-                xmlNode *drv = child(d, "driver");
-                if (drv) {
-                    xmlSetProp(drv, (const xmlChar *) "type", (const xmlChar *) "qcow2");
-                    xmlAddNextSibling(drv, src);
-                } else {
-                    xmlAddChild(d, src);
+                if (strcmp(e->disk_targets[i], dev) == 0) {
+                    found++;
+                    edit_disk_source(d, e->disk_sources[i]);
                 }
-                xmlSetProp(d, (const xmlChar *) "type", (const xmlChar *) "file");
             }
         } else if (is(d, "interface")) {
             xmlNode *mac = child(d, "mac");
@@ -448,29 +454,52 @@ lv_xml_edit(const char *domain_xml, const struct lv_xml_edit *e, char **ret)
                 rename_path(child(d, "source"), e->old_name, e->name);
         }
     }
-    if (found != wanted)
-        return -ENOENT;
+    return found == wanted ? 0 : -ENOENT;
+}
 
-    if (e->restore_id) {
-        xmlNode *meta = child(root, "metadata");
-        if (!meta)
-            meta = xmlNewChild(root, NULL, (const xmlChar *) "metadata", NULL);
-        for (xmlNode *m = meta ? meta->children : NULL; m; m = next) {
-            next = m->next;
-            if (m->type == XML_ELEMENT_NODE && m->ns && m->ns->href &&
-                strcmp((const char *) m->ns->href, LV_XML_RESTORE_NS) == 0)
-                drop(m);
-        }
-        xmlNode *mark = meta ? xmlNewChild(meta, NULL, (const xmlChar *) "restore", NULL) : NULL;
-        xmlNs *ns = mark ? xmlNewNs(mark, (const xmlChar *) LV_XML_RESTORE_NS,
-                                    (const xmlChar *) "vmsnapfs") : NULL;
-        if (!ns)
-            return -ENOMEM;
-        xmlSetNs(mark, ns);
-        xmlSetProp(mark, (const xmlChar *) "id", (const xmlChar *) e->restore_id);
-        if (e->restore_snap)
-            xmlSetProp(mark, (const xmlChar *) "snapshot", (const xmlChar *) e->restore_snap);
+/* <vmsnapfs:restore id= snapshot=/> in the metadata: the restore's mark,
+ * replacing an older one. */
+static int
+edit_restore_mark(xmlNode *root, const struct lv_xml_edit *e)
+{
+    xmlNode *meta = child(root, "metadata"), *next;
+
+    if (!meta)
+        meta = xmlNewChild(root, NULL, (const xmlChar *) "metadata", NULL);
+    for (xmlNode *m = meta ? meta->children : NULL; m; m = next) {
+        next = m->next;
+        if (m->type == XML_ELEMENT_NODE && m->ns && m->ns->href &&
+            strcmp((const char *) m->ns->href, LV_XML_RESTORE_NS) == 0)
+            drop(m);
     }
+    xmlNode *mark = meta ? xmlNewChild(meta, NULL, (const xmlChar *) "restore", NULL) : NULL;
+    xmlNs *ns = mark ? xmlNewNs(mark, (const xmlChar *) LV_XML_RESTORE_NS,
+                                (const xmlChar *) "vmsnapfs") : NULL;
+    if (!ns)
+        return -ENOMEM;
+    xmlSetNs(mark, ns);
+    xmlSetProp(mark, (const xmlChar *) "id", (const xmlChar *) e->restore_id);
+    if (e->restore_snap)
+        xmlSetProp(mark, (const xmlChar *) "snapshot", (const xmlChar *) e->restore_snap);
+    return 0;
+}
+
+int
+lv_xml_edit(const char *domain_xml, const struct lv_xml_edit *e, char **ret)
+{
+    _cleanup_(xml_doc_freep) xmlDocPtr doc = parse(domain_xml);
+    xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
+    int r;
+
+    if (!is(root, "domain"))
+        return -EINVAL;
+    r = edit_identity(root, e);
+    if (r >= 0)
+        r = edit_devices(root, e);
+    if (r >= 0 && e->restore_id)
+        r = edit_restore_mark(root, e);
+    if (r < 0)
+        return r;
 
     xmlChar *out = NULL;
     int len = 0;

@@ -581,26 +581,29 @@ static void
 test_restore_status(void **state)
 {
     struct model *m = *state;
-    char *s = model_restore_status(m, "", "a");
+    struct restore_status st;
 
-    assert_string_equal(s, "");         /* none through this mount yet */
-    free(s);
+    assert_int_equal(model_restore_status(m, "", "a", &st), 0);   /* none here yet */
     fake.op_error = -EEXIST;
     snprintf(fake.op_reason, sizeof fake.op_reason, "a MAC address is in use");
     restore_line(m, "s1", -EEXIST);
-    s = model_restore_status(m, "", "a");
-    assert_non_null(strstr(s, "snapshot: s1\nmode: Strict\nphase: Failed\n"));
-    assert_non_null(strstr(s, "\nerror: a MAC address is in use\n"));
-    assert_non_null(strstr(s, "\nconflict: interface 52:54:00:00:00:01: VM 'b' has it\n"));
-    free(s);
+    assert_int_equal(model_restore_status(m, "", "a", &st), 1);
+    assert_string_equal(st.snap, "s1");
+    assert_int_equal(st.mode, RESTORE_STRICT);
+    assert_int_equal(st.phase, SNAPSHOT_FAILED);
+    assert_true(st.started > 0 && st.finished >= st.started);
+    assert_string_equal(st.error, "a MAC address is in use");
+    assert_int_equal(st.n_conflicts, 1);
+    assert_string_equal(st.conflicts[0], "interface 52:54:00:00:00:01: VM 'b' has it");
+    restore_status_clear(&st);
     assert_string_equal(last_event(m), "restore s1 failed a MAC address is in use");
     fake.op_error = 0;
     restore_line(m, "s1", 0);
-    s = model_restore_status(m, "", "a");
-    assert_non_null(strstr(s, "phase: Succeeded\n"));
-    assert_non_null(strstr(s, "\nerror: \n"));
-    assert_null(strstr(s, "conflict:"));
-    free(s);
+    assert_int_equal(model_restore_status(m, "", "a", &st), 1);
+    assert_int_equal(st.phase, SNAPSHOT_SUCCEEDED);
+    assert_string_equal(st.error, "");
+    assert_int_equal(st.n_conflicts, 0);
+    restore_status_clear(&st);
 }
 
 struct restorer {
@@ -635,21 +638,23 @@ test_refused_restore_keeps_status(void **state)
         usleep(2000);
     }
     /* a second one is refused: the running one's status stays */
+    struct restore_status st;
     restore_line(m, "other", -EBUSY);
-    char *s = model_restore_status(m, "", "a");
-    assert_non_null(strstr(s, "snapshot: s1\n"));
-    assert_non_null(strstr(s, "phase: InProgress\n"));
-    free(s);
+    assert_int_equal(model_restore_status(m, "", "a", &st), 1);
+    assert_string_equal(st.snap, "s1");
+    assert_int_equal(st.phase, SNAPSHOT_IN_PROGRESS);
+    assert_int_equal(st.finished, 0);
+    restore_status_clear(&st);
     assert_string_equal(last_event(m), "restore other failed another operation runs on this VM");
     pthread_mutex_lock(&fake.lock);
     fake.restore_blocked = false;
     pthread_cond_broadcast(&fake.cond);
     pthread_mutex_unlock(&fake.lock);
     pthread_join(r.t, NULL);
-    s = model_restore_status(m, "", "a");
-    assert_non_null(strstr(s, "snapshot: s1\n"));
-    assert_non_null(strstr(s, "phase: Succeeded\n"));
-    free(s);
+    assert_int_equal(model_restore_status(m, "", "a", &st), 1);
+    assert_string_equal(st.snap, "s1");
+    assert_int_equal(st.phase, SNAPSHOT_SUCCEEDED);
+    restore_status_clear(&st);
 }
 
 int

@@ -9,6 +9,7 @@
 
 #include "duration.h"
 #include "restore.h"
+#include "restore-policy.h"
 
 static int
 parse(const char *s, struct restore_request *r)
@@ -95,6 +96,92 @@ test_tables(void **state)
     assert_int_equal(restore_policy_from_string("stoptarget"), -EINVAL);
 }
 
+/* SPEC "Restore": what each mode does with the conflicts found */
+static void
+test_mode_decide(void **state)
+{
+    char why[256] = "";
+    (void) state;
+
+    for (int m = 0; m < _RESTORE_MODE_MAX; m++)     /* no conflicts: go on (DryRun: done) */
+        assert_int_equal(restore_mode_decide(m, 0, false, why, sizeof why),
+                         m == RESTORE_DRY_RUN ? 1 : 0);
+    /* DryRun succeeds whatever it finds; BestEffort goes on without them */
+    assert_int_equal(restore_mode_decide(RESTORE_DRY_RUN, 3, true, why, sizeof why), 1);
+    assert_int_equal(restore_mode_decide(RESTORE_BEST_EFFORT, 3, true, why, sizeof why), 0);
+    /* Strict refuses: EBUSY for a device in use, EIO for data gone */
+    assert_int_equal(restore_mode_decide(RESTORE_STRICT, 2, true, why, sizeof why), -EBUSY);
+    assert_string_equal(why, "2 conflict(s) (see below); nothing was changed "
+                             "(mode=BestEffort leaves those devices out)");
+    assert_int_equal(restore_mode_decide(RESTORE_STRICT, 1, false, why, sizeof why), -EIO);
+}
+
+/* the failure deadline: taken once, from the mount option (0: none) */
+static void
+test_deadline(void **state)
+{
+    struct vmsnapfs_opts o = { .failure_deadline_ns = 0 };
+    (void) state;
+
+    struct deadline d = deadline_begin(&o);
+    assert_true(d.at_ns == 0);
+    assert_false(deadline_passed(d));
+    assert_true(deadline_begin(NULL).at_ns == 0);
+    o.failure_deadline_ns = 5 * NSEC_PER_SEC;
+    uint64_t t0 = now_monotonic_ns();
+    d = deadline_begin(&o);
+    assert_true(d.at_ns >= t0 + o.failure_deadline_ns &&
+                d.at_ns < t0 + o.failure_deadline_ns + NSEC_PER_SEC);
+    assert_false(deadline_passed(d));
+    d = deadline_after(NSEC_PER_MSEC);
+    sleep_ns(2 * NSEC_PER_MSEC);
+    assert_true(deadline_passed(d));
+    /* a grace period within it: the earlier of the two */
+    struct deadline g = deadline_within(deadline_after(NSEC_PER_SEC), 60 * NSEC_PER_SEC);
+    assert_true(g.at_ns < now_monotonic_ns() + 2 * NSEC_PER_SEC);
+    g = deadline_within((struct deadline) { 0 }, NSEC_PER_SEC);
+    assert_true(g.at_ns > now_monotonic_ns());
+}
+
+/* SPEC "Restore": what each policy does about a VM that runs */
+static void
+test_policy_decide(void **state)
+{
+    struct restore_request rq = { .snap = "s1" };
+    struct deadline none = { 0 }, soon = deadline_after(NSEC_PER_SEC), until = { 0 };
+    char why[256] = "";
+    (void) state;
+
+    rq.policy = RESTORE_FAIL_IMMEDIATE;
+    assert_int_equal(restore_policy_decide(&rq, none, &until, why, sizeof why),
+                     RESTORE_ACT_REFUSE);
+    assert_non_null(strstr(why, "policy=FailImmediate"));
+    rq.policy = RESTORE_STOP_TARGET;
+    assert_int_equal(restore_policy_decide(&rq, none, &until, why, sizeof why), RESTORE_ACT_STOP);
+    /* WaitEventually: until the failure deadline (none: for ever) */
+    rq.policy = RESTORE_WAIT_EVENTUALLY;
+    assert_int_equal(restore_policy_decide(&rq, soon, &until, why, sizeof why), RESTORE_ACT_WAIT);
+    assert_true(until.at_ns == soon.at_ns);
+    assert_int_equal(restore_policy_decide(&rq, none, &until, why, sizeof why), RESTORE_ACT_WAIT);
+    assert_true(until.at_ns == 0);
+    assert_string_equal(restore_wait_timeout_reason(&rq),
+                        "the VM did not stop within the failure deadline");
+    /* WaitGracePeriod: the grace period, within the deadline */
+    rq.policy = RESTORE_WAIT_GRACE_PERIOD;
+    rq.grace_ns = 60 * NSEC_PER_SEC;
+    assert_int_equal(restore_policy_decide(&rq, soon, &until, why, sizeof why), RESTORE_ACT_WAIT);
+    assert_true(until.at_ns == soon.at_ns);
+    uint64_t t0 = now_monotonic_ns();
+    assert_int_equal(restore_policy_decide(&rq, none, &until, why, sizeof why), RESTORE_ACT_WAIT);
+    assert_true(until.at_ns >= t0 + rq.grace_ns && until.at_ns < t0 + rq.grace_ns + NSEC_PER_SEC);
+    rq.grace_ns = NSEC_PER_SEC / 10;
+    t0 = now_monotonic_ns();
+    assert_int_equal(restore_policy_decide(&rq, soon, &until, why, sizeof why), RESTORE_ACT_WAIT);
+    assert_true(until.at_ns < soon.at_ns && until.at_ns >= t0 + rq.grace_ns);
+    assert_string_equal(restore_wait_timeout_reason(&rq),
+                        "the VM did not stop within the grace period");
+}
+
 int
 main(void)
 {
@@ -103,6 +190,9 @@ main(void)
         cmocka_unit_test(test_invalid),
         cmocka_unit_test(test_clone),
         cmocka_unit_test(test_tables),
+        cmocka_unit_test(test_mode_decide),
+        cmocka_unit_test(test_deadline),
+        cmocka_unit_test(test_policy_decide),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -305,12 +305,26 @@ on_timer(int timer, void *opaque)
 static int
 recovery_pass(struct lv *lv)
 {
+    /* the records a killed daemon (or a lost libvirtd) can leave, by kind
+     * (STATE/KIND/), in this order */
+    static const struct {
+        const char *kind;
+        int (*record)(const char *path, void *pass);
+    } kinds[] = {
+        { "merge", lv_merge_recover_record },
+        { "restore", lv_restore_recover_record },
+        { "clone", lv_clone_recover_record },
+        { "snapshot", lv_snapshot_recover_record },
+    };
     _cleanup_(virConnectClosep) virConnectPtr c = lv_conn(lv);
+    struct lv_pass pass = { lv, c };
+    int left = 0;
 
     if (!c)
         return 1;
-    return lv_merge_recover(lv, c) + lv_restore_recover(lv, c) + lv_clone_recover(lv, c) +
-           lv_snapshot_recover(lv, c);
+    for (size_t i = 0; i < ELEMENTSOF(kinds); i++)
+        left += restore_plan_each(kinds[i].kind, kinds[i].record, &pass);
+    return left;
 }
 
 /* One pass when kicked, and every RECOVERY_RETRY_S while one left work:

@@ -42,8 +42,8 @@ record_write(struct restore_plan *p, const char *new_name, const char *snap,
     return r < 0 ? r : restore_plan_write(p);
 }
 
-static int
-recover_record(const char *path, void *opaque)
+int
+lv_clone_recover_record(const char *path, void *opaque)
 {
     struct lv_pass *pass = opaque;
     _cleanup_(restore_plan_clear) struct restore_plan p = { 0 };
@@ -61,13 +61,6 @@ recover_record(const char *path, void *opaque)
     }
     vm_op_end(pass->lv->vmops, p.vm);
     return left;
-}
-
-int
-lv_clone_recover(struct lv *lv, virConnectPtr c)
-{
-    struct lv_pass pass = { lv, c };
-    return restore_plan_each("clone", recover_record, &pass);
 }
 
 static int

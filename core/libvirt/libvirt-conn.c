@@ -84,6 +84,17 @@ lv_vm_close(struct lv_vm *v)
     *v = (struct lv_vm) { 0 };
 }
 
+int
+lv_record_domain(virConnectPtr c, const char *uuid, virDomainPtr *ret)
+{
+    *ret = virDomainLookupByUUIDString(c, uuid);
+    if (*ret)
+        return 1;
+    bool gone = lv_last_is(VIR_ERR_NO_DOMAIN);
+    virResetLastError();
+    return gone ? 0 : -EIO;
+}
+
 void
 lv_recovery_kick(struct lv *lv)
 {

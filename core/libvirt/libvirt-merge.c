@@ -221,7 +221,6 @@ lv_mergeable(const struct layer_refs *g, const char *ov, const char *top)
     return k == 0 ? above == 0 : above == 1 && strcmp(one, chain[k - 1]) == 0;
 }
 
-
 /* ---- block jobs ------------------------------------------------------------ */
 
 const char *
@@ -333,21 +332,20 @@ merge_finish(virConnectPtr c, virDomainPtr dom, struct restore_plan *p)
     return r;
 }
 
-static int
-recover_record(const char *path, void *opaque)
+int
+lv_merge_recover_record(const char *path, void *opaque)
 {
     struct lv_pass *pass = opaque;
     _cleanup_(restore_plan_clear) struct restore_plan p = { 0 };
 
     if (restore_plan_read_phase(path, "merging", &p) < 0)
         return 0;
-    _cleanup_(virDomainFreep) virDomainPtr dom = virDomainLookupByUUIDString(pass->c, p.uuid);
-    if (!dom) {
-        bool gone = lv_last_is(VIR_ERR_NO_DOMAIN);
-        virResetLastError();
-        if (gone)
-            restore_plan_remove(&p);
-        return !gone;
+    _cleanup_(virDomainFreep) virDomainPtr dom = NULL;
+    int found = lv_record_domain(pass->c, p.uuid, &dom);
+    if (found <= 0) {
+        if (found == 0)
+            restore_plan_remove(&p);    /* the VM is gone */
+        return found < 0;
     }
     if (vm_op_begin(pass->lv->vmops, p.vm, NULL, VM_OP_DISKS) < 0)
         return 1;           /* the rmdir itself, or a view: later */
@@ -370,11 +368,4 @@ recover_record(const char *path, void *opaque)
     }
     vm_op_end(pass->lv->vmops, p.vm);
     return left;
-}
-
-int
-lv_merge_recover(struct lv *lv, virConnectPtr c)
-{
-    struct lv_pass pass = { lv, c };
-    return restore_plan_each("merge", recover_record, &pass);
 }

@@ -34,6 +34,6 @@ const char *lv_block_job_any(virDomainPtr dom, const struct volume *disks, size_
 /* Writes the merge record of snapshot snap of dom durably (p: overlays and,
  * in old, their disks; path, vm, uuid, snap filled in). */
 int lv_merge_record_write(struct restore_plan *p, virDomainPtr dom, const char *snap);
-/* Finishes (or drops, where nothing changed yet) the merges interrupted
- * rmdirs left; returns how many are left for a later pass. */
-int lv_merge_recover(struct lv *lv, virConnectPtr c);
+/* Finishes (or drops, where nothing changed yet) the merge an interrupted
+ * rmdir left (record at path; see lv_restore_recover_record()). */
+int lv_merge_recover_record(const char *path, void *pass);

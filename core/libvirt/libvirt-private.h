@@ -64,6 +64,10 @@ struct lv_pass {
     virConnectPtr c;
 };
 
+/* The domain a record of an operation names (by UUID): 1 and *ret; 0 if
+ * it is gone (*ret NULL); -EIO if libvirt cannot tell now (libvirt-conn.c). */
+int lv_record_domain(virConnectPtr c, const char *uuid, virDomainPtr *ret);
+
 /* Asks the recovery thread for a pass soon (and again every few seconds
  * while something is left). */
 void lv_recovery_kick(struct lv *lv);
@@ -160,12 +164,14 @@ int lv_restore(void *h, const struct vm_ref *ref, const struct restore_request *
                const struct vmsnapfs_opts *o, struct restore_status *st);
 int lv_clone(void *h, const struct vm_ref *ref, const char *snap, const char *new_name,
              const struct vmsnapfs_opts *o, struct op_report *rep);
-/* Finishes or rolls back the restores a killed daemon (or a lost libvirtd)
- * left, each under its VM's operation; returns how many are left for a
- * later pass (libvirt could not tell, the VM is busy, it did not start). */
-int lv_restore_recover(struct lv *lv, virConnectPtr c);
-/* Reclaims the overlays of clones a killed daemon left half-made (those no
- * VM uses); returns how many records are left for a later pass. */
-int lv_clone_recover(struct lv *lv, virConnectPtr c);
-/* The same for the overlays of a mkdir killed half-way (libvirt-snapshot.c). */
-int lv_snapshot_recover(struct lv *lv, virConnectPtr c);
+/* Recovery (libvirt-backend.c runs one pass over the records of each
+ * kind: restore_plan_each() with a struct lv_pass): each takes the record
+ * at path, under its VM's operation, and returns 1 if it is left for a
+ * later pass (libvirt could not tell, the VM is busy, it did not start).
+ *  - a restore a killed daemon (or a lost libvirtd) left: finished or
+ *    rolled back;
+ *  - a clone left half-made: the overlays no VM uses reclaimed;
+ *  - a mkdir killed half-way (libvirt-snapshot.c): the same. */
+int lv_restore_recover_record(const char *path, void *pass);
+int lv_clone_recover_record(const char *path, void *pass);
+int lv_snapshot_recover_record(const char *path, void *pass);

@@ -289,4 +289,3 @@ lv_snapshot_list(void *h, const struct vm_ref *ref,
     *ret_n = count;
     return 0;
 }
-

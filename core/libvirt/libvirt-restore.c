@@ -797,10 +797,10 @@ recover_one(struct lv *lv, virConnectPtr c, const char *path)
         restore_plan_clear(&p);
         return 0;
     }
-    _cleanup_(virDomainFreep) virDomainPtr dom = virDomainLookupByUUIDString(c, p.uuid);
-    if (!dom) {
-        bool gone = lv_last_is(VIR_ERR_NO_DOMAIN);
-        virResetLastError();
+    _cleanup_(virDomainFreep) virDomainPtr dom = NULL;
+    int found = lv_record_domain(c, p.uuid, &dom);
+    if (found <= 0) {
+        bool gone = found == 0;
         if (gone) {
             log_warning("restore plan of '%s': the VM is gone", p.vm);
             lv_reclaim(c, p.overlays);      /* ours and unused only */
@@ -819,16 +819,9 @@ recover_one(struct lv *lv, virConnectPtr c, const char *path)
     return left;
 }
 
-static int
-recover_path(const char *path, void *opaque)
+int
+lv_restore_recover_record(const char *path, void *opaque)
 {
     struct lv_pass *pass = opaque;
     return recover_one(pass->lv, pass->c, path);
-}
-
-int
-lv_restore_recover(struct lv *lv, virConnectPtr c)
-{
-    struct lv_pass pass = { lv, c };
-    return restore_plan_each("restore", recover_path, &pass);
 }

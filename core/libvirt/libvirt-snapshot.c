@@ -200,18 +200,16 @@ record_add(struct restore_plan *p, virDomainPtr dom, const char *snap, const cha
     return restore_plan_write(p);
 }
 
-static int
-recover_record(const char *path, void *opaque)
+int
+lv_snapshot_recover_record(const char *path, void *opaque)
 {
     struct lv_pass *pass = opaque;
     _cleanup_(restore_plan_clear) struct restore_plan p = { 0 };
 
     if (restore_plan_read_phase(path, "snapshotting", &p) < 0)
         return 0;
-    _cleanup_(virDomainFreep) virDomainPtr dom = virDomainLookupByUUIDString(pass->c, p.uuid);
-    bool gone = !dom && lv_last_is(VIR_ERR_NO_DOMAIN);
-    virResetLastError();
-    if (!dom && !gone)
+    _cleanup_(virDomainFreep) virDomainPtr dom = NULL;
+    if (lv_record_domain(pass->c, p.uuid, &dom) < 0)
         return 1;
     if (dom && vm_op_begin(pass->lv->vmops, p.vm, NULL, 0) < 0)
         return 1;           /* the mkdir itself runs */
@@ -224,13 +222,6 @@ recover_record(const char *path, void *opaque)
     if (dom)
         vm_op_end(pass->lv->vmops, p.vm);
     return left;
-}
-
-int
-lv_snapshot_recover(struct lv *lv, virConnectPtr c)
-{
-    struct lv_pass pass = { lv, c };
-    return restore_plan_each("snapshot", recover_record, &pass);
 }
 
 /* A libvirt job (migration, backup, block job waiting) would hold the
@@ -755,4 +746,3 @@ lv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap,
         r = lv_vm_op(&v, NULL, VM_OP_DISKS, rep->text, sizeof rep->text);
     return r < 0 ? r : delete_locked(h, v.dom, snap, rep);
 }
-

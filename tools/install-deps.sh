@@ -7,6 +7,7 @@ packages=(
     # build
     build-essential meson ninja-build pkg-config scdoc
     libfuse3-dev libvirt-dev libxml2-dev libjson-c-dev libcmocka-dev libnbd-dev
+    libyaml-dev libcurl4-openssl-dev libssl-dev
     # run
     fuse3 libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
     # the test and demo guest, built from Debian packages (tests/guest/)

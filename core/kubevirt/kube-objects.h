@@ -1,0 +1,43 @@
+/* core/kubevirt/kube-objects.h: KubeVirt objects as the tree shows them
+ * (core/backend.h's mapping; kubevirt-api.md §1.2, §1.3, §7). Pure: JSON
+ * in, vm_info / snapshot_info out.
+ *
+ * - A VM's state is status.printableStatus ("Stopped" while absent); it
+ *   runs (snapshots are Online) while it has a VMI; the agent is connected
+ *   while the VMI has an AgentConnected condition (KubeVirt removes it on
+ *   disconnect; only its presence counts, as in KubeVirt's snapshot code).
+ * - Volumes are the VM's PVC, DataVolume and memory-dump volumes (the ones
+ *   KubeVirt can snapshot and export).
+ * - A snapshot is Succeeded only once readyToUse (phase Succeeded comes
+ *   first); indications are read from both `indications` and
+ *   `sourceIndications`, old and new spellings; unknown ones are left out.
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "backend.h"
+
+struct json_object;
+
+/* The value at a path of object keys (NULL-terminated), or NULL. */
+struct json_object *kube_get(struct json_object *o, ...) __attribute__((sentinel));
+/* The same for a string value. */
+const char *kube_get_str(struct json_object *o, ...) __attribute__((sentinel));
+
+/* "10Gi", "1G", "1.5Ti", "1e9", "512": bytes; -EINVAL (or -ERANGE). */
+int kube_quantity_bytes(const char *s, uint64_t *ret);
+/* RFC 3339 as the API writes it ("2026-12-06T07:39:04Z", fractions and
+ * offsets allowed); -EINVAL. */
+int kube_time(const char *s, time_t *ret);
+
+/* vmi may be NULL (the VM does not run). */
+int kube_vm_info(struct json_object *vm, struct json_object *vmi, struct vm_info **ret);
+/* content may be NULL (not made yet, or not readable). */
+int kube_snapshot_info(struct json_object *snap, struct json_object *content,
+                       struct snapshot_info **ret);
+/* Is snap a snapshot of VM vm (spec.source: apiGroup kubevirt.io, kind
+ * VirtualMachine, that name)? */
+bool kube_snapshot_of(struct json_object *snap, const char *vm);

@@ -69,6 +69,8 @@ deliver(struct kube_watch *w, struct json_object *ev)
 int
 kube_watch_feed(struct kube_watch *w, const char *data, size_t len)
 {
+    if (memchr(data, '\0', len))
+        return -EPROTO;             /* never in JSON text */
     while (len > 0) {
         /* whitespace between events (the encoder's newlines) */
         if (!w->mid && (*data == '\n' || *data == '\r' || *data == ' ' || *data == '\t')) {

@@ -19,6 +19,9 @@
 #define MAX_FILES 32
 #define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
 
+static int say(char *why, size_t size, int r, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 static int
 say(char *why, size_t size, int r, const char *fmt, ...)
 {

@@ -15,7 +15,14 @@ packages=(
     # tests; tests/fuzz: clang, its libFuzzer and sanitizer runtimes
     # (libclang-rt-14-dev, only recommended by clang), llvm-symbolizer (llvm)
     man-db procps util-linux python3 clang libclang-rt-14-dev llvm
+    # the fake Kubernetes API server (tests/kube) and what checks it
+    openssl curl
 )
+# kubectl checks the fake API server: a kubectl already installed (any
+# packaging) serves, else Debian's kubernetes-client
+if ! command -v kubectl >/dev/null 2>&1; then
+    packages+=(kubernetes-client)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

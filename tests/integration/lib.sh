@@ -187,3 +187,33 @@ use_guests() {
     export VMSNAPFS_STATE_DIR=$GUEST_DIR/state
     at_exit "guest_cleanup_prefix '$TEST_PREFIX'"
 }
+
+# use_fake_cluster: a fake Kubernetes API server with KubeVirt
+# (tests/kube/fake-apiserver.py), stopped at exit. Sets KUBE_DIR (its CA,
+# token, client certificate), KUBECONFIG (contexts fake: token, fake-cert:
+# client certificate), KUBE_URL. Extra arguments go to the server.
+use_fake_cluster() {
+    requires python3
+    requires openssl
+    local i
+    KUBE_DIR=$(workdir)/cluster
+    mkdir -p "$KUBE_DIR"
+    python3 "$srcdir/tests/kube/fake-apiserver.py" --dir "$KUBE_DIR" \
+        --port-file "$KUBE_DIR/port" "$@" 2>"$KUBE_DIR/server.log" &
+    KUBE_PID=$!
+    at_exit "kill $KUBE_PID 2>/dev/null; wait $KUBE_PID 2>/dev/null || true"
+    for ((i = 0; i < 200; i++)); do
+        [ -s "$KUBE_DIR/port" ] && break
+        kill -0 "$KUBE_PID" 2>/dev/null || { cat "$KUBE_DIR/server.log" >&2; fail "the fake API server died"; }
+        sleep 0.05
+    done
+    [ -s "$KUBE_DIR/port" ] || fail "the fake API server did not start"
+    export KUBECONFIG=$KUBE_DIR/kubeconfig
+    KUBE_URL=https://127.0.0.1:$(cat "$KUBE_DIR/port")
+}
+
+# kube_api METHOD PATH [BODY]: a request to the fake with its token (curl)
+kube_api() {
+    curl -sS --cacert "$KUBE_DIR/ca.crt" -H "Authorization: Bearer $(cat "$KUBE_DIR/token")" \
+        -H 'Content-Type: application/json' -X "$1" ${3:+--data "$3"} "$KUBE_URL$2"
+}

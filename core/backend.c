@@ -15,7 +15,11 @@ backend_for_source(const char *source)
     if (!source)
         return NULL;
     if (strncmp(source, "kubevirt://", 11) == 0)
-        return NULL;                /* not in this build yet */
+#if HAVE_KUBEVIRT
+        return &backend_kubevirt;
+#else
+        return NULL;                /* built without it */
+#endif
 #if HAVE_LIBVIRT
     if (strstr(source, ":///") || strstr(source, "://"))
         return &backend_libvirt;

@@ -228,3 +228,6 @@ int indication_from_string(const char *s);
 #if HAVE_LIBVIRT
 extern const struct backend_ops backend_libvirt;
 #endif
+#if HAVE_KUBEVIRT
+extern const struct backend_ops backend_kubevirt;
+#endif

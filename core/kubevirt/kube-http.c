@@ -20,6 +20,9 @@
 #include "log.h"
 #include "subprocess.h"
 
+extern char **environ;
+
+#define POOL_SIZE 8
 #define MAX_BODY (256u << 20)
 #define EXEC_TIMEOUT_MS 60000
 #define CONNECT_TIMEOUT_S 10L
@@ -28,8 +31,13 @@ struct kube_client {
     struct kube_config cfg;
     char *base;             /* the URL requests go to (tls-server-name's host) */
     char *connect_to;       /* "NAME:PORT:HOST:PORT" when tls-server-name is set */
-    CURLSH *share;
+    CURLSH *share;          /* TLS sessions and DNS, across threads */
     pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+    /* idle handles, each with its own connections (libcurl does not share
+     * connections between threads at once): one is taken per request */
+    pthread_mutex_t pool_lock;
+    CURL *pool[POOL_SIZE];
+    size_t n_pool;
 
     pthread_mutex_t lock;   /* the credentials below */
     char *token;            /* from the token file or the exec plugin */
@@ -133,45 +141,40 @@ kube_client_new(const struct kube_config *cfg, struct kube_client **ret, char *w
     if (!(c = calloc(1, sizeof *c)))
         return -ENOMEM;
     pthread_mutex_init(&c->lock, NULL);
+    pthread_mutex_init(&c->pool_lock, NULL);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_init(&c->share_locks[i], NULL);
-    c->cfg.context = dup_or_null(cfg->context);
-    c->cfg.server = dup_or_null(cfg->server);
-    c->cfg.ca_pem = dup_or_null(cfg->ca_pem);
+    bool oom = false;
+#define COPY(field) ((c->cfg.field = dup_or_null(cfg->field)) || !cfg->field || (oom = true))
+    (void) (COPY(context) && COPY(server) && COPY(ca_pem) && COPY(tls_server_name) &&
+            COPY(namespace) && COPY(token) && COPY(token_file) && COPY(cert_pem) && COPY(key_pem));
+#undef COPY
     c->cfg.insecure = cfg->insecure;
-    c->cfg.tls_server_name = dup_or_null(cfg->tls_server_name);
-    c->cfg.namespace = dup_or_null(cfg->namespace);
-    c->cfg.token = dup_or_null(cfg->token);
-    c->cfg.token_file = dup_or_null(cfg->token_file);
-    c->cfg.cert_pem = dup_or_null(cfg->cert_pem);
-    c->cfg.key_pem = dup_or_null(cfg->key_pem);
-    if (cfg->exec) {
+    if (cfg->exec && !oom) {
         struct kube_exec *e = calloc(1, sizeof *e);
         size_t na = 0, ne = 0;
         while (cfg->exec->args && cfg->exec->args[na])
             na++;
         while (cfg->exec->env && cfg->exec->env[ne])
             ne++;
-        if (e) {
-            e->api_version = dup_or_null(cfg->exec->api_version);
-            e->command = dup_or_null(cfg->exec->command);
-            e->args = calloc(na + 1, sizeof *e->args);
-            e->env = calloc(ne + 1, sizeof *e->env);
-            for (size_t i = 0; e->args && i < na; i++)
-                e->args[i] = strdup(cfg->exec->args[i]);
-            for (size_t i = 0; e->env && i < ne; i++)
-                e->env[i] = strdup(cfg->exec->env[i]);
-        }
         c->cfg.exec = e;
+        if (!e || !(e->api_version = dup_or_null(cfg->exec->api_version)) ||
+            !(e->command = dup_or_null(cfg->exec->command)) ||
+            !(e->args = calloc(na + 1, sizeof *e->args)) ||
+            !(e->env = calloc(ne + 1, sizeof *e->env)))
+            oom = true;
+        for (size_t i = 0; !oom && i < na; i++)
+            oom = !(e->args[i] = strdup(cfg->exec->args[i]));
+        for (size_t i = 0; !oom && i < ne; i++)
+            oom = !(e->env[i] = strdup(cfg->exec->env[i]));
     }
-    r = set_base(c, why, size);
+    r = oom ? -ENOMEM : set_base(c, why, size);
     if (r >= 0 && !(c->share = curl_share_init()))
         r = -ENOMEM;
     if (r >= 0) {
         curl_share_setopt(c->share, CURLSHOPT_LOCKFUNC, share_lock);
         curl_share_setopt(c->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
         curl_share_setopt(c->share, CURLSHOPT_USERDATA, c);
-        curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
         curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
     }
@@ -188,6 +191,8 @@ kube_client_free(struct kube_client *c)
 {
     if (!c)
         return;
+    for (size_t i = 0; i < c->n_pool; i++)
+        curl_easy_cleanup(c->pool[i]);
     if (c->share)
         curl_share_cleanup(c->share);
     kube_config_clear(&c->cfg);
@@ -198,6 +203,7 @@ kube_client_free(struct kube_client *c)
     wipe_free(c->exec_key);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_destroy(&c->share_locks[i]);
+    pthread_mutex_destroy(&c->pool_lock);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
@@ -253,21 +259,35 @@ token_from_exec(struct kube_client *c, char *why, size_t size)
                         "\"ExecCredential\",\"spec\":{\"interactive\":false}}",
                  e->api_version) < 0)
         return -ENOMEM;
-    _cleanup_free_ char **argv = calloc(na + ne + 4, sizeof *argv);
+    /* the plugin's environment: ours, its env entries, the exec info (in
+     * the environment, never on a command line others can read) */
+    size_t nenv = 0;
+    while (environ[nenv])
+        nenv++;
+    _cleanup_free_ char **envp = calloc(nenv + ne + 2, sizeof *envp);
+    _cleanup_free_ char **argv = calloc(na + 2, sizeof *argv);
     size_t k = 0;
-    if (!argv)
+    if (!argv || !envp)
         return -ENOMEM;
-    argv[k++] = (char *) "env";
-    argv[k++] = info;
+    for (size_t i = 0; i < nenv; i++) {
+        bool replaced = strncmp(environ[i], "KUBERNETES_EXEC_INFO=", 21) == 0;
+        for (size_t j = 0; j < ne && !replaced; j++) {
+            size_t l = strcspn(e->env[j], "=");
+            replaced = strncmp(environ[i], e->env[j], l + 1) == 0;
+        }
+        if (!replaced)
+            envp[k++] = environ[i];
+    }
     for (size_t i = 0; i < ne; i++)
-        argv[k++] = e->env[i];
-    argv[k++] = e->command;
+        envp[k++] = e->env[i];
+    envp[k++] = info;
+    envp[k] = NULL;
+    argv[0] = e->command;
     for (size_t i = 0; i < na; i++)
-        argv[k++] = e->args[i];
-    argv[k] = NULL;
+        argv[i + 1] = e->args[i];
 
     _cleanup_free_ char *out = NULL;
-    int r = spawn_capture(LOG_MODULE, argv, EXEC_TIMEOUT_MS, 1 << 20, &out);
+    int r = spawn_capture_env(LOG_MODULE, argv, envp, EXEC_TIMEOUT_MS, 1 << 20, &out);
     if (r < 0)
         return snprintf(why, size, "the credential plugin '%s' failed (see the log)",
                         e->command), -EACCES;
@@ -348,7 +368,24 @@ struct sink {
     int fn_result;
     long code;
     CURL *h;
+    const bool *stop;
 };
+
+static int
+on_progress(void *opaque, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+            curl_off_t ulnow)
+{
+    struct sink *s = opaque;
+    (void) dltotal;
+    (void) dlnow;
+    (void) ultotal;
+    (void) ulnow;
+    if (s->stop && __atomic_load_n(s->stop, __ATOMIC_ACQUIRE)) {
+        s->fn_result = -ECANCELED;
+        return 1;                       /* aborts the transfer */
+    }
+    return 0;
+}
 
 static size_t
 on_data(char *data, size_t one, size_t n, void *opaque)
@@ -388,11 +425,58 @@ on_data(char *data, size_t one, size_t n, void *opaque)
     return len;
 }
 
-/* One attempt. 0 with *code set, or -EIO (a connection that failed, why). */
+static CURL *
+take_handle(struct kube_client *c)
+{
+    pthread_mutex_lock(&c->pool_lock);
+    CURL *h = c->n_pool ? c->pool[--c->n_pool] : NULL;
+    pthread_mutex_unlock(&c->pool_lock);
+    if (h)
+        curl_easy_reset(h);         /* options go, connections stay */
+    return h ? h : curl_easy_init();
+}
+
+static void
+give_back(struct kube_client *c, CURL *h)
+{
+    pthread_mutex_lock(&c->pool_lock);
+    if (c->n_pool < POOL_SIZE) {
+        c->pool[c->n_pool++] = h;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&c->pool_lock);
+    if (h)
+        curl_easy_cleanup(h);
+}
+
+/* Failures of the connection worth another try: for any request those
+ * before it was sent, for a GET also those after. */
+static bool
+transient(CURLcode rc, bool idempotent)
+{
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+        return true;
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+        return idempotent;
+    default:
+        return false;               /* TLS, a bad key, ...: it stays so */
+    }
+}
+
+/* One attempt. 0 with s->code set, or -EIO (a connection that failed,
+ * why; *ret_transient if trying again may help). */
 static int
 attempt(struct kube_client *c, const char *method, const char *path, const char *body,
-        const char *content_type, bool refresh, bool stream, struct sink *s, char *why,
-        size_t size)
+        const char *content_type, bool refresh, bool stream, uint64_t timeout_ns,
+        struct sink *s, bool *ret_transient, char *why, size_t size)
 {
     _cleanup_free_ char *url = NULL, *auth = NULL, *cert = NULL, *key = NULL, *ctype = NULL;
     struct curl_slist *headers = NULL, *connect_to = NULL;
@@ -404,7 +488,7 @@ attempt(struct kube_client *c, const char *method, const char *path, const char 
     if (asprintf(&url, "%s%s", c->base, path) < 0 ||
         asprintf(&ctype, "Content-Type: %s", content_type ? content_type : "application/json") < 0)
         return -ENOMEM;
-    CURL *h = curl_easy_init();
+    CURL *h = take_handle(c);
     if (!h)
         return -ENOMEM;
     s->h = h;
@@ -426,11 +510,15 @@ attempt(struct kube_client *c, const char *method, const char *path, const char 
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, s);
     if (!stream) {
-        curl_easy_setopt(h, CURLOPT_TIMEOUT, 60L);
+        uint64_t ms = timeout_ns / NSEC_PER_MSEC;
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long) (ms < 1000 ? 1000 : ms > 60000 ? 60000 : ms));
     } else {
         /* a watch may be quiet for a while: bookmarks or the server's end */
         curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
         curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 600L);
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, s);
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     }
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
     if (body) {
@@ -441,25 +529,29 @@ attempt(struct kube_client *c, const char *method, const char *path, const char 
         connect_to = curl_slist_append(NULL, c->connect_to);
         curl_easy_setopt(h, CURLOPT_CONNECT_TO, connect_to);
     }
+    /* a TLS option this libcurl cannot take must not fall back to less:
+     * the system's CAs instead of the kubeconfig's, or no client key */
+    CURLcode tls = CURLE_OK;
     if (c->cfg.insecure) {
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
     } else if (c->cfg.ca_pem) {
         struct curl_blob ca = { c->cfg.ca_pem, strlen(c->cfg.ca_pem), CURL_BLOB_COPY };
-        curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &ca);
+        tls = curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &ca);
     }
-    if (cert && key) {
+    if (cert && key && tls == CURLE_OK) {
         struct curl_blob cb = { cert, strlen(cert), CURL_BLOB_COPY };
         struct curl_blob kb = { key, strlen(key), CURL_BLOB_COPY };
-        curl_easy_setopt(h, CURLOPT_SSLCERT_BLOB, &cb);
+        tls = curl_easy_setopt(h, CURLOPT_SSLCERT_BLOB, &cb);
+        if (tls == CURLE_OK)
+            tls = curl_easy_setopt(h, CURLOPT_SSLKEY_BLOB, &kb);
         curl_easy_setopt(h, CURLOPT_SSLCERTTYPE, "PEM");
-        curl_easy_setopt(h, CURLOPT_SSLKEY_BLOB, &kb);
         curl_easy_setopt(h, CURLOPT_SSLKEYTYPE, "PEM");
     }
 
-    CURLcode rc = curl_easy_perform(h);
+    CURLcode rc = tls != CURLE_OK ? tls : curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &s->code);
-    curl_easy_cleanup(h);
+    give_back(c, h);
     curl_slist_free_all(headers);
     curl_slist_free_all(connect_to);
     if (auth)
@@ -474,6 +566,7 @@ attempt(struct kube_client *c, const char *method, const char *path, const char 
     if (rc != CURLE_OK) {
         if (stream && rc == CURLE_PARTIAL_FILE && s->code)
             return 0;                   /* the server ended the stream */
+        *ret_transient = transient(rc, strcmp(method, "GET") == 0);
         return snprintf(why, size, "%s %s: %s", method, path, err[0] ? err : curl_easy_strerror(rc)),
                -EIO;
     }
@@ -498,17 +591,27 @@ kube_request(struct kube_client *c, const char *method, const char *path, const 
 
     *resp = (struct kube_response) { 0 };
     why[0] = '\0';
+    bool get = strcmp(method, "GET") == 0, refreshed = false;
     for (int tries = 1;; tries++) {
         struct sink s = { 0 };
         enum kube_retry retry = KUBE_FINAL;
-        r = attempt(c, method, path, body, content_type, refresh, false, &s, why, size);
-        if (r >= 0)
+        bool again = false;
+        uint64_t left = end > now_monotonic_ns() ? end - now_monotonic_ns() : 0;
+        r = attempt(c, method, path, body, content_type, refresh, false, left, &s, &again,
+                    why, size);
+        refresh = false;
+        if (r >= 0) {
             r = kube_status_errno(s.code, s.buf, s.len, &retry, why, size);
-        else
-            retry = r == -EIO ? KUBE_RETRY : KUBE_FINAL;
+            /* a 5xx after a write may have been applied: only 429 and 503
+             * say for sure it was not */
+            if (retry == KUBE_RETRY && !get && s.code != 429 && s.code != 503 && s.code != 409)
+                retry = KUBE_FINAL;
+        } else {
+            retry = again ? KUBE_RETRY : KUBE_FINAL;
+        }
         /* an exec credential may have expired early: one more run */
-        if (r == -EACCES && s.code == 401 && c->cfg.exec && !refresh) {
-            refresh = true;
+        if (r == -EACCES && s.code == 401 && c->cfg.exec && !refreshed) {
+            refresh = refreshed = true;
             free(s.buf);
             continue;
         }
@@ -528,12 +631,13 @@ kube_request(struct kube_client *c, const char *method, const char *path, const 
 
 int
 kube_stream(struct kube_client *c, const char *path,
-            int (*fn)(void *opaque, const char *data, size_t len), void *opaque, char *why,
-            size_t size)
+            int (*fn)(void *opaque, const char *data, size_t len), void *opaque,
+            const bool *stop, char *why, size_t size)
 {
-    struct sink s = { .fn = fn, .opaque = opaque };
+    struct sink s = { .fn = fn, .opaque = opaque, .stop = stop };
     enum kube_retry retry;
-    int r = attempt(c, "GET", path, NULL, NULL, false, true, &s, why, size);
+    bool again;
+    int r = attempt(c, "GET", path, NULL, NULL, false, true, 0, &s, &again, why, size);
 
     if (r >= 0)
         r = kube_status_errno(s.code, s.buf, s.len, &retry, why, size);

@@ -16,6 +16,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,8 +50,10 @@ void kube_response_clear(struct kube_response *r);
 
 /* A GET whose body streams (a watch): fn gets each piece as it comes,
  * until the server ends the body or fn returns < 0 (then that value is
- * returned). A non-2xx answer is returned as kube_request() does, its body
- * not passed to fn. No retries: the caller lists again and watches anew. */
+ * returned), or *stop becomes true (looked at about once a second, even
+ * while nothing comes: -ECANCELED). A non-2xx answer is returned as
+ * kube_request() does, its body not passed to fn. No retries: the caller
+ * lists again and watches anew. */
 int kube_stream(struct kube_client *c, const char *path,
                 int (*fn)(void *opaque, const char *data, size_t len), void *opaque,
-                char *why, size_t size);
+                const bool *stop, char *why, size_t size);

@@ -74,7 +74,7 @@ kube_quantity_bytes(const char *s, uint64_t *ret)
 {
     unsigned __int128 num = 0, den = 1;
     const char *p = s;
-    bool digits = false;
+    bool digits = false, sticky = false;    /* a dropped digit was not 0 */
 
     if (!s)
         return -EINVAL;
@@ -85,8 +85,12 @@ kube_quantity_bytes(const char *s, uint64_t *ret)
             return -ERANGE;
     if (*p == '.')
         for (p++; *p >= '0' && *p <= '9'; p++, digits = true) {
-            if (den > ((unsigned __int128) 1 << 80))
-                continue;           /* finer than anything a byte count needs */
+            /* digits finer than 10^-12 of a byte change nothing a byte count
+             * shows (and would overflow) */
+            if (den >= UINT64_C(1000000000000) || num > ((unsigned __int128) 1 << 100)) {
+                sticky |= *p != '0';
+                continue;
+            }
             num = num * 10 + (unsigned) (*p - '0');
             den *= 10;
         }
@@ -110,7 +114,7 @@ kube_quantity_bytes(const char *s, uint64_t *ret)
         for (; e > 0; e--)
             mul *= 10;
         for (; e < 0; e++)
-            den *= 10;
+            den *= 10;          /* at most 10^30 * 10^12: no overflow */
     } else {
         size_t i;
         for (i = 0; i < sizeof units / sizeof *units; i++)
@@ -124,6 +128,8 @@ kube_quantity_bytes(const char *s, uint64_t *ret)
     if (num && mul > (((unsigned __int128) 1 << 127) / num))
         return -ERANGE;
     unsigned __int128 v = (num * mul + den - 1) / den;      /* rounded up, as Value() */
+    if (sticky && (num * mul) % den == 0)
+        v++;                    /* a little more than num * mul / den */
     if (v > UINT64_MAX)
         return -ERANGE;
     *ret = (uint64_t) v;
@@ -257,9 +263,29 @@ vm_volumes(struct json_object *vm, struct json_object *vmi, struct vm_info *info
     return 0;
 }
 
-/* the object without metadata.managedFields (the server's bookkeeping) */
+/* Cloud-init data holds passwords and keys: shown as "(hidden)". */
+static void
+hide_secrets(struct json_object *spec)
+{
+    static const char *const sources[] = { "cloudInitNoCloud", "cloudInitConfigDrive", "sysprep" };
+    static const char *const fields[] = { "userData", "userDataBase64", "networkData",
+                                          "networkDataBase64" };
+    struct json_object *vols = kube_get(spec, "template", "spec", "volumes", (char *) NULL);
+
+    for (size_t i = 0; i < array_len(vols); i++)
+        for (size_t s = 0; s < sizeof sources / sizeof *sources; s++) {
+            struct json_object *src = kube_get(json_object_array_get_idx(vols, i), sources[s],
+                                               (char *) NULL);
+            for (size_t f = 0; src && f < sizeof fields / sizeof *fields; f++)
+                if (kube_get(src, fields[f], (char *) NULL))
+                    json_object_object_add(src, fields[f], json_object_new_string("(hidden)"));
+        }
+}
+
+/* The object without metadata.managedFields (the server's bookkeeping)
+ * and without cloud-init's secrets; spec_at: where the VM spec is. */
 static char *
-definition(struct json_object *o)
+definition(struct json_object *o, const char *spec_at)
 {
     struct json_object *copy = NULL;
     if (json_object_deep_copy(o, &copy, NULL) < 0)
@@ -267,6 +293,7 @@ definition(struct json_object *o)
     struct json_object *meta = kube_get(copy, "metadata", (char *) NULL);
     if (meta && json_object_is_type(meta, json_type_object))
         json_object_object_del(meta, "managedFields");
+    hide_secrets(kube_get(copy, spec_at, (char *) NULL));
     char *text = json_text(copy);
     json_object_put(copy);
     return text;
@@ -295,7 +322,7 @@ kube_vm_info(struct json_object *vm, struct json_object *vmi, struct vm_info **r
         r = dup_str(kube_get_str(vm, "metadata", "uid", (char *) NULL), &info->uid);
     if (r >= 0)
         r = dup_str(state ? state : "Stopped", &info->state);
-    if (r >= 0 && !(info->definition = definition(vm)))
+    if (r >= 0 && !(info->definition = definition(vm, "spec")))
         r = -ENOMEM;
     if (r >= 0)
         r = vm_volumes(vm, vmi, info);
@@ -383,7 +410,10 @@ snapshot_volumes(struct json_object *snap, struct json_object *content, struct s
     if (!s->volumes)
         return -ENOMEM;
     for (size_t i = 0; i < n; i++) {
-        const char *name = json_object_get_string(json_object_array_get_idx(inc, i));
+        struct json_object *e = json_object_array_get_idx(inc, i);
+        if (!json_object_is_type(e, json_type_string))
+            continue;
+        const char *name = json_object_get_string(e);
         struct json_object *b = find_by(backups, "volumeName", name);
         const char *claim = kube_get_str(b, "persistentVolumeClaim", "metadata", "name",
                                          (char *) NULL);
@@ -406,6 +436,10 @@ kube_snapshot_info(struct json_object *snap, struct json_object *content,
     struct snapshot_info *s = calloc(1, sizeof *s);
     const char *name = kube_get_str(snap, "metadata", "name", (char *) NULL);
     const char *err = kube_get_str(snap, "status", "error", "message", (char *) NULL);
+    struct json_object *failure = find_by(kube_get(snap, "status", "conditions", (char *) NULL),
+                                          "type", "Failure");
+    if (!err && failure && strcmp(kube_get_str(failure, "status", (char *) NULL) ?: "", "True") == 0)
+        err = kube_get_str(failure, "reason", (char *) NULL);   /* the text is in reason */
     const char *when = kube_get_str(snap, "status", "creationTime", (char *) NULL);
     struct json_object *captured = kube_get(content, "spec", "source", "virtualMachine",
                                             (char *) NULL);
@@ -425,7 +459,7 @@ kube_snapshot_info(struct json_object *snap, struct json_object *content,
     r = dup_str(name, &s->name);
     if (r >= 0 && err)
         r = dup_str(err, &s->error);
-    if (r >= 0 && captured && !(s->definition = json_text(captured)))
+    if (r >= 0 && captured && !(s->definition = definition(captured, "spec")))
         r = -ENOMEM;
     if (r >= 0)
         r = strv_of(kube_get(snap, "status", "snapshotVolumes", "excludedVolumes", (char *) NULL),

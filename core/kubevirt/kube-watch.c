@@ -11,12 +11,14 @@
 #include "string-table.h"
 
 #define MAX_EVENT_DEPTH 64
+#define MAX_EVENT_BYTES (64u << 20)    /* one object: far above any real one */
 
 struct kube_watch {
     struct json_tokener *tok;
     kube_event_fn fn;
     void *opaque;
     bool mid;               /* an event began in an earlier piece */
+    size_t event_bytes;     /* of the event being read */
 };
 
 static const char *const event_names[] = {
@@ -82,6 +84,13 @@ kube_watch_feed(struct kube_watch *w, const char *data, size_t len)
         struct json_object *ev = json_tokener_parse_ex(w->tok, data, n);
         enum json_tokener_error e = json_tokener_get_error(w->tok);
         if (e == json_tokener_continue) {
+            w->event_bytes += (size_t) n;
+            if (w->event_bytes > MAX_EVENT_BYTES) {
+                json_tokener_reset(w->tok);
+                w->mid = false;
+                w->event_bytes = 0;
+                return -EPROTO;     /* an object without end: not an event */
+            }
             w->mid = true;
             data += n;
             len -= (size_t) n;
@@ -96,6 +105,7 @@ kube_watch_feed(struct kube_watch *w, const char *data, size_t len)
         size_t used = json_tokener_get_parse_end(w->tok);
         json_tokener_reset(w->tok);
         w->mid = false;
+        w->event_bytes = 0;
         int r = deliver(w, ev);
         json_object_put(ev);
         if (r < 0)

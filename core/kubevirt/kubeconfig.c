@@ -36,7 +36,8 @@ say(char *why, size_t size, int r, const char *fmt, ...)
 static int
 read_all(const char *path, char **ret, size_t *ret_len)
 {
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO planted in its place does not hang us */
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     struct stat st;
 
     if (fd < 0 || fstat(fd, &st) < 0)
@@ -116,13 +117,15 @@ kfile_load(struct kfiles *k, const char *path, char *why, size_t size)
         return r;
     }
     yaml_parser_delete(&p);
+    /* paths in it are relative to its directory, made absolute now: the
+     * daemon runs in / (and reads a token file again later) */
     const char *slash = strrchr(path, '/');
+    _cleanup_free_ char *dir = slash ? strndup(path, slash == path ? 1 : (size_t) (slash - path))
+                                     : strdup(".");
     f->path = strdup(path);
-    f->dir = slash ? strndup(path, (size_t) (slash - path)) : strdup(".");
-    if (slash == path) {
-        free(f->dir);
-        f->dir = strdup("/");
-    }
+    f->dir = dir ? realpath(dir, NULL) : NULL;
+    if (dir && !f->dir)
+        f->dir = strdup(dir);
     k->n++;
     if (!f->path || !f->dir)
         return -ENOMEM;
@@ -204,31 +207,30 @@ resolve(const struct kfile *f, const char *path)
     return asprintf(&p, "%s/%s", f->dir, path) < 0 ? NULL : p;
 }
 
-/* base64 (kubeconfig's *-data) into text */
+/* base64 (kubeconfig's *-data) into text: OpenSSL's decoder, which takes
+ * padding only where it may be and line breaks anywhere */
 static int
 base64_text(const char *b64, char **ret)
 {
-    size_t n = strlen(b64), m = 0;
-    _cleanup_free_ char *clean = malloc(n + 1);
-    if (!clean)
-        return -ENOMEM;
-    for (size_t i = 0; i < n; i++)
-        if (b64[i] != '\n' && b64[i] != '\r' && b64[i] != ' ' && b64[i] != '\t')
-            clean[m++] = b64[i];
-    clean[m] = '\0';
-    if (m == 0 || m % 4 != 0)
-        return -EINVAL;
-    unsigned char *out = malloc(m / 4 * 3 + 1);
-    if (!out)
-        return -ENOMEM;
-    int len = EVP_DecodeBlock(out, (const unsigned char *) clean, (int) m);
-    if (len < 0) {
-        free(out);
-        return -EINVAL;
+    size_t n = strlen(b64);
+    EVP_ENCODE_CTX *ctx = EVP_ENCODE_CTX_new();
+    unsigned char *out = malloc(n / 4 * 3 + 4);
+    int len = 0, tail = 0, r = 0;
+
+    if (!ctx || !out || n > INT32_MAX) {
+        r = !ctx || !out ? -ENOMEM : -EINVAL;
+    } else {
+        EVP_DecodeInit(ctx);
+        if (EVP_DecodeUpdate(ctx, out, &len, (const unsigned char *) b64, (int) n) < 0 ||
+            EVP_DecodeFinal(ctx, out + len, &tail) < 0 || len + tail == 0)
+            r = -EINVAL;
     }
-    for (size_t i = m; i > 0 && clean[i - 1] == '='; i--)
-        len--;                      /* EVP_DecodeBlock counts the padding */
-    out[len] = '\0';
+    EVP_ENCODE_CTX_free(ctx);
+    if (r < 0) {
+        free(out);
+        return r;
+    }
+    out[len + tail] = '\0';
     *ret = (char *) out;
     return 0;
 }
@@ -308,10 +310,13 @@ exec_free(struct kube_exec *e)
     free(e);
 }
 
+static char *resolve(const struct kfile *f, const char *path);
+
 static int
-parse_exec(yaml_document_t *d, yaml_node_t *m, const char *entry, struct kube_exec **ret,
+parse_exec(struct kfile *f, yaml_node_t *m, const char *entry, struct kube_exec **ret,
            char *why, size_t size)
 {
+    yaml_document_t *d = &f->doc;
     const char *api = map_str(d, m, "apiVersion"), *cmd = map_str(d, m, "command");
     yaml_node_t *env = map_get(d, m, "env");
     struct kube_exec *e;
@@ -325,8 +330,11 @@ parse_exec(yaml_document_t *d, yaml_node_t *m, const char *entry, struct kube_ex
     if (!(e = calloc(1, sizeof *e)))
         return -ENOMEM;
     int r = dup_opt(api, &e->api_version);
+    /* a command with a '/' is relative to the kubeconfig (as client-go
+     * has it); a bare name is looked for in PATH */
     if (r >= 0)
-        r = dup_opt(cmd, &e->command);
+        r = strchr(cmd, '/') ? ((e->command = resolve(f, cmd)) ? 0 : -ENOMEM)
+                             : dup_opt(cmd, &e->command);
     if (r >= 0)
         r = strv_of(d, map_get(d, m, "args"), &e->args);
     size_t n = env && env->type == YAML_SEQUENCE_NODE
@@ -375,6 +383,10 @@ load_cluster(struct kfiles *k, const char *name, struct kube_config *c, char *wh
     if (map_get(&f->doc, m, "proxy-url"))
         return say(why, size, -EINVAL, "%s: proxy-url is not supported", entry);
     c->insecure = insecure && (strcmp(insecure, "true") == 0 || strcmp(insecure, "True") == 0);
+    if (c->insecure && (map_get(&f->doc, m, "certificate-authority") ||
+                        map_get(&f->doc, m, "certificate-authority-data")))
+        return say(why, size, -EINVAL, "%s: a certificate authority together with "
+                   "insecure-skip-tls-verify (kubectl refuses it too)", entry);
     r = dup_opt(server, &c->server);
     if (r >= 0)
         r = dup_opt(map_str(&f->doc, m, "tls-server-name"), &c->tls_server_name);
@@ -415,7 +427,7 @@ load_user(struct kfiles *k, const char *name, struct kube_config *c, char *why, 
                 "its certificate", entry);
     yaml_node_t *exec = map_get(&f->doc, m, "exec");
     if (r >= 0 && exec)
-        r = parse_exec(&f->doc, exec, entry, &c->exec, why, size);
+        r = parse_exec(f, exec, entry, &c->exec, why, size);
     return r;
 }
 

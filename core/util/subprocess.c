@@ -20,7 +20,7 @@
 extern char **environ;
 
 static int
-spawn_with(char *const argv[], int out_fd, int err_fd, pid_t *ret_pid)
+spawn_with(char *const argv[], char *const envp[], int out_fd, int err_fd, pid_t *ret_pid)
 {
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
@@ -46,7 +46,7 @@ spawn_with(char *const argv[], int out_fd, int err_fd, pid_t *ret_pid)
         posix_spawn_file_actions_adddup2(&fa, err_fd, STDERR_FILENO);
     else
         posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, "/dev/null", O_WRONLY, 0);
-    r = posix_spawnp(ret_pid, argv[0], &fa, &attr, argv, environ);
+    r = posix_spawnp(ret_pid, argv[0], &fa, &attr, argv, envp ? envp : environ);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     return -r;
@@ -90,6 +90,13 @@ int
 spawn_capture(const char *module, char *const argv[], int timeout_ms,
               size_t max_out, char **ret_out)
 {
+    return spawn_capture_env(module, argv, NULL, timeout_ms, max_out, ret_out);
+}
+
+int
+spawn_capture_env(const char *module, char *const argv[], char *const envp[], int timeout_ms,
+                  size_t max_out, char **ret_out)
+{
     int out[2] = { -1, -1 }, err[2] = { -1, -1 };
     _cleanup_free_ char *obuf = NULL, *ebuf = NULL;
     size_t olen = 0, elen = 0;
@@ -101,7 +108,7 @@ spawn_capture(const char *module, char *const argv[], int timeout_ms,
         r = -errno;
         goto out_close;
     }
-    r = spawn_with(argv, out[1], err[1], &pid);
+    r = spawn_with(argv, envp, out[1], err[1], &pid);
     close(out[1]);
     close(err[1]);
     out[1] = err[1] = -1;
@@ -179,7 +186,7 @@ out_close:
 int
 spawn_background(char *const argv[], int stderr_fd, pid_t *ret_pid)
 {
-    return spawn_with(argv, -1, stderr_fd, ret_pid);
+    return spawn_with(argv, NULL, -1, stderr_fd, ret_pid);
 }
 
 void

@@ -13,6 +13,11 @@
 int spawn_capture(const char *module, char *const argv[], int timeout_ms,
                   size_t max_out, char **ret_out);
 
+/* The same with envp as the program's whole environment (NULL: ours):
+ * what must not show in /proc/PID/cmdline goes here. */
+int spawn_capture_env(const char *module, char *const argv[], char *const envp[],
+                      int timeout_ms, size_t max_out, char **ret_out);
+
 /* Starts argv in the background (stdin, stdout /dev/null; stderr to the
  * log file fd or /dev/null), in its own process group. */
 int spawn_background(char *const argv[], int stderr_fd, pid_t *ret_pid);

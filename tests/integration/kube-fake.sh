@@ -136,13 +136,13 @@ done
 jp vmsnapshot/hung '.status.conditions[?(@.type=="Failure")].reason' | grep -q 'snapshot deadline exceeded' ||
     fail "no Failure condition"
 for ((i = 0; i < 60; i++)); do
-    kube_api GET /fake/guests | grep -q '"default/larry": {"frozen": true}' && break
+    kube_api GET /fake/guests | grep -q '"default/larry": {"frozen": true' && break
     sleep 0.1
 done
-kube_api GET /fake/guests | grep -q '"default/larry": {"frozen": true}' ||
+kube_api GET /fake/guests | grep -q '"default/larry": {"frozen": true' ||
     fail "the late freeze did not land: $(kube_api GET /fake/guests)"
 [ "$(jp vmi/larry .status.fsFreezeStatus)" = frozen ] || fail "fsFreezeStatus"
 k delete vmsnapshot hung >/dev/null
 kube_api PUT /apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/larry/unfreeze >/dev/null
-kube_api GET /fake/guests | grep -q '"default/larry": {"frozen": false}' || fail "unfreeze"
+kube_api GET /fake/guests | grep -q '"default/larry": {"frozen": false' || fail "unfreeze"
 echo "PASS: $testname"

@@ -423,6 +423,8 @@ class Guest:
         self.frozen = False
         self.thaw_at = None         # virt-launcher thaws by itself then
         self.pending = False        # a freeze that will land late
+        self.late = 0               # freezes that landed after their call failed
+        self.thawed_by = None       # "unfreeze" or "timer": how it last thawed
 
 
 class KubeVirt:
@@ -476,6 +478,7 @@ class KubeVirt:
             g = self.guests.setdefault((ns, name), Guest())
             if g.frozen and g.thaw_at is not None and time.monotonic() >= g.thaw_at:
                 g.frozen, g.thaw_at = False, None       # virt-launcher's safety thaw
+                g.thawed_by = "timer"
             frozen = g.frozen
 
         def fix(o):
@@ -576,7 +579,7 @@ class KubeVirt:
                 g = self.guests.setdefault((ns, name), Guest())
                 if not g.pending:
                     g.pending = True
-                    t = threading.Timer(float(mode[5:]), self.land_freeze, (ns, name, timeout))
+                    t = threading.Timer(float(mode[5:]), self.land_freeze, (ns, name, timeout, True))
                     t.daemon = True
                     t.start()
             time.sleep(1)
@@ -585,10 +588,11 @@ class KubeVirt:
                            "agent is not responding: Guest agent not available for now')\"")
         self.land_freeze(ns, name, timeout)
 
-    def land_freeze(self, ns, name, timeout):
+    def land_freeze(self, ns, name, timeout, late=False):
         with self.glock:
             g = self.guests.setdefault((ns, name), Guest())
             g.frozen, g.pending = True, False
+            g.late += late
             g.thaw_at = time.monotonic() + timeout if timeout > 0 else None
         try:
             self.s.update(R["virtualmachineinstances"], ns, name,
@@ -605,6 +609,8 @@ class KubeVirt:
                            'virtualmachineinstance.kubevirt.io "%s": VMI is not running' % name)
         with self.glock:
             g = self.guests.setdefault((ns, name), Guest())
+            if g.frozen:
+                g.thawed_by = "unfreeze"
             g.frozen, g.thaw_at = False, None
         self.s.update(R["virtualmachineinstances"], ns, name,
                       lambda o: o.setdefault("status", {}).pop("fsFreezeStatus", None))
@@ -678,6 +684,10 @@ class KubeVirt:
                 self.snapshot_ready(snap, content)
             return
 
+        cerr = (content or {}).get("status", {}).get("error")
+        if cerr and st.get("error") != cerr:
+            self.s.update(rs, ns, name, lambda o: o.setdefault("status", {}).update(error=cerr),
+                          status_only=True)        # the last error, copied from the content
         deadline = parse_duration(snap["spec"].get("failureDeadline")) \
             if snap["spec"].get("failureDeadline") is not None else 300.0
         created = datetime.datetime.strptime(meta["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ") \
@@ -1082,7 +1092,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if parts == ["guests"] and self.command == "GET":
             kv = srv.kubevirt
             with kv.glock:
-                return self.send_json(200, {"%s/%s" % k: {"frozen": g.frozen}
+                return self.send_json(200, {"%s/%s" % k: {"frozen": g.frozen, "late": g.late,
+                                                          "thawed_by": g.thawed_by}
                                             for k, g in kv.guests.items()})
         raise ApiError(404, "NotFound", "no such control")
 

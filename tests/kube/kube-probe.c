@@ -90,7 +90,9 @@ main(int argc, char **argv)
     if (watch) {
         struct events e = { atoi(argv[optind + 1]) };
         struct kube_watch *w = kube_watch_new(on_event, &e);
-        r = kube_stream(c, argv[optind], on_data, w, why, sizeof why);
+        if (!w)
+            return 1;
+        r = kube_stream(c, argv[optind], on_data, w, NULL, why, sizeof why);
         kube_watch_free(w);
         printf("errno %s - %s\n", errno_name(r == -ECANCELED ? 0 : r), why);
     } else {

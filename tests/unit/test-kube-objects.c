@@ -38,6 +38,10 @@ test_quantity(void **state)
         { "512", 512 }, { "10Gi", 10ULL << 30 }, { "1.5Gi", 3ULL << 29 }, { "1G", 1000000000 },
         { "2Ti", 2ULL << 40 }, { "1e9", 1000000000 }, { "1E3", 1000 }, { "100k", 100000 },
         { "1500m", 2 }, { "0.5", 1 }, { "+3Ki", 3072 }, { "1Ei", 1ULL << 60 },
+        /* many fractional digits once wrapped 128 bits */
+        { "1000000000000000.0000000000000000000000000", 1000000000000000ULL },
+        { "1.00000000000000000000000000000000000001Gi", (1ULL << 30) + 1 },
+        { "123e-30", 1 },
     };
     for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
         assert_int_equal(kube_quantity_bytes(ok[i].s, &b), 0);
@@ -95,6 +99,9 @@ test_vm_running(void **state)
     /* vm.json: the object, without the server's managedFields */
     assert_non_null(strstr(info->definition, "\"runStrategy\""));
     assert_null(strstr(info->definition, "managedFields"));
+    /* cloud-init's data (passwords, keys) never shows */
+    assert_null(strstr(info->definition, "#cloud-config"));
+    assert_non_null(strstr(info->definition, "\"userData\": \"(hidden)\""));
     struct json_object *back = json_tokener_parse(info->definition);
     assert_non_null(back);
     assert_string_equal(kube_get_str(back, "metadata", "name", (char *) NULL), "larry");

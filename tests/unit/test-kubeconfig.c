@@ -219,6 +219,18 @@ test_errors(void **state)
     snprintf(buf, sizeof buf, "%susers:\n- name: u\n  user:\n    client-key-data: '%s'\n",
              head, SECRET "!");
     refused(buf, NULL, -EINVAL, "client-key-data is not valid base64");
+    /* padding only where base64 has it (once wrote before its buffer) */
+    static const char *bad64[] = { "====", "AAAA====", "A===", "=AAA", "AA=A" };
+    for (size_t i = 0; i < sizeof bad64 / sizeof *bad64; i++) {
+        snprintf(buf, sizeof buf, "current-context: x\nclusters:\n- name: c\n  cluster: "
+                 "{server: 'https://c', certificate-authority-data: '%s'}\ncontexts:\n- name: x\n"
+                 "  context: {cluster: c}\n", bad64[i]);
+        refused(buf, NULL, -EINVAL, "certificate-authority-data is not valid base64");
+    }
+    refused("current-context: x\nclusters:\n- name: c\n  cluster: {server: 'https://c', "
+            "insecure-skip-tls-verify: true, certificate-authority-data: " CA_B64 "}\n"
+            "contexts:\n- name: x\n  context: {cluster: c}\n", NULL, -EINVAL,
+            "insecure-skip-tls-verify");
     snprintf(buf, sizeof buf, "%susers:\n- name: u\n  user:\n    exec: {command: x, "
              "apiVersion: client.authentication.k8s.io/v1alpha1}\n", head);
     refused(buf, NULL, -EINVAL, "exec apiVersion");

@@ -1,0 +1,670 @@
+/* core/kubevirt/kubevirt-backend.c: the KubeVirt backend (kubevirt://).
+ *
+ * The tree is read from live copies of four collections (kube-cache.c:
+ * list + watch, in every namespace): VirtualMachines, their instances,
+ * VirtualMachineSnapshots and their contents. A listing makes no API
+ * request; each watch event tells the model exactly which VM changed.
+ *
+ * Sources: kubevirt:// (the current context of $KUBECONFIG, else
+ * ~/.kube/config), kubevirt://CONTEXT, kubevirt://in-cluster.
+ *
+ * Thread model: the caches' threads call the events; ops run on FUSE
+ * workers and only read the caches.
+ */
+#define LOG_MODULE "kubevirt"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "backend.h"
+#include "cleanup.h"
+#include "clock.h"
+#include "deadline.h"
+#include "kube-cache.h"
+#include "kube-http.h"
+#include "kube-objects.h"
+#include "kubeconfig.h"
+#include "log.h"
+#include "vm-ops.h"
+
+#define SYNC_TIMEOUT_NS (UINT64_C(30) * NSEC_PER_SEC)
+#define DISCOVERY_TIMEOUT_NS (UINT64_C(20) * NSEC_PER_SEC)
+
+enum { C_VMS, C_VMIS, C_SNAPS, C_CONTENTS, _C_MAX };
+
+struct kv {
+    struct kube_client *client;
+    struct vm_ops *ops;         /* one changing operation per VM ("ns/name") */
+    char snap_version[16];      /* snapshot.kubevirt.io: v1beta1 or v1alpha1 */
+    struct backend_events events;
+    struct kube_cache *cache[_C_MAX];
+    uint64_t deadline_ns;       /* failure_deadline (0: none) */
+
+    pthread_mutex_t thaw_lock;  /* late-thaw threads: how many, closing */
+    pthread_cond_t thaw_cond;
+    unsigned thaws;
+    bool closing;
+};
+
+/* ---- events ------------------------------------------------------------------------ */
+
+static void
+tell(struct kv *kv, struct json_object *o, const char *vm, unsigned change)
+{
+    const char *ns = kube_get_str(o, "metadata", "namespace", (char *) NULL);
+    if (kv->events.vm_changed && ns && vm)
+        kv->events.vm_changed(kv->events.opaque, ns, vm, change);
+}
+
+static void
+on_vm(void *opaque, enum kube_event type, struct json_object *o)
+{
+    tell(opaque, o, kube_get_str(o, "metadata", "name", (char *) NULL),
+         type == KUBE_MODIFIED ? VM_CHANGE_STATE | VM_CHANGE_DEFINITION
+                               : VM_CHANGE_EXISTENCE | VM_CHANGE_STATE);
+}
+
+static void
+on_vmi(void *opaque, enum kube_event type, struct json_object *o)
+{
+    (void) type;
+    /* the VMI has the VM's name: running, the agent, the volumes' sizes */
+    tell(opaque, o, kube_get_str(o, "metadata", "name", (char *) NULL),
+         VM_CHANGE_STATE | VM_CHANGE_DEFINITION);
+}
+
+static void
+on_snapshot(void *opaque, enum kube_event type, struct json_object *o)
+{
+    (void) type;
+    tell(opaque, o, kube_get_str(o, "spec", "source", "name", (char *) NULL),
+         VM_CHANGE_SNAPSHOTS);
+}
+
+static void
+on_content(void *opaque, enum kube_event type, struct json_object *o)
+{
+    (void) type;
+    /* the content's captured VM names the source */
+    tell(opaque, o, kube_get_str(o, "spec", "source", "virtualMachine", "metadata", "name",
+                                 (char *) NULL),
+         VM_CHANGE_SNAPSHOTS);
+}
+
+/* ---- open / close ---------------------------------------------------------------- */
+
+static void
+kv_close(void *h)
+{
+    struct kv *kv = h;
+    if (!kv)
+        return;
+    pthread_mutex_lock(&kv->thaw_lock);
+    kv->closing = true;
+    while (kv->thaws > 0)
+        pthread_cond_wait(&kv->thaw_cond, &kv->thaw_lock);
+    pthread_mutex_unlock(&kv->thaw_lock);
+    for (int i = 0; i < _C_MAX; i++)
+        kube_cache_stop(kv->cache[i]);
+    kube_client_free(kv->client);
+    vm_ops_free(kv->ops);
+    pthread_cond_destroy(&kv->thaw_cond);
+    pthread_mutex_destroy(&kv->thaw_lock);
+    free(kv);
+}
+
+/* The served snapshot.kubevirt.io version the cluster prefers. */
+static int
+discover(struct kv *kv, char *why, size_t size)
+{
+    struct kube_response resp;
+    int r = kube_request(kv->client, "GET", "/apis/snapshot.kubevirt.io", NULL, NULL,
+                         DISCOVERY_TIMEOUT_NS, &resp, why, size);
+    struct json_object *g = r >= 0 ? json_tokener_parse(resp.body ? resp.body : "") : NULL;
+    const char *v = kube_get_str(g, "preferredVersion", "version", (char *) NULL);
+
+    kube_response_clear(&resp);
+    if (r == -ENOENT)
+        r = (snprintf(why, size, "the cluster serves no snapshot.kubevirt.io API: is KubeVirt "
+                      "installed, with its Snapshot feature?"), -ENOENT);
+    else if (r >= 0 && (!v || (strcmp(v, "v1beta1") != 0 && strcmp(v, "v1alpha1") != 0)))
+        r = (snprintf(why, size, "snapshot.kubevirt.io version '%s' is not one this "
+                      "vmsnapfs knows (v1beta1, v1alpha1)", v ? v : ""), -EINVAL);
+    else if (r >= 0)
+        snprintf(kv->snap_version, sizeof kv->snap_version, "%s", v);
+    json_object_put(g);
+    return r;
+}
+
+static int
+load_config(const char *source, struct kube_config *cfg, char *why, size_t size)
+{
+    const char *ctx = source + strlen("kubevirt://");
+
+    if (strcmp(ctx, "in-cluster") == 0)
+        return kubeconfig_in_cluster(NULL, cfg, why, size);
+    return kubeconfig_load(*ctx ? ctx : NULL, cfg, why, size);
+}
+
+static int
+kv_open(const char *source, const struct vmsnapfs_opts *o, const struct backend_events *events,
+        void **ret_h)
+{
+    struct kv *kv = calloc(1, sizeof *kv);
+    struct kube_config cfg = { 0 };
+    char why[512] = "", path[160];
+    int r;
+
+    (void) o;
+    if (!kv)
+        return -ENOMEM;
+    pthread_mutex_init(&kv->thaw_lock, NULL);
+    pthread_cond_init(&kv->thaw_cond, NULL);
+    if (events)
+        kv->events = *events;
+    kv->deadline_ns = o ? o->failure_deadline_ns : 0;
+    r = (kv->ops = vm_ops_new()) ? 0 : -ENOMEM;
+    if (r >= 0)
+        r = load_config(source, &cfg, why, sizeof why);
+    if (r >= 0)
+        r = kube_client_new(&cfg, &kv->client, why, sizeof why);
+    if (r >= 0)
+        r = discover(kv, why, sizeof why);
+
+    static const struct {
+        const char *group, *plural, *what;
+        kube_cache_fn fn;
+    } collections[_C_MAX] = {
+        [C_VMS] = { "kubevirt.io", "virtualmachines", "VirtualMachines", on_vm },
+        [C_VMIS] = { "kubevirt.io", "virtualmachineinstances", "VirtualMachineInstances", on_vmi },
+        [C_SNAPS] = { "snapshot.kubevirt.io", "virtualmachinesnapshots",
+                      "VirtualMachineSnapshots", on_snapshot },
+        [C_CONTENTS] = { "snapshot.kubevirt.io", "virtualmachinesnapshotcontents",
+                         "VirtualMachineSnapshotContents", on_content },
+    };
+    for (int i = 0; r >= 0 && i < _C_MAX; i++) {
+        snprintf(path, sizeof path, "/apis/%s/%s/%s", collections[i].group,
+                 i < C_SNAPS ? "v1" : kv->snap_version, collections[i].plural);
+        r = kube_cache_start(kv->client, path, collections[i].what, collections[i].fn, kv,
+                             &kv->cache[i]);
+    }
+    for (int i = 0; r >= 0 && i < _C_MAX; i++)
+        r = kube_cache_wait_synced(kv->cache[i], SYNC_TIMEOUT_NS, why, sizeof why);
+    kube_config_clear(&cfg);
+    if (r < 0) {
+        log_error("cannot use '%s' (%s): %s", source, kv->client ? kube_client_server(kv->client)
+                                                                 : "no server",
+                  why[0] ? why : strerror(-r));
+        kv_close(kv);
+        return r;
+    }
+    log_info("'%s': %s, snapshot.kubevirt.io/%s", source, kube_client_server(kv->client),
+             kv->snap_version);
+    *ret_h = kv;
+    return 0;
+}
+
+/* ---- queries ------------------------------------------------------------------------ */
+
+static int
+strv_append(char ***v, size_t *n, const char *s)
+{
+    char **g = realloc(*v, (*n + 2) * sizeof *g);
+    if (!g)
+        return -ENOMEM;
+    *v = g;
+    if (!(g[*n] = strdup(s)))
+        return -ENOMEM;
+    g[++*n] = NULL;
+    return 0;
+}
+
+/* The namespaces that hold VMs, sorted. */
+static int
+kv_list_namespaces(void *h, char ***ret)
+{
+    struct kv *kv = h;
+    struct json_object **vms = NULL;
+    size_t n = 0, k = 0;
+    char **names = calloc(1, sizeof *names);
+    int r = names ? kube_cache_list(kv->cache[C_VMS], NULL, &vms, &n) : -ENOMEM;
+
+    for (size_t i = 0; r >= 0 && i < n; i++) {
+        const char *ns = kube_get_str(vms[i], "metadata", "namespace", (char *) NULL);
+        if (ns && (k == 0 || strcmp(names[k - 1], ns) != 0))
+            r = strv_append(&names, &k, ns);     /* the list is sorted */
+    }
+    kube_cache_list_free(vms, n);
+    if (r < 0) {
+        strv_free(names);
+        return r;
+    }
+    *ret = names;
+    return 0;
+}
+
+static int
+kv_list_vms(void *h, const char *ns, char ***ret)
+{
+    struct kv *kv = h;
+    struct json_object **vms = NULL;
+    size_t n = 0, k = 0;
+    char **names = calloc(1, sizeof *names);
+    int r = names ? kube_cache_list(kv->cache[C_VMS], ns, &vms, &n) : -ENOMEM;
+
+    for (size_t i = 0; r >= 0 && i < n; i++)
+        r = strv_append(&names, &k, kube_get_str(vms[i], "metadata", "name", (char *) NULL));
+    kube_cache_list_free(vms, n);
+    if (r < 0) {
+        strv_free(names);
+        return r;
+    }
+    *ret = names;
+    return 0;
+}
+
+static int
+kv_vm_get(void *h, const struct vm_ref *ref, struct vm_info **ret)
+{
+    struct kv *kv = h;
+    struct json_object *vm = kube_cache_get(kv->cache[C_VMS], ref->ns, ref->name);
+    struct json_object *vmi = vm ? kube_cache_get(kv->cache[C_VMIS], ref->ns, ref->name) : NULL;
+    int r = vm ? kube_vm_info(vm, vmi, ret) : -ENOENT;
+
+    json_object_put(vm);
+    json_object_put(vmi);
+    return r;
+}
+
+static int
+kv_snapshot_list(void *h, const struct vm_ref *ref, struct snapshot_info ***ret, size_t *ret_n)
+{
+    struct kv *kv = h;
+    struct json_object **snaps = NULL;
+    size_t n = 0, k = 0;
+    struct snapshot_info **v = NULL;
+    struct json_object *vm = kube_cache_get(kv->cache[C_VMS], ref->ns, ref->name);
+    int r = vm ? kube_cache_list(kv->cache[C_SNAPS], ref->ns, &snaps, &n) : -ENOENT;
+
+    json_object_put(vm);
+    if (r >= 0 && !(v = calloc(n + 1, sizeof *v)))
+        r = -ENOMEM;
+    for (size_t i = 0; r >= 0 && i < n; i++) {
+        if (!kube_snapshot_of(snaps[i], ref->name))
+            continue;
+        const char *cname = kube_get_str(snaps[i], "status", "virtualMachineSnapshotContentName",
+                                         (char *) NULL);
+        struct json_object *content = cname ? kube_cache_get(kv->cache[C_CONTENTS], ref->ns,
+                                                             cname)
+                                            : NULL;
+        struct snapshot_info *s = NULL;
+        int one = kube_snapshot_info(snaps[i], content, &s);
+        json_object_put(content);
+        if (one == -ENOMEM)
+            r = one;
+        else if (one >= 0)
+            v[k++] = s;
+    }
+    kube_cache_list_free(snaps, n);
+    if (r < 0) {
+        snapshot_infos_free(v, k);
+        return r;
+    }
+    *ret = v;           /* sorted by name: the cache lists so */
+    *ret_n = k;
+    return 0;
+}
+
+/* ---- snapshots: mkdir and rmdir ---------------------------------------------------- */
+
+#define MADE_BY_LABEL "vmsnapfs.io/made-by"
+#define REQUEST_NS (UINT64_C(20) * NSEC_PER_SEC)
+/* how long after a failed snapshot a freeze that lands late is thawed */
+#define LATE_THAW_NS (UINT64_C(120) * NSEC_PER_SEC)
+
+static int
+say(struct op_report *rep, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int
+say(struct op_report *rep, int r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rep->text, sizeof rep->text, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+static char *
+snapshots_path(struct kv *kv, const char *ns, const char *name)
+{
+    char *p = NULL;
+    if (asprintf(&p, "/apis/snapshot.kubevirt.io/%s/namespaces/%s/virtualmachinesnapshots%s%s",
+                 kv->snap_version, ns, name ? "/" : "", name ? name : "") < 0)
+        return NULL;
+    return p;
+}
+
+/* PUT unfreeze on the VMI: the guest thawed whatever KubeVirt's controller
+ * did (upstream can leave it frozen: a freeze that lands after the
+ * snapshot failed). 0, or -errno when it could not be asked. */
+static int
+unfreeze(struct kv *kv, const char *ns, const char *vm)
+{
+    _cleanup_free_ char *path = NULL;
+    struct kube_response resp;
+    char why[256];
+
+    if (asprintf(&path, "/apis/subresources.kubevirt.io/v1/namespaces/%s/"
+                        "virtualmachineinstances/%s/unfreeze", ns, vm) < 0)
+        return -ENOMEM;
+    int r = kube_request(kv->client, "PUT", path, NULL, NULL, REQUEST_NS, &resp, why, sizeof why);
+    kube_response_clear(&resp);
+    if (r == -ENOENT || r == -EAGAIN)
+        return 0;                       /* no VMI, or not running: nothing frozen */
+    if (r < 0)
+        log_warning("'%s/%s': cannot unfreeze: %s", ns, vm, why);
+    return r;
+}
+
+struct late_thaw {
+    struct kv *kv;
+    char key[512];          /* the VM's operation key */
+    char ns[256], vm[256];
+};
+
+static bool
+closing(struct kv *kv)
+{
+    LOCK_FOR_SCOPE(&kv->thaw_lock);
+    return kv->closing;
+}
+
+/* After a failed snapshot: the freeze KubeVirt asked for may land later
+ * (its call timed out, the guest's went on); thaw it whenever it shows,
+ * while no other operation (a new snapshot's own freeze) runs on the VM. */
+static void *
+late_thaw_thread(void *opaque)
+{
+    struct late_thaw *t = opaque;
+    struct kv *kv = t->kv;
+    struct kube_cache *vmis = kv->cache[C_VMIS];
+    uint64_t end = now_monotonic_ns() + LATE_THAW_NS;
+
+    while (now_monotonic_ns() < end && !closing(kv)) {
+        uint64_t seen = kube_cache_changes(vmis);
+        struct json_object *vmi = kube_cache_get(vmis, t->ns, t->vm);
+        const char *fs = kube_get_str(vmi, "status", "fsFreezeStatus", (char *) NULL);
+        bool frozen = fs && strcmp(fs, "frozen") == 0;
+        json_object_put(vmi);
+        if (frozen && vm_op_begin(kv->ops, t->key, NULL, 0) == 0) {
+            log_warning("'%s/%s': frozen after its snapshot failed: thawing", t->ns, t->vm);
+            unfreeze(kv, t->ns, t->vm);
+            vm_op_end(kv->ops, t->key);
+        }
+        (void) kube_cache_wait_change(vmis, seen, now_monotonic_ns() + NSEC_PER_SEC);
+    }
+    free(t);
+    pthread_mutex_lock(&kv->thaw_lock);
+    kv->thaws--;
+    pthread_cond_broadcast(&kv->thaw_cond);
+    pthread_mutex_unlock(&kv->thaw_lock);
+    return NULL;
+}
+
+static void
+late_thaw_start(struct kv *kv, const char *key, const struct vm_ref *ref)
+{
+    struct late_thaw *t = calloc(1, sizeof *t);
+    pthread_t th;
+
+    if (!t)
+        return;
+    t->kv = kv;
+    snprintf(t->key, sizeof t->key, "%s", key);
+    snprintf(t->ns, sizeof t->ns, "%s", ref->ns);
+    snprintf(t->vm, sizeof t->vm, "%s", ref->name);
+    pthread_mutex_lock(&kv->thaw_lock);
+    kv->thaws++;
+    pthread_mutex_unlock(&kv->thaw_lock);
+    if (pthread_create(&th, NULL, late_thaw_thread, t) == 0) {
+        pthread_detach(th);
+        return;
+    }
+    free(t);
+    pthread_mutex_lock(&kv->thaw_lock);
+    kv->thaws--;
+    pthread_cond_broadcast(&kv->thaw_cond);
+    pthread_mutex_unlock(&kv->thaw_lock);
+}
+
+static void
+delete_snapshot(struct kv *kv, const char *ns, const char *snap)
+{
+    _cleanup_free_ char *path = snapshots_path(kv, ns, snap);
+    struct kube_response resp;
+    char why[256];
+    int r = path ? kube_request(kv->client, "DELETE", path, "{\"propagationPolicy\":\"Background\"}",
+                                NULL, REQUEST_NS, &resp, why, sizeof why)
+                 : -ENOMEM;
+    if (path)
+        kube_response_clear(&resp);
+    if (r < 0 && r != -ENOENT)
+        log_warning("'%s': cannot delete snapshot '%s': %s", ns, snap, why);
+}
+
+/* The snapshot's phase as the cache has it: 1 Succeeded (and readyToUse),
+ * 0 in progress, -1 Failed, -2 gone; *ret_info filled where it is there. */
+static int
+snapshot_state(struct kv *kv, const char *ns, const char *snap, struct snapshot_info **ret_info)
+{
+    struct json_object *o = kube_cache_get(kv->cache[C_SNAPS], ns, snap);
+    *ret_info = NULL;
+    if (!o)
+        return -2;
+    int r = kube_snapshot_info(o, NULL, ret_info);
+    json_object_put(o);
+    if (r < 0)
+        return 0;
+    return (*ret_info)->phase == SNAPSHOT_SUCCEEDED ? 1
+           : (*ret_info)->phase == SNAPSHOT_FAILED  ? -1
+                                                    : 0;
+}
+
+/* Did KubeVirt fail the snapshot at its deadline (condition Failure,
+ * reason "snapshot deadline exceeded")? */
+static bool
+past_deadline(struct kv *kv, const char *ns, const char *snap)
+{
+    struct json_object *o = kube_cache_get(kv->cache[C_SNAPS], ns, snap);
+    struct json_object *conds = kube_get(o, "status", "conditions", (char *) NULL);
+    bool late = false;
+
+    for (size_t i = 0; conds && json_object_is_type(conds, json_type_array) &&
+                       i < json_object_array_length(conds); i++) {
+        struct json_object *c = json_object_array_get_idx(conds, i);
+        const char *type = kube_get_str(c, "type", (char *) NULL);
+        const char *reason = kube_get_str(c, "reason", (char *) NULL);
+        late |= type && strcmp(type, "Failure") == 0 && reason && strstr(reason, "deadline");
+    }
+    json_object_put(o);
+    return late;
+}
+
+static int
+kv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
+                   const struct vmsnapfs_opts *o, struct op_report *rep)
+{
+    struct kv *kv = h;
+    _cleanup_free_ char *key = NULL, *path = NULL, *body = NULL;
+    struct deadline deadline = deadline_begin(o);
+    uint64_t start = now_monotonic_ns();
+    struct kube_response resp;
+    char why[512];
+    int r;
+
+    struct json_object *vm = kube_cache_get(kv->cache[C_VMS], ref->ns, ref->name);
+    struct json_object *vmi = kube_cache_get(kv->cache[C_VMIS], ref->ns, ref->name);
+    struct vm_info *info = NULL;
+    r = vm ? kube_vm_info(vm, vmi, &info) : -ENOENT;
+    json_object_put(vm);
+    json_object_put(vmi);
+    if (r < 0)
+        return r;
+    bool running = info->running, agent = info->agent;
+    vm_info_free(info);
+    struct json_object *existing = kube_cache_get(kv->cache[C_SNAPS], ref->ns, snap);
+    if (existing) {
+        json_object_put(existing);
+        return say(rep, -EEXIST, "a snapshot of that name exists");
+    }
+    if (running && !agent && o && o->consistency == CONSISTENCY_REQUIRED)
+        return say(rep, -EAGAIN, "no guest agent connected and consistency=required: no "
+                   "consistent snapshot is possible now");
+    if (asprintf(&key, "%s/%s", ref->ns, ref->name) < 0 ||
+        !(path = snapshots_path(kv, ref->ns, NULL)))
+        return -ENOMEM;
+    r = vm_op_begin(kv->ops, key, snap, 0);
+    if (r < 0)
+        return say(rep, r, "%s", vm_op_refusal(r));
+
+    /* the deadline goes to KubeVirt too: its controller fails the
+     * snapshot and unfreezes at it */
+    char fd[64] = "";
+    if (o && o->failure_deadline_ns)
+        snprintf(fd, sizeof fd, ",\"failureDeadline\":\"%llus\"",
+                 (unsigned long long) ((o->failure_deadline_ns + NSEC_PER_SEC - 1) / NSEC_PER_SEC));
+    if (asprintf(&body, "{\"apiVersion\":\"snapshot.kubevirt.io/%s\",\"kind\":"
+                        "\"VirtualMachineSnapshot\",\"metadata\":{\"name\":\"%s\",\"labels\":"
+                        "{\"" MADE_BY_LABEL "\":\"vmsnapfs\"}},\"spec\":{\"source\":"
+                        "{\"apiGroup\":\"kubevirt.io\",\"kind\":\"VirtualMachine\",\"name\":\"%s\"}%s}}",
+                 kv->snap_version, snap, ref->name, fd) < 0) {
+        vm_op_end(kv->ops, key);
+        return -ENOMEM;
+    }
+    uint64_t seen = kube_cache_changes(kv->cache[C_SNAPS]);
+    r = kube_request(kv->client, "POST", path, body, NULL, REQUEST_NS, &resp, why, sizeof why);
+    kube_response_clear(&resp);
+    if (r < 0) {
+        vm_op_end(kv->ops, key);
+        return say(rep, r, "the cluster refused the snapshot: %s", why);
+    }
+
+    /* until it left InProgress (Succeeded counts once readyToUse) */
+    struct snapshot_info *s = NULL;
+    int state = 0;
+    uint64_t until = deadline.at_ns ? deadline.at_ns + 5 * NSEC_PER_SEC : UINT64_MAX;
+    for (;;) {
+        snapshot_info_free(s);
+        state = snapshot_state(kv, ref->ns, snap, &s);
+        if (state != 0 && state != -2)
+            break;
+        if (now_monotonic_ns() >= until)
+            break;
+        (void) kube_cache_wait_change(kv->cache[C_SNAPS], seen, now_monotonic_ns() + NSEC_PER_SEC);
+        seen = kube_cache_changes(kv->cache[C_SNAPS]);
+    }
+    unsigned ind = s ? s->indications : 0;
+    bool quiesced = ind & (1u << INDICATION_GUEST_AGENT) &&
+                    !(ind & ((1u << INDICATION_QUIESCE_FAILED) | (1u << INDICATION_QUIESCE_TIMEOUT)));
+    if (state == 1 && running && !quiesced && o && o->consistency == CONSISTENCY_REQUIRED) {
+        state = -3;
+        r = say(rep, -EAGAIN, "the snapshot is not quiesced and consistency=required: deleted");
+    } else if (state == 1) {
+        char names[128] = "";
+        for (int i = 0; i < _INDICATION_MAX; i++)
+            if (ind & (1u << i))
+                snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s",
+                         names[0] ? "," : "", indication_to_string(i));
+        size_t n_excl = 0;
+        while (s->excluded && s->excluded[n_excl])
+            n_excl++;
+        r = say(rep, 0, "%zu volume(s), %zu excluded; indications %s; took %llu ms",
+                s->n_volumes, n_excl, names[0] ? names : "none",
+                (unsigned long long) ((now_monotonic_ns() - start) / NSEC_PER_MSEC));
+    } else if (state == -1) {
+        bool late = deadline_passed(deadline) || past_deadline(kv, ref->ns, snap);
+        r = say(rep, late ? -ETIMEDOUT : -EIO, "%s%s", late ? "the failure deadline passed: " : "",
+                s && s->error ? s->error : "KubeVirt failed the snapshot");
+    } else if (state == -2) {
+        r = say(rep, -EIO, "the snapshot was deleted by someone else meanwhile");
+    } else {
+        r = say(rep, -ETIMEDOUT, "the snapshot did not finish within the failure deadline");
+    }
+    snapshot_info_free(s);
+    if (r == 0) {
+        vm_op_end(kv->ops, key);
+        return 0;
+    }
+    /* failed: nothing left behind, and never a frozen guest */
+    delete_snapshot(kv, ref->ns, snap);
+    if (running) {
+        unfreeze(kv, ref->ns, ref->name);
+        late_thaw_start(kv, key, ref);
+    }
+    vm_op_end(kv->ops, key);
+    return r;
+}
+
+static int
+kv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap, struct op_report *rep)
+{
+    struct kv *kv = h;
+    _cleanup_free_ char *key = NULL, *path = NULL;
+    struct kube_response resp;
+    char why[512];
+    int r;
+
+    struct json_object *o = kube_cache_get(kv->cache[C_SNAPS], ref->ns, snap);
+    bool ours = o && kube_snapshot_of(o, ref->name);
+    json_object_put(o);
+    if (!ours)
+        return -ENOENT;
+    if (asprintf(&key, "%s/%s", ref->ns, ref->name) < 0 ||
+        !(path = snapshots_path(kv, ref->ns, snap)))
+        return -ENOMEM;
+    r = vm_op_begin(kv->ops, key, NULL, 0);
+    if (r < 0)
+        return say(rep, r, "%s", vm_op_refusal(r));
+    uint64_t seen = kube_cache_changes(kv->cache[C_SNAPS]);
+    r = kube_request(kv->client, "DELETE", path, "{\"propagationPolicy\":\"Background\"}", NULL,
+                     REQUEST_NS, &resp, why, sizeof why);
+    kube_response_clear(&resp);
+    if (r < 0) {
+        vm_op_end(kv->ops, key);
+        return say(rep, r, "the cluster refused to delete the snapshot: %s", why);
+    }
+    /* until it is gone (its finalizer goes with its content) */
+    uint64_t end = now_monotonic_ns() + (kv->deadline_ns ? kv->deadline_ns : 300 * NSEC_PER_SEC);
+    for (;;) {
+        o = kube_cache_get(kv->cache[C_SNAPS], ref->ns, snap);
+        json_object_put(o);
+        if (!o || now_monotonic_ns() >= end)
+            break;
+        (void) kube_cache_wait_change(kv->cache[C_SNAPS], seen, now_monotonic_ns() + NSEC_PER_SEC);
+        seen = kube_cache_changes(kv->cache[C_SNAPS]);
+    }
+    vm_op_end(kv->ops, key);
+    if (o)
+        return say(rep, -ETIMEDOUT, "the snapshot is still being deleted");
+    return say(rep, 0, "deleted");
+}
+
+const struct backend_ops backend_kubevirt = {
+    .name = "kubevirt",
+    .namespaced = true,
+    .open = kv_open,
+    .close = kv_close,
+    .list_namespaces = kv_list_namespaces,
+    .list_vms = kv_list_vms,
+    .vm_get = kv_vm_get,
+    .snapshot_list = kv_snapshot_list,
+    .snapshot_create = kv_snapshot_create,
+    .snapshot_delete = kv_snapshot_delete,
+};

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# kube-tree.sh: a real FUSE mount of a (fake) KubeVirt cluster,
+# `vmsnapfs kubevirt:// MNT` with a kubeconfig: one directory per namespace
+# holding its VMs; state, agent and vm.json as the cluster says them; live
+# changes made with kubectl within 2 s; snapshots made with kubectl listed;
+# mkdir and rmdir make and delete VirtualMachineSnapshots (mkdir returns
+# once it is usable: readyToUse), with the SPEC's errnos; a warm `ls -lR`
+# makes no API request; consistency=required; a snapshot that fails at its
+# deadline while the freeze lands late (upstream's race) ends thawed; no
+# credential in the tree, events or the log.
+. "${0%/*}/lib.sh"
+requires_fuse
+requires kubectl
+requires curl
+use_fake_cluster
+wd=$(workdir)
+token=$(cat "$KUBE_DIR/token")
+k() { timeout 60 kubectl --request-timeout=20s "$@"; }
+requests() { kube_api GET /fake/requests | grep -o '"[A-Z]* /[^"]*"' | grep -v '?watch=' || true; }
+frozen() { kube_api GET /fake/guests | grep -q "\"$1\": {\"frozen\": true"; }
+guest() {   # guest NS/NAME FIELD: the fake guest's frozen, late, thawed_by
+    kube_api GET /fake/guests | python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]][sys.argv[2]])' "$1" "$2"
+}
+# wait_for SECONDS CMD...: until CMD succeeds
+wait_for() {
+    local n=$(( $1 * 20 ))
+    shift
+    for ((; n > 0; n--)); do "$@" && return 0; sleep 0.05; done
+    return 1
+}
+
+vm() {  # vm NS NAME RUNSTRATEGY [ANNOTATIONS-JSON]
+    cat <<Y | k create -f - >/dev/null
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: $2-root, namespace: $1}
+spec:
+  storageClassName: fake
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {name: $2, namespace: $1, annotations: ${4:-{\}}}
+spec:
+  runStrategy: $3
+  template:
+    spec:
+      domain:
+        devices:
+          disks: [{name: root, disk: {bus: virtio}}, {name: cloudinit, disk: {bus: virtio}}]
+      volumes:
+      - {name: root, persistentVolumeClaim: {claimName: $2-root}}
+      - {name: cloudinit, cloudInitNoCloud: {userData: "#cloud-config\n"}}
+Y
+}
+k create ns prod >/dev/null
+vm prod larry Always
+vm default moe Halted
+vm prod hung Always '{"fake.vmsnapfs.io/freeze": "hang:4"}'
+vm prod mute Always '{"fake.vmsnapfs.io/agent": "absent"}'
+wait_for 5 test "$(k -n prod get vm larry -o jsonpath='{.status.printableStatus}')" = Running ||
+    fail "the fake's VM does not run"
+
+mnt=$wd/mnt
+start_vmsnapfs kubevirt:// "$mnt" -o failure_deadline=2s
+expect_log "frozen after its snapshot failed: thawing"
+expect_log "snapshot 'Bad_Name' failed: invalid snapshot name"
+expect_log "'prod/mute': snapshot 'c1' failed: no guest agent connected"
+expect_log "'prod/hung': snapshot 'late' failed"
+[ "$(ls "$mnt" | tr '\n' ' ')" = "default prod " ] || fail "namespaces: $(ls "$mnt")"
+[ "$(ls "$mnt/prod" | tr '\n' ' ')" = "hung larry mute " ] || fail "VMs: $(ls "$mnt/prod")"
+L=$mnt/prod/larry
+[ "$(ls "$L" | tr '\n' ' ')" = "agent events restore snapshots state vm.json volumes " ] ||
+    fail "a VM's tree: $(ls "$L")"
+expect_content "$L/state" Running
+expect_content "$L/agent" connected
+expect_content "$mnt/default/moe/state" Stopped
+expect_content "$mnt/default/moe/agent" disconnected
+python3 -c 'import json,sys; o=json.load(open(sys.argv[1])); assert o["metadata"]["name"]=="larry"; assert "managedFields" not in o["metadata"]' "$L/vm.json" ||
+    fail "vm.json"
+[ "$(ls "$L/volumes")" = root.img ] || fail "volumes: $(ls "$L/volumes")"
+[ "$(stat -c %s "$L/volumes/root.img")" = 1073741824 ] || fail "size of root.img"
+expect_errno ENOENT stat "$mnt/prod/nope"
+expect_errno ENOENT stat "$mnt/nope"
+
+# a warm listing makes no API request
+ls -lR "$mnt" >/dev/null
+kube_api DELETE /fake/requests >/dev/null
+ls -lR "$mnt" >/dev/null
+cat "$L/state" "$L/agent" "$L/vm.json" >/dev/null
+[ -z "$(requests)" ] || fail "a warm ls -lR made API requests: $(requests)"
+
+# changes made with kubectl show within 2 s
+k -n prod patch vm larry --type merge -p '{"spec":{"runStrategy":"Halted"}}' >/dev/null
+wait_for 2 grep -qx Stopped "$L/state" || fail "a stop made with kubectl: $(cat "$L/state")"
+expect_content "$L/agent" disconnected
+k -n prod patch vm larry --type merge -p '{"spec":{"runStrategy":"Always"}}' >/dev/null
+wait_for 2 grep -qx connected "$L/agent" || fail "a start made with kubectl"
+vm prod curly Halted
+wait_for 2 test -d "$mnt/prod/curly" || fail "a VM made with kubectl: $(ls "$mnt/prod")"
+cat <<Y | k -n prod create -f - >/dev/null
+apiVersion: snapshot.kubevirt.io/v1beta1
+kind: VirtualMachineSnapshot
+metadata: {name: by-kubectl}
+spec:
+  source: {apiGroup: kubevirt.io, kind: VirtualMachine, name: larry}
+Y
+wait_for 2 test -d "$L/snapshots/by-kubectl" || fail "a snapshot made with kubectl is not listed"
+wait_for 5 grep -qx Succeeded "$L/snapshots/by-kubectl/phase" || fail "its phase"
+
+# mkdir: a VirtualMachineSnapshot, usable when mkdir returns
+mkdir "$L/snapshots/s1" || fail "mkdir s1: $(tail -n 2 "$L/events")"
+expect_content "$L/snapshots/s1/phase" Succeeded
+[ "$(k -n prod get vmsnapshot s1 -o jsonpath='{.status.readyToUse}')" = true ] ||
+    fail "mkdir returned before the snapshot was ready"
+[ "$(k -n prod get vmsnapshot s1 -o jsonpath='{.metadata.labels.vmsnapfs\.io/made-by}')" = vmsnapfs ] ||
+    fail "the snapshot does not say vmsnapfs made it"
+[ "$(sort "$L/snapshots/s1/indications" | tr '\n' ' ')" = "GuestAgent Online " ] ||
+    fail "indications: $(cat "$L/snapshots/s1/indications")"
+grep -q '"larry-root"' "$L/snapshots/s1/vm.json" || fail "the snapshot's vm.json"
+grep -q "snapshot s1 succeeded" "$L/events" || fail "events: $(cat "$L/events")"
+expect_errno EEXIST mkdir "$L/snapshots/s1"
+expect_errno EINVAL mkdir "$L/snapshots/Bad_Name"
+mkdir "$mnt/default/moe/snapshots/offline" || fail "mkdir of a stopped VM's snapshot"
+[ -z "$(cat "$mnt/default/moe/snapshots/offline/indications")" ] || fail "offline indications"
+
+# rmdir: deleted, and gone when it returns
+rmdir "$L/snapshots/s1" || fail "rmdir s1: $(tail -n 2 "$L/events")"
+k -n prod get vmsnapshot s1 >/dev/null 2>&1 && fail "rmdir left the snapshot in the cluster"
+expect_errno ENOENT stat "$L/snapshots/s1"
+expect_errno ENOENT rmdir "$L/snapshots/s1"
+
+# the freeze hangs, the snapshot fails at the deadline (ETIMEDOUT), the
+# freeze lands later (upstream's race): vmsnapfs thaws it at once, not
+# when the guest's own timer (unfreezeTimeout = the 2 s deadline) would
+expect_errno ETIMEDOUT mkdir "$mnt/prod/hung/snapshots/late"
+k -n prod get vmsnapshot late >/dev/null 2>&1 && fail "the failed snapshot was left"
+landed() { [ "$(guest prod/hung late)" -ge 1 ]; }
+wait_for 8 landed ||
+    fail "the late freeze never landed: the race is not tested"
+wait_for 2 eval '! frozen prod/hung' || fail "the guest stays frozen after a failed snapshot"
+[ "$(guest prod/hung thawed_by)" = unfreeze ] ||
+    fail "thawed by $(guest prod/hung thawed_by), not by vmsnapfs"
+grep -q "'prod/hung': frozen after its snapshot failed: thawing" "$VMSNAPFS_LOG" ||
+    fail "vmsnapfs did not thaw the late freeze"
+grep -q "late failed the failure deadline passed" "$mnt/prod/hung/events" ||
+    fail "no reason in events: $(cat "$mnt/prod/hung/events")"
+
+# consistency=required: no agent, no snapshot (EAGAIN, nothing made)
+fusermount3 -u "$mnt" || fail "unmount"
+wait "$VMSNAPFS_PID" || fail "vmsnapfs exited with an error"
+start_vmsnapfs kubevirt:// "$mnt" -o consistency=required
+expect_errno EAGAIN mkdir "$mnt/prod/mute/snapshots/c1"
+k -n prod get vmsnapshot c1 >/dev/null 2>&1 && fail "a snapshot was made for consistency=required"
+mkdir "$mnt/prod/larry/snapshots/c2" || fail "consistency=required with an agent"
+
+# no credential anywhere
+if grep -rqs -- "$token" "$mnt"/*/*/events "$mnt"/*/*/vm.json "$mnt"/*/*/state "$VMSNAPFS_LOG"; then
+    fail "the token shows in the tree or the log"
+fi
+echo "PASS: $testname"

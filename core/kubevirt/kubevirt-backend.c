@@ -225,20 +225,20 @@ strv_append(char ***v, size_t *n, const char *s)
     return 0;
 }
 
-/* The namespaces that hold VMs, sorted. */
+/* The VMs' metadata field (their names in ns, or the namespaces holding
+ * any), sorted and each once: the cache lists by namespace and name. */
 static int
-kv_list_namespaces(void *h, char ***ret)
+vm_field(struct kv *kv, const char *ns, const char *field, char ***ret)
 {
-    struct kv *kv = h;
     struct json_object **vms = NULL;
     size_t n = 0, k = 0;
     char **names = calloc(1, sizeof *names);
-    int r = names ? kube_cache_list(kv->cache[C_VMS], NULL, &vms, &n) : -ENOMEM;
+    int r = names ? kube_cache_list(kv->cache[C_VMS], ns, &vms, &n) : -ENOMEM;
 
     for (size_t i = 0; r >= 0 && i < n; i++) {
-        const char *ns = kube_get_str(vms[i], "metadata", "namespace", (char *) NULL);
-        if (ns && (k == 0 || strcmp(names[k - 1], ns) != 0))
-            r = strv_append(&names, &k, ns);     /* the list is sorted */
+        const char *v = kube_get_str(vms[i], "metadata", field, (char *) NULL);
+        if (v && (k == 0 || strcmp(names[k - 1], v) != 0))
+            r = strv_append(&names, &k, v);
     }
     kube_cache_list_free(vms, n);
     if (r < 0) {
@@ -250,23 +250,15 @@ kv_list_namespaces(void *h, char ***ret)
 }
 
 static int
+kv_list_namespaces(void *h, char ***ret)
+{
+    return vm_field(h, NULL, "namespace", ret);
+}
+
+static int
 kv_list_vms(void *h, const char *ns, char ***ret)
 {
-    struct kv *kv = h;
-    struct json_object **vms = NULL;
-    size_t n = 0, k = 0;
-    char **names = calloc(1, sizeof *names);
-    int r = names ? kube_cache_list(kv->cache[C_VMS], ns, &vms, &n) : -ENOMEM;
-
-    for (size_t i = 0; r >= 0 && i < n; i++)
-        r = strv_append(&names, &k, kube_get_str(vms[i], "metadata", "name", (char *) NULL));
-    kube_cache_list_free(vms, n);
-    if (r < 0) {
-        strv_free(names);
-        return r;
-    }
-    *ret = names;
-    return 0;
+    return vm_field(h, ns, "name", ret);
 }
 
 static int

@@ -62,11 +62,11 @@ model_open(const char *source, const struct vmsnapfs_opts *o,
     const struct backend_ops *ops = backend_for_source(source);
 
     if (!ops && source && strncmp(source, "kubevirt://", 11) == 0)
-        return log_error_errno(-ENOTSUP, "'%s': the KubeVirt backend is not in "
-                               "this version yet", source);
+        return log_error_errno(-ENOTSUP, "'%s': this vmsnapfs was built without the "
+                               "KubeVirt backend", source);
     if (!ops)
         return log_error_errno(-EINVAL, "no backend for source '%s' (expected a "
-                               "libvirt URI such as qemu:///system)",
+                               "libvirt URI such as qemu:///system, or kubevirt://[CONTEXT])",
                                source ? source : "");
     return model_open_ops(ops, source, o, ret);
 }

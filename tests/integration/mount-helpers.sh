@@ -44,11 +44,11 @@ set -e
 grep -q "no backend for source 'nonsense'" "$dir/err" || fail "bad source message: $(cat "$dir/err")"
 is_mounted "$dir/m" && fail "mounted despite a bad source"
 set +e
-"$VMSNAPFS" -f kubevirt:// "$dir/m" 2>"$dir/err"
+KUBECONFIG=$dir/no-kubeconfig "$VMSNAPFS" -f kubevirt:// "$dir/m" 2>"$dir/err"
 status=$?
 set -e
-[ "$status" = 1 ] || fail "kubevirt:// in this version: exit status $status"
-grep -q "the KubeVirt backend is not in this version yet" "$dir/err" ||
+[ "$status" = 1 ] || fail "kubevirt:// without a kubeconfig: exit status $status"
+grep -q "no kubeconfig file: '$dir/no-kubeconfig'" "$dir/err" ||
     fail "kubevirt:// message: $(cat "$dir/err")"
 
 # a libvirt URI that cannot be opened: exit 1, libvirt's reason on stderr

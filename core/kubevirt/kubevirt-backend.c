@@ -33,6 +33,9 @@
 #include "log.h"
 #include "vm-ops.h"
 
+/* on the snapshots vmsnapfs makes: that it made them, and which daemon */
+#define MADE_BY_LABEL "vmsnapfs.io/made-by"
+#define OWNER_ANNOTATION "vmsnapfs.io/owner"
 #define SYNC_TIMEOUT_NS (UINT64_C(30) * NSEC_PER_SEC)
 #define DISCOVERY_TIMEOUT_NS (UINT64_C(20) * NSEC_PER_SEC)
 
@@ -45,6 +48,7 @@ struct kv {
     struct backend_events events;
     struct kube_cache *cache[_C_MAX];
     uint64_t deadline_ns;       /* failure_deadline (0: none) */
+    char owner[320];            /* HOST/PID/START: which daemon made a snapshot */
 
     pthread_mutex_t thaw_lock;  /* late-thaw threads: how many, closing */
     pthread_cond_t thaw_cond;
@@ -95,6 +99,98 @@ on_content(void *opaque, enum kube_event type, struct json_object *o)
     tell(opaque, o, kube_get_str(o, "spec", "source", "virtualMachine", "metadata", "name",
                                  (char *) NULL),
          VM_CHANGE_SNAPSHOTS);
+}
+
+/* ---- who made a snapshot ----------------------------------------------------------- */
+
+/* A process's start time (clock ticks since boot): with its PID it names
+ * one process, never a later one that got the same PID. 0 if gone. */
+static unsigned long long
+process_start(long pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "re");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');        /* the name may hold spaces */
+    unsigned long long start = 0;
+    /* fields after the name: state ppid ... starttime is the 20th */
+    if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d "
+                           "%*d %*d %*d %*d %llu", &start) != 1)
+        start = 0;
+    return start;
+}
+
+static void
+owner_init(struct kv *kv)
+{
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    snprintf(kv->owner, sizeof kv->owner, "%s/%ld/%llu", host, (long) getpid(),
+             process_start((long) getpid()));
+}
+
+/* Was o made by a vmsnapfs of this host that is gone (killed mid-mkdir)? */
+static bool
+orphaned(struct kv *kv, struct json_object *o)
+{
+    const char *by = kube_get_str(o, "metadata", "labels", MADE_BY_LABEL, (char *) NULL);
+    const char *owner = kube_get_str(o, "metadata", "annotations", OWNER_ANNOTATION,
+                                     (char *) NULL);
+    char host[256] = "";
+    long pid = 0;
+    unsigned long long start = 0;
+
+    if (!by || !owner || sscanf(owner, "%255[^/]/%ld/%llu", host, &pid, &start) != 3)
+        return false;
+    size_t hl = strcspn(kv->owner, "/");
+    if (strlen(host) != hl || strncmp(host, kv->owner, hl) != 0)
+        return false;                   /* another host's: not ours to judge */
+    return pid <= 0 || process_start(pid) != start;
+}
+
+static void late_thaw_start(struct kv *kv, const char *key, const struct vm_ref *ref);
+static int unfreeze(struct kv *kv, const char *ns, const char *vm);
+static void delete_snapshot(struct kv *kv, const char *ns, const char *snap);
+
+/* A daemon killed mid-mkdir left its snapshot, maybe a frozen guest: the
+ * snapshot goes (mkdir failed), the guest is thawed, now and if its freeze
+ * lands later. */
+static void
+recover_orphans(struct kv *kv)
+{
+    struct json_object **snaps = NULL;
+    size_t n = 0;
+
+    if (kube_cache_list(kv->cache[C_SNAPS], NULL, &snaps, &n) < 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        struct snapshot_info *s = NULL;
+        if (!orphaned(kv, snaps[i]) || kube_snapshot_info(snaps[i], NULL, &s) < 0)
+            continue;
+        bool done = s->phase == SNAPSHOT_SUCCEEDED;
+        snapshot_info_free(s);
+        if (done)
+            continue;                   /* made, and usable: it stays */
+        const char *ns = kube_get_str(snaps[i], "metadata", "namespace", (char *) NULL);
+        const char *name = kube_get_str(snaps[i], "metadata", "name", (char *) NULL);
+        const char *vm = kube_get_str(snaps[i], "spec", "source", "name", (char *) NULL);
+        if (!ns || !name || !vm)
+            continue;
+        log_warning("'%s/%s': snapshot '%s' of a vmsnapfs that was killed: deleted, and the "
+                    "guest thawed", ns, vm, name);
+        delete_snapshot(kv, ns, name);
+        _cleanup_free_ char *key = NULL;
+        const struct vm_ref ref = { ns, vm };
+        if (asprintf(&key, "%s/%s", ns, vm) >= 0) {
+            unfreeze(kv, ns, vm);
+            late_thaw_start(kv, key, &ref);
+        }
+    }
+    kube_cache_list_free(snaps, n);
 }
 
 /* ---- open / close ---------------------------------------------------------------- */
@@ -204,6 +300,8 @@ kv_open(const char *source, const struct vmsnapfs_opts *o, const struct backend_
         kv_close(kv);
         return r;
     }
+    owner_init(kv);
+    recover_orphans(kv);
     log_info("'%s': %s, snapshot.kubevirt.io/%s", source, kube_client_server(kv->client),
              kv->snap_version);
     *ret_h = kv;
@@ -315,7 +413,6 @@ kv_snapshot_list(void *h, const struct vm_ref *ref, struct snapshot_info ***ret,
 
 /* ---- snapshots: mkdir and rmdir ---------------------------------------------------- */
 
-#define MADE_BY_LABEL "vmsnapfs.io/made-by"
 #define REQUEST_NS (UINT64_C(20) * NSEC_PER_SEC)
 /* how long after a failed snapshot a freeze that lands late is thawed */
 #define LATE_THAW_NS (UINT64_C(120) * NSEC_PER_SEC)
@@ -534,9 +631,10 @@ kv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
                  (unsigned long long) ((o->failure_deadline_ns + NSEC_PER_SEC - 1) / NSEC_PER_SEC));
     if (asprintf(&body, "{\"apiVersion\":\"snapshot.kubevirt.io/%s\",\"kind\":"
                         "\"VirtualMachineSnapshot\",\"metadata\":{\"name\":\"%s\",\"labels\":"
-                        "{\"" MADE_BY_LABEL "\":\"vmsnapfs\"}},\"spec\":{\"source\":"
+                        "{\"" MADE_BY_LABEL "\":\"vmsnapfs\"},\"annotations\":{\""
+                        OWNER_ANNOTATION "\":\"%s\"}},\"spec\":{\"source\":"
                         "{\"apiGroup\":\"kubevirt.io\",\"kind\":\"VirtualMachine\",\"name\":\"%s\"}%s}}",
-                 kv->snap_version, snap, ref->name, fd) < 0) {
+                 kv->snap_version, snap, kv->owner, ref->name, fd) < 0) {
         vm_op_end(kv->ops, key);
         return -ENOMEM;
     }

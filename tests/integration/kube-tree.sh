@@ -59,6 +59,7 @@ vm prod larry Always
 vm default moe Halted
 vm prod hung Always '{"fake.vmsnapfs.io/freeze": "hang:4"}'
 vm prod mute Always '{"fake.vmsnapfs.io/agent": "absent"}'
+vm prod stuck Always '{"fake.vmsnapfs.io/freeze": "hang:3"}'
 wait_for 5 test "$(k -n prod get vm larry -o jsonpath='{.status.printableStatus}')" = Running ||
     fail "the fake's VM does not run"
 
@@ -69,7 +70,7 @@ expect_log "snapshot 'Bad_Name' failed: invalid snapshot name"
 expect_log "'prod/mute': snapshot 'c1' failed: no guest agent connected"
 expect_log "'prod/hung': snapshot 'late' failed"
 [ "$(ls "$mnt" | tr '\n' ' ')" = "default prod " ] || fail "namespaces: $(ls "$mnt")"
-[ "$(ls "$mnt/prod" | tr '\n' ' ')" = "hung larry mute " ] || fail "VMs: $(ls "$mnt/prod")"
+[ "$(ls "$mnt/prod" | tr '\n' ' ')" = "hung larry mute stuck " ] || fail "VMs: $(ls "$mnt/prod")"
 L=$mnt/prod/larry
 [ "$(ls "$L" | tr '\n' ' ')" = "agent events restore snapshots state vm.json volumes " ] ||
     fail "a VM's tree: $(ls "$L")"
@@ -154,6 +155,31 @@ start_vmsnapfs kubevirt:// "$mnt" -o consistency=required
 expect_errno EAGAIN mkdir "$mnt/prod/mute/snapshots/c1"
 k -n prod get vmsnapshot c1 >/dev/null 2>&1 && fail "a snapshot was made for consistency=required"
 mkdir "$mnt/prod/larry/snapshots/c2" || fail "consistency=required with an agent"
+
+# SIGKILL in the middle of a mkdir: the next daemon deletes the snapshot it
+# left and thaws the guest (whose freeze lands late)
+fusermount3 -u "$mnt" || fail "unmount"
+wait "$VMSNAPFS_PID" || fail "vmsnapfs exited with an error"
+start_vmsnapfs kubevirt:// "$mnt" -o failure_deadline=60s
+mkdir "$mnt/prod/stuck/snapshots/k1" 2>/dev/null &
+mkdir_pid=$!
+wait_for 5 k -n prod get vmsnapshot k1 -o name >/dev/null 2>&1 || fail "no snapshot k1 in the cluster"
+kill -KILL "$VMSNAPFS_PID"
+wait "$VMSNAPFS_PID" 2>/dev/null || true
+fusermount3 -uz "$mnt"
+wait "$mkdir_pid" 2>/dev/null || true
+start_vmsnapfs kubevirt:// "$mnt"
+expect_log "snapshot 'k1' of a vmsnapfs that was killed"
+expect_log "'prod/stuck': frozen after its snapshot failed: thawing"
+grep -q "'prod/stuck': snapshot 'k1' of a vmsnapfs that was killed: deleted" "$VMSNAPFS_LOG" ||
+    fail "the restarted daemon did not see the killed one's snapshot: $(cat "$VMSNAPFS_LOG")"
+wait_for 5 eval '! k -n prod get vmsnapshot k1 -o name >/dev/null 2>&1' ||
+    fail "the killed mkdir's snapshot stays"
+stuck_landed() { [ "$(guest prod/stuck late)" -ge 1 ]; }
+wait_for 8 stuck_landed || fail "the late freeze never landed: the restart is not tested"
+wait_for 2 eval '! frozen prod/stuck' || fail "the guest stays frozen after the restart"
+[ "$(guest prod/stuck thawed_by)" = unfreeze ] ||
+    fail "thawed by $(guest prod/stuck thawed_by), not by the restarted vmsnapfs"
 
 # no credential anywhere
 if grep -rqs -- "$token" "$mnt"/*/*/events "$mnt"/*/*/vm.json "$mnt"/*/*/state "$VMSNAPFS_LOG"; then

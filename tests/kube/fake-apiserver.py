@@ -1453,6 +1453,8 @@ def main():
     ap.add_argument("--tick", type=float, default=0.1, help="controller pass interval (s)")
     ap.add_argument("--bookmark-interval", type=float, default=5.0)
     ap.add_argument("--watch-max", type=float, default=300.0)
+    ap.add_argument("--populate", metavar="VMS:NAMESPACES",
+                    help="make that many stopped VMs (with a PVC each) in that many namespaces")
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args()
 
@@ -1479,6 +1481,22 @@ def main():
     srv.kubevirt = KubeVirt(store, a.tick)
     store.create(R["namespaces"], None, {"metadata": {"name": "default"}})
     store.create(R["namespaces"], None, {"metadata": {"name": "kube-system"}})
+    if a.populate:
+        vms, nss = (int(x) for x in a.populate.split(":"))
+        for n in range(nss):
+            store.create(R["namespaces"], None, {"metadata": {"name": "ns%02d" % n}})
+        for i in range(vms):
+            ns, name = "ns%02d" % (i % nss), "vm%04d" % i
+            store.create(R["persistentvolumeclaims"], ns, {
+                "metadata": {"name": name + "-root"},
+                "spec": {"storageClassName": "fake", "accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": "1Gi"}}}})
+            store.create(R["virtualmachines"], ns, {
+                "metadata": {"name": name, "labels": {"app": "bench"}},
+                "spec": {"runStrategy": "Halted", "template": {"spec": {
+                    "domain": {"devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}]}},
+                    "volumes": [{"name": "root",
+                                 "persistentVolumeClaim": {"claimName": name + "-root"}}]}}}})
     threading.Thread(target=srv.kubevirt.run, daemon=True).start()
     port = srv.server_address[1]
     write_kubeconfig(a.dir, port, token)

@@ -304,6 +304,7 @@ struct create {
     struct snapshot_meta meta;      /* meta.excluded borrows names of pers/live */
     struct freeze *fz;
     virDomainSnapshotPtr made;
+    bool lost;                      /* libvirt's answer was lost: made or not? */
     uint64_t frozen_ms;
 };
 
@@ -495,7 +496,29 @@ create_snapshot(struct create *x)
 
     if (!xml)
         return -ENOMEM;
-    if (!(x->made = virDomainSnapshotCreateXML(x->dom, xml, flags))) {
+    x->made = virDomainSnapshotCreateXML(x->dom, xml, flags);
+    if (x->made && fault_active("snapshot-answer-lost")) {
+        /* as if libvirtd restarted before its answer came: made, unknown */
+        virDomainSnapshotFree(x->made);
+        x->made = NULL;
+        x->lost = true;
+        return lv_report(x->rep, -EIO, "lost libvirt while it took the snapshot (a test's "
+                         "fault): vmsnapfs keeps it if libvirt made it, else removes what it "
+                         "made, once libvirt answers");
+    }
+    if (!x->made) {
+        /* the answer was lost with the connection (libvirtd restarted):
+         * the snapshot may exist and the VM write to its overlays. They
+         * stay, with their record: the recovery pass keeps what libvirt
+         * uses and removes the rest once it answers */
+        if (lv_last_is(VIR_ERR_SYSTEM_ERROR) || lv_last_is(VIR_ERR_RPC) ||
+            lv_last_is(VIR_ERR_NO_CONNECT) ||
+            virConnectIsAlive(virDomainGetConnect(x->dom)) != 1) {
+            x->lost = true;
+            return lv_report(x->rep, -EIO, "lost libvirt while it took the snapshot (%s): "
+                             "vmsnapfs keeps it if libvirt made it, else removes what it "
+                             "made, once libvirt answers", lv_last_message("no answer"));
+        }
         /* ATOMIC: libvirt removed what it had made. EBUSY where a job of
          * another tool is in the way (lv_errno's mapping) */
         return lv_report(x->rep, lv_error(), "libvirt: %s", lv_last_message("snapshot failed"));
@@ -582,6 +605,10 @@ create_locked(struct lv *lv, virDomainPtr dom, const char *snap,
     if (r == 0)
         r = create_snapshot(&x);
     *ret_handed_over = create_thaw(&x, r);
+    if (x.lost) {
+        lv_recovery_kick(lv);           /* the record stays for it */
+        return r;
+    }
     if (!x.made) {
         for (size_t i = 0; i < x.n_made; i++) {
             char *one[] = { x.d[i].overlay, NULL };

@@ -9,6 +9,17 @@
 #include "fault.h"
 #include "log.h"
 
+bool
+fault_active(const char *name)
+{
+    const char *want = getenv("VMSNAPFS_FAULT");
+
+    if (!want || strcmp(want, name) != 0)
+        return false;
+    log_warning("VMSNAPFS_FAULT=%s: here", name);
+    return true;
+}
+
 void
 fault_point(const char *name)
 {

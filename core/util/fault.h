@@ -5,4 +5,9 @@
  * variable it does nothing. */
 #pragma once
 
+#include <stdbool.h>
+
 void fault_point(const char *name);
+/* A fault that is not a kill: true where VMSNAPFS_FAULT=NAME (logged), and
+ * the caller acts it out (an answer lost with its connection, ...). */
+bool fault_active(const char *name);

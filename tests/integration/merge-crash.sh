@@ -33,6 +33,7 @@ at_exit restart_libvirtd
 expect_log "VMSNAPFS_FAULT="
 expect_log "finished the merge of deleted snapshot 's1'"
 expect_log "an rmdir of snapshot 's2' was interrupted before it changed anything"
+expect_log "reclaimed what a mkdir of 's6' killed half-way left"
 expect_log "connection to 'qemu:///system' (closed|is dead)|no connection to 'qemu:///system'"
 expect_log "\\[(libvirt|snapshot|events|layers)\\]: (error|warning): "
 
@@ -116,6 +117,29 @@ wait_until 10 sh -c "[ \"\$('$ERRNO_PROBE' stat '$V/snapshots/s3')\" = ENOENT ]"
     fail "s3 still there"
 [ "$(chain_depth)" = 1 ] || fail "chain depth $(chain_depth) after the interrupted merge"
 [ "$(marker)" = four ] || fail "the guest sees '$(marker)'"
+
+# a snapshot made while libvirt's answer is lost (libvirtd restarting):
+# mkdir fails (EIO), but what libvirt made stays whole: the VM goes on
+# writing to its new overlay, which must not be removed (it once was)
+fusermount3 -u "$mnt"
+wait "$VMSNAPFS_PID" || fail "vmsnapfs exit status"
+VMSNAPFS_FAULT=snapshot-answer-lost start_vmsnapfs qemu:///system "$mnt"
+expect_errno EIO mkdir "$V/snapshots/s6"
+grep -q "snapshot s6 failed lost libvirt while it took the snapshot" "$V/events" ||
+    fail "no reason in events: $(tail -n 2 "$V/events")"
+top=$(guest_virsh domblklist "$v" | awk '$1 == "vda" { print $2 }')
+[ -f "$top" ] || fail "the disk the VM writes to was removed: $top"
+guest_exec "$v" 'echo five >/data/marker && sync' || fail "the guest cannot write"
+wait_until 30 sh -c "! ls '$VMSNAPFS_STATE_DIR'/snapshot/*.json >/dev/null 2>&1" ||
+    fail "the record of the snapshot stays"
+[ -f "$top" ] || fail "the recovery removed the disk the VM writes to"
+[ "$(guest_virsh snapshot-list "$v" --name | grep -cx s6)" = 1 ] || fail "libvirt lost s6"
+wait_until 10 test -d "$V/snapshots/s6" || fail "s6 is not listed"
+[ "$(marker)" = five ] || fail "the guest sees '$(marker)'"
+rmdir "$V/snapshots/s6" || fail "rmdir s6"
+fusermount3 -u "$mnt"
+wait "$VMSNAPFS_PID" || fail "vmsnapfs exit status"
+start_vmsnapfs qemu:///system "$mnt"
 
 # and the VM works as before: snapshot, rmdir, no stray files
 mkdir "$V/snapshots/s5"

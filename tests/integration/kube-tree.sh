@@ -67,6 +67,8 @@ mnt=$wd/mnt
 start_vmsnapfs kubevirt:// "$mnt" -o failure_deadline=2s
 expect_log "frozen after its snapshot failed: thawing"
 expect_log "snapshot 'Bad_Name' failed: invalid snapshot name"
+expect_log "'prod/larry': snapshot 'during' failed"
+expect_log "the watch of .* failed|cannot list .*: .*trying again"
 expect_log "'prod/mute': snapshot 'c1' failed: no guest agent connected"
 expect_log "'prod/hung': snapshot 'late' failed"
 [ "$(ls "$mnt" | tr '\n' ' ')" = "default prod " ] || fail "namespaces: $(ls "$mnt")"
@@ -100,6 +102,10 @@ k -n prod patch vm larry --type merge -p '{"spec":{"runStrategy":"Always"}}' >/d
 wait_for 2 grep -qx connected "$L/agent" || fail "a start made with kubectl"
 vm prod curly Halted
 wait_for 2 test -d "$mnt/prod/curly" || fail "a VM made with kubectl: $(ls "$mnt/prod")"
+cat "$mnt/prod/curly/state" >/dev/null     # the kernel knows it now (its entry lasts 60 s)
+k -n prod delete vm curly >/dev/null
+gone() { [ "$("$ERRNO_PROBE" stat "$mnt/prod/curly")" = ENOENT ]; }
+wait_for 2 gone || fail "a VM deleted with kubectl is still there: $("$ERRNO_PROBE" stat "$mnt/prod/curly")"
 cat <<Y | k -n prod create -f - >/dev/null
 apiVersion: snapshot.kubevirt.io/v1beta1
 kind: VirtualMachineSnapshot
@@ -109,6 +115,22 @@ spec:
 Y
 wait_for 2 test -d "$L/snapshots/by-kubectl" || fail "a snapshot made with kubectl is not listed"
 wait_for 5 grep -qx Succeeded "$L/snapshots/by-kubectl/phase" || fail "its phase"
+
+# the API server goes away for 3 s (a restart): the tree stays readable
+# meanwhile, a mkdir fails with the reason, and once it is back changes
+# show again and mkdir works
+kube_api POST /fake/outage '{"seconds": 3}' >/dev/null
+t0=$(date +%s%N)
+expect_content "$L/state" Running
+ls -l "$mnt/prod" >/dev/null || fail "the tree during the outage"
+expect_errno EIO mkdir "$L/snapshots/during"
+grep -q "snapshot during failed the cluster refused the snapshot: POST" "$L/events" ||
+    fail "no reason in events: $(tail -n 1 "$L/events")"
+left=$(( 4 - ($(date +%s%N) - t0) / 1000000000 ))
+[ "$left" -le 0 ] || sleep "$left"
+k -n prod get vmsnapshot during >/dev/null 2>&1 && fail "a snapshot was made during the outage"
+vm prod after Halted
+wait_for 10 test -d "$mnt/prod/after" || fail "a VM made after the outage does not show"
 
 # mkdir: a VirtualMachineSnapshot, usable when mkdir returns
 mkdir "$L/snapshots/s1" || fail "mkdir s1: $(tail -n 2 "$L/events")"

@@ -1086,6 +1086,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             with srv.count_lock:
                 srv.requests.clear()
             return self.send_empty(200)
+        if parts == ["outage"] and self.command == "POST":
+            # the API server goes away for a while (a restart): connections
+            # are cut, watches end mid-stream, new requests get no answer
+            srv.down_until = time.monotonic() + float((self.body() or {}).get("seconds", 3))
+            return self.send_empty(200)
         if parts == ["fail"] and self.command == "POST":
             srv.fail_next.extend((self.body() or {}).get("codes", []))
             return self.send_empty(200)
@@ -1326,12 +1331,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         send("ADDED", self.served(r, version, o))
                 next_bookmark = time.monotonic() + self.server.bookmark_interval
                 while not s.closed:
+                    if time.monotonic() < self.server.down_until:
+                        return self.cut()       # mid-stream, no end chunk
                     with s.lock:
                         pending = [e for e in s.events if e[0] > last]
                         if not pending:
                             wait = min(end, next_bookmark) - time.monotonic()
                             if wait > 0:
-                                s.lock.wait(wait)
+                                s.lock.wait(min(wait, 0.5))
                             pending = [e for e in s.events if e[0] > last]
                         if pending and pending[0][0] > last + 1 and last < s.oldest:
                             pending = None      # fell out of the history meanwhile
@@ -1359,10 +1366,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
 
     # -- verbs --------------------------------------------------------------------
+    def cut(self):
+        """No answer: the connection just ends, as when the server dies."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(2)
+        except OSError:
+            pass
+
     def dispatch(self):
         try:
             self.raw = b""
             self.read_body()
+            if time.monotonic() < self.server.down_until and not self.path.startswith("/fake/"):
+                return self.cut()
             self.handle_one()
         except ApiError as e:
             if e.code == 401:
@@ -1478,6 +1495,7 @@ def main():
     srv.store, srv.token, srv.verbose = store, token, a.verbose
     srv.bookmark_interval, srv.watch_max = a.bookmark_interval, a.watch_max
     srv.requests, srv.count_lock, srv.fail_next = [], threading.Lock(), []
+    srv.down_until = 0.0
     srv.kubevirt = KubeVirt(store, a.tick)
     store.create(R["namespaces"], None, {"metadata": {"name": "default"}})
     store.create(R["namespaces"], None, {"metadata": {"name": "kube-system"}})

@@ -187,6 +187,20 @@ dup_str(const char *s, char **ret)
     return (*ret = strdup(s ? s : "")) ? 0 : -ENOMEM;
 }
 
+/* A name the tree can show as one directory entry (a server's object
+ * could say anything): what Kubernetes allows never fails this. */
+bool
+kube_name_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 253 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '/' || (unsigned char) s[i] < 0x20 || s[i] == 0x7f)
+            return false;
+    return true;
+}
+
 /* ---- VMs ---------------------------------------------------------------------- */
 
 static bool
@@ -309,13 +323,14 @@ kube_vm_info(struct json_object *vm, struct json_object *vmi, struct vm_info **r
 
     if (!info)
         return -ENOMEM;
-    if (!name) {
+    const char *ns = kube_get_str(vm, "metadata", "namespace", (char *) NULL);
+    if (!kube_name_ok(name) || (ns && !kube_name_ok(ns))) {
         free(info);
         return -EINVAL;
     }
     info->running = vmi != NULL;
     info->agent = vmi && has_condition(vmi, "AgentConnected");
-    r = dup_str(kube_get_str(vm, "metadata", "namespace", (char *) NULL), &info->ns);
+    r = dup_str(ns, &info->ns);
     if (r >= 0)
         r = dup_str(name, &info->name);
     if (r >= 0)
@@ -447,7 +462,7 @@ kube_snapshot_info(struct json_object *snap, struct json_object *content,
 
     if (!s)
         return -ENOMEM;
-    if (!name) {
+    if (!kube_name_ok(name)) {
         free(s);
         return -EINVAL;
     }

@@ -33,6 +33,10 @@ int kube_quantity_bytes(const char *s, uint64_t *ret);
  * offsets allowed); -EINVAL. */
 int kube_time(const char *s, time_t *ret);
 
+/* A name the tree can show as one entry: non-empty, no '/', no control
+ * characters, not "." or ".." (anything Kubernetes allows passes). */
+bool kube_name_ok(const char *s);
+
 /* vmi may be NULL (the VM does not run). */
 int kube_vm_info(struct json_object *vm, struct json_object *vmi, struct vm_info **ret);
 /* content may be NULL (not made yet, or not readable). */

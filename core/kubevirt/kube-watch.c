@@ -80,6 +80,11 @@ kube_watch_feed(struct kube_watch *w, const char *data, size_t len)
             len--;
             continue;
         }
+        /* every event is an object: anything else between them (a number,
+         * a comment json-c would take) is not a watch stream, however the
+         * bytes are cut */
+        if (!w->mid && *data != '{')
+            return -EPROTO;
         int n = len > 1 << 20 ? 1 << 20 : (int) len;
         struct json_object *ev = json_tokener_parse_ex(w->tok, data, n);
         enum json_tokener_error e = json_tokener_get_error(w->tok);

@@ -335,7 +335,7 @@ vm_field(struct kv *kv, const char *ns, const char *field, char ***ret)
 
     for (size_t i = 0; r >= 0 && i < n; i++) {
         const char *v = kube_get_str(vms[i], "metadata", field, (char *) NULL);
-        if (v && (k == 0 || strcmp(names[k - 1], v) != 0))
+        if (kube_name_ok(v) && (k == 0 || strcmp(names[k - 1], v) != 0))
             r = strv_append(&names, &k, v);
     }
     kube_cache_list_free(vms, n);

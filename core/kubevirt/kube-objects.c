@@ -212,6 +212,12 @@ has_condition(struct json_object *o, const char *type)
     return c && !(status && strcmp(status, "False") == 0);
 }
 
+bool
+kube_vmi_agent(struct json_object *vmi)
+{
+    return vmi && has_condition(vmi, "AgentConnected");
+}
+
 /* The size of a volume: the bound claim's capacity (the VMI says it), else
  * what its DataVolume template asks for. */
 static uint64_t
@@ -329,7 +335,7 @@ kube_vm_info(struct json_object *vm, struct json_object *vmi, struct vm_info **r
         return -EINVAL;
     }
     info->running = vmi != NULL;
-    info->agent = vmi && has_condition(vmi, "AgentConnected");
+    info->agent = kube_vmi_agent(vmi);
     r = dup_str(ns, &info->ns);
     if (r >= 0)
         r = dup_str(name, &info->name);

@@ -37,6 +37,9 @@ int kube_time(const char *s, time_t *ret);
  * characters, not "." or ".." (anything Kubernetes allows passes). */
 bool kube_name_ok(const char *s);
 
+/* Is the guest agent of vmi (NULL: none) connected? */
+bool kube_vmi_agent(struct json_object *vmi);
+
 /* vmi may be NULL (the VM does not run). */
 int kube_vm_info(struct json_object *vm, struct json_object *vmi, struct vm_info **ret);
 /* content may be NULL (not made yet, or not readable). */

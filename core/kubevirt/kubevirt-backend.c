@@ -598,16 +598,14 @@ kv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
     char why[512];
     int r;
 
+    /* the VM runs while it has a VMI (as vm_info says, without making one) */
     struct json_object *vm = kube_cache_get(kv->cache[C_VMS], ref->ns, ref->name);
-    struct json_object *vmi = kube_cache_get(kv->cache[C_VMIS], ref->ns, ref->name);
-    struct vm_info *info = NULL;
-    r = vm ? kube_vm_info(vm, vmi, &info) : -ENOENT;
+    struct json_object *vmi = vm ? kube_cache_get(kv->cache[C_VMIS], ref->ns, ref->name) : NULL;
+    bool running = vmi != NULL, agent = kube_vmi_agent(vmi);
     json_object_put(vm);
     json_object_put(vmi);
-    if (r < 0)
-        return r;
-    bool running = info->running, agent = info->agent;
-    vm_info_free(info);
+    if (!vm)
+        return -ENOENT;
     struct json_object *existing = kube_cache_get(kv->cache[C_SNAPS], ref->ns, snap);
     if (existing) {
         json_object_put(existing);

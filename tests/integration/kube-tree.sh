@@ -154,6 +154,21 @@ k -n prod get vmsnapshot s1 >/dev/null 2>&1 && fail "rmdir left the snapshot in 
 expect_errno ENOENT stat "$L/snapshots/s1"
 expect_errno ENOENT rmdir "$L/snapshots/s1"
 
+# two shells at once on one VM (the kernel runs mkdirs in one directory one
+# after the other): both snapshots are made, whole
+"$ERRNO_PROBE" mkdir "$L/snapshots/p1" >"$wd/p1" &
+one=$!
+"$ERRNO_PROBE" mkdir "$L/snapshots/p2" >"$wd/p2" &
+two=$!
+wait "$one" "$two"
+[ "$(cat "$wd/p1" "$wd/p2" | tr '\n' ' ')" = "OK OK " ] ||
+    fail "two mkdirs at once: $(cat "$wd/p1" "$wd/p2" | tr '\n' ' ')"
+for p in p1 p2; do
+    [ "$(k -n prod get vmsnapshot "$p" -o jsonpath='{.status.readyToUse}')" = true ] ||
+        fail "snapshot $p is not ready"
+    rmdir "$L/snapshots/$p" || fail "rmdir $p"
+done
+
 # the freeze hangs, the snapshot fails at the deadline (ETIMEDOUT), the
 # freeze lands later (upstream's race): vmsnapfs thaws it at once, not
 # when the guest's own timer (unfreezeTimeout = the 2 s deadline) would

@@ -152,6 +152,8 @@ enum vm_change {
     VM_CHANGE_LIST = 1 << 4,        /* the list of VMs may differ (started or
                                        stopped: a transient VM comes or goes);
                                        the VM's own entry stays */
+    VM_CHANGE_LOCAL = 1 << 5,       /* its events or restore status: what
+                                       this mount did (the model's own) */
 };
 
 /* How long VM details may be cached without an event: a bound for changes
@@ -171,6 +173,10 @@ struct backend_events {
 struct backend_ops {
     const char *name;
     bool namespaced;
+    /* every change of a snapshot list or a snapshot's values comes as a
+     * vm_changed event (a watch); if false (libvirt reports none), the
+     * tree may show a snapshot list at most SNAPSHOTS_TTL_NS old */
+    bool notifies_snapshots;
 
     /* source: the SOURCE argument; events may be NULL */
     int (*open)(const char *source, const struct vmsnapfs_opts *o,

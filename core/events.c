@@ -23,6 +23,8 @@ struct ring {
 struct events {
     pthread_mutex_t lock;
     struct hashmap *rings;      /* "ns/vm" -> struct ring */
+    void (*hook)(void *opaque, const char *ns, const char *vm);
+    void *hook_opaque;
 };
 
 static void
@@ -102,22 +104,34 @@ events_add(struct events *ev, const char *ns, const char *vm, const char *op,
         return err;
     }
 
-    LOCK_FOR_SCOPE(&ev->lock);
-    struct ring *r = hashmap_get(ev->rings, key);
-    if (!r) {
-        r = calloc(1, sizeof *r);
-        if (!r || hashmap_put(ev->rings, key, r, NULL) < 0) {
-            free(r);
-            free(line);
-            return err;
+    {
+        LOCK_FOR_SCOPE(&ev->lock);
+        struct ring *r = hashmap_get(ev->rings, key);
+        if (!r) {
+            r = calloc(1, sizeof *r);
+            if (!r || hashmap_put(ev->rings, key, r, NULL) < 0) {
+                free(r);
+                free(line);
+                return err;
+            }
         }
+        free(r->lines[r->next]);
+        r->lines[r->next] = line;
+        r->next = (r->next + 1) % EVENTS_PER_VM;
+        if (r->count < EVENTS_PER_VM)
+            r->count++;
     }
-    free(r->lines[r->next]);
-    r->lines[r->next] = line;
-    r->next = (r->next + 1) % EVENTS_PER_VM;
-    if (r->count < EVENTS_PER_VM)
-        r->count++;
+    if (ev->hook)
+        ev->hook(ev->hook_opaque, ns, vm);
     return err;
+}
+
+void
+events_set_hook(struct events *ev, void (*fn)(void *opaque, const char *ns, const char *vm),
+                void *opaque)
+{
+    ev->hook = fn;
+    ev->hook_opaque = opaque;
 }
 
 char *

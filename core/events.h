@@ -19,5 +19,11 @@ int events_add(struct events *ev, const char *ns, const char *vm,
                const char *reason_fmt, ...)
     __attribute__((format(printf, 7, 8)));
 
+/* fn is called after each line is added, without a lock held; set it
+ * before any thread adds a line. */
+void events_set_hook(struct events *ev,
+                     void (*fn)(void *opaque, const char *ns, const char *vm),
+                     void *opaque);
+
 /* The lines for one VM, allocated ("" if none); NULL only on OOM. */
 char *events_render(struct events *ev, const char *ns, const char *vm);

@@ -40,6 +40,28 @@ on_vm_changed(void *opaque, const char *ns, const char *name, unsigned change)
         l.vm_changed(l.opaque, ns, name, change);
 }
 
+/* A change made through this mount: the listener hears of it before the
+ * operation returns (the kernel keeps listings until told). */
+static void
+tell(struct model *m, const char *ns, const char *vm, unsigned change)
+{
+    struct model_listener l;
+
+    {
+        LOCK_FOR_SCOPE(&m->lock);
+        l = m->listener;
+    }
+    if (l.vm_changed)
+        l.vm_changed(l.opaque, ns, vm, change);
+}
+
+/* The events of a VM changed (events_add). */
+static void
+tell_events(void *opaque, const char *ns, const char *vm)
+{
+    tell(opaque, ns, vm, VM_CHANGE_LOCAL);
+}
+
 static void
 on_reset(void *opaque)
 {
@@ -89,6 +111,7 @@ model_open_ops(const struct backend_ops *ops, const char *source,
         model_close(m);
         return -ENOMEM;
     }
+    events_set_hook(m->events, tell_events, m);
 
     struct backend_events ev = {
         .vm_changed = on_vm_changed,
@@ -131,6 +154,12 @@ bool
 model_namespaced(const struct model *m)
 {
     return m->ops->namespaced;
+}
+
+bool
+model_notifies_snapshots(const struct model *m)
+{
+    return m->ops->notifies_snapshots;
 }
 
 struct events *
@@ -181,8 +210,10 @@ model_snapshot_create(struct model *m, const char *ns, const char *vm,
         return events_add(m->events, ns, vm, "snapshot", snap, -ENOTSUP,
                           "taking snapshots is not supported by this backend yet");
     r = m->ops->snapshot_create(m->h, &ref, snap, o, &rep);
-    if (may_have_changed(r))
+    if (may_have_changed(r)) {
         changed_here(m, ns, vm, false);
+        tell(m, ns, vm, VM_CHANGE_STATE | VM_CHANGE_DEFINITION | VM_CHANGE_SNAPSHOTS);
+    }
     return events_add(m->events, ns, vm, "snapshot", snap, r, "%s",
                       rep.text[0] ? rep.text : r < 0 ? strerror(-r) : "done");
 }
@@ -201,8 +232,10 @@ model_snapshot_delete(struct model *m, const char *ns, const char *vm,
         return events_add(m->events, ns, vm, "delete-snapshot", snap, -ENOTSUP,
                           "deleting snapshots is not supported by this backend yet");
     r = m->ops->snapshot_delete(m->h, &ref, snap, &rep);
-    if (may_have_changed(r))
+    if (may_have_changed(r)) {
         changed_here(m, ns, vm, false);
+        tell(m, ns, vm, VM_CHANGE_STATE | VM_CHANGE_DEFINITION | VM_CHANGE_SNAPSHOTS);
+    }
     return events_add(m->events, ns, vm, "delete-snapshot", snap, r, "%s",
                       rep.text[0] ? rep.text : r < 0 ? strerror(-r) : "done");
 }
@@ -278,6 +311,8 @@ model_restore(struct model *m, const char *ns, const char *vm,
     /* a restore that runs keeps its status; one refused because of it
      * (EBUSY) does not replace it */
     bool running = publish_restore(m, key, &st, true);
+    if (!running)
+        tell(m, ns, vm, VM_CHANGE_LOCAL);
     r = m->ops->restore(m->h, &ref, rq, o, &st);
     st.finished = time(NULL);
     st.phase = r < 0 ? SNAPSHOT_FAILED : SNAPSHOT_SUCCEEDED;
@@ -285,8 +320,10 @@ model_restore(struct model *m, const char *ns, const char *vm,
         snprintf(st.error, sizeof st.error, "%s", strerror(-r));
     if (st.began || !running)
         publish_restore(m, key, &st, false);
-    if (st.began || may_have_changed(r))
+    if (st.began || may_have_changed(r)) {
         changed_here(m, ns, vm, false); /* its definition, the safety snapshot */
+        tell(m, ns, vm, VM_CHANGE_STATE | VM_CHANGE_DEFINITION | VM_CHANGE_SNAPSHOTS);
+    }
     if (r >= 0)
         r = events_add(m->events, ns, vm, "restore", rq->snap, 0, "%s (policy=%s mode=%s)%s%zu "
                        "conflict(s)", rq->mode == RESTORE_DRY_RUN ? "dry run, nothing changed"
@@ -335,8 +372,10 @@ model_clone(struct model *m, const char *ns, const char *vm, const char *snap,
         return events_add(m->events, ns, vm, "clone", snap, -ENOTSUP,
                           "cloning is not supported by this backend yet");
     r = m->ops->clone(m->h, &ref, snap, new_name, o, &rep);
-    if (r >= 0)
+    if (r >= 0) {
         vm_added_here(m, ns, new_name);
+        tell(m, ns, new_name, VM_CHANGE_EXISTENCE | VM_CHANGE_STATE);
+    }
     return events_add(m->events, ns, vm, "clone", snap, r, "%s",
                       rep.text[0] ? rep.text : r < 0 ? strerror(-r) : "done");
 }

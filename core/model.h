@@ -60,6 +60,8 @@ void model_close(struct model *m);
 void model_set_listener(struct model *m, const struct model_listener *l);
 
 bool model_namespaced(const struct model *m);
+/* every snapshot change comes as an event (backend_ops.notifies_snapshots) */
+bool model_notifies_snapshots(const struct model *m);
 struct events *model_events(struct model *m);
 
 int model_list_namespaces(struct model *m, char ***ret_names);

@@ -83,6 +83,8 @@ struct fs {
     pthread_mutex_t nlock;
     pthread_cond_t ncond;
     struct notify_item *nhead, *ntail;
+    uint64_t npushed, ndone;    /* items queued, items done */
+    pthread_cond_t ndone_cond;
     bool nquit;
     pthread_t nthread;
     bool nthread_started;
@@ -127,7 +129,7 @@ int tree_stat(struct fs *fs, const struct fs_node *n, struct stat *ret);
 bool tree_is_dir(enum node_kind k);
 bool tree_is_control(enum node_kind k);   /* restore, clone: writable */
 bool tree_is_volume(enum node_kind k);
-double tree_timeout(enum node_kind k);
+double tree_timeout(const struct fs *fs, enum node_kind k);
 const char *tree_definition_name(const struct fs *fs);
 
 /* render.c: the text of a generated file (allocated, not NUL-counted). */
@@ -137,6 +139,8 @@ int render_node(struct fs *fs, const struct fs_node *n, char **ret,
 /* notify.c: kernel cache invalidation off the request paths. */
 int notify_start(struct fs *fs);
 void notify_stop(struct fs *fs);
+/* Waits until what was queued so far has reached the kernel. */
+void notify_flush(struct fs *fs);
 extern const struct model_listener notify_listener;
 
 /* ops.c */

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cleanup.h"
 #include "fs.h"
@@ -38,6 +39,7 @@ push(struct fs *fs, fuse_ino_t parent, const char *name, fuse_ino_t ino)
     else
         fs->nhead = it;
     fs->ntail = it;
+    fs->npushed++;
     pthread_cond_signal(&fs->ncond);
 }
 
@@ -50,6 +52,10 @@ queue_node(struct fs *fs, struct fs_node *n, void *opaque)
 {
     unsigned change = *(unsigned *) opaque;
     bool entry = tree_is_volume(n->kind) && (change & VM_CHANGE_DEFINITION);
+
+    /* what this mount did: its events and restore files only */
+    if (change == VM_CHANGE_LOCAL && n->kind != NODE_VM_EVENTS && n->kind != NODE_VM_RESTORE)
+        return;
 
     /* what a snapshot shows is fixed when it is taken: a change of the
      * VM's state or definition leaves it (but for its volumes' sizes,
@@ -64,14 +70,42 @@ queue_node(struct fs *fs, struct fs_node *n, void *opaque)
          inode_ino(fs, n));
 }
 
+struct listing {
+    const char *ns, *vm;
+    bool existence;
+};
+
+/* The namespace directory holding a VM that came, went or started: its
+ * listing (the kernel keeps it: fs_opendir), and the VM's entry if the VM
+ * came or went. */
+static void
+queue_namespace(struct fs *fs, struct fs_node *n, void *opaque)
+{
+    const struct listing *l = opaque;
+
+    if (n->kind != NODE_NAMESPACE || strcmp(n->ns, l->ns) != 0)
+        return;
+    if (l->existence)
+        push(fs, inode_ino(fs, n), l->vm, 0);
+    push(fs, 0, NULL, inode_ino(fs, n));
+}
+
 static void
 on_vm_changed(void *opaque, const char *ns, const char *name, unsigned change)
 {
     struct fs *fs = opaque;
+    bool existence = change & VM_CHANGE_EXISTENCE;
 
-    /* the VM's own entry, where it was defined or undefined */
-    if ((change & VM_CHANGE_EXISTENCE) && !model_namespaced(fs->model))
-        push(fs, FUSE_ROOT_ID, name, 0);
+    if (change & (VM_CHANGE_EXISTENCE | VM_CHANGE_LIST)) {
+        if (model_namespaced(fs->model)) {
+            struct listing l = { ns, name, existence };
+            inode_foreach_vm(fs, NULL, NULL, queue_namespace, &l);
+        } else if (existence) {
+            push(fs, FUSE_ROOT_ID, name, 0);
+        }
+        /* the root lists the VMs, or the namespaces holding any */
+        push(fs, 0, NULL, FUSE_ROOT_ID);
+    }
     inode_foreach_vm(fs, ns, name, queue_node, &change);
 }
 
@@ -116,7 +150,29 @@ notify_thread(void *opaque)
             (void) fuse_lowlevel_notify_inval_inode(fs->se, it->ino, 0, 0);
         log_debug("invalidated %s", it->name[0] ? it->name : "inode");
         free(it);
+        {
+            LOCK_FOR_SCOPE(&fs->nlock);
+            fs->ndone++;
+            pthread_cond_broadcast(&fs->ndone_cond);
+        }
     }
+}
+
+/* Never called on a request whose directory lock the kernel holds (mkdir,
+ * rmdir): an entry invalidation there waits for that lock. Bounded: a
+ * kernel that does not answer costs a second at most. */
+void
+notify_flush(struct fs *fs)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 1;
+    LOCK_FOR_SCOPE(&fs->nlock);
+    uint64_t upto = fs->npushed;
+    while (fs->nthread_started && !fs->nquit && fs->ndone < upto)
+        if (pthread_cond_timedwait(&fs->ndone_cond, &fs->nlock, &until) != 0)
+            break;
 }
 
 int
@@ -124,6 +180,7 @@ notify_start(struct fs *fs)
 {
     pthread_mutex_init(&fs->nlock, NULL);
     pthread_cond_init(&fs->ncond, NULL);
+    pthread_cond_init(&fs->ndone_cond, NULL);
     if (pthread_create(&fs->nthread, NULL, notify_thread, fs) != 0)
         return -EAGAIN;
     fs->nthread_started = true;
@@ -139,6 +196,7 @@ notify_stop(struct fs *fs)
         LOCK_FOR_SCOPE(&fs->nlock);
         fs->nquit = true;
         pthread_cond_signal(&fs->ncond);
+        pthread_cond_broadcast(&fs->ndone_cond);
     }
     pthread_join(fs->nthread, NULL);
     while (fs->nhead) {

@@ -98,11 +98,6 @@ fs_close_views(struct fs *fs)
     }
 }
 
-struct dir_handle {
-    struct tree_entry *entries;
-    size_t n;
-};
-
 static struct fs *
 fs_of(fuse_req_t req)
 {
@@ -134,7 +129,7 @@ entry_of(struct fs *fs, struct fs_node *n, struct fuse_entry_param *e)
         return r;
     e->ino = inode_ino(fs, n);
     e->generation = 1;
-    e->attr_timeout = e->entry_timeout = tree_timeout(n->kind);
+    e->attr_timeout = e->entry_timeout = tree_timeout(fs, n->kind);
     return 0;
 }
 
@@ -208,7 +203,7 @@ fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     struct open_file *h = fi ? (struct open_file *) (uintptr_t) fi->fh : NULL;
     if (h && h->view)
         st.st_size = (off_t) h->view->size;
-    fuse_reply_attr(req, &st, tree_timeout(n->kind));
+    fuse_reply_attr(req, &st, tree_timeout(fs, n->kind));
 }
 
 static void
@@ -230,42 +225,21 @@ fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
     if (r < 0)
         return (void) fuse_reply_err(req, -r);
     (void) fi;
-    fuse_reply_attr(req, &st, tree_timeout(n->kind));
+    fuse_reply_attr(req, &st, tree_timeout(fs, n->kind));
 }
 
+/* No opendir: the kernel then keeps every directory's listing in its page
+ * cache (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE is its default without one), so
+ * a warm `ls -lR` asks nothing. A listing is dropped when fs/notify.c hears
+ * of a change in it, or when a directory's mtime (tree_stat: it follows
+ * the listing) differs once its attributes expire: that covers changes no
+ * backend event reports. */
 static void
 fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    struct fs *fs = fs_of(req);
-    struct fs_node *n = inode_get(fs, ino);
-    struct dir_handle *d = calloc(1, sizeof *d);
-    int r;
-
-    if (!d)
-        return (void) fuse_reply_err(req, ENOMEM);
-    r = tree_list(fs, n, &d->entries, &d->n);
-    if (r < 0) {
-        free(d);
-        return (void) fuse_reply_err(req, -r);
-    }
-    fi->fh = (uintptr_t) d;
-    if (fuse_reply_open(req, fi) != 0) {
-        tree_entries_free(d->entries, d->n);
-        free(d);
-    }
-}
-
-static void
-fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-    struct dir_handle *d = (struct dir_handle *) (uintptr_t) fi->fh;
-
     (void) ino;
-    if (d) {
-        tree_entries_free(d->entries, d->n);
-        free(d);
-    }
-    fuse_reply_err(req, 0);
+    (void) fi;
+    fuse_reply_err(req, ENOSYS);
 }
 
 /* Offsets: 0 ".", 1 "..", 2+i entry i. */
@@ -275,15 +249,28 @@ readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
     struct fs *fs = fs_of(req);
     struct fs_node *dir = inode_get(fs, ino);
-    struct dir_handle *d = (struct dir_handle *) (uintptr_t) fi->fh;
+    struct tree_entry *entries = NULL;
+    size_t n_entries = 0;
+    int r;
+
+    (void) fi;
+    /* listed anew at each call: an offset is a position in the sorted
+     * listing (a change between two calls of one pass may skip or repeat
+     * a name, as on any filesystem; the kernel then drops its cache) */
+    r = tree_list(fs, dir, &entries, &n_entries);
+    if (r < 0)
+        return (void) fuse_reply_err(req, -r);
+
     _cleanup_free_ char *buf = malloc(size);
     /* nodes handed out in this reply: unref'd if the kernel does not get it */
-    _cleanup_free_ struct fs_node **given = calloc(d->n + 2, sizeof *given);
+    _cleanup_free_ struct fs_node **given = calloc(n_entries + 2, sizeof *given);
     size_t used = 0, n_given = 0;
 
-    if (!buf || !given)
+    if (!buf || !given) {
+        tree_entries_free(entries, n_entries);
         return (void) fuse_reply_err(req, ENOMEM);
-    for (off_t i = off; (size_t) i < d->n + 2; i++) {
+    }
+    for (off_t i = off; (size_t) i < n_entries + 2; i++) {
         struct fuse_entry_param e = { 0 };
         struct fs_node *n = NULL;
         const char *name;
@@ -294,14 +281,14 @@ readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             e.attr.st_ino = inode_number(i == 0 || !dir->parent ? dir : dir->parent);
             e.attr.st_mode = S_IFDIR;
         } else {
-            struct tree_entry *t = &d->entries[i - 2];
+            struct tree_entry *t = &entries[i - 2];
             name = t->name;
             if (plus) {
                 n = inode_ref_child(fs, dir, name, t->kind);
                 if (!n || entry_of(fs, n, &e) < 0) {
                     if (n)
                         inode_unref(fs, n, 1);
-                    continue;       /* gone since opendir */
+                    continue;       /* gone since listed */
                 }
             } else {
                 e.attr.st_ino = inode_child_number(dir, name);
@@ -323,6 +310,7 @@ readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         if (n)
             given[n_given++] = n;
     }
+    tree_entries_free(entries, n_entries);
     if (fuse_reply_buf(req, buf, used) != 0)
         for (size_t i = 0; i < n_given; i++)
             inode_unref(fs, given[i], 1);
@@ -475,6 +463,9 @@ run_line(struct fs *fs, struct fs_node *n, const char *buf, size_t size)
         n->running++;
     }
     int r = run_line_now(fs, n, buf, size);
+    /* what it changed is out of the kernel's caches when the write
+     * returns: `ls` after `echo NEW > clone` shows NEW */
+    notify_flush(fs);
     LOCK_FOR_SCOPE(&fs->lock);
     n->running--;
     return r;
@@ -758,7 +749,6 @@ const struct fuse_lowlevel_ops fs_ops = {
     .opendir = fs_opendir,
     .readdir = fs_readdir,
     .readdirplus = fs_readdirplus,
-    .releasedir = fs_releasedir,
     .open = fs_open,
     .read = fs_read,
     .write = fs_write,

@@ -13,10 +13,10 @@
 #include "fs.h"
 #include "log.h"
 
-/* How long the kernel may cache names and attributes. The VM part of the
- * tree is invalidated by events (notify.c), so it may be cached long;
- * snapshot lists come without events and are cached as briefly as the
- * model caches them. */
+/* How long the kernel may cache names and attributes. What events report
+ * is invalidated by notify.c, so it may be cached long; snapshot lists
+ * that come without events (libvirt) are cached as briefly as the model
+ * caches them. */
 #define TIMEOUT_EVENTS 60.0
 #define TIMEOUT_SNAPSHOTS 1.0
 
@@ -79,11 +79,11 @@ tree_is_volume(enum node_kind k)
 }
 
 double
-tree_timeout(enum node_kind k)
+tree_timeout(const struct fs *fs, enum node_kind k)
 {
-    if (k == NODE_VM_EVENTS || k == NODE_VM_RESTORE)
-        return 0.0;             /* change without any event */
-    return k >= NODE_SNAPSHOTS ? TIMEOUT_SNAPSHOTS : TIMEOUT_EVENTS;
+    if (k >= NODE_SNAPSHOTS && !model_notifies_snapshots(fs->model))
+        return TIMEOUT_SNAPSHOTS;
+    return TIMEOUT_EVENTS;
 }
 
 static const struct fixed *
@@ -410,6 +410,32 @@ dir_exists(struct fs *fs, const struct fs_node *n)
     }
 }
 
+/* A directory's mtime: the mount's start, its nanoseconds a hash of the
+ * listing, so that it changes whenever the listing does. The kernel keeps
+ * listings (fs_opendir) and drops one whose mtime it finds changed when
+ * the attributes expire: a bound for changes no event reports. */
+static int
+listing_mtime(struct fs *fs, const struct fs_node *n, struct timespec *ret)
+{
+    struct tree_entry *v = NULL;
+    size_t count = 0;
+    uint64_t h = UINT64_C(14695981039346656037);    /* FNV-1a */
+    int r = tree_list(fs, n, &v, &count);
+
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < count; i++)
+        for (const unsigned char *p = (const unsigned char *) v[i].name;; p++) {
+            h = (h ^ *p) * UINT64_C(1099511628211);
+            if (!*p)
+                break;
+        }
+    tree_entries_free(v, count);
+    *ret = (struct timespec) { .tv_sec = fs->started.tv_sec,
+                               .tv_nsec = (long) (h % 1000000000) };
+    return 0;
+}
+
 static mode_t
 mode_of(enum node_kind k)
 {
@@ -447,6 +473,8 @@ tree_stat(struct fs *fs, const struct fs_node *n, struct stat *st)
 
     if (tree_is_dir(n->kind)) {
         r = dir_exists(fs, n);
+        if (r >= 0)
+            r = listing_mtime(fs, n, &st->st_mtim);
     } else if (tree_is_volume(n->kind)) {
         uint64_t allocated = 0;
         r = volume_usage(fs, n, &size, &allocated);

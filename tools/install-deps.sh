@@ -15,8 +15,9 @@ packages=(
     # tests; tests/fuzz: clang, its libFuzzer and sanitizer runtimes
     # (libclang-rt-14-dev, only recommended by clang), llvm-symbolizer (llvm)
     man-db procps util-linux python3 clang libclang-rt-14-dev llvm
-    # the fake Kubernetes API server (tests/kube) and what checks it
-    openssl curl
+    # the fake Kubernetes API server (tests/kube) and what checks it;
+    # nghttpx puts HTTP/2 in front of it (the fake speaks HTTP/1.1)
+    openssl curl nghttp2-proxy
 )
 # kubectl checks the fake API server: a kubectl already installed (any
 # packaging) serves, else Debian's kubernetes-client

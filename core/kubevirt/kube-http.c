@@ -31,6 +31,7 @@ struct kube_client {
     struct kube_config cfg;
     char *base;             /* the URL requests go to (tls-server-name's host) */
     char *connect_to;       /* "NAME:PORT:HOST:PORT" when tls-server-name is set */
+    char *host_header;      /* then "Host: HOST[:PORT]": the server's, as kubectl sends */
     CURLSH *share;          /* TLS sessions and DNS, across threads */
     pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
     /* idle handles, each with its own connections (libcurl does not share
@@ -118,6 +119,10 @@ set_base(struct kube_client *c, char *why, size_t size)
         if (n >= 0)
             n = asprintf(&c->connect_to, "%s:%s:%s:%s", c->cfg.tls_server_name, port,
                          hostport, port);
+        /* the name is for TLS only (SNI, verification): the request goes
+         * to the server by its own name, as client-go's ServerName does */
+        if (n >= 0)
+            n = asprintf(&c->host_header, "Host: %.*s", (int) hlen, host);
     }
     if (n < 0)
         return -ENOMEM;
@@ -198,6 +203,7 @@ kube_client_free(struct kube_client *c)
     kube_config_clear(&c->cfg);
     free(c->base);
     free(c->connect_to);
+    free(c->host_header);
     wipe_free(c->token);
     free(c->exec_cert);
     wipe_free(c->exec_key);
@@ -493,6 +499,8 @@ attempt(struct kube_client *c, const char *method, const char *path, const char 
         return -ENOMEM;
     s->h = h;
     headers = curl_slist_append(headers, "Accept: application/json");
+    if (c->host_header)
+        headers = curl_slist_append(headers, c->host_header);
     if (body)
         headers = curl_slist_append(headers, ctype);
     if (auth)
@@ -552,6 +560,8 @@ attempt(struct kube_client *c, const char *method, const char *path, const char 
     CURLcode rc = tls != CURLE_OK ? tls : curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &s->code);
     give_back(c, h);
+    for (struct curl_slist *l = headers; l; l = l->next)
+        explicit_bzero(l->data, strlen(l->data));      /* the Authorization header's copy */
     curl_slist_free_all(headers);
     curl_slist_free_all(connect_to);
     if (auth)

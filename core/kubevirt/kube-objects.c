@@ -482,6 +482,10 @@ kube_snapshot_info(struct json_object *snap, struct json_object *content,
         r = dup_str(err, &s->error);
     if (r >= 0 && captured && !(s->definition = definition(captured, "spec")))
         r = -ENOMEM;
+    if (r >= 0 && captured &&
+        kube_object_graph(captured, kube_get_str(snap, "metadata", "namespace", (char *) NULL),
+                          &s->resources) == -ENOMEM)
+        r = -ENOMEM;        /* -EINVAL (no name): an empty resources file */
     if (r >= 0)
         r = strv_of(kube_get(snap, "status", "snapshotVolumes", "excludedVolumes", (char *) NULL),
                     &s->excluded);

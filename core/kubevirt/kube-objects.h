@@ -47,4 +47,9 @@ int kube_snapshot_info(struct json_object *snap, struct json_object *content,
                        struct snapshot_info **ret);
 /* Is snap a snapshot of VM vm (spec.source: apiGroup kubevirt.io, kind
  * VirtualMachine, that name)? */
+/* kube-graph.c: what a VM object depends on, "GROUP KIND NAMESPACE NAME"
+ * lines (the VM's first; "core" for the core group, "-" for no
+ * namespace); ns: the VM's namespace if the object has none. */
+int kube_object_graph(struct json_object *vm, const char *ns, char ***ret);
+
 bool kube_snapshot_of(struct json_object *snap, const char *vm);

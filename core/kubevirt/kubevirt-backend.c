@@ -29,6 +29,7 @@
 #include "kube-cache.h"
 #include "kube-http.h"
 #include "kube-objects.h"
+#include "kube-scope.h"
 #include "kubeconfig.h"
 #include "log.h"
 #include "vm-ops.h"
@@ -46,7 +47,7 @@ struct kv {
     struct vm_ops *ops;         /* one changing operation per VM ("ns/name") */
     char snap_version[16];      /* snapshot.kubevirt.io: v1beta1 or v1alpha1 */
     struct backend_events events;
-    struct kube_cache *cache[_C_MAX];
+    struct kube_scope *scope;   /* the watched copies: C_* collections */
     uint64_t deadline_ns;       /* failure_deadline (0: none) */
     char owner[320];            /* HOST/PID/START: which daemon made a snapshot */
 
@@ -55,6 +56,14 @@ struct kv {
     unsigned thaws;
     bool closing;
 };
+
+/* The copy of collection c that holds namespace ns; NULL: ns not watched
+ * (the kube_cache functions take NULL as an empty copy). */
+static struct kube_cache *
+cache(struct kv *kv, int c, const char *ns)
+{
+    return kube_scope_cache(kv->scope, (size_t) c, ns);
+}
 
 /* ---- events ------------------------------------------------------------------------ */
 
@@ -165,7 +174,7 @@ recover_orphans(struct kv *kv)
     struct json_object **snaps = NULL;
     size_t n = 0;
 
-    if (kube_cache_list(kv->cache[C_SNAPS], NULL, &snaps, &n) < 0)
+    if (kube_scope_list_all(kv->scope, C_SNAPS, &snaps, &n) < 0)
         return;
     for (size_t i = 0; i < n; i++) {
         struct snapshot_info *s = NULL;
@@ -206,8 +215,7 @@ kv_close(void *h)
     while (kv->thaws > 0)
         pthread_cond_wait(&kv->thaw_cond, &kv->thaw_lock);
     pthread_mutex_unlock(&kv->thaw_lock);
-    for (int i = 0; i < _C_MAX; i++)
-        kube_cache_stop(kv->cache[i]);
+    kube_scope_stop(kv->scope);
     kube_client_free(kv->client);
     vm_ops_free(kv->ops);
     pthread_cond_destroy(&kv->thaw_cond);
@@ -254,7 +262,7 @@ kv_open(const char *source, const struct vmsnapfs_opts *o, const struct backend_
 {
     struct kv *kv = calloc(1, sizeof *kv);
     struct kube_config cfg = { 0 };
-    char why[512] = "", path[160];
+    char why[512] = "";
     int r;
 
     (void) o;
@@ -273,25 +281,22 @@ kv_open(const char *source, const struct vmsnapfs_opts *o, const struct backend_
     if (r >= 0)
         r = discover(kv, why, sizeof why);
 
-    static const struct {
-        const char *group, *plural, *what;
-        kube_cache_fn fn;
-    } collections[_C_MAX] = {
-        [C_VMS] = { "kubevirt.io", "virtualmachines", "VirtualMachines", on_vm },
-        [C_VMIS] = { "kubevirt.io", "virtualmachineinstances", "VirtualMachineInstances", on_vmi },
-        [C_SNAPS] = { "snapshot.kubevirt.io", "virtualmachinesnapshots",
-                      "VirtualMachineSnapshots", on_snapshot },
-        [C_CONTENTS] = { "snapshot.kubevirt.io", "virtualmachinesnapshotcontents",
-                         "VirtualMachineSnapshotContents", on_content },
+    const struct kube_collection cols[_C_MAX] = {
+        [C_VMS] = { "kubevirt.io", "v1", "virtualmachines", "VirtualMachines", on_vm, { { NULL } } },
+        /* the tree reads a VMI's status only: running, agent, disk sizes */
+        [C_VMIS] = { "kubevirt.io", "v1", "virtualmachineinstances", "VirtualMachineInstances",
+                     on_vmi, { .drop_spec = true } },
+        /* listed by VM */
+        [C_SNAPS] = { "snapshot.kubevirt.io", kv->snap_version, "virtualmachinesnapshots",
+                      "VirtualMachineSnapshots", on_snapshot,
+                      { .index = { "spec", "source", "name" } } },
+        [C_CONTENTS] = { "snapshot.kubevirt.io", kv->snap_version,
+                         "virtualmachinesnapshotcontents", "VirtualMachineSnapshotContents",
+                         on_content, { { NULL } } },
     };
-    for (int i = 0; r >= 0 && i < _C_MAX; i++) {
-        snprintf(path, sizeof path, "/apis/%s/%s/%s", collections[i].group,
-                 i < C_SNAPS ? "v1" : kv->snap_version, collections[i].plural);
-        r = kube_cache_start(kv->client, path, collections[i].what, collections[i].fn, kv,
-                             &kv->cache[i]);
-    }
-    for (int i = 0; r >= 0 && i < _C_MAX; i++)
-        r = kube_cache_wait_synced(kv->cache[i], SYNC_TIMEOUT_NS, why, sizeof why);
+    if (r >= 0)
+        r = kube_scope_start(kv->client, cols, _C_MAX, kv, cfg.namespace, SYNC_TIMEOUT_NS,
+                             &kv->scope, why, sizeof why);
     kube_config_clear(&cfg);
     if (r < 0) {
         log_error("cannot use '%s' (%s): %s", source, kv->client ? kube_client_server(kv->client)
@@ -302,8 +307,8 @@ kv_open(const char *source, const struct vmsnapfs_opts *o, const struct backend_
     }
     owner_init(kv);
     recover_orphans(kv);
-    log_info("'%s': %s, snapshot.kubevirt.io/%s", source, kube_client_server(kv->client),
-             kv->snap_version);
+    log_info("'%s': %s, snapshot.kubevirt.io/%s, %s", source, kube_client_server(kv->client),
+             kv->snap_version, kube_scope_describe(kv->scope));
     *ret_h = kv;
     return 0;
 }
@@ -323,22 +328,21 @@ strv_append(char ***v, size_t *n, const char *s)
     return 0;
 }
 
-/* The VMs' metadata field (their names in ns, or the namespaces holding
- * any), sorted and each once: the cache lists by namespace and name. */
+/* The VMs' names in ns, or the namespaces holding any, that the tree can
+ * show: sorted, each once. */
 static int
-vm_field(struct kv *kv, const char *ns, const char *field, char ***ret)
+vm_names(struct kv *kv, const char *ns, char ***ret)
 {
-    struct json_object **vms = NULL;
-    size_t n = 0, k = 0;
+    _cleanup_strv_ char **all = NULL;
+    size_t k = 0;
     char **names = calloc(1, sizeof *names);
-    int r = names ? kube_cache_list(kv->cache[C_VMS], ns, &vms, &n) : -ENOMEM;
+    int r = !names ? -ENOMEM
+            : ns   ? kube_cache_names(cache(kv, C_VMS, ns), ns, &all)
+                   : kube_scope_namespaces(kv->scope, C_VMS, &all);
 
-    for (size_t i = 0; r >= 0 && i < n; i++) {
-        const char *v = kube_get_str(vms[i], "metadata", field, (char *) NULL);
-        if (kube_name_ok(v) && (k == 0 || strcmp(names[k - 1], v) != 0))
-            r = strv_append(&names, &k, v);
-    }
-    kube_cache_list_free(vms, n);
+    for (size_t i = 0; r >= 0 && all[i]; i++)
+        if (kube_name_ok(all[i]))
+            r = strv_append(&names, &k, all[i]);
     if (r < 0) {
         strv_free(names);
         return r;
@@ -350,21 +354,21 @@ vm_field(struct kv *kv, const char *ns, const char *field, char ***ret)
 static int
 kv_list_namespaces(void *h, char ***ret)
 {
-    return vm_field(h, NULL, "namespace", ret);
+    return vm_names(h, NULL, ret);
 }
 
 static int
 kv_list_vms(void *h, const char *ns, char ***ret)
 {
-    return vm_field(h, ns, "name", ret);
+    return vm_names(h, ns, ret);
 }
 
 static int
 kv_vm_get(void *h, const struct vm_ref *ref, struct vm_info **ret)
 {
     struct kv *kv = h;
-    struct json_object *vm = kube_cache_get(kv->cache[C_VMS], ref->ns, ref->name);
-    struct json_object *vmi = vm ? kube_cache_get(kv->cache[C_VMIS], ref->ns, ref->name) : NULL;
+    struct json_object *vm = kube_cache_get(cache(kv, C_VMS, ref->ns), ref->ns, ref->name);
+    struct json_object *vmi = vm ? kube_cache_get(cache(kv, C_VMIS, ref->ns), ref->ns, ref->name) : NULL;
     int r = vm ? kube_vm_info(vm, vmi, ret) : -ENOENT;
 
     json_object_put(vm);
@@ -379,8 +383,8 @@ kv_snapshot_list(void *h, const struct vm_ref *ref, struct snapshot_info ***ret,
     struct json_object **snaps = NULL;
     size_t n = 0, k = 0;
     struct snapshot_info **v = NULL;
-    struct json_object *vm = kube_cache_get(kv->cache[C_VMS], ref->ns, ref->name);
-    int r = vm ? kube_cache_list(kv->cache[C_SNAPS], ref->ns, &snaps, &n) : -ENOENT;
+    struct json_object *vm = kube_cache_get(cache(kv, C_VMS, ref->ns), ref->ns, ref->name);
+    int r = vm ? kube_cache_list(cache(kv, C_SNAPS, ref->ns), ref->ns, ref->name, &snaps, &n) : -ENOENT;
 
     json_object_put(vm);
     if (r >= 0 && !(v = calloc(n + 1, sizeof *v)))
@@ -390,7 +394,7 @@ kv_snapshot_list(void *h, const struct vm_ref *ref, struct snapshot_info ***ret,
             continue;
         const char *cname = kube_get_str(snaps[i], "status", "virtualMachineSnapshotContentName",
                                          (char *) NULL);
-        struct json_object *content = cname ? kube_cache_get(kv->cache[C_CONTENTS], ref->ns,
+        struct json_object *content = cname ? kube_cache_get(cache(kv, C_CONTENTS, ref->ns), ref->ns,
                                                              cname)
                                             : NULL;
         struct snapshot_info *s = NULL;
@@ -483,7 +487,7 @@ late_thaw_thread(void *opaque)
 {
     struct late_thaw *t = opaque;
     struct kv *kv = t->kv;
-    struct kube_cache *vmis = kv->cache[C_VMIS];
+    struct kube_cache *vmis = cache(kv, C_VMIS, t->ns);
     uint64_t end = now_monotonic_ns() + LATE_THAW_NS;
 
     while (now_monotonic_ns() < end && !closing(kv)) {
@@ -553,7 +557,7 @@ delete_snapshot(struct kv *kv, const char *ns, const char *snap)
 static int
 snapshot_state(struct kv *kv, const char *ns, const char *snap, struct snapshot_info **ret_info)
 {
-    struct json_object *o = kube_cache_get(kv->cache[C_SNAPS], ns, snap);
+    struct json_object *o = kube_cache_get(cache(kv, C_SNAPS, ns), ns, snap);
     *ret_info = NULL;
     if (!o)
         return -2;
@@ -571,7 +575,7 @@ snapshot_state(struct kv *kv, const char *ns, const char *snap, struct snapshot_
 static bool
 past_deadline(struct kv *kv, const char *ns, const char *snap)
 {
-    struct json_object *o = kube_cache_get(kv->cache[C_SNAPS], ns, snap);
+    struct json_object *o = kube_cache_get(cache(kv, C_SNAPS, ns), ns, snap);
     struct json_object *conds = kube_get(o, "status", "conditions", (char *) NULL);
     bool late = false;
 
@@ -599,14 +603,14 @@ kv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
     int r;
 
     /* the VM runs while it has a VMI (as vm_info says, without making one) */
-    struct json_object *vm = kube_cache_get(kv->cache[C_VMS], ref->ns, ref->name);
-    struct json_object *vmi = vm ? kube_cache_get(kv->cache[C_VMIS], ref->ns, ref->name) : NULL;
+    struct json_object *vm = kube_cache_get(cache(kv, C_VMS, ref->ns), ref->ns, ref->name);
+    struct json_object *vmi = vm ? kube_cache_get(cache(kv, C_VMIS, ref->ns), ref->ns, ref->name) : NULL;
     bool running = vmi != NULL, agent = kube_vmi_agent(vmi);
     json_object_put(vm);
     json_object_put(vmi);
     if (!vm)
         return -ENOENT;
-    struct json_object *existing = kube_cache_get(kv->cache[C_SNAPS], ref->ns, snap);
+    struct json_object *existing = kube_cache_get(cache(kv, C_SNAPS, ref->ns), ref->ns, snap);
     if (existing) {
         json_object_put(existing);
         return say(rep, -EEXIST, "a snapshot of that name exists");
@@ -636,7 +640,7 @@ kv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
         vm_op_end(kv->ops, key);
         return -ENOMEM;
     }
-    uint64_t seen = kube_cache_changes(kv->cache[C_SNAPS]);
+    uint64_t seen = kube_cache_changes(cache(kv, C_SNAPS, ref->ns));
     r = kube_request(kv->client, "POST", path, body, NULL, REQUEST_NS, &resp, why, sizeof why);
     kube_response_clear(&resp);
     if (r < 0) {
@@ -655,8 +659,8 @@ kv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
             break;
         if (now_monotonic_ns() >= until)
             break;
-        (void) kube_cache_wait_change(kv->cache[C_SNAPS], seen, now_monotonic_ns() + NSEC_PER_SEC);
-        seen = kube_cache_changes(kv->cache[C_SNAPS]);
+        (void) kube_cache_wait_change(cache(kv, C_SNAPS, ref->ns), seen, now_monotonic_ns() + NSEC_PER_SEC);
+        seen = kube_cache_changes(cache(kv, C_SNAPS, ref->ns));
     }
     unsigned ind = s ? s->indications : 0;
     bool quiesced = ind & (1u << INDICATION_GUEST_AGENT) &&
@@ -700,6 +704,43 @@ kv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
     return r;
 }
 
+/* A VirtualMachineRestore of ns that uses snapshot snap and is not
+ * complete (KubeVirt lets the snapshot go meanwhile; the restore then
+ * fails half done): its name in who, 1; 0 if none; < 0 if the list cannot
+ * be had (why). One request: restores are rare, not worth a watch. */
+static int
+restore_using(struct kv *kv, const char *ns, const char *snap, char *who, size_t who_size,
+              char *why, size_t size)
+{
+    _cleanup_free_ char *path = NULL;
+    struct kube_response resp;
+    int r;
+
+    if (asprintf(&path, "/apis/snapshot.kubevirt.io/%s/namespaces/%s/virtualmachinerestores",
+                 kv->snap_version, ns) < 0)
+        return -ENOMEM;
+    r = kube_request(kv->client, "GET", path, NULL, NULL, REQUEST_NS, &resp, why, size);
+    struct json_object *list = r >= 0 ? json_tokener_parse(resp.body ? resp.body : "") : NULL;
+    kube_response_clear(&resp);
+    if (r < 0)
+        return r;
+    struct json_object *items = kube_get(list, "items", (char *) NULL);
+    size_t n = items && json_object_is_type(items, json_type_array)
+                   ? json_object_array_length(items) : 0;
+    r = 0;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        struct json_object *o = json_object_array_get_idx(items, i);
+        const char *uses = kube_get_str(o, "spec", "virtualMachineSnapshotName", (char *) NULL);
+        struct json_object *done = kube_get(o, "status", "complete", (char *) NULL);
+        if (!uses || strcmp(uses, snap) != 0 || json_object_get_boolean(done))
+            continue;
+        snprintf(who, who_size, "%s", kube_get_str(o, "metadata", "name", (char *) NULL) ?: "?");
+        r = 1;
+    }
+    json_object_put(list);
+    return r;
+}
+
 static int
 kv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap, struct op_report *rep)
 {
@@ -709,7 +750,7 @@ kv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap, struct o
     char why[512];
     int r;
 
-    struct json_object *o = kube_cache_get(kv->cache[C_SNAPS], ref->ns, snap);
+    struct json_object *o = kube_cache_get(cache(kv, C_SNAPS, ref->ns), ref->ns, snap);
     bool ours = o && kube_snapshot_of(o, ref->name);
     json_object_put(o);
     if (!ours)
@@ -720,7 +761,16 @@ kv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap, struct o
     r = vm_op_begin(kv->ops, key, NULL, 0);
     if (r < 0)
         return say(rep, r, "%s", vm_op_refusal(r));
-    uint64_t seen = kube_cache_changes(kv->cache[C_SNAPS]);
+    char who[256];
+    r = restore_using(kv, ref->ns, snap, who, sizeof who, why, sizeof why);
+    if (r != 0) {
+        vm_op_end(kv->ops, key);
+        if (r > 0)
+            return say(rep, -EBUSY, "VirtualMachineRestore %s uses the snapshot and is not "
+                       "complete", who);
+        return say(rep, r, "cannot tell whether a restore uses the snapshot: %s", why);
+    }
+    uint64_t seen = kube_cache_changes(cache(kv, C_SNAPS, ref->ns));
     r = kube_request(kv->client, "DELETE", path, "{\"propagationPolicy\":\"Background\"}", NULL,
                      REQUEST_NS, &resp, why, sizeof why);
     kube_response_clear(&resp);
@@ -731,12 +781,12 @@ kv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap, struct o
     /* until it is gone (its finalizer goes with its content) */
     uint64_t end = now_monotonic_ns() + (kv->deadline_ns ? kv->deadline_ns : 300 * NSEC_PER_SEC);
     for (;;) {
-        o = kube_cache_get(kv->cache[C_SNAPS], ref->ns, snap);
+        o = kube_cache_get(cache(kv, C_SNAPS, ref->ns), ref->ns, snap);
         json_object_put(o);
         if (!o || now_monotonic_ns() >= end)
             break;
-        (void) kube_cache_wait_change(kv->cache[C_SNAPS], seen, now_monotonic_ns() + NSEC_PER_SEC);
-        seen = kube_cache_changes(kv->cache[C_SNAPS]);
+        (void) kube_cache_wait_change(cache(kv, C_SNAPS, ref->ns), seen, now_monotonic_ns() + NSEC_PER_SEC);
+        seen = kube_cache_changes(cache(kv, C_SNAPS, ref->ns));
     }
     vm_op_end(kv->ops, key);
     if (o)
@@ -747,6 +797,7 @@ kv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap, struct o
 const struct backend_ops backend_kubevirt = {
     .name = "kubevirt",
     .namespaced = true,
+    .notifies_snapshots = true,     /* watches */
     .open = kv_open,
     .close = kv_close,
     .list_namespaces = kv_list_namespaces,

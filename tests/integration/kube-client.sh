@@ -27,6 +27,14 @@ expect() {
     fi
     printf '%s\n' "$out"
 }
+# says PATTERN WHAT ERRNO CODE -- probe args: expect, and what it printed
+# (its first line: what the client says) holds PATTERN
+says() {
+    local pat=$1 what=$2 out
+    shift 2
+    out=$(expect "$@")
+    grep -qi -- "$pat" <<<"$out" || fail "$what: $(head -c 800 <<<"$out")"
+}
 # a kubeconfig like the fake's, with the cluster's and user's fields given
 kubeconfig() {
     local cluster=$1 user=$2
@@ -51,18 +59,18 @@ Y
 ca_file="    certificate-authority: $KUBE_DIR/ca.crt"
 server="    server: https://127.0.0.1:$port"
 
-expect 0 200 GET /version | grep -q v1.30.0-fake || fail "version"
-expect 0 200 -c fake-cert GET /api/v1/namespaces | grep -q '"default"' || fail "client certificate"
-expect ENOENT 404 GET /apis/kubevirt.io/v1/namespaces/default/virtualmachines/nope |
-    grep -q 'virtualmachines.kubevirt.io "nope" not found' || fail "404 reason"
+says v1.30.0-fake version 0 200 GET /version
+says '"default"' "client certificate" 0 200 -c fake-cert GET /api/v1/namespaces
+says 'virtualmachines.kubevirt.io "nope" not found' "404 reason" \
+    ENOENT 404 GET /apis/kubevirt.io/v1/namespaces/default/virtualmachines/nope
 
 # Status errors: EEXIST, EINVAL with the webhook's message
 snap='{"apiVersion":"snapshot.kubevirt.io/v1beta1","kind":"VirtualMachineSnapshot","metadata":{"name":"s1"},"spec":{"source":{"apiGroup":"kubevirt.io","kind":"VirtualMachine","name":"larry"}}}'
 expect 0 201 POST /apis/snapshot.kubevirt.io/v1beta1/namespaces/default/virtualmachinesnapshots "$snap" >/dev/null
 expect EEXIST 409 POST /apis/snapshot.kubevirt.io/v1beta1/namespaces/default/virtualmachinesnapshots "$snap" >/dev/null
-expect EINVAL 422 POST /apis/snapshot.kubevirt.io/v1beta1/namespaces/default/virtualmachinesnapshots \
-    "${snap/VirtualMachine\"/VirtualMachineInstance\"}" | head -n 1 |
-    grep -q 'denied the request: invalid kind' || fail "422 message"
+says 'denied the request: invalid kind' "422 message" \
+    EINVAL 422 POST /apis/snapshot.kubevirt.io/v1beta1/namespaces/default/virtualmachinesnapshots \
+    "${snap/VirtualMachine\"/VirtualMachineInstance\"}"
 
 # 503 twice, then the answer: tried again; a 429 too
 kube_api DELETE /fake/requests >/dev/null
@@ -77,20 +85,48 @@ grep -qx "ADDED s1" <<<"$out" || fail "watch: $out"
 out=$(probe -w "/apis/snapshot.kubevirt.io/v1beta1/virtualmachinesnapshots?watch=true&resourceVersion=1&timeoutSeconds=5" 1)
 grep -qx "ERROR -" <<<"$out" || fail "an expired watch: $out"
 
+# HTTP/2 where the server offers it: nghttpx in front of the fake (which
+# speaks HTTP/1.1 only) offers h2 in TLS's ALPN; requests, a Status error
+# and a watch's stream go over it
+command -v nghttpx >/dev/null || fail "no nghttpx (tools/install-deps.sh installs nghttp2-proxy)"
+h2port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+nghttpx --conf=/dev/null -f"127.0.0.1,$h2port" -b"127.0.0.1,$port;;tls" --insecure --workers=1 \
+    --no-ocsp --accesslog-file="$wd/h2.log" --errorlog-file="$wd/h2.err" \
+    "$KUBE_DIR/server.key" "$KUBE_DIR/server.crt" 2>"$wd/h2.out" &
+h2pid=$!
+at_exit "kill $h2pid 2>/dev/null; wait $h2pid 2>/dev/null || true"
+wait_until 10 curl -s --cacert "$KUBE_DIR/ca.crt" -o /dev/null "https://127.0.0.1:$h2port/version" ||
+    fail "nghttpx did not start: $(cat "$wd/h2.err")"
+kubeconfig "    server: https://127.0.0.1:$h2port
+$ca_file" "    token: $token"
+says v1.30.0-fake "version over HTTP/2" 0 200 GET /version
+says 'virtualmachines.kubevirt.io "nope" not found' "a 404 over HTTP/2" \
+    ENOENT 404 GET /apis/kubevirt.io/v1/namespaces/default/virtualmachines/nope
+out=$(probe -w "/apis/snapshot.kubevirt.io/v1beta1/namespaces/default/virtualmachinesnapshots?watch=true" 1)
+grep -qx "ADDED s1" <<<"$out" || fail "a watch over HTTP/2: $out"
+for r in "GET /version" "GET /apis/kubevirt.io/v1/namespaces/default/virtualmachines/nope" \
+         "GET /apis/snapshot.kubevirt.io/v1beta1/namespaces/default/virtualmachinesnapshots?watch=true"; do
+    grep -qF "\"$r HTTP/2\"" "$wd/h2.log" || fail "not over HTTP/2: $r: $(cat "$wd/h2.log")"
+done
+
 # TLS: another CA is refused; insecure-skip-tls-verify reads anyway
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=other -keyout "$wd/other.key" \
     -out "$wd/other.crt" 2>/dev/null
 kubeconfig "$server
     certificate-authority: $wd/other.crt" "    token: $token"
-expect EIO 0 GET /version | head -n 1 | grep -qi 'certificate' || fail "a wrong CA: no reason"
+says certificate "a wrong CA: no reason" EIO 0 GET /version
 kubeconfig "$server
     insecure-skip-tls-verify: true" "    token: $token"
 expect 0 200 GET /version >/dev/null
-# the name verified is tls-server-name's (in the server's certificate or not)
+# the name verified is tls-server-name's (in the server's certificate or
+# not); the request still names the server (Host), as kubectl's does
 kubeconfig "$server
 $ca_file
     tls-server-name: kubernetes.default.svc" "    token: $token"
+kube_api DELETE /fake/requests >/dev/null
 expect 0 200 GET /version >/dev/null
+host=$(kube_api GET /fake/requests | python3 -c 'import json,sys; print(json.load(sys.stdin)["hosts"][0])')
+[ "$host" = "127.0.0.1:$port" ] || fail "Host with tls-server-name: $host"
 kubeconfig "$server
 $ca_file
     tls-server-name: wrong.example" "    token: $token"
@@ -127,5 +163,5 @@ kubeconfig "$server
 $ca_file" "    exec:
       apiVersion: client.authentication.k8s.io/v1
       command: $wd/plugin"
-expect EACCES 0 GET /version | head -n 1 | grep -q 'credential plugin' || fail "a failing plugin"
+says 'credential plugin' "a failing plugin" EACCES 0 GET /version
 echo "PASS: $testname"

@@ -12,7 +12,7 @@
 requires_fuse
 requires kubectl
 requires curl
-use_fake_cluster
+use_fake_cluster --team prod     # context "team": a token bound to namespace prod only
 wd=$(workdir)
 token=$(cat "$KUBE_DIR/token")
 k() { timeout 60 kubectl --request-timeout=20s "$@"; }
@@ -101,11 +101,21 @@ expect_content "$L/agent" disconnected
 k -n prod patch vm larry --type merge -p '{"spec":{"runStrategy":"Always"}}' >/dev/null
 wait_for 2 grep -qx connected "$L/agent" || fail "a start made with kubectl"
 vm prod curly Halted
+# the kernel keeps listings (the ls -lR above read them): a watch event
+# drops exactly the one that changed
+listed() { ls "$1" | grep -qx "$2"; }
+wait_for 2 listed "$mnt/prod" curly || fail "a VM made with kubectl is not listed: $(ls "$mnt/prod")"
 wait_for 2 test -d "$mnt/prod/curly" || fail "a VM made with kubectl: $(ls "$mnt/prod")"
 cat "$mnt/prod/curly/state" >/dev/null     # the kernel knows it now (its entry lasts 60 s)
 k -n prod delete vm curly >/dev/null
 gone() { [ "$("$ERRNO_PROBE" stat "$mnt/prod/curly")" = ENOENT ]; }
 wait_for 2 gone || fail "a VM deleted with kubectl is still there: $("$ERRNO_PROBE" stat "$mnt/prod/curly")"
+wait_for 2 eval '! listed "$mnt/prod" curly' || fail "a VM deleted with kubectl is still listed"
+k create ns lonely >/dev/null
+vm lonely curly Halted                   # a namespace shows while it holds VMs
+wait_for 2 listed "$mnt" lonely || fail "a new namespace is not listed: $(ls "$mnt")"
+k -n lonely delete vm curly >/dev/null
+wait_for 2 eval '! listed "$mnt" lonely' || fail "an empty namespace is still listed"
 cat <<Y | k -n prod create -f - >/dev/null
 apiVersion: snapshot.kubevirt.io/v1beta1
 kind: VirtualMachineSnapshot
@@ -113,7 +123,8 @@ metadata: {name: by-kubectl}
 spec:
   source: {apiGroup: kubevirt.io, kind: VirtualMachine, name: larry}
 Y
-wait_for 2 test -d "$L/snapshots/by-kubectl" || fail "a snapshot made with kubectl is not listed"
+wait_for 2 listed "$L/snapshots" by-kubectl || fail "a snapshot made with kubectl is not listed"
+wait_for 2 test -d "$L/snapshots/by-kubectl" || fail "a snapshot made with kubectl is not shown"
 wait_for 5 grep -qx Succeeded "$L/snapshots/by-kubectl/phase" || fail "its phase"
 
 # the API server goes away for 3 s (a restart): the tree stays readable
@@ -142,11 +153,30 @@ expect_content "$L/snapshots/s1/phase" Succeeded
 [ "$(sort "$L/snapshots/s1/indications" | tr '\n' ' ')" = "GuestAgent Online " ] ||
     fail "indications: $(cat "$L/snapshots/s1/indications")"
 grep -q '"larry-root"' "$L/snapshots/s1/vm.json" || fail "the snapshot's vm.json"
+[ "$(tr '\n' ';' <"$L/snapshots/s1/resources")" = \
+  "kubevirt.io VirtualMachine prod larry;core PersistentVolumeClaim prod larry-root;" ] ||
+    fail "the snapshot's resources: $(cat "$L/snapshots/s1/resources")"
 grep -q "snapshot s1 succeeded" "$L/events" || fail "events: $(cat "$L/events")"
 expect_errno EEXIST mkdir "$L/snapshots/s1"
 expect_errno EINVAL mkdir "$L/snapshots/Bad_Name"
 mkdir "$mnt/default/moe/snapshots/offline" || fail "mkdir of a stopped VM's snapshot"
 [ -z "$(cat "$mnt/default/moe/snapshots/offline/indications")" ] || fail "offline indications"
+
+# rmdir while a restore that is not complete uses the snapshot: EBUSY
+cat <<Y | k -n prod create -f - >/dev/null
+apiVersion: snapshot.kubevirt.io/v1beta1
+kind: VirtualMachineRestore
+metadata: {name: r1}
+spec:
+  target: {apiGroup: kubevirt.io, kind: VirtualMachine, name: larry}
+  virtualMachineSnapshotName: s1
+Y
+expect_errno EBUSY rmdir "$L/snapshots/s1"
+expect_log "delete-snapshot 's1' failed: VirtualMachineRestore r1 uses the snapshot"
+grep -q "delete-snapshot s1 failed VirtualMachineRestore r1 uses the snapshot" "$L/events" ||
+    fail "no reason in events: $(tail -n 1 "$L/events")"
+k -n prod get vmsnapshot s1 >/dev/null || fail "the snapshot was deleted under a restore"
+k -n prod delete vmrestore r1 >/dev/null
 
 # rmdir: deleted, and gone when it returns
 rmdir "$L/snapshots/s1" || fail "rmdir s1: $(tail -n 2 "$L/events")"
@@ -218,8 +248,28 @@ wait_for 2 eval '! frozen prod/stuck' || fail "the guest stays frozen after the 
 [ "$(guest prod/stuck thawed_by)" = unfreeze ] ||
     fail "thawed by $(guest prod/stuck thawed_by), not by the restarted vmsnapfs"
 
+# credentials that may not list at the cluster scope (a namespace's
+# RoleBinding): the namespaces they may list are watched, the others do
+# not show; everything works in those
+fusermount3 -u "$mnt" || fail "unmount"
+wait "$VMSNAPFS_PID" || fail "vmsnapfs exited with an error"
+start_vmsnapfs kubevirt://team "$mnt"
+expect_log "watching the namespaces they may list"
+grep -q "snapshot.kubevirt.io/v1beta1, namespace prod$" "$VMSNAPFS_LOG" ||
+    fail "the namespaces watched are not logged: $(cat "$VMSNAPFS_LOG")"
+[ "$(ls "$mnt" | tr '\n' ' ')" = "prod " ] || fail "namespaces with a namespaced token: $(ls "$mnt")"
+expect_errno ENOENT stat "$mnt/default/moe"
+expect_content "$L/state" Running
+mkdir "$L/snapshots/t1" || fail "mkdir with a namespaced token: $(tail -n 2 "$L/events")"
+expect_content "$L/snapshots/t1/phase" Succeeded
+rmdir "$L/snapshots/t1" || fail "rmdir with a namespaced token: $(tail -n 2 "$L/events")"
+k -n prod delete vm after >/dev/null
+wait_for 2 eval '! listed "$mnt/prod" after' || fail "a change with a namespaced token"
+
 # no credential anywhere
-if grep -rqs -- "$token" "$mnt"/*/*/events "$mnt"/*/*/vm.json "$mnt"/*/*/state "$VMSNAPFS_LOG"; then
-    fail "the token shows in the tree or the log"
-fi
+for t in "$token" "$(cat "$KUBE_DIR/team-token")"; do
+    if grep -rqs -- "$t" "$mnt"/*/*/events "$mnt"/*/*/vm.json "$mnt"/*/*/state "${VMSNAPFS_LOG%-*}"-*.log; then
+        fail "a token shows in the tree or the log"
+    fi
+done
 echo "PASS: $testname"

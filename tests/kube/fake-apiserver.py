@@ -27,9 +27,15 @@ kubectl in tests/integration/kube-fake.sh), never shaped to vmsnapfs:
   until unfreezeTimeout: upstream's frozen-guest race);
   fake.vmsnapfs.io/ready-delay: SECONDS (VolumeSnapshots ready late).
 
-Usage: fake-apiserver.py --dir DIR [--port-file F] [--history N]
+- RBAC as a namespace-limited user sees it (--team NS,...): a second token
+  (context "team") bound by RoleBindings to those namespaces only: requests
+  at the cluster scope or in another namespace get 403 Forbidden with
+  Kubernetes' message; discovery stays open.
+
+Usage: fake-apiserver.py --dir DIR [--port-file F] [--history N] [--team NS,...]
   DIR gets ca.crt, token, admin.crt/key and kubeconfig (contexts "fake"
-  with the token, "fake-cert" with the client certificate).
+  with the token, "fake-cert" with the client certificate, "team" with the
+  team token if --team).
 """
 
 import argparse
@@ -970,13 +976,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-        self.server.count(self.command, self.path)
+        self.server.count(self.command, self.path, self.headers.get("Host"))
 
     def send_empty(self, code):
         self.send_response(code)
         self.send_header("Content-Length", "0")
         self.end_headers()
-        self.server.count(self.command, self.path)
+        self.server.count(self.command, self.path, self.headers.get("Host"))
 
     def read_body(self):
         """Every request's body is read, used or not (a DELETE's options):
@@ -1005,14 +1011,33 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
 
     def authenticated(self):
+        """The user: "admin" (token or client certificate), "team" (the
+        namespace-limited token), or None."""
         auth = self.headers.get("Authorization", "")
         if auth == "Bearer " + self.server.token:
-            return True
+            return "admin"
+        if self.server.team_token and auth == "Bearer " + self.server.team_token:
+            return "team"
         try:
             cert = self.connection.getpeercert()
         except (AttributeError, ValueError):
             cert = None
-        return bool(cert)
+        return "admin" if cert else None
+
+    def authorize(self, group, plural, ns, name, q):
+        """RBAC for the team user: Roles in its namespaces only."""
+        if self.user != "team" or (ns is not None and ns in self.server.team_ns):
+            return
+        verb = {"GET": "get" if name else ("watch" if q.get("watch") in ("true", "1") else "list"),
+                "POST": "create", "PUT": "update", "PATCH": "patch",
+                "DELETE": "delete" if name else "deletecollection"}.get(self.command, "get")
+        res = plural + ("." + group if group else "")
+        where = 'in the namespace "%s"' % ns if ns is not None else "at the cluster scope"
+        raise ApiError(403, "Forbidden",
+                       '%s is forbidden: User "system:serviceaccount:%s:team" cannot %s resource '
+                       '"%s" in API group "%s" %s' % (res, self.server.team_ns[0], verb, plural,
+                                                      group, where),
+                       {"group": group, "kind": plural, **({"name": name} if name else {})})
 
     def handle_one(self):
         if self.server.fail_next:
@@ -1020,12 +1045,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             raise ApiError(code, {429: "TooManyRequests", 500: "InternalError",
                                   503: "ServiceUnavailable"}.get(code),
                            "injected failure %d" % code)
-        if not self.authenticated():
+        self.user = self.authenticated()
+        if not self.user:
             raise ApiError(401, "Unauthorized", "Unauthorized")
         url = urllib.parse.urlsplit(self.path)
         q = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
         parts = [urllib.parse.unquote(p) for p in url.path.split("/") if p]
         if parts[:1] == ["fake"]:
+            if self.user != "admin":
+                raise ApiError(403, "Forbidden", "the fake's controls are the admin's")
             return self.control(parts[1:])
         if parts[:2] == ["openapi", "v3"]:
             return self.openapi(parts[2:])
@@ -1063,6 +1091,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if rest[0] == "namespaces" and len(rest) >= 3 and not (group == "" and rest[2] in ("status", "finalize")):
             ns, rest = rest[1], rest[2:]
         if group == "subresources.kubevirt.io":
+            if len(rest) == 3:
+                self.authorize(group, rest[0] + "/" + rest[2], ns, rest[1], q)
             return self.subresource(ns, rest)
         r = res_by(group, version, rest[0])
         if r is None:
@@ -1070,6 +1100,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if r.namespaced and ns is None and len(rest) > 1:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         name = rest[1] if len(rest) > 1 else None
+        self.authorize(group, r.plural, ns, name, q)
         sub = rest[2] if len(rest) > 2 else None
         if sub not in (None, "status") or len(rest) > 3:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -1081,10 +1112,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         srv = self.server
         if parts == ["requests"] and self.command == "GET":
             with srv.count_lock:
-                return self.send_json(200, {"requests": list(srv.requests)})
+                return self.send_json(200, {"requests": list(srv.requests),
+                                            "hosts": list(srv.hosts)})
         if parts == ["requests"] and self.command == "DELETE":
             with srv.count_lock:
                 srv.requests.clear()
+                srv.hosts.clear()
             return self.send_empty(200)
         if parts == ["outage"] and self.command == "POST":
             # the API server goes away for a while (a restart): connections
@@ -1300,7 +1333,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache, private")
         self.end_headers()
-        self.server.count("WATCH", self.path)
+        self.server.count("WATCH", self.path, self.headers.get("Host"))
 
         def send(type_, obj):
             data = (json.dumps({"type": type_, "object": obj}) + "\n").encode()
@@ -1395,11 +1428,12 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def count(self, method, path):
+    def count(self, method, path, host=None):
         if path.startswith("/fake/"):
             return
         with self.count_lock:
             self.requests.append("%s %s" % (method, path))
+            self.hosts.append(host or "")
 
 
 def make_certs(d):
@@ -1429,7 +1463,7 @@ def make_certs(d):
         os.chmod(os.path.join(d, f), 0o600)
 
 
-def write_kubeconfig(d, port, token):
+def write_kubeconfig(d, port, token, team_token=None, team_ns=()):
     ca = base64.b64encode(open(d + "/ca.crt", "rb").read()).decode()
     cfg = """apiVersion: v1
 kind: Config
@@ -1453,6 +1487,10 @@ users:
     client-certificate: admin.crt
     client-key: admin.key
 """ % (port, ca, token)
+    if team_token:
+        cfg = cfg.replace("users:\n", "- name: team\n  context: {cluster: fake, user: team, "
+                          "namespace: %s}\nusers:\n" % team_ns[0], 1)
+        cfg += "- name: team\n  user:\n    token: %s\n" % team_token
     path = d + "/kubeconfig"
     with open(path + ".tmp", "w") as f:
         f.write(cfg)
@@ -1472,6 +1510,8 @@ def main():
     ap.add_argument("--watch-max", type=float, default=300.0)
     ap.add_argument("--populate", metavar="VMS:NAMESPACES",
                     help="make that many stopped VMs (with a PVC each) in that many namespaces")
+    ap.add_argument("--team", metavar="NS,...",
+                    help="a second token, allowed in these namespaces only (context team)")
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args()
 
@@ -1483,6 +1523,12 @@ def main():
             f.write(secrets.token_urlsafe(24))
         os.chmod(token_path, 0o600)
     token = open(token_path).read().strip()
+    team_token, team_ns = None, [n for n in (a.team or "").split(",") if n]
+    if team_ns:
+        with open(a.dir + "/team-token", "w") as f:
+            f.write(secrets.token_urlsafe(24))
+        os.chmod(a.dir + "/team-token", 0o600)
+        team_token = open(a.dir + "/team-token").read().strip()
 
     store = Store(a.history)
     srv = Server(("127.0.0.1", a.port), Handler)
@@ -1493,8 +1539,9 @@ def main():
     # the handshake happens in each request's thread, not in accept()
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
     srv.store, srv.token, srv.verbose = store, token, a.verbose
+    srv.team_token, srv.team_ns = team_token, team_ns
     srv.bookmark_interval, srv.watch_max = a.bookmark_interval, a.watch_max
-    srv.requests, srv.count_lock, srv.fail_next = [], threading.Lock(), []
+    srv.requests, srv.hosts, srv.count_lock, srv.fail_next = [], [], threading.Lock(), []
     srv.down_until = 0.0
     srv.kubevirt = KubeVirt(store, a.tick)
     store.create(R["namespaces"], None, {"metadata": {"name": "default"}})
@@ -1517,7 +1564,7 @@ def main():
                                  "persistentVolumeClaim": {"claimName": name + "-root"}}]}}}})
     threading.Thread(target=srv.kubevirt.run, daemon=True).start()
     port = srv.server_address[1]
-    write_kubeconfig(a.dir, port, token)
+    write_kubeconfig(a.dir, port, token, team_token, team_ns)
     if a.port_file:
         with open(a.port_file + ".tmp", "w") as f:
             f.write("%d\n" % port)

@@ -178,6 +178,31 @@ test_snapshot_succeeded(void **state)
     assert_string_equal(s->excluded[0], "install");
     assert_string_equal(s->excluded[1], "cloudinit");
     assert_null(s->excluded[2]);
+    /* the captured object graph: the VM first, each object once */
+    static const char *const graph[] = {
+        "kubevirt.io VirtualMachine prod larry",
+        "instancetype.kubevirt.io VirtualMachineInstancetype prod u1.small",
+        "apps ControllerRevision prod before-upgrade-u1.small-1-7f8c2",
+        "instancetype.kubevirt.io VirtualMachineClusterPreference - fedora",
+        "apps ControllerRevision prod larry-fedora-v1beta1-3c1a",
+        "cdi.kubevirt.io DataVolume prod larry-root",
+        "core PersistentVolumeClaim prod larry-root",
+        "core PersistentVolumeClaim prod larry-data",
+        "core Secret prod larry-userdata",
+        "core Secret prod larry-netdata",
+        "core ConfigMap prod larry-config",
+        "core Secret prod larry-tls",
+        "core ServiceAccount prod larry-sa",
+        "core PersistentVolumeClaim prod larry-dump",
+        "core Secret prod larry-ssh",
+        "core Secret prod larry-pass",
+        NULL,
+    };
+    for (size_t i = 0; graph[i]; i++) {
+        assert_non_null(s->resources[i]);
+        assert_string_equal(s->resources[i], graph[i]);
+    }
+    assert_null(s->resources[sizeof graph / sizeof *graph - 1]);
     snapshot_info_free(s);
 
     /* Succeeded before readyToUse: still in progress for us */

@@ -446,8 +446,11 @@ slot_get(struct model *m, enum slot_kind kind, const char *ns, const char *name,
 
     if (!s)
         return -ENOMEM;
+    /* snapshot lists a backend reports every change of last as VMs do */
+    uint64_t ttl = kind == SLOT_SNAPS && m->ops->notifies_snapshots ? VM_CACHE_TTL_NS
+                                                                    : ttl_of[kind];
     if (s->value && s->at.soft == g->soft && s->at.hard == g->hard &&
-        now - s->fetched_ns < ttl_of[kind]) {
+        now - s->fetched_ns < ttl) {
         val_ref(s->value);
         *ret = s->value;
         return 0;

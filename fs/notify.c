@@ -171,8 +171,13 @@ notify_flush(struct fs *fs)
     LOCK_FOR_SCOPE(&fs->nlock);
     uint64_t upto = fs->npushed;
     while (fs->nthread_started && !fs->nquit && fs->ndone < upto)
-        if (pthread_cond_timedwait(&fs->ndone_cond, &fs->nlock, &until) != 0)
+        if (pthread_cond_timedwait(&fs->ndone_cond, &fs->nlock, &until) != 0) {
+            /* the kernel is slow to take them (a lookup holds a directory):
+             * what changed shows when it does, or at the timeouts */
+            log_info("the kernel took no invalidation for 1 s: a listing may show the "
+                     "change a little later");
             break;
+        }
 }
 
 int

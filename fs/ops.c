@@ -285,10 +285,13 @@ readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             name = t->name;
             if (plus) {
                 n = inode_ref_child(fs, dir, name, t->kind);
-                if (!n || entry_of(fs, n, &e) < 0) {
+                r = n ? entry_of(fs, n, &e) : -ENOMEM;
+                if (r < 0) {
                     if (n)
                         inode_unref(fs, n, 1);
-                    continue;       /* gone since listed */
+                    if (r == -ENOENT)
+                        continue;   /* gone since listed */
+                    break;          /* nothing partial: the kernel would keep it */
                 }
             } else {
                 e.attr.st_ino = inode_child_number(dir, name);
@@ -311,6 +314,11 @@ readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
             given[n_given++] = n;
     }
     tree_entries_free(entries, n_entries);
+    if (r < 0 && r != -ENOENT) {
+        for (size_t i = 0; i < n_given; i++)
+            inode_unref(fs, given[i], 1);
+        return (void) fuse_reply_err(req, -r);
+    }
     if (fuse_reply_buf(req, buf, used) != 0)
         for (size_t i = 0; i < n_given; i++)
             inode_unref(fs, given[i], 1);

@@ -473,8 +473,10 @@ tree_stat(struct fs *fs, const struct fs_node *n, struct stat *st)
 
     if (tree_is_dir(n->kind)) {
         r = dir_exists(fs, n);
-        if (r >= 0)
-            r = listing_mtime(fs, n, &st->st_mtim);
+        /* a listing that cannot be had now: the start's mtime, which makes
+         * the kernel drop what it kept once it sees the right one again */
+        if (r >= 0 && listing_mtime(fs, n, &st->st_mtim) < 0)
+            st->st_mtim = fs->started;
     } else if (tree_is_volume(n->kind)) {
         uint64_t allocated = 0;
         r = volume_usage(fs, n, &size, &allocated);

@@ -84,12 +84,13 @@ static const char *
 index_of(const struct kube_cache *k, struct json_object *o)
 {
     const char *const *p = k->opt.index;
+    size_t max = sizeof k->opt.index / sizeof *k->opt.index;
     struct json_object *v = o;
 
     if (!p[0])
         return NULL;
-    for (; *p && v; p++)
-        if (!json_object_object_get_ex(v, *p, &v))
+    for (size_t i = 0; i < max && p[i] && v; i++)
+        if (!json_object_object_get_ex(v, p[i], &v))
             v = NULL;
     return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
 }
@@ -159,6 +160,8 @@ apply(struct kube_cache *k, enum kube_event type, struct json_object *o)
     pthread_mutex_unlock(&k->lock);
     if (type == KUBE_ADDED && old)
         type = KUBE_MODIFIED;
+    else if (type == KUBE_MODIFIED && !old)
+        type = KUBE_ADDED;              /* new to the copy: it came, for the tree */
     entry_free(old);
     if (k->fn)
         k->fn(k->opaque, type, o);
@@ -223,7 +226,10 @@ list_all(struct kube_cache *k, char *why, size_t size)
             struct entry *cur = hashmap_get(k->objects, key);
             bool same = cur && cur->rv[0] && rv_of(o) && strcmp(cur->rv, rv_of(o)) == 0;
             pthread_mutex_unlock(&k->lock);
-            (void) hashmap_put(seen, key, (void *) 1, NULL);
+            if (hashmap_put(seen, key, (void *) 1, NULL) < 0) {
+                r = -ENOMEM;        /* else a live object would count as deleted */
+                break;
+            }
             if (!same)
                 apply(k, KUBE_ADDED, o);
         }

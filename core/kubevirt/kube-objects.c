@@ -213,6 +213,15 @@ has_condition(struct json_object *o, const char *type)
 }
 
 bool
+kube_condition_true(struct json_object *o, const char *type)
+{
+    struct json_object *c = find_by(kube_get(o, "status", "conditions", (char *) NULL), "type",
+                                    type);
+    const char *status = kube_get_str(c, "status", (char *) NULL);
+    return status && strcmp(status, "True") == 0;
+}
+
+bool
 kube_vmi_agent(struct json_object *vmi)
 {
     return vmi && has_condition(vmi, "AgentConnected");

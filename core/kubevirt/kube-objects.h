@@ -38,6 +38,8 @@ int kube_time(const char *s, time_t *ret);
 bool kube_name_ok(const char *s);
 
 /* Is the guest agent of vmi (NULL: none) connected? */
+/* status.conditions has one of type whose status is "True" */
+bool kube_condition_true(struct json_object *o, const char *type);
 bool kube_vmi_agent(struct json_object *vmi);
 
 /* vmi may be NULL (the VM does not run). */

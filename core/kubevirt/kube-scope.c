@@ -9,6 +9,7 @@
 #include <json-c/json.h>
 
 #include "cleanup.h"
+#include "clock.h"
 #include "kube-http.h"
 #include "kube-objects.h"
 #include "kube-scope.h"
@@ -51,11 +52,11 @@ scope_ns_stop(struct scope_ns *sn, size_t n_cols)
     *sn = (struct scope_ns) { 0 };
 }
 
-/* The caches of one namespace (or all), synced; -errno (why) if not. */
+/* Starts the caches of one namespace (or all); kube_scope_start waits for
+ * them all at once. */
 static int
 start_one(struct kube_client *c, const struct kube_collection *cols, size_t n_cols,
-          void *opaque, const char *ns, uint64_t timeout_ns, struct scope_ns *ret, char *why,
-          size_t size)
+          void *opaque, const char *ns, struct scope_ns *ret)
 {
     struct scope_ns sn = { .caches = calloc(n_cols, sizeof *sn.caches) };
     int r = sn.caches && (!ns || (sn.ns = strdup(ns))) ? 0 : -ENOMEM;
@@ -66,8 +67,6 @@ start_one(struct kube_client *c, const struct kube_collection *cols, size_t n_co
                                     &sn.caches[i])
                  : -ENOMEM;
     }
-    for (size_t i = 0; r >= 0 && i < n_cols; i++)
-        r = kube_cache_wait_synced(sn.caches[i], timeout_ns, why, size);
     if (r < 0) {
         scope_ns_stop(&sn, n_cols);
         return r;
@@ -121,20 +120,25 @@ candidate_namespaces(struct kube_client *c, const char *home, char ***ret, char 
     return 0;
 }
 
-/* May the first collection be listed in ns? 1 yes, 0 no (forbidden),
- * -errno for anything else. */
+/* May every collection be listed in ns (NULL: at the cluster scope)?
+ * 1 yes, 0 no (403 Forbidden: RBAC), -errno for anything else (401 too:
+ * credentials that are not valid are not a narrower scope). */
 static int
-may_list(struct kube_client *c, const struct kube_collection *col, const char *ns, char *why,
-         size_t size)
+may_list(struct kube_client *c, const struct kube_collection *cols, size_t n, const char *ns,
+         char *why, size_t size)
 {
-    _cleanup_free_ char *path = collection_path(col, ns, "?limit=1");
-    struct kube_response resp;
-    int r = path ? kube_request(c, "GET", path, NULL, NULL, PROBE_TIMEOUT_NS, &resp, why, size)
-                 : -ENOMEM;
-
-    if (path)
+    for (size_t i = 0; i < n; i++) {
+        _cleanup_free_ char *path = collection_path(&cols[i], ns, "?limit=1");
+        struct kube_response resp;
+        if (!path)
+            return -ENOMEM;
+        int r = kube_request(c, "GET", path, NULL, NULL, PROBE_TIMEOUT_NS, &resp, why, size);
+        long code = resp.code;
         kube_response_clear(&resp);
-    return r == -EACCES ? 0 : r < 0 ? r : 1;
+        if (r < 0)
+            return code == 403 ? 0 : r;
+    }
+    return 1;
 }
 
 static int
@@ -162,6 +166,7 @@ kube_scope_start(struct kube_client *c, const struct kube_collection *cols, size
                  struct kube_scope **ret, char *why, size_t size)
 {
     struct kube_scope *s = calloc(1, sizeof *s);
+    uint64_t end = now_monotonic_ns() + timeout_ns;
     _cleanup_strv_ char **names = NULL;
     struct scope_ns sn;
     int r;
@@ -169,29 +174,35 @@ kube_scope_start(struct kube_client *c, const struct kube_collection *cols, size
     if (!s)
         return -ENOMEM;
     s->n_cols = n;
-    r = start_one(c, cols, n, opaque, NULL, timeout_ns, &sn, why, size);
-    if (r >= 0)
-        r = add_scope(s, &sn);
-    else if (r == -EACCES) {
-        log_info("the credentials may not list %s at the cluster scope: watching the "
-                 "namespaces they may list", cols[0].what);
+    r = may_list(c, cols, n, NULL, why, size);
+    if (r > 0) {
+        r = start_one(c, cols, n, opaque, NULL, &sn);
+        if (r >= 0)
+            r = add_scope(s, &sn);
+    } else if (r == 0) {
+        log_info("the credentials may not list %s at the cluster scope (%s): watching the "
+                 "namespaces they may list", cols[0].what, why);
         r = candidate_namespaces(c, home, &names, why, size);
         for (size_t i = 0; r >= 0 && names[i]; i++) {
-            r = may_list(c, &cols[0], names[i], why, size);
+            r = may_list(c, cols, n, names[i], why, size);
+            if (r == 0)
+                log_debug("namespace '%s' not shown: %s", names[i], why);
             if (r <= 0)
                 continue;
-            r = start_one(c, cols, n, opaque, names[i], timeout_ns, &sn, why, size);
-            if (r == -EACCES) {
-                log_warning("namespace '%s': %s; not shown", names[i], why);
-                r = 0;
-            } else if (r >= 0) {
+            r = start_one(c, cols, n, opaque, names[i], &sn);
+            if (r >= 0)
                 r = add_scope(s, &sn);
-            }
         }
         if (r >= 0 && s->n == 0)
             r = (snprintf(why, size, "the credentials may list %s in no namespace",
                           cols[0].what), -EACCES);
     }
+    /* every namespace's caches list at once: one deadline for all */
+    for (size_t i = 0; r >= 0 && i < s->n; i++)
+        for (size_t k = 0; r >= 0 && k < n; k++) {
+            uint64_t now = now_monotonic_ns();
+            r = kube_cache_wait_synced(s->v[i].caches[k], end > now ? end - now : 1, why, size);
+        }
     if (r >= 0)
         r = describe(s);
     if (r < 0) {

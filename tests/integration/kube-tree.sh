@@ -176,7 +176,9 @@ expect_log "delete-snapshot 's1' failed: VirtualMachineRestore r1 uses the snaps
 grep -q "delete-snapshot s1 failed VirtualMachineRestore r1 uses the snapshot" "$L/events" ||
     fail "no reason in events: $(tail -n 1 "$L/events")"
 k -n prod get vmsnapshot s1 >/dev/null || fail "the snapshot was deleted under a restore"
-k -n prod delete vmrestore r1 >/dev/null
+# a restore that failed is never tried again: it uses nothing
+k -n prod patch vmrestore r1 --subresource=status --type merge -p \
+    '{"status":{"complete":false,"conditions":[{"type":"Failure","status":"True","reason":"x"}]}}' >/dev/null
 
 # rmdir: deleted, and gone when it returns
 rmdir "$L/snapshots/s1" || fail "rmdir s1: $(tail -n 2 "$L/events")"
@@ -263,6 +265,7 @@ expect_content "$L/state" Running
 mkdir "$L/snapshots/t1" || fail "mkdir with a namespaced token: $(tail -n 2 "$L/events")"
 expect_content "$L/snapshots/t1/phase" Succeeded
 rmdir "$L/snapshots/t1" || fail "rmdir with a namespaced token: $(tail -n 2 "$L/events")"
+listed "$mnt/prod" after || fail "VMs with a namespaced token: $(ls "$mnt/prod")"
 k -n prod delete vm after >/dev/null
 wait_for 2 eval '! listed "$mnt/prod" after' || fail "a change with a namespaced token"
 

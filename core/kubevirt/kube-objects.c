@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include <json-c/json.h>
+#include <openssl/evp.h>
 
 #include "cleanup.h"
 #include "kube-objects.h"
@@ -505,5 +506,34 @@ kube_snapshot_info(struct json_object *snap, struct json_object *content,
         return r;
     }
     *ret = s;
+    return 0;
+}
+
+/* base64 (kubeconfig's *-data, a Secret's data) into text: OpenSSL's
+ * decoder, which takes padding only where it may be and line breaks
+ * anywhere */
+int
+kube_base64_text(const char *b64, char **ret)
+{
+    size_t n = strlen(b64);
+    EVP_ENCODE_CTX *ctx = EVP_ENCODE_CTX_new();
+    unsigned char *out = malloc(n / 4 * 3 + 4);
+    int len = 0, tail = 0, r = 0;
+
+    if (!ctx || !out || n > INT32_MAX) {
+        r = !ctx || !out ? -ENOMEM : -EINVAL;
+    } else {
+        EVP_DecodeInit(ctx);
+        if (EVP_DecodeUpdate(ctx, out, &len, (const unsigned char *) b64, (int) n) < 0 ||
+            EVP_DecodeFinal(ctx, out + len, &tail) < 0 || len + tail == 0)
+            r = -EINVAL;
+    }
+    EVP_ENCODE_CTX_free(ctx);
+    if (r < 0) {
+        free(out);
+        return r;
+    }
+    out[len + tail] = '\0';
+    *ret = (char *) out;
     return 0;
 }

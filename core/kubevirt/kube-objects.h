@@ -38,6 +38,10 @@ int kube_time(const char *s, time_t *ret);
 bool kube_name_ok(const char *s);
 
 /* Is the guest agent of vmi (NULL: none) connected? */
+/* base64 into NUL-terminated bytes (free() them; wipe what is secret):
+ * -EINVAL if not base64 or empty */
+int kube_base64_text(const char *b64, char **ret);
+
 /* status.conditions has one of type whose status is "True" */
 bool kube_condition_true(struct json_object *o, const char *type);
 bool kube_vmi_agent(struct json_object *vmi);

@@ -56,12 +56,14 @@ scope_ns_stop(struct scope_ns *sn, size_t n_cols)
  * them all at once. */
 static int
 start_one(struct kube_client *c, const struct kube_collection *cols, size_t n_cols,
-          void *opaque, const char *ns, struct scope_ns *ret)
+          const bool *skip, void *opaque, const char *ns, struct scope_ns *ret)
 {
     struct scope_ns sn = { .caches = calloc(n_cols, sizeof *sn.caches) };
     int r = sn.caches && (!ns || (sn.ns = strdup(ns))) ? 0 : -ENOMEM;
 
     for (size_t i = 0; r >= 0 && i < n_cols; i++) {
+        if (skip[i])
+            continue;               /* optional and forbidden: an empty copy */
         _cleanup_free_ char *path = collection_path(&cols[i], ns, NULL);
         r = path ? kube_cache_start(c, path, cols[i].what, &cols[i].opt, cols[i].fn, opaque,
                                     &sn.caches[i])
@@ -125,7 +127,7 @@ candidate_namespaces(struct kube_client *c, const char *home, char ***ret, char 
  * credentials that are not valid are not a narrower scope). */
 static int
 may_list(struct kube_client *c, const struct kube_collection *cols, size_t n, const char *ns,
-         char *why, size_t size)
+         bool *skip, char *why, size_t size)
 {
     for (size_t i = 0; i < n; i++) {
         _cleanup_free_ char *path = collection_path(&cols[i], ns, "?limit=1");
@@ -135,7 +137,11 @@ may_list(struct kube_client *c, const struct kube_collection *cols, size_t n, co
         int r = kube_request(c, "GET", path, NULL, NULL, PROBE_TIMEOUT_NS, &resp, why, size);
         long code = resp.code;
         kube_response_clear(&resp);
-        if (r < 0)
+        skip[i] = r < 0 && code == 403 && cols[i].optional;
+        if (skip[i])
+            log_info("%s%s%s are not watched: %s", cols[i].what, ns ? " in namespace " : "",
+                     ns ? ns : "", why);
+        else if (r < 0)
             return code == 403 ? 0 : r;
     }
     return 1;
@@ -168,15 +174,18 @@ kube_scope_start(struct kube_client *c, const struct kube_collection *cols, size
     struct kube_scope *s = calloc(1, sizeof *s);
     uint64_t end = now_monotonic_ns() + timeout_ns;
     _cleanup_strv_ char **names = NULL;
+    _cleanup_free_ bool *skip = calloc(n, sizeof *skip);
     struct scope_ns sn;
     int r;
 
-    if (!s)
+    if (!s || !skip) {
+        free(s);
         return -ENOMEM;
+    }
     s->n_cols = n;
-    r = may_list(c, cols, n, NULL, why, size);
+    r = may_list(c, cols, n, NULL, skip, why, size);
     if (r > 0) {
-        r = start_one(c, cols, n, opaque, NULL, &sn);
+        r = start_one(c, cols, n, skip, opaque, NULL, &sn);
         if (r >= 0)
             r = add_scope(s, &sn);
     } else if (r == 0) {
@@ -184,12 +193,12 @@ kube_scope_start(struct kube_client *c, const struct kube_collection *cols, size
                  "namespaces they may list", cols[0].what, why);
         r = candidate_namespaces(c, home, &names, why, size);
         for (size_t i = 0; r >= 0 && names[i]; i++) {
-            r = may_list(c, cols, n, names[i], why, size);
+            r = may_list(c, cols, n, names[i], skip, why, size);
             if (r == 0)
                 log_debug("namespace '%s' not shown: %s", names[i], why);
             if (r <= 0)
                 continue;
-            r = start_one(c, cols, n, opaque, names[i], &sn);
+            r = start_one(c, cols, n, skip, opaque, names[i], &sn);
             if (r >= 0)
                 r = add_scope(s, &sn);
         }
@@ -201,6 +210,8 @@ kube_scope_start(struct kube_client *c, const struct kube_collection *cols, size
     for (size_t i = 0; r >= 0 && i < s->n; i++)
         for (size_t k = 0; r >= 0 && k < n; k++) {
             uint64_t now = now_monotonic_ns();
+            if (!s->v[i].caches[k])
+                continue;               /* not watched */
             r = kube_cache_wait_synced(s->v[i].caches[k], end > now ? end - now : 1, why, size);
         }
     if (r >= 0)
@@ -297,4 +308,16 @@ const char *
 kube_scope_describe(const struct kube_scope *s)
 {
     return s->describe;
+}
+
+size_t
+kube_scope_count(const struct kube_scope *s)
+{
+    return s->n;
+}
+
+const char *
+kube_scope_ns(const struct kube_scope *s, size_t i)
+{
+    return i < s->n ? s->v[i].ns : NULL;
 }

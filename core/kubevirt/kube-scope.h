@@ -10,6 +10,7 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +20,7 @@ struct kube_collection {
     const char *group, *version, *plural, *what;
     kube_cache_fn fn;
     struct kube_cache_options opt;
+    bool optional;              /* forbidden: not watched (an empty copy) */
 };
 
 struct kube_scope;
@@ -41,3 +43,6 @@ int kube_scope_list_all(struct kube_scope *s, size_t col, struct json_object ***
 int kube_scope_namespaces(struct kube_scope *s, size_t col, char ***ret);
 /* "all namespaces", or the namespaces watched (for messages). */
 const char *kube_scope_describe(const struct kube_scope *s);
+/* The scopes watched, and the namespace of each (NULL: all namespaces). */
+size_t kube_scope_count(const struct kube_scope *s);
+const char *kube_scope_ns(const struct kube_scope *s, size_t i);

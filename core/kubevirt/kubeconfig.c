@@ -13,6 +13,7 @@
 #include <yaml.h>
 
 #include "cleanup.h"
+#include "kube-objects.h"
 #include "kubeconfig.h"
 
 #define MAX_FILE_SIZE (16u << 20)
@@ -207,34 +208,6 @@ resolve(const struct kfile *f, const char *path)
     return asprintf(&p, "%s/%s", f->dir, path) < 0 ? NULL : p;
 }
 
-/* base64 (kubeconfig's *-data) into text: OpenSSL's decoder, which takes
- * padding only where it may be and line breaks anywhere */
-static int
-base64_text(const char *b64, char **ret)
-{
-    size_t n = strlen(b64);
-    EVP_ENCODE_CTX *ctx = EVP_ENCODE_CTX_new();
-    unsigned char *out = malloc(n / 4 * 3 + 4);
-    int len = 0, tail = 0, r = 0;
-
-    if (!ctx || !out || n > INT32_MAX) {
-        r = !ctx || !out ? -ENOMEM : -EINVAL;
-    } else {
-        EVP_DecodeInit(ctx);
-        if (EVP_DecodeUpdate(ctx, out, &len, (const unsigned char *) b64, (int) n) < 0 ||
-            EVP_DecodeFinal(ctx, out + len, &tail) < 0 || len + tail == 0)
-            r = -EINVAL;
-    }
-    EVP_ENCODE_CTX_free(ctx);
-    if (r < 0) {
-        free(out);
-        return r;
-    }
-    out[len + tail] = '\0';
-    *ret = (char *) out;
-    return 0;
-}
-
 /* A PEM (or token) given as KEY-data (base64) or KEY (a file) in map m of
  * file f: 0 and *ret (NULL if neither is set). */
 static int
@@ -252,7 +225,7 @@ data_or_file(struct kfile *f, yaml_node_t *m, const char *key, const char *entry
         return say(why, size, -EINVAL, "%s: both %s and %s are set (%s)", entry, data_key, key,
                    f->path);
     if (data) {
-        r = base64_text(data, ret);
+        r = kube_base64_text(data, ret);
         if (r < 0)
             return say(why, size, r, "%s: %s is not valid base64 (%s)", entry, data_key,
                        f->path);

@@ -28,19 +28,21 @@
 #include "deadline.h"
 #include "kube-cache.h"
 #include "kube-http.h"
+#include "kube-export.h"
 #include "kube-objects.h"
+#include "kube-owner.h"
 #include "kube-scope.h"
 #include "kubeconfig.h"
 #include "log.h"
 #include "vm-ops.h"
 
 /* on the snapshots vmsnapfs makes: that it made them, and which daemon */
-#define MADE_BY_LABEL "vmsnapfs.io/made-by"
-#define OWNER_ANNOTATION "vmsnapfs.io/owner"
 #define SYNC_TIMEOUT_NS (UINT64_C(30) * NSEC_PER_SEC)
+/* how long an export may take to become Ready (without failure_deadline) */
+#define EXPORT_WAIT_NS (UINT64_C(120) * NSEC_PER_SEC)
 #define DISCOVERY_TIMEOUT_NS (UINT64_C(20) * NSEC_PER_SEC)
 
-enum { C_VMS, C_VMIS, C_SNAPS, C_CONTENTS, _C_MAX };
+enum { C_VMS, C_VMIS, C_SNAPS, C_CONTENTS, C_PVCS, _C_MAX };
 
 struct kv {
     struct kube_client *client;
@@ -48,6 +50,7 @@ struct kv {
     char snap_version[16];      /* snapshot.kubevirt.io: v1beta1 or v1alpha1 */
     struct backend_events events;
     struct kube_scope *scope;   /* the watched copies: C_* collections */
+    struct kube_exports *exports; /* disks read through VirtualMachineExports */
     uint64_t deadline_ns;       /* failure_deadline (0: none) */
     char owner[320];            /* HOST/PID/START: which daemon made a snapshot */
 
@@ -110,57 +113,6 @@ on_content(void *opaque, enum kube_event type, struct json_object *o)
          VM_CHANGE_SNAPSHOTS);
 }
 
-/* ---- who made a snapshot ----------------------------------------------------------- */
-
-/* A process's start time (clock ticks since boot): with its PID it names
- * one process, never a later one that got the same PID. 0 if gone. */
-static unsigned long long
-process_start(long pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "re");
-    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-    if (f)
-        fclose(f);
-    buf[n] = '\0';
-    char *p = strrchr(buf, ')');        /* the name may hold spaces */
-    unsigned long long start = 0;
-    /* fields after the name: state ppid ... starttime is the 20th */
-    if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d "
-                           "%*d %*d %*d %*d %llu", &start) != 1)
-        start = 0;
-    return start;
-}
-
-static void
-owner_init(struct kv *kv)
-{
-    char host[256] = "";
-    gethostname(host, sizeof host - 1);
-    snprintf(kv->owner, sizeof kv->owner, "%s/%ld/%llu", host, (long) getpid(),
-             process_start((long) getpid()));
-}
-
-/* Was o made by a vmsnapfs of this host that is gone (killed mid-mkdir)? */
-static bool
-orphaned(struct kv *kv, struct json_object *o)
-{
-    const char *by = kube_get_str(o, "metadata", "labels", MADE_BY_LABEL, (char *) NULL);
-    const char *owner = kube_get_str(o, "metadata", "annotations", OWNER_ANNOTATION,
-                                     (char *) NULL);
-    char host[256] = "";
-    long pid = 0;
-    unsigned long long start = 0;
-
-    if (!by || !owner || sscanf(owner, "%255[^/]/%ld/%llu", host, &pid, &start) != 3)
-        return false;
-    size_t hl = strcspn(kv->owner, "/");
-    if (strlen(host) != hl || strncmp(host, kv->owner, hl) != 0)
-        return false;                   /* another host's: not ours to judge */
-    return pid <= 0 || process_start(pid) != start;
-}
-
 static void late_thaw_start(struct kv *kv, const char *key, const struct vm_ref *ref);
 static int unfreeze(struct kv *kv, const char *ns, const char *vm);
 static void delete_snapshot(struct kv *kv, const char *ns, const char *snap);
@@ -178,7 +130,7 @@ recover_orphans(struct kv *kv)
         return;
     for (size_t i = 0; i < n; i++) {
         struct snapshot_info *s = NULL;
-        if (!orphaned(kv, snaps[i]) || kube_snapshot_info(snaps[i], NULL, &s) < 0)
+        if (!kube_owner_gone(kv->owner, snaps[i]) || kube_snapshot_info(snaps[i], NULL, &s) < 0)
             continue;
         bool done = s->phase == SNAPSHOT_SUCCEEDED;
         snapshot_info_free(s);
@@ -215,6 +167,7 @@ kv_close(void *h)
     while (kv->thaws > 0)
         pthread_cond_wait(&kv->thaw_cond, &kv->thaw_lock);
     pthread_mutex_unlock(&kv->thaw_lock);
+    kube_exports_free(kv->exports);
     kube_scope_stop(kv->scope);
     kube_client_free(kv->client);
     vm_ops_free(kv->ops);
@@ -294,6 +247,10 @@ kv_open(const char *source, const struct vmsnapfs_opts *o, const struct backend_
         [C_CONTENTS] = { "snapshot.kubevirt.io", kv->snap_version,
                          "virtualmachinesnapshotcontents", "VirtualMachineSnapshotContents",
                          on_content, { .drop_spec = false } },
+        /* the sizes of a stopped VM's disks; credentials that may not read
+         * claims show them as 0 bytes */
+        [C_PVCS] = { "", "v1", "persistentvolumeclaims", "PersistentVolumeClaims", NULL,
+                     { .drop_spec = false }, .optional = true },
     };
     if (r >= 0)
         r = kube_scope_start(kv->client, cols, _C_MAX, kv, cfg.namespace, SYNC_TIMEOUT_NS,
@@ -306,8 +263,15 @@ kv_open(const char *source, const struct vmsnapfs_opts *o, const struct backend_
         kv_close(kv);
         return r;
     }
-    owner_init(kv);
+    kube_owner_init(kv->owner, sizeof kv->owner);
     recover_orphans(kv);
+    /* disks: read in the cluster through the internal links */
+    uint64_t wait = kv->deadline_ns ? kv->deadline_ns : EXPORT_WAIT_NS;
+    if (kube_exports_new(kv->client, kv->owner, strcmp(source, "kubevirt://in-cluster") == 0,
+                         wait, &kv->exports, why, sizeof why) < 0)
+        log_info("'%s': %s", source, why);
+    for (size_t i = 0; kv->exports && i < kube_scope_count(kv->scope); i++)
+        kube_exports_recover(kv->exports, kube_scope_ns(kv->scope, i));
     log_info("'%s': %s, snapshot.kubevirt.io/%s, %s", source, kube_client_server(kv->client),
              kv->snap_version, kube_scope_describe(kv->scope));
     *ret_h = kv;
@@ -374,6 +338,19 @@ kv_vm_get(void *h, const struct vm_ref *ref, struct vm_info **ret)
 
     json_object_put(vm);
     json_object_put(vmi);
+    /* a stopped VM's disk: its claim's size */
+    for (size_t i = 0; r >= 0 && i < (*ret)->n_volumes; i++) {
+        struct volume *v = &(*ret)->volumes[i];
+        if (v->size || !v->source)
+            continue;
+        struct json_object *pvc = kube_cache_get(cache(kv, C_PVCS, ref->ns), ref->ns, v->source);
+        const char *q = kube_get_str(pvc, "status", "capacity", "storage", (char *) NULL);
+        if (!q)
+            q = kube_get_str(pvc, "spec", "resources", "requests", "storage", (char *) NULL);
+        if (q)
+            (void) kube_quantity_bytes(q, &v->size);
+        json_object_put(pvc);
+    }
     return r;
 }
 
@@ -414,6 +391,103 @@ kv_snapshot_list(void *h, const struct vm_ref *ref, struct snapshot_info ***ret,
     *ret = v;           /* sorted by name: the cache lists so */
     *ret_n = k;
     return 0;
+}
+
+/* ---- volumes: read through VirtualMachineExports ----------------------------------- */
+
+/* The claim (PVC or DataVolume name) behind volume vol of the VM, or of
+ * its snapshot snap; *ret_running: the VM runs (a VMI exists). */
+static int
+volume_claim(struct kv *kv, const struct vm_ref *ref, const char *snap, const char *vol,
+             char **ret_claim, bool *ret_running)
+{
+    struct json_object *vm = kube_cache_get(cache(kv, C_VMS, ref->ns), ref->ns, ref->name);
+    struct json_object *vmi = vm ? kube_cache_get(cache(kv, C_VMIS, ref->ns), ref->ns,
+                                                  ref->name) : NULL;
+    struct json_object *so = NULL, *content = NULL;
+    struct vm_info *info = NULL;
+    struct snapshot_info *si = NULL;
+    const struct volume *vols = NULL;
+    size_t n = 0;
+    int r = vm ? 0 : -ENOENT;
+
+    *ret_running = vmi != NULL;
+    if (r >= 0 && snap) {
+        so = kube_cache_get(cache(kv, C_SNAPS, ref->ns), ref->ns, snap);
+        const char *cname = kube_get_str(so, "status", "virtualMachineSnapshotContentName",
+                                         (char *) NULL);
+        content = cname ? kube_cache_get(cache(kv, C_CONTENTS, ref->ns), ref->ns, cname) : NULL;
+        r = so && kube_snapshot_of(so, ref->name) ? kube_snapshot_info(so, content, &si)
+                                                   : -ENOENT;
+        if (r >= 0) {
+            vols = si->volumes;
+            n = si->n_volumes;
+        }
+    } else if (r >= 0) {
+        r = kube_vm_info(vm, vmi, &info);
+        if (r >= 0) {
+            vols = info->volumes;
+            n = info->n_volumes;
+        }
+    }
+    *ret_claim = NULL;
+    for (size_t i = 0; r >= 0 && i < n; i++)
+        if (strcmp(vols[i].name, vol) == 0 && vols[i].source && vols[i].source[0] &&
+            !(*ret_claim = strdup(vols[i].source)))
+            r = -ENOMEM;
+    if (r >= 0 && !*ret_claim)
+        r = -ENOENT;
+    snapshot_info_free(si);
+    vm_info_free(info);
+    json_object_put(vm);
+    json_object_put(vmi);
+    json_object_put(so);
+    json_object_put(content);
+    return r;
+}
+
+static void
+view_left(void *opaque)
+{
+    vm_view_leave(opaque);
+}
+
+static int
+kv_volume_open(void *h, const struct vm_ref *ref, const char *snap, const char *vol,
+               struct volume_view **ret)
+{
+    struct kv *kv = h;
+    _cleanup_free_ char *claim = NULL;
+    char why[512] = "";
+    bool running = false;
+    int r = volume_claim(kv, ref, snap, vol, &claim, &running);
+
+    if (r < 0)
+        return r;
+    if (!snap && running) {
+        log_error("'%s/%s': volume '%s': reading the disk of a running VM needs a "
+                  "point-in-time snapshot of it: not done on KubeVirt yet (read a snapshot's "
+                  "volume)", ref->ns, ref->name, vol);
+        return -EBUSY;
+    }
+    /* an open view is a use: rmdir of the snapshot (or restore, for the
+     * VM's own disks) is refused meanwhile */
+    _cleanup_free_ char *key = NULL;
+    struct vm_view *use = NULL;
+    if ((snap ? asprintf(&key, "%s/%s/snapshots/%s", ref->ns, ref->name, snap)
+              : asprintf(&key, "%s/%s", ref->ns, ref->name)) < 0)
+        return -ENOMEM;
+    r = vm_view_enter(kv->ops, key, &use);
+    if (r < 0)
+        return r;
+    r = kube_exports_view(kv->exports, ref->ns, snap ? "VirtualMachineSnapshot" : "VirtualMachine",
+                          snap ? snap : ref->name, claim, view_left, use, ret, why, sizeof why);
+    if (r < 0) {
+        vm_view_leave(use);
+        log_error("'%s/%s': volume '%s'%s%s: %s", ref->ns, ref->name, vol,
+                  snap ? " of snapshot " : "", snap ? snap : "", why[0] ? why : strerror(-r));
+    }
+    return r;
 }
 
 /* ---- snapshots: mkdir and rmdir ---------------------------------------------------- */
@@ -634,8 +708,8 @@ kv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
                  (unsigned long long) ((o->failure_deadline_ns + NSEC_PER_SEC - 1) / NSEC_PER_SEC));
     if (asprintf(&body, "{\"apiVersion\":\"snapshot.kubevirt.io/%s\",\"kind\":"
                         "\"VirtualMachineSnapshot\",\"metadata\":{\"name\":\"%s\",\"labels\":"
-                        "{\"" MADE_BY_LABEL "\":\"vmsnapfs\"},\"annotations\":{\""
-                        OWNER_ANNOTATION "\":\"%s\"}},\"spec\":{\"source\":"
+                        "{\"" KUBE_MADE_BY_LABEL "\":\"vmsnapfs\"},\"annotations\":{\""
+                        KUBE_OWNER_ANNOTATION "\":\"%s\"}},\"spec\":{\"source\":"
                         "{\"apiGroup\":\"kubevirt.io\",\"kind\":\"VirtualMachine\",\"name\":\"%s\"}%s}}",
                  kv->snap_version, snap, kv->owner, ref->name, fd) < 0) {
         vm_op_end(kv->ops, key);
@@ -755,13 +829,48 @@ restore_using(struct kv *kv, const char *ns, const char *snap, char *who, size_t
     return r;
 }
 
+/* rmdir, with the VM's and the snapshot's operation locks held */
+static int
+snapshot_delete_locked(struct kv *kv, const struct vm_ref *ref, const char *snap,
+                       const char *path, struct op_report *rep)
+{
+    struct kube_response resp;
+    struct json_object *o;
+    char why[512], who[256];
+    int r = restore_using(kv, ref->ns, snap, who, sizeof who, why, sizeof why);
+
+    if (r > 0)
+        return say(rep, -EBUSY, "VirtualMachineRestore %s uses the snapshot and is not "
+                   "complete", who);
+    if (r < 0)
+        return say(rep, r, "cannot tell whether a restore uses the snapshot: %s", why);
+    uint64_t seen = kube_cache_changes(cache(kv, C_SNAPS, ref->ns));
+    r = kube_request(kv->client, "DELETE", path, "{\"propagationPolicy\":\"Background\"}", NULL,
+                     REQUEST_NS, &resp, why, sizeof why);
+    kube_response_clear(&resp);
+    if (r < 0)
+        return say(rep, r, "the cluster refused to delete the snapshot: %s", why);
+    /* until it is gone (its finalizer goes with its content) */
+    uint64_t end = now_monotonic_ns() + (kv->deadline_ns ? kv->deadline_ns : 300 * NSEC_PER_SEC);
+    for (;;) {
+        o = kube_cache_get(cache(kv, C_SNAPS, ref->ns), ref->ns, snap);
+        json_object_put(o);
+        if (!o || now_monotonic_ns() >= end)
+            break;
+        (void) kube_cache_wait_change(cache(kv, C_SNAPS, ref->ns), seen,
+                                      now_monotonic_ns() + NSEC_PER_SEC);
+        seen = kube_cache_changes(cache(kv, C_SNAPS, ref->ns));
+    }
+    if (o)
+        return say(rep, -ETIMEDOUT, "the snapshot is still being deleted");
+    return say(rep, 0, "deleted");
+}
+
 static int
 kv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap, struct op_report *rep)
 {
     struct kv *kv = h;
     _cleanup_free_ char *key = NULL, *path = NULL;
-    struct kube_response resp;
-    char why[512];
     int r;
 
     struct json_object *o = kube_cache_get(cache(kv, C_SNAPS, ref->ns), ref->ns, snap);
@@ -775,38 +884,24 @@ kv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap, struct o
     r = vm_op_begin(kv->ops, key, NULL, 0);
     if (r < 0)
         return say(rep, r, "%s", vm_op_refusal(r));
-    char who[256];
-    r = restore_using(kv, ref->ns, snap, who, sizeof who, why, sizeof why);
-    if (r != 0) {
+    /* not while a copy of its disks is being read */
+    _cleanup_free_ char *skey = NULL;
+    if (asprintf(&skey, "%s/snapshots/%s", key, snap) < 0) {
         vm_op_end(kv->ops, key);
-        if (r > 0)
-            return say(rep, -EBUSY, "VirtualMachineRestore %s uses the snapshot and is not "
-                       "complete", who);
-        return say(rep, r, "cannot tell whether a restore uses the snapshot: %s", why);
+        return -ENOMEM;
     }
-    uint64_t seen = kube_cache_changes(cache(kv, C_SNAPS, ref->ns));
-    r = kube_request(kv->client, "DELETE", path, "{\"propagationPolicy\":\"Background\"}", NULL,
-                     REQUEST_NS, &resp, why, sizeof why);
-    kube_response_clear(&resp);
+    r = vm_op_begin(kv->ops, skey, NULL, VM_OP_DISKS);
     if (r < 0) {
         vm_op_end(kv->ops, key);
-        return say(rep, r, "the cluster refused to delete the snapshot: %s", why);
+        return say(rep, r, "%s", r == -EBUSY ? "a volume of the snapshot is open (a copy "
+                   "is being read)" : vm_op_refusal(r));
     }
-    /* until it is gone (its finalizer goes with its content) */
-    uint64_t end = now_monotonic_ns() + (kv->deadline_ns ? kv->deadline_ns : 300 * NSEC_PER_SEC);
-    for (;;) {
-        o = kube_cache_get(cache(kv, C_SNAPS, ref->ns), ref->ns, snap);
-        json_object_put(o);
-        if (!o || now_monotonic_ns() >= end)
-            break;
-        (void) kube_cache_wait_change(cache(kv, C_SNAPS, ref->ns), seen, now_monotonic_ns() + NSEC_PER_SEC);
-        seen = kube_cache_changes(cache(kv, C_SNAPS, ref->ns));
-    }
+    r = snapshot_delete_locked(kv, ref, snap, path, rep);
+    vm_op_end(kv->ops, skey);
     vm_op_end(kv->ops, key);
-    if (o)
-        return say(rep, -ETIMEDOUT, "the snapshot is still being deleted");
-    return say(rep, 0, "deleted");
+    return r;
 }
+
 
 const struct backend_ops backend_kubevirt = {
     .name = "kubevirt",
@@ -820,4 +915,5 @@ const struct backend_ops backend_kubevirt = {
     .snapshot_list = kv_snapshot_list,
     .snapshot_create = kv_snapshot_create,
     .snapshot_delete = kv_snapshot_delete,
+    .volume_open = kv_volume_open,
 };

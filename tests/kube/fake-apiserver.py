@@ -79,6 +79,9 @@ RESOURCES = [
         "VirtualMachineSnapshotContent", short=["vmsnapshotcontent", "vmsnapshotcontents"]),
     Res("snapshot.kubevirt.io", ["v1alpha1", "v1beta1"], "virtualmachinerestores",
         "VirtualMachineRestore", short=["vmrestore", "vmrestores"]),
+    Res("", ["v1"], "secrets", "Secret", status=False),
+    Res("export.kubevirt.io", ["v1beta1"], "virtualmachineexports", "VirtualMachineExport",
+        short=["vmexport", "vmexports"]),
 ]
 SUBRESOURCES = {  # subresources.kubevirt.io/v1
     ("virtualmachineinstances", "freeze"), ("virtualmachineinstances", "unfreeze"),
@@ -433,9 +436,79 @@ class Guest:
         self.thawed_by = None       # "unfreeze" or "timer": how it last thawed
 
 
+def quantity(q):
+    """A Kubernetes quantity ("1Gi", "512Mi", "1G", "100") in bytes."""
+    m = re.fullmatch(r"([0-9.]+)([KMGTPE]i?|k)?", str(q or "0"))
+    if not m:
+        raise ValueError(q)
+    unit = m.group(2) or ""
+    mult = {"": 1, "k": 1000, "K": 1000, "M": 1000 ** 2, "G": 1000 ** 3, "T": 1000 ** 4,
+            "Ki": 1024, "Mi": 1024 ** 2, "Gi": 1024 ** 3, "Ti": 1024 ** 4}[unit]
+    return int(float(m.group(1)) * mult)
+
+
+class Disks:
+    """The bytes of PersistentVolumeClaims and VolumeSnapshots: sparse files
+    under DIR/data (what CSI storage would hold). The tests write into a
+    VM's disk as its guest would (/fake/disk) and compare exports with
+    these files."""
+
+    def __init__(self, d):
+        self.d = d
+        self.lock = threading.Lock()
+
+    def path(self, ns, pvc):
+        return os.path.join(self.d, ns, "pvc-%s.img" % pvc)
+
+    def vs_path(self, ns, vs):
+        return os.path.join(self.d, ns, "vs-%s.img" % vs)
+
+    def make(self, ns, pvc, size):
+        os.makedirs(os.path.join(self.d, ns), exist_ok=True)
+        p = self.path(ns, pvc)
+        if not os.path.exists(p):
+            with open(p, "wb") as f:
+                f.truncate(size)
+
+    def cut(self, ns, pvc, vs):
+        """A VolumeSnapshot of the claim: its bytes now."""
+        with self.lock:
+            if os.path.exists(self.path(ns, pvc)) and not os.path.exists(self.vs_path(ns, vs)):
+                subprocess.run(["cp", "--sparse=always", self.path(ns, pvc), self.vs_path(ns, vs)],
+                               check=True)
+
+    def restore(self, ns, pvc, vs, size):
+        """A claim made from a VolumeSnapshot (dataSource)."""
+        os.makedirs(os.path.join(self.d, ns), exist_ok=True)
+        with self.lock:
+            if not os.path.exists(self.path(ns, pvc)):
+                if os.path.exists(self.vs_path(ns, vs)):
+                    subprocess.run(["cp", "--sparse=always", self.vs_path(ns, vs),
+                                    self.path(ns, pvc)], check=True)
+                with open(self.path(ns, pvc), "ab") as f:
+                    if f.tell() < size:
+                        f.truncate(size)
+
+    def write(self, ns, pvc, offset, data):
+        with self.lock, open(self.path(ns, pvc), "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def drop(self, ns, pvc):
+        try:
+            os.unlink(self.path(ns, pvc))
+        except OSError:
+            pass
+
+
 class KubeVirt:
-    def __init__(self, store, tick):
+    def __init__(self, store, tick, data=None):
         self.s, self.tick = store, tick
+        self.disks = Disks(data) if data else None
+        self.export_base = None     # https://HOST:PORT of the export proxy (the fake)
+        self.ca_pem = ""
         self.guests = {}            # (ns, vmi name) -> Guest
         self.glock = threading.Lock()
         self.snapshot_started = {}  # snapshot uid -> monotonic start
@@ -550,8 +623,14 @@ class KubeVirt:
 
                 def fix(o, req=req):
                     o["status"] = {"phase": "Bound", "capacity": {"storage": req}}
-                self.s.update(R["persistentvolumeclaims"], p["metadata"]["namespace"],
-                              p["metadata"]["name"], fix, status_only=True)
+                ns, name = p["metadata"]["namespace"], p["metadata"]["name"]
+                if self.disks:
+                    src = (p.get("spec", {}).get("dataSource") or {})
+                    if src.get("kind") == "VolumeSnapshot":
+                        self.disks.restore(ns, name, src.get("name"), quantity(req))
+                    else:
+                        self.disks.make(ns, name, quantity(req))
+                self.s.update(R["persistentvolumeclaims"], ns, name, fix, status_only=True)
 
     # -- freeze / unfreeze (virt-api + virt-handler + the guest) ----------------
     def freeze(self, ns, name, body):
@@ -797,6 +876,11 @@ class KubeVirt:
                     status_only=True)
                 return                  # retried on a later pass
         # the VolumeSnapshots are cut: the point in time; then thaw at once
+        if self.disks:
+            for b in content["spec"].get("volumeBackups", []):
+                self.disks.cut(ns, b["persistentVolumeClaim"]["metadata"]["name"],
+                               b["volumeSnapshotName"])
+
         def cut(o):
             o.setdefault("status", {}).update(creationTime=now_str(), readyToUse=False)
             o["status"].pop("error", None)
@@ -905,9 +989,163 @@ class KubeVirt:
                       lambda o: o.setdefault("status", {}).pop("snapshotInProgress", None),
                       status_only=True)
 
+    # -- VirtualMachineExport (kubevirt-api.md 5) ------------------------------------
+    def reconcile_exports(self):
+        rx = R["virtualmachineexports"]
+        exports, _ = self.s.list(rx, None)
+        alive = set()
+        for x in exports:
+            alive.add(x["metadata"]["uid"])
+            try:
+                self.export_pass(x)
+            except ApiError:
+                pass
+        # garbage collection of what the exports owned (their PVCs, token Secrets)
+        for r in (R["persistentvolumeclaims"], R["secrets"]):
+            objs, _ = self.s.list(r, None)
+            for o in objs:
+                owners = o["metadata"].get("ownerReferences") or []
+                if any(w.get("kind") == "VirtualMachineExport" for w in owners) and \
+                        not any(w.get("uid") in alive for w in owners):
+                    try:
+                        self.s.delete(r, o["metadata"]["namespace"], o["metadata"]["name"])
+                    except ApiError:
+                        pass
+                    if self.disks and r is R["persistentvolumeclaims"]:
+                        self.disks.drop(o["metadata"]["namespace"], o["metadata"]["name"])
+
+    def export_pass(self, x):
+        rx = R["virtualmachineexports"]
+        meta, spec = x["metadata"], x.get("spec", {})
+        ns, name = meta["namespace"], meta["name"]
+        created = datetime.datetime.strptime(meta["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ") \
+            .replace(tzinfo=datetime.timezone.utc)
+        ttl = parse_duration(spec.get("ttlDuration") or "2h")
+        expires = created + datetime.timedelta(seconds=ttl)
+        if datetime.datetime.now(datetime.timezone.utc) >= expires:
+            self.s.delete(rx, ns, name)         # the TTL: the export deletes itself
+            return
+        src = spec.get("source") or {}
+        kind, sname = src.get("kind"), src.get("name")
+        owner = [{"apiVersion": "export.kubevirt.io/v1beta1", "kind": "VirtualMachineExport",
+                  "name": name, "uid": meta["uid"], "controller": True,
+                  "blockOwnerDeletion": True}]
+        phase, reason, message, vm_name = "Pending", "Initializing", "", None
+        served = []                             # (link name, served PVC)
+        if kind == "VirtualMachineSnapshot":
+            snap = self.s.get(R["virtualmachinesnapshots"], ns, sname)
+            content = self.s.get(R["virtualmachinesnapshotcontents"], ns,
+                                 (snap or {}).get("status", {}).get(
+                                     "virtualMachineSnapshotContentName") or "-")
+            vm_name = (snap or {}).get("spec", {}).get("source", {}).get("name")
+            if snap is None:
+                phase, reason = "Skipped", "VMSnapshotNotFound"
+            elif not snap.get("status", {}).get("readyToUse") or content is None:
+                reason, message = "NotAllPVCsCreated", \
+                    "VirtualMachineSnapshot %s/%s is not ready to use" % (ns, sname)
+            elif not content["spec"].get("volumeBackups"):
+                phase, reason = "Skipped", "VMSnapshotNoVolumes"
+            else:
+                for b in content["spec"]["volumeBackups"]:
+                    orig = b["persistentVolumeClaim"]["metadata"]["name"]
+                    pvc_name = "%s-%s" % (name, orig)
+                    if self.s.get(R["persistentvolumeclaims"], ns, pvc_name) is None:
+                        pspec = copy.deepcopy(b["persistentVolumeClaim"]["spec"])
+                        pspec.pop("volumeName", None)
+                        pspec["dataSource"] = {"apiGroup": "snapshot.storage.k8s.io",
+                                               "kind": "VolumeSnapshot",
+                                               "name": b["volumeSnapshotName"]}
+                        self.s.create(R["persistentvolumeclaims"], ns, {
+                            "metadata": {"name": pvc_name, "ownerReferences": owner,
+                                         "annotations": {"cdi.kubevirt.io/storage.contentType":
+                                                         "kubevirt"}},
+                            "spec": pspec})
+                    served.append((orig, pvc_name))
+                bound = all((self.s.get(R["persistentvolumeclaims"], ns, pvc) or {}).get(
+                    "status", {}).get("phase") == "Bound" for _, pvc in served)
+                phase, reason = ("Ready", "PodReady") if bound else ("Pending", "PVCPending")
+        elif kind == "VirtualMachine":
+            vm = self.s.get(R["virtualmachines"], ns, sname)
+            vm_name = sname
+            if vm is None:
+                reason = "VMNotFound"
+            else:
+                for v in vm["spec"].get("template", {}).get("spec", {}).get("volumes", []):
+                    claim = (v.get("persistentVolumeClaim") or {}).get("claimName") or \
+                            (v.get("dataVolume") or {}).get("name")
+                    if claim:
+                        served.append((claim, claim))
+                vmi = self.s.get(R["virtualmachineinstances"], ns, sname)
+                if not served:
+                    phase, reason = "Skipped", "VMNoVolumes"
+                elif vmi is not None:
+                    reason, message = "InUse", "Virtual Machine %s/%s is running" % (ns, sname)
+                else:
+                    phase, reason = "Ready", "PodReady"
+        else:
+            phase, reason = "Skipped", "Unknown"
+        token_name = spec.get("tokenSecretRef")
+        if phase == "Ready" and not token_name:
+            token_name = "export-token-" + name
+            if self.s.get(R["secrets"], ns, token_name) is None:
+                tok = "".join(secrets.choice("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOP"
+                                             "QRSTUVWXYZ") for _ in range(20))
+                self.s.create(R["secrets"], ns, {
+                    "metadata": {"name": token_name, "ownerReferences": owner},
+                    "type": "Opaque", "data": {"token": base64.b64encode(tok.encode()).decode()}})
+        links = {}
+        if phase == "Ready":
+            svc = "virt-export-" + name.replace(".", "-")
+            ext = "%s/api/export.kubevirt.io/v1beta1/namespaces/%s/virtualmachineexports/%s" % (
+                self.export_base, ns, name)
+            for which, base in (("internal", "https://%s.%s.svc" % (svc, ns)), ("external", ext)):
+                links[which] = {"cert": self.ca_pem, "volumes": [
+                    {"name": link, "formats": [
+                        {"format": "raw", "url": "%s/volumes/%s/disk.img" % (base, pvc)},
+                        {"format": "gzip", "url": "%s/volumes/%s/disk.img.gz" % (base, pvc)}]}
+                    for link, pvc in served]}
+
+        def fix(o):
+            st = o.setdefault("status", {})
+            st.update(phase=phase, links=links, serviceName="virt-export-" + name.replace(".", "-"),
+                      ttlExpirationTime=expires.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            if token_name:
+                st["tokenSecretRef"] = token_name
+            if vm_name:
+                st["virtualMachineName"] = vm_name
+            set_condition(st.setdefault("conditions", []), "Ready",
+                          "True" if phase == "Ready" else "False", reason)
+            for c in st["conditions"]:
+                if c["type"] == "Ready":
+                    c["message"] = message
+        self.s.update(rx, ns, name, fix, status_only=True)
+
+    def export_volume(self, ns, name, pvc):
+        """What the export server of ns/name serves as /volumes/PVC/disk.img:
+        (file, None), or (None, (code, body))."""
+        x = self.s.get(R["virtualmachineexports"], ns, name)
+        if x is None:
+            return None, (404, b"")
+        st = x.get("status") or {}
+        if st.get("phase") != "Ready":
+            return None, (503, b"export not ready\n")
+        for v in (st.get("links") or {}).get("external", {}).get("volumes", []):
+            for f in v["formats"]:
+                if f["format"] == "raw" and f["url"].endswith("/volumes/%s/disk.img" % pvc):
+                    return self.disks.path(ns, pvc), None
+        return None, (404, b"404 page not found\n")
+
+    def export_token(self, ns, name):
+        x = self.s.get(R["virtualmachineexports"], ns, name)
+        ref = ((x or {}).get("status") or {}).get("tokenSecretRef")
+        sec = self.s.get(R["secrets"], ns, ref) if ref else None
+        tok = ((sec or {}).get("data") or {}).get("token")
+        return base64.b64decode(tok) if tok else None
+
     def run(self):
         while not self.s.closed:
-            for step in (self.reconcile_pvcs, self.reconcile_vms, self.reconcile_snapshots):
+            for step in (self.reconcile_pvcs, self.reconcile_vms, self.reconcile_snapshots,
+                         self.reconcile_exports):
                 try:
                     step()
                 except Exception as e:          # a controller logs and goes on
@@ -1039,7 +1277,157 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                                       group, where),
                        {"group": group, "kind": plural, **({"name": name} if name else {})})
 
+    # -- the export proxy and server (kubevirt-api.md 5.4-5.6) -------------------
+    EXPORT_RE = re.compile(r"^/api/export\.kubevirt\.io/(v1beta1|v1)/namespaces/([^/]+)/"
+                           r"virtualmachineexports/([^/]+)/(.*)$")
+
+    def handle_export(self, url, q):
+        """virt-exportproxy, then the export's server: 400 for a path it does
+        not know, 404 for no such export, 503 while it is not Ready; then
+        the token (header or query, exact bytes; 401 with no body); disk.img
+        served as Go's http.ServeContent serves a file."""
+        m = self.EXPORT_RE.match(url.path)
+        if not m:
+            return self.send_raw(400, b"invalid path\n", "text/plain; charset=utf-8")
+        ns, name, rest = m.group(2), m.group(3), m.group(4)
+        kv = self.server.kubevirt
+        if rest == "exportready":
+            return self.send_raw(200, b"OK", "text/plain; charset=utf-8")
+        vm = re.fullmatch(r"volumes/([^/]+)/disk\.img", rest)
+        path, err = kv.export_volume(ns, name, vm.group(1) if vm else "")
+        if err and err[0] in (404, 503) and (err[0] == 503 or
+                                            self.server.store.get(R["virtualmachineexports"], ns,
+                                                                  name) is None):
+            return self.send_raw(err[0], err[1], "text/plain; charset=utf-8")
+        want = kv.export_token(ns, name)
+        got = self.headers.get("x-kubevirt-export-token")
+        if got is None:
+            got = q.get("x-kubevirt-export-token")
+        if want is None or got is None or not secrets.compare_digest(got.encode(), want):
+            return self.send_raw(401, b"", None)
+        if err:
+            return self.send_raw(err[0], err[1], "text/plain; charset=utf-8")
+        return self.serve_content(path)
+
+    def send_raw(self, code, body, ctype, headers=()):
+        self.send_response(code)
+        if ctype:
+            self.send_header("Content-Type", ctype)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    @staticmethod
+    def parse_range(spec, size):
+        """Go's net/http parseRange: [(start, length)], or "invalid" / "nooverlap"."""
+        if not spec.startswith("bytes="):
+            return "invalid"
+        ranges, no_overlap = [], False
+        for part in spec[len("bytes="):].split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if "-" not in part:
+                return "invalid"
+            a, b = (x.strip() for x in part.split("-", 1))
+            try:
+                if a == "":
+                    if not b.isdigit():
+                        return "invalid"
+                    n = min(int(b), size)
+                    start, length = size - n, n
+                else:
+                    if not a.isdigit():
+                        return "invalid"
+                    start = int(a)
+                    if start >= size:
+                        no_overlap = True
+                        continue
+                    if b == "":
+                        length = size - start
+                    else:
+                        if not b.isdigit():
+                            return "invalid"
+                        end = int(b)
+                        if start > end:
+                            return "invalid"
+                        length = min(end, size - 1) - start + 1
+            except ValueError:
+                return "invalid"
+            ranges.append((start, length))
+        if no_overlap and not ranges:
+            return "nooverlap"
+        return ranges
+
+    def serve_content(self, path):
+        size = os.path.getsize(path)
+        spec = self.headers.get("Range")
+        if self.headers.get("If-Range") is not None:
+            spec = None                 # no ETag, no modtime: If-Range never matches
+        ranges = self.parse_range(spec, size) if spec else []
+        if ranges in ("invalid", "nooverlap"):
+            return self.send_raw(416, (b"invalid range: failed to overlap\n"
+                                       if ranges == "nooverlap" else b"invalid range\n"),
+                                 "text/plain; charset=utf-8",
+                                 [("Content-Range", "bytes */%d" % size)])
+        if sum(n for _, n in ranges) > size:
+            ranges = []                 # more than the file: the file
+        with open(path, "rb") as f:
+            def copy_out(start, n):
+                f.seek(start)
+                while n > 0:
+                    chunk = f.read(min(n, 1 << 20))
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    n -= len(chunk)
+            if len(ranges) == 1:
+                start, n = ranges[0]
+                self.send_response(206)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Range", "bytes %d-%d/%d" % (start, start + n - 1, size))
+                self.send_header("Content-Length", str(n))
+                self.end_headers()
+                if self.command != "HEAD":
+                    copy_out(start, n)
+            elif ranges:
+                boundary = secrets.token_hex(30)
+                parts = [("--%s\r\nContent-Range: bytes %d-%d/%d\r\nContent-Type: "
+                          "application/octet-stream\r\n\r\n" % (boundary, a, a + n - 1, size)).encode()
+                         for a, n in ranges]
+                end = ("\r\n--%s--\r\n" % boundary).encode()
+                total = sum(len(h) + n for h, (_, n) in zip(parts, ranges)) + \
+                    2 * (len(ranges) - 1) + len(end)
+                self.send_response(206)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Type", "multipart/byteranges; boundary=" + boundary)
+                self.send_header("Content-Length", str(total))
+                self.end_headers()
+                if self.command != "HEAD":
+                    for i, (h, (a, n)) in enumerate(zip(parts, ranges)):
+                        if i:
+                            self.wfile.write(b"\r\n")
+                        self.wfile.write(h)
+                        copy_out(a, n)
+                    self.wfile.write(end)
+            else:
+                self.send_response(200)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                if self.command != "HEAD":
+                    copy_out(0, size)
+
     def handle_one(self):
+        if self.path.startswith("/api/export.kubevirt.io/"):
+            url = urllib.parse.urlsplit(self.path)
+            q = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+            return self.handle_export(url, q)
         if self.server.fail_next:
             code = self.server.fail_next.pop(0)
             raise ApiError(code, {429: "TooManyRequests", 500: "InternalError",
@@ -1126,6 +1514,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.send_empty(200)
         if parts == ["fail"] and self.command == "POST":
             srv.fail_next.extend((self.body() or {}).get("codes", []))
+            return self.send_empty(200)
+        if parts == ["disk"] and self.command == "POST":
+            # a guest writes into its disk: {"namespace", "pvc", "offset", "data" (base64)}
+            b = self.body() or {}
+            disks = srv.kubevirt.disks
+            path = disks.path(b.get("namespace", ""), b.get("pvc", ""))
+            if not os.path.exists(path):
+                raise ApiError(404, "NotFound", "no disk %s" % path)
+            disks.write(b["namespace"], b["pvc"], int(b.get("offset", 0)),
+                        base64.b64decode(b.get("data", "")))
             return self.send_empty(200)
         if parts == ["guests"] and self.command == "GET":
             kv = srv.kubevirt
@@ -1421,7 +1819,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = dispatch
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = dispatch
 
 
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -1543,7 +1941,8 @@ def main():
     srv.bookmark_interval, srv.watch_max = a.bookmark_interval, a.watch_max
     srv.requests, srv.hosts, srv.count_lock, srv.fail_next = [], [], threading.Lock(), []
     srv.down_until = 0.0
-    srv.kubevirt = KubeVirt(store, a.tick)
+    srv.kubevirt = KubeVirt(store, a.tick, os.path.join(a.dir, "data"))
+    srv.kubevirt.ca_pem = open(a.dir + "/ca.crt").read()
     store.create(R["namespaces"], None, {"metadata": {"name": "default"}})
     store.create(R["namespaces"], None, {"metadata": {"name": "kube-system"}})
     if a.populate:
@@ -1562,8 +1961,9 @@ def main():
                     "domain": {"devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}]}},
                     "volumes": [{"name": "root",
                                  "persistentVolumeClaim": {"claimName": name + "-root"}}]}}}})
-    threading.Thread(target=srv.kubevirt.run, daemon=True).start()
     port = srv.server_address[1]
+    srv.kubevirt.export_base = "https://127.0.0.1:%d" % port
+    threading.Thread(target=srv.kubevirt.run, daemon=True).start()
     write_kubeconfig(a.dir, port, token, team_token, team_ns)
     if a.port_file:
         with open(a.port_file + ".tmp", "w") as f:

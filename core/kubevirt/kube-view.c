@@ -1,0 +1,296 @@
+/* core/kubevirt/kube-view.c: see kube-view.h. */
+#define LOG_MODULE "kubevirt"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "cleanup.h"
+#include "kube-view.h"
+#include "log.h"
+#include "volume.h"
+
+#define POOL 8                  /* connections kept for reuse */
+#define TRIES 3                 /* a connection that fails is tried again */
+#define CONNECT_TIMEOUT_S 10L
+#define STALL_S 60L             /* no byte for that long: the read fails */
+
+struct kview {
+    struct volume_view v;       /* first */
+    char *url;
+    char *ca_pem;
+    char *token_header;         /* "x-kubevirt-export-token: ...", wiped at close */
+    void (*on_close)(void *);
+    void *opaque;
+
+    pthread_mutex_t lock;
+    CURL *pool[POOL];
+    size_t n_pool;
+};
+
+/* What a request's body goes into. */
+struct into {
+    char *buf;
+    size_t want, got;
+    bool overflow;
+};
+
+static size_t
+on_body(char *data, size_t one, size_t n, void *opaque)
+{
+    struct into *in = opaque;
+    size_t len = one * n;
+
+    if (!in->buf)
+        return len;                     /* HEAD, or an error's body */
+    if (len > in->want - in->got) {
+        in->overflow = true;            /* more than asked: not what was asked */
+        return 0;
+    }
+    memcpy(in->buf + in->got, data, len);
+    in->got += len;
+    return len;
+}
+
+static CURL *
+take(struct kview *k)
+{
+    CURL *h = NULL;
+    {
+        LOCK_FOR_SCOPE(&k->lock);
+        if (k->n_pool)
+            h = k->pool[--k->n_pool];
+    }
+    if (h)
+        curl_easy_reset(h);
+    return h ? h : curl_easy_init();
+}
+
+static void
+give_back(struct kview *k, CURL *h)
+{
+    {
+        LOCK_FOR_SCOPE(&k->lock);
+        if (k->n_pool < POOL) {
+            k->pool[k->n_pool++] = h;
+            return;
+        }
+    }
+    curl_easy_cleanup(h);
+}
+
+static bool
+transient(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* One request: HEAD (buf NULL, count 0) or GET of count bytes at off.
+ * 0, or -errno with *reason (static) and why (details, for the log). */
+static int
+request(struct kview *k, void *buf, size_t count, uint64_t off, uint64_t *ret_size,
+        const char **reason, char *why, size_t size)
+{
+    char range[64], err[CURL_ERROR_SIZE];
+    int r = -EIO;
+
+    snprintf(range, sizeof range, "%" PRIu64 "-%" PRIu64, off, off + count - 1);
+    for (int attempt = 0; attempt < TRIES; attempt++) {
+        struct into in = { buf, count, 0, false };
+        struct curl_slist *headers = curl_slist_append(NULL, k->token_header);
+        CURL *h = take(k);
+        long code = 0;
+        curl_off_t length = -1;
+
+        if (!h || !headers) {
+            curl_slist_free_all(headers);
+            if (h)
+                curl_easy_cleanup(h);
+            return -ENOMEM;
+        }
+        err[0] = '\0';
+        curl_easy_setopt(h, CURLOPT_URL, k->url);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+        curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, STALL_S);
+        curl_easy_setopt(h, CURLOPT_ERRORBUFFER, err);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &in);
+        curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+        if (buf)
+            curl_easy_setopt(h, CURLOPT_RANGE, range);
+        else
+            curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+        CURLcode tls = CURLE_OK;
+        if (k->ca_pem) {
+            struct curl_blob ca = { k->ca_pem, strlen(k->ca_pem), CURL_BLOB_COPY };
+            tls = curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &ca);
+        }
+        CURLcode rc = tls != CURLE_OK ? tls : curl_easy_perform(h);
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+        curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
+        give_back(k, h);
+        for (struct curl_slist *l = headers; l; l = l->next)
+            explicit_bzero(l->data, strlen(l->data));
+        curl_slist_free_all(headers);
+
+        if (rc != CURLE_OK && !in.overflow) {
+            snprintf(why, size, "%s", err[0] ? err : curl_easy_strerror(rc));
+            *reason = "the export server did not answer";
+            if (transient(rc))
+                continue;
+            return -EIO;
+        }
+        if (code == 401 || code == 403) {
+            snprintf(why, size, "HTTP %ld: the export token was refused", code);
+            *reason = "the export refused its token";
+            return -EACCES;
+        }
+        if (code == 503 || code == 404) {
+            snprintf(why, size, "HTTP %ld: the export is not ready or is gone", code);
+            *reason = "the export stopped (was the VM started?)";
+            return -EIO;
+        }
+        if (!buf) {
+            if (code != 200 || length < 0) {
+                snprintf(why, size, "HEAD: HTTP %ld, no size", code);
+                *reason = "the export server gave no size";
+                return -EIO;
+            }
+            *ret_size = (uint64_t) length;
+            return 0;
+        }
+        /* 206 with exactly the range; a 200 only if the range was the file */
+        if (in.overflow || in.got != count ||
+            !(code == 206 || (code == 200 && off == 0 && count == k->v.size))) {
+            snprintf(why, size, "GET %s: HTTP %ld, %zu of %zu bytes", range, code, in.got, count);
+            *reason = "the export server sent something else than the range asked";
+            r = -EIO;
+            if (code == 206 && in.got < count)
+                continue;                   /* cut short: once more */
+            return r;
+        }
+        return 0;
+    }
+    return r;
+}
+
+static int
+kview_pread(struct volume_view *v, void *buf, size_t count, uint64_t off,
+            const char **ret_reason)
+{
+    struct kview *k = (struct kview *) v;
+    char why[512] = "";
+    const char *reason = NULL;
+
+    if (count == 0)
+        return 0;
+    int r = request(k, buf, count, off, NULL, &reason, why, sizeof why);
+    if (r < 0) {
+        log_error("reading %zu bytes at %" PRIu64 " of an export: %s", count, off, why);
+        if (ret_reason)
+            *ret_reason = reason;
+    }
+    return r;
+}
+
+static int
+kview_seek(struct volume_view *v, uint64_t off, int whence, uint64_t *ret)
+{
+    if (off >= v->size)
+        return -ENXIO;
+    if (whence == SEEK_DATA)
+        *ret = off;                 /* no map of holes: all of it is data */
+    else if (whence == SEEK_HOLE)
+        *ret = v->size;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+static void
+kview_close(struct volume_view *v)
+{
+    struct kview *k = (struct kview *) v;
+
+    for (size_t i = 0; i < k->n_pool; i++)
+        curl_easy_cleanup(k->pool[i]);
+    if (k->token_header) {
+        explicit_bzero(k->token_header, strlen(k->token_header));
+        free(k->token_header);
+    }
+    free(k->url);
+    free(k->ca_pem);
+    pthread_mutex_destroy(&k->lock);
+    void (*on_close)(void *) = k->on_close;
+    void *opaque = k->opaque;
+    free(k);
+    if (on_close)
+        on_close(opaque);
+}
+
+static const struct volume_view_ops kview_ops = {
+    .name = "export",
+    .pread = kview_pread,
+    .seek = kview_seek,
+    .close = kview_close,
+};
+
+int
+kube_view_open(const char *url, const char *ca_pem, const char *token,
+               void (*on_close)(void *), void *opaque, struct volume_view **ret,
+               char *why, size_t size)
+{
+    struct kview *k = calloc(1, sizeof *k);
+    const char *reason = NULL;
+    uint64_t bytes = 0;
+    int r;
+
+    if (!k) {
+        if (on_close)
+            on_close(opaque);
+        return -ENOMEM;
+    }
+    pthread_mutex_init(&k->lock, NULL);
+    k->v.ops = &kview_ops;
+    k->on_close = on_close;
+    k->opaque = opaque;
+    k->url = strdup(url);
+    k->ca_pem = ca_pem && *ca_pem ? strdup(ca_pem) : NULL;
+    if (asprintf(&k->token_header, "x-kubevirt-export-token: %s", token) < 0)
+        k->token_header = NULL;
+    r = k->url && k->token_header && (!ca_pem || !*ca_pem || k->ca_pem) ? 0 : -ENOMEM;
+    if (r >= 0)
+        r = request(k, NULL, 0, 0, &bytes, &reason, why, size);
+    if (r < 0) {
+        kview_close(&k->v);
+        return r;
+    }
+    k->v.size = bytes;
+    k->v.allocated = bytes;         /* not known to be sparse: say so */
+    *ret = &k->v;
+    return 0;
+}

@@ -5,7 +5,10 @@
 #     requests it makes (target: none), against `kubectl get vm -A` in the
 #     same run (target: faster);
 #   - API requests per mkdir and per rmdir of a snapshot;
-#   - the daemon's RSS with that cluster in its caches (target: <= 30 MiB).
+#   - the daemon's RSS with that cluster in its caches (target: <= 30 MiB);
+#   - the throughput of a stopped VM's 1 GiB disk read through the mount
+#     (VirtualMachineExport, Range requests) against curl fetching the same
+#     export URL (target: >= 0.9 of curl's).
 # Needs root, /dev/fuse, python3, openssl, curl, kubectl; builds with
 # tools/build.sh first if there is no build.
 set -euo pipefail
@@ -61,7 +64,29 @@ rmdir "$vm/snapshots/bench-1"
 rm_req=$(requests)
 rss=$(awk '/^VmRSS/ { print int($2 / 1024) }' "/proc/$daemon/status")
 
+# export throughput: cat of a stopped VM's 1 GiB disk through the mount
+# (a VirtualMachineExport read with Range requests) against curl fetching
+# the same disk.img URL of an export in one GET; best of 3, page caches warm
+disk=$wd/cluster/data/ns01/pvc-vm0001-root.img
+for ((i = 0; i < 5; i++)); do [ -s "$disk" ] || sleep 1; done
+head -c $((1 << 30)) /dev/urandom | dd of="$disk" conv=notrunc status=none
+kubectl create -f - >/dev/null <<Y
+apiVersion: export.kubevirt.io/v1beta1
+kind: VirtualMachineExport
+metadata: {name: bench-curl, namespace: ns01}
+spec:
+  source: {apiGroup: kubevirt.io, kind: VirtualMachine, name: vm0001}
+Y
+kubectl -n ns01 wait --for=jsonpath='{.status.phase}'=Ready vmexport/bench-curl --timeout=60s >/dev/null
+xtoken=$(kubectl -n ns01 get secret export-token-bench-curl -o jsonpath='{.data.token}' | base64 -d)
+xurl=$(kubectl -n ns01 get vmexport bench-curl -o jsonpath='{.status.links.external.volumes[0].formats[0].url}')
+best() { sort -n | head -n 1; }
+curl_ms=$(for i in 1 2 3; do ms curl -sf --cacert "$wd/cluster/ca.crt" -H "x-kubevirt-export-token: $xtoken" -o /dev/null "$xurl"; done | best)
+cat_ms=$(for i in 1 2 3; do ms cat "$mnt/ns01/vm0001/volumes/root.img"; done | best)
+mibs() { awk -v ms="$1" 'BEGIN { printf "%.0f", 1024 * 1000 / (ms ? ms : 1) }'; }
+
 echo "bench/kube: $count VMs in $nss namespaces (fake API server)"
 echo "  warm ls -lR of the mount: ${ls_ms} ms, $ls_req API requests; kubectl get vm -A: ${kc_ms} ms (ratio $(awk -v a="$ls_ms" -v b="$kc_ms" 'BEGIN { printf "%.2f", a / (b ? b : 1) }'))"
 echo "  API requests: mkdir $mk_req, rmdir $rm_req (watches not counted)"
 echo "  daemon RSS: ${rss} MiB"
+echo "  export of a 1 GiB disk: cat through the mount ${cat_ms} ms ($(mibs "$cat_ms") MiB/s), curl of disk.img ${curl_ms} ms ($(mibs "$curl_ms") MiB/s): ratio $(awk -v a="$curl_ms" -v b="$cat_ms" 'BEGIN { printf "%.2f", a / (b ? b : 1) }') (target >= 0.9)"

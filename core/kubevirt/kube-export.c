@@ -384,7 +384,10 @@ wait_ready(struct kube_exports *e, struct ex *x, char *why, size_t size)
     struct json_object *link = kube_get(o, "status", "links", which, (char *) NULL);
     const char *cert = kube_get_str(link, "cert", (char *) NULL);
     struct json_object *vols = kube_get(link, "volumes", (char *) NULL);
-    const char *ref = kube_get_str(o, "status", "tokenSecretRef", (char *) NULL);
+    _cleanup_free_ char *ref = kube_get_str(o, "status", "tokenSecretRef", (char *) NULL)
+                                   ? strdup(kube_get_str(o, "status", "tokenSecretRef",
+                                                         (char *) NULL))
+                                   : NULL;
     if (!vols) {
         json_object_put(o);
         return snprintf(why, size, "the export has no %s link%s", which,
@@ -440,9 +443,17 @@ volume_url(struct ex *x, const char *volume)
 /* What a view holds: the export, and its opener's hook. */
 struct hold {
     struct ex *x;
+    bool (*unchanged)(void *);
     void (*on_close)(void *);   /* once the view is open */
     void *opaque;
 };
+
+static bool
+held_unchanged(void *opaque)
+{
+    struct hold *h = opaque;
+    return !h->unchanged || h->unchanged(h->opaque);
+}
 
 static void
 unhold(void *opaque)
@@ -457,8 +468,8 @@ unhold(void *opaque)
 
 int
 kube_exports_view(struct kube_exports *e, const char *ns, const char *kind, const char *name,
-                  const char *volume, void (*on_close)(void *), void *opaque,
-                  struct volume_view **ret, char *why, size_t size)
+                  const char *volume, bool (*unchanged)(void *), void (*on_close)(void *),
+                  void *opaque, struct volume_view **ret, char *why, size_t size)
 {
     int r = 0;
 
@@ -496,13 +507,12 @@ kube_exports_view(struct kube_exports *e, const char *ns, const char *kind, cons
             release(x);
             return -ENOMEM;
         }
-        *hold = (struct hold) { x, NULL, NULL };     /* a failed open: the export only */
-        r = kube_view_open(url_copy, cert, token, unhold, hold, ret, why, size);
+        *hold = (struct hold) { x, unchanged, NULL, opaque };   /* failed: the export only */
+        r = kube_view_open(url_copy, cert, token, held_unchanged, unhold, hold, ret, why, size);
         if (token)
             explicit_bzero(token, strlen(token));
         if (r >= 0) {
             hold->on_close = on_close;
-            hold->opaque = opaque;
             return r;
         }
         if (r != -EIO && r != -EACCES)

@@ -32,12 +32,13 @@ void kube_exports_free(struct kube_exports *e);
 
 /* A view of the disk named volume (the PVC or DataVolume name, as the
  * export's links name it) of source kind/name in ns ("VirtualMachineSnapshot"
- * or "VirtualMachine"). on_close(opaque) runs when the view is closed (not
- * if the open fails). -EBUSY: the source is in use (a running VM); -EIO,
- * -EACCES, -ETIMEDOUT with why. */
+ * or "VirtualMachine"); unchanged: see kube_view_open(). on_close(opaque)
+ * runs when the view is closed (not if the open fails). -EBUSY: the source
+ * is in use (a running VM); -EIO, -EACCES, -ETIMEDOUT with why. */
 int kube_exports_view(struct kube_exports *e, const char *ns, const char *kind,
-                      const char *name, const char *volume, void (*on_close)(void *),
-                      void *opaque, struct volume_view **ret, char *why, size_t size);
+                      const char *name, const char *volume, bool (*unchanged)(void *),
+                      void (*on_close)(void *), void *opaque, struct volume_view **ret,
+                      char *why, size_t size);
 
 /* Deletes the exports in ns (NULL: all namespaces) that a vmsnapfs of
  * this host made and that is gone. */

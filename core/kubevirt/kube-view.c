@@ -18,21 +18,50 @@
 #include "volume.h"
 
 #define POOL 8                  /* connections kept for reuse */
+/* Readahead: the disk is read in CHUNK pieces, AHEAD of them fetched in
+ * parallel past a sequential reader (cp reads 128 KiB at a time: one
+ * request each would pay a round trip each). */
+#define CHUNK (UINT64_C(8) << 20)
+#define AHEAD 3
+#define SLOTS (AHEAD + 2)
 #define TRIES 3                 /* a connection that fails is tried again */
 #define CONNECT_TIMEOUT_S 10L
 #define STALL_S 60L             /* no byte for that long: the read fails */
+
+enum slot_state { SLOT_EMPTY, SLOT_LOADING, SLOT_READY };
+
+struct slot {
+    enum slot_state state;
+    uint64_t idx;               /* which chunk */
+    unsigned pins;              /* readers copying out of it */
+    uint64_t used;              /* last use (a tick): the oldest goes first */
+    char *data;
+    size_t len;
+};
 
 struct kview {
     struct volume_view v;       /* first */
     char *url;
     char *ca_pem;
     char *token_header;         /* "x-kubevirt-export-token: ...", wiped at close */
+    bool (*unchanged)(void *);
     void (*on_close)(void *);
     void *opaque;
 
     pthread_mutex_t lock;
     CURL *pool[POOL];
     size_t n_pool;
+
+    /* the chunks (under lock) and the readahead workers */
+    pthread_cond_t changed;     /* a slot was loaded, or work came */
+    struct slot slots[SLOTS];
+    uint64_t tick;
+    uint64_t last_idx;          /* the chunk the last read ended in */
+    uint64_t queue[SLOTS];      /* chunks for the workers */
+    size_t n_queue;
+    bool quit;
+    pthread_t workers[AHEAD];
+    size_t n_workers;
 };
 
 /* What a request's body goes into. */
@@ -57,6 +86,16 @@ on_body(char *data, size_t one, size_t n, void *opaque)
     memcpy(in->buf + in->got, data, len);
     in->got += len;
     return len;
+}
+
+/* A view being closed ends the transfers of its readahead at once. */
+static int
+on_progress(void *opaque, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+            curl_off_t ulnow)
+{
+    struct kview *k = opaque;
+    (void) dltotal, (void) dlnow, (void) ultotal, (void) ulnow;
+    return __atomic_load_n(&k->quit, __ATOMIC_ACQUIRE) ? 1 : 0;
 }
 
 static CURL *
@@ -140,6 +179,9 @@ request(struct kview *k, void *buf, size_t count, uint64_t off, uint64_t *ret_si
         curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
         curl_easy_setopt(h, CURLOPT_WRITEDATA, &in);
         curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+        curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(h, CURLOPT_XFERINFODATA, k);
+        curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
         if (buf)
             curl_easy_setopt(h, CURLOPT_RANGE, range);
         else
@@ -157,6 +199,8 @@ request(struct kview *k, void *buf, size_t count, uint64_t off, uint64_t *ret_si
             explicit_bzero(l->data, strlen(l->data));
         curl_slist_free_all(headers);
 
+        if (rc == CURLE_ABORTED_BY_CALLBACK)
+            return -ECANCELED;              /* the view is being closed */
         if (rc != CURLE_OK && !in.overflow) {
             snprintf(why, size, "%s", err[0] ? err : curl_easy_strerror(rc));
             *reason = "the export server did not answer";
@@ -198,23 +242,184 @@ request(struct kview *k, void *buf, size_t count, uint64_t off, uint64_t *ret_si
     return r;
 }
 
+/* Fetches chunk idx into slot (LOADING, unpinned by others); 0 or -errno. */
+static int
+load(struct kview *k, struct slot *sl, uint64_t idx, const char **reason)
+{
+    uint64_t off = idx * CHUNK;
+    size_t len = (size_t) (k->v.size - off < CHUNK ? k->v.size - off : CHUNK);
+    char why[512] = "";
+    int r = 0;
+
+    if (!sl->data && !(sl->data = malloc(CHUNK)))
+        r = -ENOMEM;
+    if (r >= 0)
+        r = request(k, sl->data, len, off, NULL, reason, why, sizeof why);
+    if (r < 0 && r != -ECANCELED && why[0])
+        log_error("reading %zu bytes at %" PRIu64 " of an export: %s", len, off, why);
+    LOCK_FOR_SCOPE(&k->lock);
+    sl->state = r < 0 ? SLOT_EMPTY : SLOT_READY;
+    sl->len = r < 0 ? 0 : len;
+    sl->used = ++k->tick;
+    pthread_cond_broadcast(&k->changed);
+    return r;
+}
+
+/* Under lock: the slot holding idx, or NULL. */
+static struct slot *
+find(struct kview *k, uint64_t idx)
+{
+    for (size_t i = 0; i < SLOTS; i++)
+        if (k->slots[i].state != SLOT_EMPTY && k->slots[i].idx == idx)
+            return &k->slots[i];
+    return NULL;
+}
+
+/* Under lock: a slot to load into (empty, or the least recently used
+ * ready one nobody copies from), marked LOADING idx; NULL if none. */
+static struct slot *
+claim(struct kview *k, uint64_t idx)
+{
+    struct slot *best = NULL;
+    for (size_t i = 0; i < SLOTS; i++) {
+        struct slot *sl = &k->slots[i];
+        if (sl->state == SLOT_EMPTY) {
+            best = sl;
+            break;
+        }
+        if (sl->state == SLOT_READY && !sl->pins && (!best || sl->used < best->used))
+            best = sl;
+    }
+    if (best) {
+        best->state = SLOT_LOADING;
+        best->idx = idx;
+        best->len = 0;
+    }
+    return best;
+}
+
+/* Under lock: the chunks after idx go to the workers. */
+static void
+read_ahead(struct kview *k, uint64_t idx)
+{
+    uint64_t chunks = (k->v.size + CHUNK - 1) / CHUNK;
+    for (uint64_t a = idx + 1; a <= idx + AHEAD && a < chunks; a++) {
+        if (find(k, a) || k->n_queue == SLOTS)
+            continue;
+        struct slot *sl = claim(k, a);
+        if (!sl)
+            break;
+        k->queue[k->n_queue++] = (uint64_t) (sl - k->slots);
+        pthread_cond_broadcast(&k->changed);
+    }
+}
+
+static void *
+worker(void *opaque)
+{
+    struct kview *k = opaque;
+    const char *reason = NULL;
+
+    pthread_mutex_lock(&k->lock);
+    for (;;) {
+        while (!k->quit && !k->n_queue)
+            pthread_cond_wait(&k->changed, &k->lock);
+        if (k->quit)
+            break;
+        struct slot *sl = &k->slots[k->queue[0]];
+        memmove(k->queue, k->queue + 1, --k->n_queue * sizeof *k->queue);
+        uint64_t idx = sl->idx;
+        pthread_mutex_unlock(&k->lock);
+        (void) load(k, sl, idx, &reason);   /* a failure: the reader fetches it again */
+        pthread_mutex_lock(&k->lock);
+    }
+    pthread_mutex_unlock(&k->lock);
+    return NULL;
+}
+
 static int
 kview_pread(struct volume_view *v, void *buf, size_t count, uint64_t off,
             const char **ret_reason)
 {
     struct kview *k = (struct kview *) v;
-    char why[512] = "";
     const char *reason = NULL;
+    int r = 0;
 
-    if (count == 0)
-        return 0;
-    int r = request(k, buf, count, off, NULL, &reason, why, sizeof why);
-    if (r < 0) {
-        log_error("reading %zu bytes at %" PRIu64 " of an export: %s", count, off, why);
-        if (ret_reason)
-            *ret_reason = reason;
+    while (count > 0 && r >= 0) {
+        uint64_t idx = off / CHUNK;
+        struct slot *sl;
+
+        pthread_mutex_lock(&k->lock);
+        for (;;) {
+            sl = find(k, idx);
+            if (sl && sl->state == SLOT_LOADING) {
+                pthread_cond_wait(&k->changed, &k->lock);
+                continue;
+            }
+            if (sl)
+                break;
+            sl = claim(k, idx);
+            if (sl) {
+                pthread_mutex_unlock(&k->lock);
+                r = load(k, sl, idx, &reason);
+                pthread_mutex_lock(&k->lock);
+                if (r < 0)
+                    break;
+                continue;           /* ready now (unless evicted: again) */
+            }
+            pthread_cond_wait(&k->changed, &k->lock);   /* every slot busy */
+        }
+        if (r < 0) {
+            pthread_mutex_unlock(&k->lock);
+            break;
+        }
+        sl->pins++;
+        sl->used = ++k->tick;
+        /* a sequential reader: fetch what it will read next */
+        if (idx == k->last_idx || idx == k->last_idx + 1)
+            read_ahead(k, idx);
+        k->last_idx = idx;
+        pthread_mutex_unlock(&k->lock);
+
+        size_t at = (size_t) (off - idx * CHUNK);
+        size_t n = sl->len > at ? sl->len - at : 0;
+        if (n > count)
+            n = count;
+        memcpy(buf, sl->data + at, n);
+
+        pthread_mutex_lock(&k->lock);
+        sl->pins--;
+        pthread_cond_broadcast(&k->changed);
+        pthread_mutex_unlock(&k->lock);
+        if (n == 0) {
+            r = -EIO;               /* past what the export holds */
+            reason = "the export is shorter than it said";
+            break;
+        }
+        buf = (char *) buf + n;
+        off += n;
+        count -= n;
     }
+    /* after the copy: what a started VM may have changed is not served */
+    if (r >= 0 && k->unchanged && !k->unchanged(k->opaque)) {
+        r = -EIO;
+        reason = "the VM was started: its disk is no longer the one opened";
+    }
+    if (r < 0 && ret_reason)
+        *ret_reason = reason;
     return r;
+}
+
+static int
+kview_check(struct volume_view *v, const char **ret_reason)
+{
+    struct kview *k = (struct kview *) v;
+
+    if (k->unchanged && !k->unchanged(k->opaque)) {
+        *ret_reason = "the VM was started: its disk is no longer the one opened";
+        return -EIO;
+    }
+    return 0;
 }
 
 static int
@@ -236,6 +441,15 @@ kview_close(struct volume_view *v)
 {
     struct kview *k = (struct kview *) v;
 
+    pthread_mutex_lock(&k->lock);
+    __atomic_store_n(&k->quit, true, __ATOMIC_RELEASE);
+    pthread_cond_broadcast(&k->changed);
+    pthread_mutex_unlock(&k->lock);
+    for (size_t i = 0; i < k->n_workers; i++)
+        pthread_join(k->workers[i], NULL);
+    for (size_t i = 0; i < SLOTS; i++)
+        free(k->slots[i].data);
+    pthread_cond_destroy(&k->changed);
     for (size_t i = 0; i < k->n_pool; i++)
         curl_easy_cleanup(k->pool[i]);
     if (k->token_header) {
@@ -257,12 +471,13 @@ static const struct volume_view_ops kview_ops = {
     .pread = kview_pread,
     .seek = kview_seek,
     .close = kview_close,
+    .check = kview_check,
 };
 
 int
 kube_view_open(const char *url, const char *ca_pem, const char *token,
-               void (*on_close)(void *), void *opaque, struct volume_view **ret,
-               char *why, size_t size)
+               bool (*unchanged)(void *), void (*on_close)(void *), void *opaque,
+               struct volume_view **ret, char *why, size_t size)
 {
     struct kview *k = calloc(1, sizeof *k);
     const char *reason = NULL;
@@ -275,7 +490,10 @@ kube_view_open(const char *url, const char *ca_pem, const char *token,
         return -ENOMEM;
     }
     pthread_mutex_init(&k->lock, NULL);
+    pthread_cond_init(&k->changed, NULL);
+    k->last_idx = UINT64_MAX;       /* the first read is "sequential" if at 0 */
     k->v.ops = &kview_ops;
+    k->unchanged = unchanged;
     k->on_close = on_close;
     k->opaque = opaque;
     k->url = strdup(url);
@@ -291,6 +509,9 @@ kube_view_open(const char *url, const char *ca_pem, const char *token,
     }
     k->v.size = bytes;
     k->v.allocated = bytes;         /* not known to be sparse: say so */
+    for (size_t i = 0; i < AHEAD; i++)
+        if (pthread_create(&k->workers[k->n_workers], NULL, worker, k) == 0)
+            k->n_workers++;         /* fewer: less readahead, still correct */
     *ret = &k->v;
     return 0;
 }

@@ -10,14 +10,18 @@
  */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct volume_view;
 
 /* Opens a view of url (its size from a HEAD request). ca_pem: the
  * export's certificate (NULL: the system's CAs); token: copied, wiped at
- * close. on_close(opaque) runs exactly once: at close, or before a failed
- * open returns. -EACCES (401), -EIO (why) for anything else that fails. */
+ * close. unchanged(opaque), if given, says whether the source still holds
+ * what was opened (a VM not started since): reads fail with -EIO once it
+ * does not. on_close(opaque) runs exactly once: at close, or before a
+ * failed open returns. -EACCES (401), -EIO (why) for anything else that
+ * fails. */
 int kube_view_open(const char *url, const char *ca_pem, const char *token,
-                   void (*on_close)(void *), void *opaque, struct volume_view **ret,
-                   char *why, size_t size);
+                   bool (*unchanged)(void *), void (*on_close)(void *), void *opaque,
+                   struct volume_view **ret, char *why, size_t size);

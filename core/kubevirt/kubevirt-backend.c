@@ -38,6 +38,8 @@
 
 /* on the snapshots vmsnapfs makes: that it made them, and which daemon */
 #define SYNC_TIMEOUT_NS (UINT64_C(30) * NSEC_PER_SEC)
+/* how long rmdir waits for the views of a copy that just closed */
+#define VIEW_CLOSE_NS (UINT64_C(2) * NSEC_PER_SEC)
 /* how long an export may take to become Ready (without failure_deadline) */
 #define EXPORT_WAIT_NS (UINT64_C(120) * NSEC_PER_SEC)
 #define DISCOVERY_TIMEOUT_NS (UINT64_C(20) * NSEC_PER_SEC)
@@ -235,22 +237,23 @@ kv_open(const char *source, const struct vmsnapfs_opts *o, const struct backend_
         r = discover(kv, why, sizeof why);
 
     const struct kube_collection cols[_C_MAX] = {
-        [C_VMS] = { "kubevirt.io", "v1", "virtualmachines", "VirtualMachines", on_vm,
-                    { .drop_spec = false } },
+        [C_VMS] = { .group = "kubevirt.io", .version = "v1", .plural = "virtualmachines",
+                    .what = "VirtualMachines", .fn = on_vm },
         /* the tree reads a VMI's status only: running, agent, disk sizes */
-        [C_VMIS] = { "kubevirt.io", "v1", "virtualmachineinstances", "VirtualMachineInstances",
-                     on_vmi, { .drop_spec = true } },
+        [C_VMIS] = { .group = "kubevirt.io", .version = "v1",
+                     .plural = "virtualmachineinstances", .what = "VirtualMachineInstances",
+                     .fn = on_vmi, .opt = { .drop_spec = true } },
         /* listed by VM */
-        [C_SNAPS] = { "snapshot.kubevirt.io", kv->snap_version, "virtualmachinesnapshots",
-                      "VirtualMachineSnapshots", on_snapshot,
-                      { .index = { "spec", "source", "name" } } },
-        [C_CONTENTS] = { "snapshot.kubevirt.io", kv->snap_version,
-                         "virtualmachinesnapshotcontents", "VirtualMachineSnapshotContents",
-                         on_content, { .drop_spec = false } },
+        [C_SNAPS] = { .group = "snapshot.kubevirt.io", .version = kv->snap_version,
+                      .plural = "virtualmachinesnapshots", .what = "VirtualMachineSnapshots",
+                      .fn = on_snapshot, .opt = { .index = { "spec", "source", "name" } } },
+        [C_CONTENTS] = { .group = "snapshot.kubevirt.io", .version = kv->snap_version,
+                         .plural = "virtualmachinesnapshotcontents",
+                         .what = "VirtualMachineSnapshotContents", .fn = on_content },
         /* the sizes of a stopped VM's disks; credentials that may not read
          * claims show them as 0 bytes */
-        [C_PVCS] = { "", "v1", "persistentvolumeclaims", "PersistentVolumeClaims", NULL,
-                     { .drop_spec = false }, .optional = true },
+        [C_PVCS] = { .group = "", .version = "v1", .plural = "persistentvolumeclaims",
+                     .what = "PersistentVolumeClaims", .optional = true },
     };
     if (r >= 0)
         r = kube_scope_start(kv->client, cols, _C_MAX, kv, cfg.namespace, SYNC_TIMEOUT_NS,
@@ -446,10 +449,34 @@ volume_claim(struct kv *kv, const struct vm_ref *ref, const char *snap, const ch
     return r;
 }
 
+/* An open view of a VM's or a snapshot's disk. */
+struct use {
+    struct kv *kv;
+    char *ns, *vm;
+    bool of_vm;                 /* the VM's own disk (stopped when opened) */
+    struct vm_view *view;
+};
+
 static void
-view_left(void *opaque)
+use_end(void *opaque)
 {
-    vm_view_leave(opaque);
+    struct use *u = opaque;
+    vm_view_leave(u->view);
+    free(u->ns);
+    free(u->vm);
+    free(u);
+}
+
+/* The VM of a view of its own disk has not started since (no VMI). */
+static bool
+use_unchanged(void *opaque)
+{
+    struct use *u = opaque;
+    if (!u->of_vm)
+        return true;
+    struct json_object *vmi = kube_cache_get(cache(u->kv, C_VMIS, u->ns), u->ns, u->vm);
+    json_object_put(vmi);
+    return vmi == NULL;
 }
 
 static int
@@ -473,17 +500,25 @@ kv_volume_open(void *h, const struct vm_ref *ref, const char *snap, const char *
     /* an open view is a use: rmdir of the snapshot (or restore, for the
      * VM's own disks) is refused meanwhile */
     _cleanup_free_ char *key = NULL;
-    struct vm_view *use = NULL;
-    if ((snap ? asprintf(&key, "%s/%s/snapshots/%s", ref->ns, ref->name, snap)
-              : asprintf(&key, "%s/%s", ref->ns, ref->name)) < 0)
+    struct use *use = calloc(1, sizeof *use);
+    if (!use || (snap ? asprintf(&key, "%s/%s/snapshots/%s", ref->ns, ref->name, snap)
+                      : asprintf(&key, "%s/%s", ref->ns, ref->name)) < 0) {
+        free(use);
         return -ENOMEM;
-    r = vm_view_enter(kv->ops, key, &use);
-    if (r < 0)
-        return r;
-    r = kube_exports_view(kv->exports, ref->ns, snap ? "VirtualMachineSnapshot" : "VirtualMachine",
-                          snap ? snap : ref->name, claim, view_left, use, ret, why, sizeof why);
+    }
+    *use = (struct use) { kv, strdup(ref->ns), strdup(ref->name), !snap, NULL };
+    r = use->ns && use->vm ? vm_view_enter(kv->ops, key, &use->view) : -ENOMEM;
     if (r < 0) {
-        vm_view_leave(use);
+        free(use->ns);
+        free(use->vm);
+        free(use);
+        return r;
+    }
+    r = kube_exports_view(kv->exports, ref->ns, snap ? "VirtualMachineSnapshot" : "VirtualMachine",
+                          snap ? snap : ref->name, claim, use_unchanged, use_end, use, ret, why,
+                          sizeof why);
+    if (r < 0) {
+        use_end(use);
         log_error("'%s/%s': volume '%s'%s%s: %s", ref->ns, ref->name, vol,
                   snap ? " of snapshot " : "", snap ? snap : "", why[0] ? why : strerror(-r));
     }
@@ -890,7 +925,12 @@ kv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap, struct o
         vm_op_end(kv->ops, key);
         return -ENOMEM;
     }
-    r = vm_op_begin(kv->ops, skey, NULL, VM_OP_DISKS);
+    /* a copy just closed: its view goes a moment after close(2) returns
+     * (the kernel's release is asynchronous) */
+    uint64_t until = now_monotonic_ns() + VIEW_CLOSE_NS;
+    while ((r = vm_op_begin(kv->ops, skey, NULL, VM_OP_DISKS)) == -EBUSY &&
+           now_monotonic_ns() < until)
+        sleep_ns(20 * NSEC_PER_MSEC);
     if (r < 0) {
         vm_op_end(kv->ops, key);
         return say(rep, r, "%s", r == -EBUSY ? "a volume of the snapshot is open (a copy "

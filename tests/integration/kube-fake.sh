@@ -17,10 +17,12 @@ jp() { k get "$1" -o "jsonpath={$2}"; }
 
 # discovery, versions, auth
 k version 2>&1 | grep -q 'Server Version: v1.30' || fail "kubectl version: $(k version 2>&1)"
-k api-resources | grep -q '^virtualmachinesnapshots .*snapshot.kubevirt.io/v1beta1 .*true .*VirtualMachineSnapshot' ||
-    fail "api-resources: $(k api-resources 2>&1)"
-k get --raw /apis/snapshot.kubevirt.io/v1alpha1 | grep -q '"virtualmachinesnapshots"' ||
-    fail "v1alpha1 is not served"
+# (outputs captured first: a grep -q that ends early fails the writer)
+out=$(k api-resources)
+grep -q '^virtualmachinesnapshots .*snapshot.kubevirt.io/v1beta1 .*true .*VirtualMachineSnapshot' <<<"$out" ||
+    fail "api-resources: $out"
+out=$(k get --raw /apis/snapshot.kubevirt.io/v1alpha1)
+grep -q '"virtualmachinesnapshots"' <<<"$out" || fail "v1alpha1 is not served"
 k --context fake-cert get ns default >/dev/null || fail "client certificate refused"
 out=$(kubectl --token not-the-token get vm 2>&1) && fail "a wrong token was accepted"
 grep -q Unauthorized <<<"$out" || fail "a wrong token: $out"
@@ -145,4 +147,61 @@ kube_api GET /fake/guests | grep -q '"default/larry": {"frozen": true' ||
 k delete vmsnapshot hung >/dev/null
 kube_api PUT /apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/larry/unfreeze >/dev/null
 kube_api GET /fake/guests | grep -q '"default/larry": {"frozen": false' || fail "unfreeze"
+# VirtualMachineExport of a snapshot (kubevirt-api.md 5): Skipped while the
+# snapshot does not exist, then Ready with a token Secret and links; the
+# export server answers as Go's ServeContent does
+cat <<'Y' | k create -f - >/dev/null || fail "create an export"
+apiVersion: export.kubevirt.io/v1beta1
+kind: VirtualMachineExport
+metadata: {name: x-snap}
+spec:
+  source: {apiGroup: snapshot.kubevirt.io, kind: VirtualMachineSnapshot, name: snap-x}
+Y
+k wait vmexport x-snap --for=jsonpath='{.status.phase}'=Skipped --timeout=20s >/dev/null ||
+    fail "an export of no snapshot: $(jp vmexport/x-snap .status.phase)"
+[ "$(jp vmexport/x-snap '.status.conditions[?(@.type=="Ready")].reason')" = VMSnapshotNotFound ] ||
+    fail "Skipped reason"
+sed 's/snap-larry/snap-x/' "$wd/snap.yaml" | k create -f - >/dev/null || fail "create snap-x"
+k wait vmsnapshot snap-x --for condition=Ready --timeout=20s >/dev/null || fail "snap-x not ready"
+k wait vmexport x-snap --for=jsonpath='{.status.phase}'=Ready --timeout=20s >/dev/null ||
+    fail "the export is not Ready: $(k get vmexport x-snap -o yaml)"
+[ "$(jp vmexport/x-snap '.status.links.external.volumes[0].name')" = larry-root ] ||
+    fail "the link names the claim: $(jp vmexport/x-snap '.status.links.external.volumes[0].name')"
+url=$(jp vmexport/x-snap '.status.links.external.volumes[0].formats[?(@.format=="raw")].url')
+[[ $url == */volumes/x-snap-larry-root/disk.img ]] || fail "raw URL: $url"
+xtok=$(k get secret "$(jp vmexport/x-snap .status.tokenSecretRef)" -o jsonpath='{.data.token}' | base64 -d)
+jp vmexport/x-snap '.status.links.external.cert' >"$wd/export-ca.crt"
+xcurl() { curl -s --cacert "$wd/export-ca.crt" -o "$wd/x.out" -D "$wd/x.hdr" -w '%{http_code}' "$@"; }
+[ "$(xcurl "$url")" = 401 ] && [ ! -s "$wd/x.out" ] || fail "no token: not a bare 401"
+[ "$(xcurl -H "x-kubevirt-export-token: $xtok" -r 4096-8191 "$url")" = 206 ] || fail "a range"
+grep -qi '^Content-Range: bytes 4096-8191/1073741824' "$wd/x.hdr" || fail "Content-Range: $(cat "$wd/x.hdr")"
+[ "$(stat -c %s "$wd/x.out")" = 4096 ] || fail "the range's length"
+[ "$(xcurl "$url?x-kubevirt-export-token=$xtok" -r 0-0,8-9)" = 206 ] || fail "token as a parameter"
+grep -qi '^Content-Type: multipart/byteranges' "$wd/x.hdr" || fail "two ranges: not multipart"
+[ "$(xcurl -H "x-kubevirt-export-token: $xtok" -r 1073741824- "$url")" = 416 ] || fail "past the end"
+grep -qi '^Content-Range: bytes \*/1073741824' "$wd/x.hdr" || fail "416 without the size"
+[ "$(xcurl -I -H "x-kubevirt-export-token: $xtok" "$url")" = 200 ] || fail "HEAD"
+grep -qi '^Content-Length: 1073741824' "$wd/x.hdr" || fail "HEAD: $(cat "$wd/x.hdr")"
+[ "$(xcurl -H "x-kubevirt-export-token: $xtok" "${url%/*}/nope.img")" = 404 ] || fail "no such file"
+k delete vmexport x-snap >/dev/null
+for ((i = 0; i < 100; i++)); do
+    k get pvc x-snap-larry-root >/dev/null 2>&1 || break
+    sleep 0.1
+done
+k get pvc x-snap-larry-root >/dev/null 2>&1 && fail "the export's PVC outlives it"
+# a running VM cannot be exported: Pending, InUse
+cat <<'Y' | k create -f - >/dev/null || fail "create a VM export"
+apiVersion: export.kubevirt.io/v1beta1
+kind: VirtualMachineExport
+metadata: {name: x-vm}
+spec:
+  source: {apiGroup: kubevirt.io, kind: VirtualMachine, name: larry}
+Y
+for ((i = 0; i < 100; i++)); do
+    [ "$(jp vmexport/x-vm '.status.conditions[?(@.type=="Ready")].reason')" = InUse ] && break
+    sleep 0.05
+done
+[ "$(jp vmexport/x-vm .status.phase)" = Pending ] || fail "a running VM's export: $(jp vmexport/x-vm .status.phase)"
+[ "$(jp vmexport/x-vm '.status.conditions[?(@.type=="Ready")].message')" = "Virtual Machine default/larry is running" ] ||
+    fail "InUse message: $(jp vmexport/x-vm '.status.conditions[?(@.type=="Ready")].message')"
 echo "PASS: $testname"

@@ -10,9 +10,10 @@ requires mount
 dir=$(workdir)
 
 # --help and --version go to stdout and exit 0
-"$VMSNAPFS" --help | grep -q "^Usage: vmsnapfs \[OPTIONS\] SOURCE MOUNTPOINT" ||
-    fail "--help"
-"$VMSNAPFS" -h | grep -q "failure_deadline=" || fail "-h lacks options"
+help=$("$VMSNAPFS" --help)
+grep -q "^Usage: vmsnapfs \[OPTIONS\] SOURCE MOUNTPOINT" <<<"$help" || fail "--help"
+help=$("$VMSNAPFS" -h)
+grep -q "failure_deadline=" <<<"$help" || fail "-h lacks options"
 "$VMSNAPFS" --version | grep -Eq "^vmsnapfs [0-9]+\.[0-9]+\.[0-9]+$" ||
     fail "--version: $("$VMSNAPFS" --version)"
 

@@ -49,8 +49,10 @@ grep -q "<name>$a</name>" "$S/domain.xml" || fail "no definition captured"
 
 # virsh sees it, as an external disk-only snapshot
 guest_virsh snapshot-list "$a" --name | grep -qx before || fail "virsh does not list it"
-guest_virsh snapshot-dumpxml "$a" before | grep -q '<state>disk-snapshot</state>' ||
-    fail "virsh: not a disk snapshot"
+# (captured first: grep -q ends early, and virsh writing the rest into the
+# closed pipe fails the pipeline under pipefail)
+xml=$(guest_virsh snapshot-dumpxml "$a" before)
+grep -q '<state>disk-snapshot</state>' <<<"$xml" || fail "virsh: not a disk snapshot"
 
 # the same name again
 expect_errno EEXIST mkdir "$S"

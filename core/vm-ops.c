@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -22,8 +23,15 @@ struct vm_op {
     bool disks;             /* no view of the VM may open meanwhile */
 };
 
+/* A copy that just ended: close(2) has returned, but the kernel tells the
+ * daemon (RELEASE) a moment later. An operation on the disks waits that
+ * long for the views to go before it answers EBUSY: `cp ...; rmdir ...`
+ * works. */
+#define VIEW_CLOSE_WAIT_S 2
+
 struct vm_ops {
     pthread_mutex_t lock;   /* ops, views */
+    pthread_cond_t views_left;
     struct hashmap *ops;    /* key -> struct vm_op */
     struct hashmap *views;  /* key -> open views (count) */
 };
@@ -53,6 +61,11 @@ vm_ops_new(void)
     if (!o)
         return NULL;
     pthread_mutex_init(&o->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&o->views_left, &ca);
+    pthread_condattr_destroy(&ca);
     o->ops = hashmap_new();
     o->views = hashmap_new();
     if (!o->ops || !o->views) {
@@ -69,6 +82,7 @@ vm_ops_free(struct vm_ops *o)
         return;
     hashmap_free(o->ops, op_free);
     hashmap_free(o->views, NULL);   /* views end before the backend */
+    pthread_cond_destroy(&o->views_left);
     pthread_mutex_destroy(&o->lock);
     free(o);
 }
@@ -112,6 +126,14 @@ vm_op_begin(struct vm_ops *o, const char *key, const char *snap, unsigned flags)
     op->started = time(NULL);
     op->disks = flags & VM_OP_DISKS;
     LOCK_FOR_SCOPE(&o->lock);
+    if (op->disks && !hashmap_get(o->ops, key) && hashmap_get(o->views, key)) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += VIEW_CLOSE_WAIT_S;
+        while (hashmap_get(o->views, key) && !hashmap_get(o->ops, key) &&
+               pthread_cond_timedwait(&o->views_left, &o->lock, &until) == 0)
+            ;
+    }
     if (hashmap_get(o->ops, key) || (op->disks && hashmap_get(o->views, key))) {
         op_free(op);
         return -EBUSY;
@@ -198,10 +220,12 @@ vm_view_leave(struct vm_view *v)
     {
         LOCK_FOR_SCOPE(&v->o->lock);
         uintptr_t n = (uintptr_t) hashmap_get(v->o->views, v->key);
-        if (n <= 1)
+        if (n <= 1) {
             hashmap_remove(v->o->views, v->key);
-        else
+            pthread_cond_broadcast(&v->o->views_left);
+        } else {
             hashmap_put(v->o->views, v->key, (void *) (n - 1), NULL);
+        }
     }
     free(v);
 }

@@ -5,7 +5,9 @@
  *   EBUSY.
  * - An operation that changes the VM's disks (rmdir's merge, restore, a
  *   snapshot's new overlays) and open volume views exclude each other:
- *   whichever comes second gets EBUSY (rmdir of a snapshot in use).
+ *   whichever comes second gets EBUSY (rmdir of a snapshot in use); the
+ *   operation first waits up to 2 s for the views to close (a copy that
+ *   just ended: the kernel releases its file after close(2) returns).
  * - The snapshot an operation makes shows as InProgress while it runs.
  *
  * VMs are named by a key: the name on libvirt, "NAMESPACE/NAME" on

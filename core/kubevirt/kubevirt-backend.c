@@ -38,8 +38,6 @@
 
 /* on the snapshots vmsnapfs makes: that it made them, and which daemon */
 #define SYNC_TIMEOUT_NS (UINT64_C(30) * NSEC_PER_SEC)
-/* how long rmdir waits for the views of a copy that just closed */
-#define VIEW_CLOSE_NS (UINT64_C(2) * NSEC_PER_SEC)
 /* how long an export may take to become Ready (without failure_deadline) */
 #define EXPORT_WAIT_NS (UINT64_C(120) * NSEC_PER_SEC)
 #define DISCOVERY_TIMEOUT_NS (UINT64_C(20) * NSEC_PER_SEC)
@@ -925,12 +923,7 @@ kv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap, struct o
         vm_op_end(kv->ops, key);
         return -ENOMEM;
     }
-    /* a copy just closed: its view goes a moment after close(2) returns
-     * (the kernel's release is asynchronous) */
-    uint64_t until = now_monotonic_ns() + VIEW_CLOSE_NS;
-    while ((r = vm_op_begin(kv->ops, skey, NULL, VM_OP_DISKS)) == -EBUSY &&
-           now_monotonic_ns() < until)
-        sleep_ns(20 * NSEC_PER_MSEC);
+    r = vm_op_begin(kv->ops, skey, NULL, VM_OP_DISKS);
     if (r < 0) {
         vm_op_end(kv->ops, key);
         return say(rep, r, "%s", r == -EBUSY ? "a volume of the snapshot is open (a copy "

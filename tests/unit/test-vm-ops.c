@@ -3,6 +3,7 @@
  * of a host (two vm_ops here, as two daemons would have), operations on the
  * disks and open views excluding each other, the snapshot in progress. */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -118,6 +120,36 @@ test_disks_and_views(void **s)
     vm_view_leave(v3);
 }
 
+static void *
+leave_later(void *v)
+{
+    usleep(200 * 1000);
+    vm_view_leave(v);
+    return NULL;
+}
+
+/* `cp ...; rmdir ...`: the kernel releases cp's file a moment after
+ * close(2) returned; the operation on the disks waits for that (at most
+ * 2 s), then runs */
+static void
+test_view_closing(void **s)
+{
+    struct vm_ops *o = *s;
+    struct vm_view *v = NULL;
+    pthread_t t;
+    struct timespec a, b;
+
+    assert_int_equal(vm_view_enter(o, "a", &v), 0);
+    assert_int_equal(pthread_create(&t, NULL, leave_later, v), 0);
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    assert_int_equal(vm_op_begin(o, "a", NULL, VM_OP_DISKS), 0);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    pthread_join(t, NULL);
+    double waited = (double) (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
+    assert_true(waited >= 0.15 && waited < 1.5);
+    vm_op_end(o, "a");
+}
+
 static void
 test_snapshot_in_progress(void **s)
 {
@@ -147,6 +179,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_host_wide, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unusable_state_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disks_and_views, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_view_closing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_in_progress, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

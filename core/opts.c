@@ -26,6 +26,24 @@ consistency_from_string(const char *s)
     return string_table_lookup(consistency_names, _CONSISTENCY_MAX, s);
 }
 
+static const char *const export_link_names[_EXPORT_LINK_MAX] = {
+    [EXPORT_LINK_AUTO] = "auto",
+    [EXPORT_LINK_INTERNAL] = "internal",
+    [EXPORT_LINK_EXTERNAL] = "external",
+};
+
+const char *
+export_link_to_string(enum export_link l)
+{
+    return l < _EXPORT_LINK_MAX ? export_link_names[l] : NULL;
+}
+
+int
+export_link_from_string(const char *s)
+{
+    return string_table_lookup(export_link_names, _EXPORT_LINK_MAX, s);
+}
+
 void
 opts_init(struct vmsnapfs_opts *o)
 {
@@ -71,6 +89,13 @@ opts_apply(struct vmsnapfs_opts *o, const char *opt)
         o->consistency = (enum consistency) r;
         return 1;
     }
+    if ((v = value_of(opt, "export_link"))) {
+        r = export_link_from_string(v);
+        if (r < 0)
+            return r;
+        o->export_link = (enum export_link) r;
+        return 1;
+    }
     if ((v = value_of(opt, "admin_group"))) {
         if (!*v || strchr(v, ','))
             return -EINVAL;
@@ -91,7 +116,8 @@ opts_apply(struct vmsnapfs_opts *o, const char *opt)
     }
     /* a key of ours without a value, or with one where none is taken */
     if (strcmp(opt, "failure_deadline") == 0 || strcmp(opt, "consistency") == 0 ||
-        strcmp(opt, "admin_group") == 0 || value_of(opt, "no_safety_snapshot"))
+        strcmp(opt, "admin_group") == 0 || strcmp(opt, "export_link") == 0 ||
+        value_of(opt, "no_safety_snapshot"))
         return -EINVAL;
     return 0;
 }

@@ -12,9 +12,18 @@ enum consistency {
     _CONSISTENCY_MAX,
 };
 
+/* Which link of a VirtualMachineExport reads a KubeVirt disk. */
+enum export_link {
+    EXPORT_LINK_AUTO,               /* internal in the cluster, else external */
+    EXPORT_LINK_INTERNAL,
+    EXPORT_LINK_EXTERNAL,
+    _EXPORT_LINK_MAX,
+};
+
 struct vmsnapfs_opts {
     uint64_t failure_deadline_ns;   /* 0: none */
     enum consistency consistency;
+    enum export_link export_link;
     char *admin_group;              /* NULL: root only */
     bool no_safety_snapshot;
     bool allow_other;
@@ -37,3 +46,5 @@ int opts_parse(struct vmsnapfs_opts *o, const char *list, char **rest,
 
 const char *consistency_to_string(enum consistency c);
 int consistency_from_string(const char *s);
+const char *export_link_to_string(enum export_link l);
+int export_link_from_string(const char *s);

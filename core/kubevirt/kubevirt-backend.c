@@ -268,8 +268,11 @@ kv_open(const char *source, const struct vmsnapfs_opts *o, const struct backend_
     recover_orphans(kv);
     /* disks: read in the cluster through the internal links */
     uint64_t wait = kv->deadline_ns ? kv->deadline_ns : EXPORT_WAIT_NS;
-    if (kube_exports_new(kv->client, kv->owner, strcmp(source, "kubevirt://in-cluster") == 0,
-                         wait, &kv->exports, why, sizeof why) < 0)
+    bool internal = o && o->export_link != EXPORT_LINK_AUTO
+                        ? o->export_link == EXPORT_LINK_INTERNAL
+                        : strcmp(source, "kubevirt://in-cluster") == 0;
+    if (kube_exports_new(kv->client, kv->owner, internal, wait, &kv->exports, why,
+                         sizeof why) < 0)
         log_info("'%s': %s", source, why);
     for (size_t i = 0; kv->exports && i < kube_scope_count(kv->scope); i++)
         kube_exports_recover(kv->exports, kube_scope_ns(kv->scope, i));

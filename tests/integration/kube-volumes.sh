@@ -141,6 +141,17 @@ start_vmsnapfs kubevirt:// "$mnt"
 expect_log "of a vmsnapfs that was killed: deleted"
 [ "$(exports moe)" = 0 ] || fail "the killed daemon's export stays: $(k get vmexport -A)"
 
+# export_link=internal from outside the cluster: the export's Service
+# name does not resolve here; the read fails with that reason (EIO)
+fusermount3 -u "$mnt" || fail "unmount"
+wait "$VMSNAPFS_PID" || fail "vmsnapfs exited with an error"
+start_vmsnapfs kubevirt:// "$mnt" -o export_link=internal
+expect_errno EIO read "$M/volumes/root.img"
+expect_log "Could not resolve host: virt-export-"
+expect_log "'prod/moe': open-volume 'root' failed"
+grep -q "Could not resolve host: virt-export-vmsnapfs-vm-[0-9a-f]*-moe.prod.svc" "$VMSNAPFS_LOG" ||
+    fail "no reason for the internal link: $(tail -n 3 "$VMSNAPFS_LOG")"
+
 # no token of any kind in the log
 for t in "$(cat "$KUBE_DIR/token")"; do
     grep -rqs -- "$t" "${VMSNAPFS_LOG%-*}"-*.log && fail "the API token shows in the log"

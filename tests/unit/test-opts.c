@@ -72,6 +72,13 @@ test_bad_values(void **state)
     assert_int_equal(opts_apply(&o, "failure_deadline"), -EINVAL);
     assert_int_equal(opts_apply(&o, "consistency=always"), -EINVAL);
     assert_int_equal(opts_apply(&o, "consistency"), -EINVAL);
+    assert_int_equal(o.export_link, EXPORT_LINK_AUTO);
+    assert_int_equal(opts_apply(&o, "export_link=internal"), 1);
+    assert_int_equal(o.export_link, EXPORT_LINK_INTERNAL);
+    assert_int_equal(opts_apply(&o, "export_link=external"), 1);
+    assert_int_equal(o.export_link, EXPORT_LINK_EXTERNAL);
+    assert_int_equal(opts_apply(&o, "export_link=ingress"), -EINVAL);
+    assert_int_equal(opts_apply(&o, "export_link"), -EINVAL);
     assert_int_equal(opts_apply(&o, "admin_group="), -EINVAL);
     assert_int_equal(opts_apply(&o, "no_safety_snapshot=1"), -EINVAL);
     assert_int_equal(opts_parse(&o, "ro,consistency=maybe,rw", &rest, &bad),

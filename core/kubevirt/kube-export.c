@@ -293,26 +293,21 @@ release(void *opaque)
         x->idle_since = now_monotonic_ns();
 }
 
-/* The export's Ready condition's reason and message, for a refusal. */
+/* Why the export is not Ready (its Ready condition), for a refusal. */
 static void
 not_ready_reason(struct json_object *o, char *why, size_t size)
 {
-    struct json_object *conds = kube_get(o, "status", "conditions", (char *) NULL);
-    size_t n = conds && json_object_is_type(conds, json_type_array)
-                   ? json_object_array_length(conds) : 0;
-    for (size_t i = 0; i < n; i++) {
-        struct json_object *c = json_object_array_get_idx(conds, i);
-        const char *type = kube_get_str(c, "type", (char *) NULL);
-        if (type && strcmp(type, "Ready") == 0) {
-            const char *reason = kube_get_str(c, "reason", (char *) NULL);
-            const char *msg = kube_get_str(c, "message", (char *) NULL);
-            snprintf(why, size, "the export is %s: %s%s%s",
-                     kube_get_str(o, "status", "phase", (char *) NULL) ?: "not ready",
-                     reason ? reason : "", msg && *msg ? ": " : "", msg ? msg : "");
-            return;
-        }
+    struct json_object *c = kube_condition(o, "Ready");
+    const char *reason = kube_get_str(c, "reason", (char *) NULL);
+    const char *msg = kube_get_str(c, "message", (char *) NULL);
+
+    if (!c) {
+        snprintf(why, size, "the export did not become ready");
+        return;
     }
-    snprintf(why, size, "the export did not become ready");
+    snprintf(why, size, "the export is %s: %s%s%s",
+             kube_get_str(o, "status", "phase", (char *) NULL) ?: "not ready",
+             reason ? reason : "", msg && *msg ? ": " : "", msg ? msg : "");
 }
 
 static int
@@ -360,21 +355,13 @@ wait_ready(struct kube_exports *e, struct ex *x, char *why, size_t size)
         const char *phase = kube_get_str(o, "status", "phase", (char *) NULL);
         if (phase && strcmp(phase, "Ready") == 0)
             break;
-        const char *reason = NULL;
-        struct json_object *conds = kube_get(o, "status", "conditions", (char *) NULL);
-        for (size_t i = 0; conds && json_object_is_type(conds, json_type_array) &&
-                           i < json_object_array_length(conds); i++) {
-            struct json_object *c = json_object_array_get_idx(conds, i);
-            if (strcmp(kube_get_str(c, "type", (char *) NULL) ?: "", "Ready") == 0)
-                reason = kube_get_str(c, "reason", (char *) NULL);
-        }
-        if ((phase && strcmp(phase, "Skipped") == 0) ||
-            (reason && strcmp(reason, "InUse") == 0) || now_monotonic_ns() >= end) {
+        const char *reason = kube_get_str(kube_condition(o, "Ready"), "reason", (char *) NULL);
+        bool skipped = phase && strcmp(phase, "Skipped") == 0;
+        bool in_use = reason && strcmp(reason, "InUse") == 0;
+        if (skipped || in_use || now_monotonic_ns() >= end) {
             not_ready_reason(o, why, size);
             json_object_put(o);
-            return phase && strcmp(phase, "Skipped") == 0 ? -EIO
-                   : reason && strcmp(reason, "InUse") == 0 ? -EBUSY
-                   : -ETIMEDOUT;
+            return skipped ? -EIO : in_use ? -EBUSY : -ETIMEDOUT;
         }
         sleep_ns(POLL_NS);
     }
@@ -384,10 +371,8 @@ wait_ready(struct kube_exports *e, struct ex *x, char *why, size_t size)
     struct json_object *link = kube_get(o, "status", "links", which, (char *) NULL);
     const char *cert = kube_get_str(link, "cert", (char *) NULL);
     struct json_object *vols = kube_get(link, "volumes", (char *) NULL);
-    _cleanup_free_ char *ref = kube_get_str(o, "status", "tokenSecretRef", (char *) NULL)
-                                   ? strdup(kube_get_str(o, "status", "tokenSecretRef",
-                                                         (char *) NULL))
-                                   : NULL;
+    const char *secret = kube_get_str(o, "status", "tokenSecretRef", (char *) NULL);
+    _cleanup_free_ char *ref = secret ? strdup(secret) : NULL;   /* o goes below */
     if (!vols) {
         json_object_put(o);
         return snprintf(why, size, "the export has no %s link%s", which,

@@ -455,12 +455,10 @@ give_back(struct kube_client *c, CURL *h)
         curl_easy_cleanup(h);
 }
 
-/* Failures of the connection worth another try: for any request those
- * before it was sent, for a GET also those after. */
-static bool
-transient(CURLcode rc, bool idempotent)
+bool
+kube_transient_failure(int curl_code, bool idempotent)
 {
-    switch (rc) {
+    switch ((CURLcode) curl_code) {
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_CONNECT:
         return true;
@@ -576,7 +574,7 @@ attempt(struct kube_client *c, const char *method, const char *path, const char 
     if (rc != CURLE_OK) {
         if (stream && rc == CURLE_PARTIAL_FILE && s->code)
             return 0;                   /* the server ended the stream */
-        *ret_transient = transient(rc, strcmp(method, "GET") == 0);
+        *ret_transient = kube_transient_failure(rc, strcmp(method, "GET") == 0);
         return snprintf(why, size, "%s %s: %s", method, path, err[0] ? err : curl_easy_strerror(rc)),
                -EIO;
     }

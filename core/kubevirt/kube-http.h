@@ -48,6 +48,10 @@ int kube_request(struct kube_client *c, const char *method, const char *path,
                  struct kube_response *resp, char *why, size_t size);
 void kube_response_clear(struct kube_response *r);
 
+/* Is a failed connection (a CURLcode) worth another try: for any request
+ * failures before it was sent, for an idempotent one (GET) also after. */
+bool kube_transient_failure(int curl_code, bool idempotent);
+
 /* A GET whose body streams (a watch): fn gets each piece as it comes,
  * until the server ends the body or fn returns < 0 (then that value is
  * returned), or *stop becomes true (looked at about once a second, even

@@ -213,12 +213,16 @@ has_condition(struct json_object *o, const char *type)
     return c && !(status && strcmp(status, "False") == 0);
 }
 
+struct json_object *
+kube_condition(struct json_object *o, const char *type)
+{
+    return find_by(kube_get(o, "status", "conditions", (char *) NULL), "type", type);
+}
+
 bool
 kube_condition_true(struct json_object *o, const char *type)
 {
-    struct json_object *c = find_by(kube_get(o, "status", "conditions", (char *) NULL), "type",
-                                    type);
-    const char *status = kube_get_str(c, "status", (char *) NULL);
+    const char *status = kube_get_str(kube_condition(o, type), "status", (char *) NULL);
     return status && strcmp(status, "True") == 0;
 }
 

@@ -42,6 +42,8 @@ bool kube_name_ok(const char *s);
  * -EINVAL if not base64 or empty */
 int kube_base64_text(const char *b64, char **ret);
 
+/* The condition of type in status.conditions (borrowed), or NULL. */
+struct json_object *kube_condition(struct json_object *o, const char *type);
 /* status.conditions has one of type whose status is "True" */
 bool kube_condition_true(struct json_object *o, const char *type);
 bool kube_vmi_agent(struct json_object *vmi);

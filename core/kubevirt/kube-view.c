@@ -13,6 +13,7 @@
 #include <curl/curl.h>
 
 #include "cleanup.h"
+#include "kube-http.h"
 #include "kube-view.h"
 #include "log.h"
 #include "volume.h"
@@ -125,24 +126,6 @@ give_back(struct kview *k, CURL *h)
     curl_easy_cleanup(h);
 }
 
-static bool
-transient(CURLcode rc)
-{
-    switch (rc) {
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_OPERATION_TIMEDOUT:
-    case CURLE_SEND_ERROR:
-    case CURLE_RECV_ERROR:
-    case CURLE_GOT_NOTHING:
-    case CURLE_PARTIAL_FILE:
-    case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM:
-        return true;
-    default:
-        return false;
-    }
-}
-
 /* One request: HEAD (buf NULL, count 0) or GET of count bytes at off.
  * 0, or -errno with *reason (static) and why (details, for the log). */
 static int
@@ -204,7 +187,7 @@ request(struct kview *k, void *buf, size_t count, uint64_t off, uint64_t *ret_si
         if (rc != CURLE_OK && !in.overflow) {
             snprintf(why, size, "%s", err[0] ? err : curl_easy_strerror(rc));
             *reason = "the export server did not answer";
-            if (transient(rc))
+            if (kube_transient_failure(rc, true))
                 continue;
             return -EIO;
         }

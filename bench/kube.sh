@@ -6,9 +6,12 @@
 #     same run (target: faster);
 #   - API requests per mkdir and per rmdir of a snapshot;
 #   - the daemon's RSS with that cluster in its caches (target: <= 30 MiB);
-#   - the throughput of a stopped VM's 1 GiB disk read through the mount
+#   - the throughput of a stopped VM's 2 GiB disk read through the mount
 #     (VirtualMachineExport, Range requests) against curl fetching the same
-#     export URL (target: >= 0.9 of curl's).
+#     export URL (target: >= 0.9 of curl's);
+#   - the latency of a restore (`echo S > VM/restore` of a stopped VM, with
+#     its safety snapshot) against kubectl creating a VirtualMachineRestore
+#     and `kubectl wait`ing for it (no safety snapshot), median of 3.
 # Needs root, /dev/fuse, python3, openssl, curl, kubectl; builds with
 # tools/build.sh first if there is no build.
 set -euo pipefail
@@ -64,12 +67,30 @@ rmdir "$vm/snapshots/bench-1"
 rm_req=$(requests)
 rss=$(awk '/^VmRSS/ { print int($2 / 1024) }' "/proc/$daemon/status")
 
-# export throughput: cat of a stopped VM's 1 GiB disk through the mount
+# restore latency: through the mount (safety snapshot, VirtualMachineRestore,
+# until complete, deleted) against kubectl (create, wait for Ready)
+mkdir "$vm/snapshots/bench-r"
+rs_ms=$(for i in 1 2 3; do ms sh -c "echo bench-r > '$vm/restore'"; done | median)
+grep -qx "phase: Succeeded" "$vm/restore" || { cat "$vm/restore" >&2; exit 1; }
+krestore() {
+    kubectl create -f - >/dev/null <<Y &&
+apiVersion: snapshot.kubevirt.io/v1beta1
+kind: VirtualMachineRestore
+metadata: {name: bench-k$1, namespace: ns00}
+spec:
+  target: {apiGroup: kubevirt.io, kind: VirtualMachine, name: vm0000}
+  virtualMachineSnapshotName: bench-r
+Y
+    kubectl -n ns00 wait --for=condition=Ready "vmrestore/bench-k$1" --timeout=60s >/dev/null
+}
+kr_ms=$(for i in 1 2 3; do ms krestore "$i"; done | median)
+
+# export throughput: cat of a stopped VM's 2 GiB disk through the mount
 # (a VirtualMachineExport read with Range requests) against curl fetching
 # the same disk.img URL of an export in one GET; best of 3, page caches warm
 disk=$wd/cluster/data/ns01/pvc-vm0001-root.img
 for ((i = 0; i < 5; i++)); do [ -s "$disk" ] || sleep 1; done
-head -c $((1 << 30)) /dev/urandom | dd of="$disk" conv=notrunc status=none
+head -c $((2 << 30)) /dev/urandom | dd of="$disk" conv=notrunc status=none
 kubectl create -f - >/dev/null <<Y
 apiVersion: export.kubevirt.io/v1beta1
 kind: VirtualMachineExport
@@ -83,10 +104,11 @@ xurl=$(kubectl -n ns01 get vmexport bench-curl -o jsonpath='{.status.links.exter
 best() { sort -n | head -n 1; }
 curl_ms=$(for i in 1 2 3; do ms curl -sf --cacert "$wd/cluster/ca.crt" -H "x-kubevirt-export-token: $xtoken" -o /dev/null "$xurl"; done | best)
 cat_ms=$(for i in 1 2 3; do ms cat "$mnt/ns01/vm0001/volumes/root.img"; done | best)
-mibs() { awk -v ms="$1" 'BEGIN { printf "%.0f", 1024 * 1000 / (ms ? ms : 1) }'; }
+mibs() { awk -v ms="$1" 'BEGIN { printf "%.0f", 2048 * 1000 / (ms ? ms : 1) }'; }
 
 echo "bench/kube: $count VMs in $nss namespaces (fake API server)"
 echo "  warm ls -lR of the mount: ${ls_ms} ms, $ls_req API requests; kubectl get vm -A: ${kc_ms} ms (ratio $(awk -v a="$ls_ms" -v b="$kc_ms" 'BEGIN { printf "%.2f", a / (b ? b : 1) }'))"
 echo "  API requests: mkdir $mk_req, rmdir $rm_req (watches not counted)"
 echo "  daemon RSS: ${rss} MiB"
-echo "  export of a 1 GiB disk: cat through the mount ${cat_ms} ms ($(mibs "$cat_ms") MiB/s), curl of disk.img ${curl_ms} ms ($(mibs "$curl_ms") MiB/s): ratio $(awk -v a="$curl_ms" -v b="$cat_ms" 'BEGIN { printf "%.2f", a / (b ? b : 1) }') (target >= 0.9)"
+echo "  restore of a stopped VM: echo S > VM/restore ${rs_ms} ms (with its safety snapshot); kubectl create vmrestore + wait ${kr_ms} ms (ratio $(awk -v a="$rs_ms" -v b="$kr_ms" 'BEGIN { printf "%.2f", a / (b ? b : 1) }'))"
+echo "  export of a 2 GiB disk: cat through the mount ${cat_ms} ms ($(mibs "$cat_ms") MiB/s), curl of disk.img ${curl_ms} ms ($(mibs "$curl_ms") MiB/s): ratio $(awk -v a="$curl_ms" -v b="$cat_ms" 'BEGIN { printf "%.2f", a / (b ? b : 1) }') (target >= 0.9)"

@@ -167,6 +167,10 @@ struct backend_events {
                        unsigned change);
     /* anything may have changed (reconnected after the daemon came back) */
     void (*reset)(void *opaque);
+    /* a restore this mount did not start (one a killed daemon left) is
+     * found, or has ended: st is its status for `cat VM/restore` */
+    void (*restore_found)(void *opaque, const char *ns, const char *name,
+                          const struct restore_status *st);
     void *opaque;
 };
 

@@ -77,6 +77,30 @@ on_reset(void *opaque)
         l.reset(l.opaque);
 }
 
+static bool publish_restore(struct model *m, const char *key, const struct restore_status *st,
+                            bool only_if_idle);
+
+static void
+on_restore_found(void *opaque, const char *ns, const char *name,
+                 const struct restore_status *st)
+{
+    struct model *m = opaque;
+    _cleanup_free_ char *key = model_key(ns, name);
+
+    if (!key)
+        return;
+    publish_restore(m, key, st, false);
+    tell(m, ns, name, VM_CHANGE_LOCAL);
+    if (st->phase != SNAPSHOT_IN_PROGRESS) {
+        events_add(m->events, ns, name, "restore", st->snap,
+                   st->phase == SNAPSHOT_SUCCEEDED ? 0 : -EIO, "%s",
+                   st->phase == SNAPSHOT_SUCCEEDED ? "restored (a restore a killed vmsnapfs "
+                                                     "had started)"
+                                                   : st->error);
+        tell(m, ns, name, VM_CHANGE_STATE | VM_CHANGE_DEFINITION | VM_CHANGE_SNAPSHOTS);
+    }
+}
+
 int
 model_open(const char *source, const struct vmsnapfs_opts *o,
            struct model **ret)
@@ -116,6 +140,7 @@ model_open_ops(const struct backend_ops *ops, const char *source,
     struct backend_events ev = {
         .vm_changed = on_vm_changed,
         .reset = on_reset,
+        .restore_found = on_restore_found,
         .opaque = m,
     };
     r = ops->open(source, o, &ev, &m->h);

@@ -53,6 +53,8 @@ struct kube_exports {
     bool stop;
     pthread_t reaper;
     bool reaper_started;
+    void *companion;            /* kube_exports_companion() (under lock) */
+    void (*companion_end)(void *);
 };
 
 static void
@@ -225,6 +227,9 @@ kube_exports_free(struct kube_exports *e)
 {
     if (!e)
         return;
+    /* first: what it ends (temporary snapshots) drops exports of e */
+    if (e->companion)
+        e->companion_end(e->companion);
     pthread_mutex_lock(&e->lock);
     e->stop = true;
     pthread_cond_broadcast(&e->cond);
@@ -452,15 +457,23 @@ unhold(void *opaque)
 }
 
 int
+kube_exports_usable(struct kube_exports *e, char *why, size_t size)
+{
+    if (!e || !e->version[0])
+        return snprintf(why, size, "the cluster serves no export.kubevirt.io API (KubeVirt's "
+                        "VMExport): disks cannot be read"), -EIO;
+    return 0;
+}
+
+int
 kube_exports_view(struct kube_exports *e, const char *ns, const char *kind, const char *name,
                   const char *volume, bool (*unchanged)(void *), void (*on_close)(void *),
                   void *opaque, struct volume_view **ret, char *why, size_t size)
 {
-    int r = 0;
+    int r = kube_exports_usable(e, why, size);
 
-    if (!e->version[0])
-        return snprintf(why, size, "the cluster serves no export.kubevirt.io API (KubeVirt's "
-                        "VMExport): disks cannot be read"), -EIO;
+    if (r < 0)
+        return r;
     /* twice: an export that went away meanwhile (TTL, deleted) is made again */
     for (int attempt = 0; attempt < 2; attempt++) {
         struct ex *x = acquire(e, ns, kind, name);
@@ -507,6 +520,45 @@ kube_exports_view(struct kube_exports *e, const char *ns, const char *kind, cons
         pthread_mutex_unlock(&x->lock);
     }
     return r;
+}
+
+int
+kube_exports_drop(struct kube_exports *e, const char *ns, const char *kind, const char *name)
+{
+    _cleanup_free_ char *key = NULL, *xname = NULL;
+    struct ex *x;
+
+    if (!e->version[0])
+        return 0;                       /* no export API: none was made */
+    if (asprintf(&key, "%s/%s/%s", ns, kind, name) < 0)
+        return -ENOMEM;
+    {
+        LOCK_FOR_SCOPE(&e->lock);
+        x = hashmap_get(e->live, key);
+        if (x && x->refs > 0)
+            return -EBUSY;
+        if (x)
+            hashmap_remove(e->live, key);
+    }
+    /* by name even if not (or no longer) listed: the reaper may have
+     * taken it and be deleting it now; the source goes after this
+     * returns, so its export must have been asked to go first */
+    xname = x ? NULL : export_name(key, kind, name);
+    if (!x && !xname)
+        return -ENOMEM;
+    delete_export(e, ns, x ? x->name : xname);
+    ex_free(x);
+    return 0;
+}
+
+void *
+kube_exports_companion(struct kube_exports *e, void *(*make)(void *), void *arg,
+                       void (*end)(void *))
+{
+    LOCK_FOR_SCOPE(&e->lock);
+    if (!e->companion && (e->companion = make(arg)))
+        e->companion_end = end;
+    return e->companion;
 }
 
 void

@@ -91,11 +91,12 @@ on_content(void *opaque, enum kube_event type, struct json_object *o)
 
 static void late_thaw_start(struct kv *kv, const char *key, const struct vm_ref *ref);
 static int unfreeze(struct kv *kv, const char *ns, const char *vm);
-static void delete_snapshot(struct kv *kv, const char *ns, const char *snap);
 
 /* A daemon killed mid-mkdir left its snapshot, maybe a frozen guest: the
  * snapshot goes (mkdir failed), the guest is thawed, now and if its freeze
- * lands later. */
+ * lands later. One killed while a running VM's disk was read left the
+ * temporary snapshot it was read from (kubevirt-volumes.c): it goes, made
+ * or not (its export: kube_exports_recover). */
 static void
 recover_orphans(struct kv *kv)
 {
@@ -109,17 +110,24 @@ recover_orphans(struct kv *kv)
         if (!kube_owner_gone(kv->owner, snaps[i]) || kube_snapshot_info(snaps[i], NULL, &s) < 0)
             continue;
         bool done = s->phase == SNAPSHOT_SUCCEEDED;
+        bool temporary = kv_snapshot_temporary(snaps[i]);
         snapshot_info_free(s);
-        if (done)
+        if (done && !temporary)
             continue;                   /* made, and usable: it stays */
         const char *ns = kube_get_str(snaps[i], "metadata", "namespace", (char *) NULL);
         const char *name = kube_get_str(snaps[i], "metadata", "name", (char *) NULL);
         const char *vm = kube_get_str(snaps[i], "spec", "source", "name", (char *) NULL);
         if (!ns || !name || !vm)
             continue;
+        if (done) {
+            log_warning("'%s/%s': temporary snapshot '%s' of a vmsnapfs that was killed: "
+                        "deleted", ns, vm, name);
+            kv_delete_snapshot(kv, ns, name);
+            continue;                   /* made: its freeze is over */
+        }
         log_warning("'%s/%s': snapshot '%s' of a vmsnapfs that was killed: deleted, and the "
                     "guest thawed", ns, vm, name);
-        delete_snapshot(kv, ns, name);
+        kv_delete_snapshot(kv, ns, name);
         _cleanup_free_ char *key = NULL;
         const struct vm_ref ref = { ns, vm };
         if (asprintf(&key, "%s/%s", ns, vm) >= 0) {
@@ -242,6 +250,7 @@ kv_open(const char *source, const struct vmsnapfs_opts *o, const struct backend_
     }
     kube_owner_init(kv->owner, sizeof kv->owner);
     recover_orphans(kv);
+    kv_restore_recover(kv);
     /* disks: read in the cluster through the internal links */
     uint64_t wait = kv->deadline_ns ? kv->deadline_ns : EXPORT_WAIT_NS;
     bool internal = o && o->export_link != EXPORT_LINK_AUTO
@@ -348,7 +357,9 @@ kv_snapshot_list(void *h, const struct vm_ref *ref, struct snapshot_info ***ret,
     if (r >= 0 && !(v = calloc(n + 1, sizeof *v)))
         r = -ENOMEM;
     for (size_t i = 0; r >= 0 && i < n; i++) {
-        if (!kube_snapshot_of(snaps[i], ref->name))
+        /* a temporary snapshot (a running VM's disk being read) is no
+         * snapshot of the tree's */
+        if (!kube_snapshot_of(snaps[i], ref->name) || kv_snapshot_temporary(snaps[i]))
             continue;
         const char *cname = kube_get_str(snaps[i], "status", "virtualMachineSnapshotContentName",
                                          (char *) NULL);
@@ -379,21 +390,33 @@ kv_snapshot_list(void *h, const struct vm_ref *ref, struct snapshot_info ***ret,
 /* how long after a failed snapshot a freeze that lands late is thawed */
 #define LATE_THAW_NS (UINT64_C(120) * NSEC_PER_SEC)
 
-static int
-say(struct op_report *rep, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static int
-say(struct op_report *rep, int r, const char *fmt, ...)
+int
+kv_sayf(char *buf, size_t size, int r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(rep->text, sizeof rep->text, fmt, ap);
+    vsnprintf(buf, size, fmt, ap);
     va_end(ap);
     return r;
 }
 
-static char *
-snapshots_path(struct kv *kv, const char *ns, const char *name)
+#define say kv_say
+
+int
+kv_api(struct kv *kv, const char *method, const char *path, const char *body,
+       struct json_object **ret, char *why, size_t size)
+{
+    struct kube_response resp;
+    int r = kube_request(kv->client, method, path, body, NULL, REQUEST_NS, &resp, why, size);
+
+    if (ret)
+        *ret = r >= 0 && resp.body ? json_tokener_parse(resp.body) : NULL;
+    kube_response_clear(&resp);
+    return r;
+}
+
+char *
+kv_snapshots_path(struct kv *kv, const char *ns, const char *name)
 {
     char *p = NULL;
     if (asprintf(&p, "/apis/snapshot.kubevirt.io/%s/namespaces/%s/virtualmachinesnapshots%s%s",
@@ -430,11 +453,37 @@ struct late_thaw {
     char ns[256], vm[256];
 };
 
-static bool
-closing(struct kv *kv)
+bool
+kv_closing(struct kv *kv)
 {
     LOCK_FOR_SCOPE(&kv->thaw_lock);
     return kv->closing;
+}
+
+int
+kv_thread_start(struct kv *kv, void *(*fn)(void *), void *arg)
+{
+    pthread_t th;
+
+    pthread_mutex_lock(&kv->thaw_lock);
+    kv->thaws++;
+    pthread_mutex_unlock(&kv->thaw_lock);
+    int r = -pthread_create(&th, NULL, fn, arg);
+    if (r == 0) {
+        pthread_detach(th);
+        return 0;
+    }
+    kv_thread_done(kv);
+    return r;
+}
+
+void
+kv_thread_done(struct kv *kv)
+{
+    pthread_mutex_lock(&kv->thaw_lock);
+    kv->thaws--;
+    pthread_cond_broadcast(&kv->thaw_cond);
+    pthread_mutex_unlock(&kv->thaw_lock);
 }
 
 /* After a failed snapshot: the freeze KubeVirt asked for may land later
@@ -448,7 +497,7 @@ late_thaw_thread(void *opaque)
     struct kube_cache *vmis = cache(kv, C_VMIS, t->ns);
     uint64_t end = now_monotonic_ns() + LATE_THAW_NS;
 
-    while (now_monotonic_ns() < end && !closing(kv)) {
+    while (now_monotonic_ns() < end && !kv_closing(kv)) {
         uint64_t seen = kube_cache_changes(vmis);
         struct json_object *vmi = kube_cache_get(vmis, t->ns, t->vm);
         const char *fs = kube_get_str(vmi, "status", "fsFreezeStatus", (char *) NULL);
@@ -462,10 +511,7 @@ late_thaw_thread(void *opaque)
         (void) kube_cache_wait_change(vmis, seen, now_monotonic_ns() + NSEC_PER_SEC);
     }
     free(t);
-    pthread_mutex_lock(&kv->thaw_lock);
-    kv->thaws--;
-    pthread_cond_broadcast(&kv->thaw_cond);
-    pthread_mutex_unlock(&kv->thaw_lock);
+    kv_thread_done(kv);
     return NULL;
 }
 
@@ -473,7 +519,6 @@ static void
 late_thaw_start(struct kv *kv, const char *key, const struct vm_ref *ref)
 {
     struct late_thaw *t = calloc(1, sizeof *t);
-    pthread_t th;
 
     if (!t)
         return;
@@ -481,24 +526,14 @@ late_thaw_start(struct kv *kv, const char *key, const struct vm_ref *ref)
     snprintf(t->key, sizeof t->key, "%s", key);
     snprintf(t->ns, sizeof t->ns, "%s", ref->ns);
     snprintf(t->vm, sizeof t->vm, "%s", ref->name);
-    pthread_mutex_lock(&kv->thaw_lock);
-    kv->thaws++;
-    pthread_mutex_unlock(&kv->thaw_lock);
-    if (pthread_create(&th, NULL, late_thaw_thread, t) == 0) {
-        pthread_detach(th);
-        return;
-    }
-    free(t);
-    pthread_mutex_lock(&kv->thaw_lock);
-    kv->thaws--;
-    pthread_cond_broadcast(&kv->thaw_cond);
-    pthread_mutex_unlock(&kv->thaw_lock);
+    if (kv_thread_start(kv, late_thaw_thread, t) < 0)
+        free(t);
 }
 
-static void
-delete_snapshot(struct kv *kv, const char *ns, const char *snap)
+void
+kv_delete_snapshot(struct kv *kv, const char *ns, const char *snap)
 {
-    _cleanup_free_ char *path = snapshots_path(kv, ns, snap);
+    _cleanup_free_ char *path = kv_snapshots_path(kv, ns, snap);
     struct kube_response resp;
     char why[256];
     int r = path ? kube_request(kv->client, "DELETE", path, "{\"propagationPolicy\":\"Background\"}",
@@ -553,11 +588,7 @@ kv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
                    const struct vmsnapfs_opts *o, struct op_report *rep)
 {
     struct kv *kv = h;
-    _cleanup_free_ char *key = NULL, *path = NULL, *body = NULL;
-    struct deadline deadline = deadline_begin(o);
-    uint64_t start = now_monotonic_ns();
-    struct kube_response resp;
-    char why[512];
+    _cleanup_free_ char *key = NULL;
     int r;
 
     /* the VM runs while it has a VMI (as vm_info says, without making one) */
@@ -576,12 +607,31 @@ kv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
     if (running && !agent && o && o->consistency == CONSISTENCY_REQUIRED)
         return say(rep, -EAGAIN, "no guest agent connected and consistency=required: no "
                    "consistent snapshot is possible now");
-    if (asprintf(&key, "%s/%s", ref->ns, ref->name) < 0 ||
-        !(path = snapshots_path(kv, ref->ns, NULL)))
+    if (asprintf(&key, "%s/%s", ref->ns, ref->name) < 0)
         return -ENOMEM;
     r = vm_op_begin(kv->ops, key, snap, 0);
     if (r < 0)
         return say(rep, r, "%s", vm_op_refusal(r));
+    r = kv_snapshot_make(kv, ref, snap, o, running, false, rep);
+    vm_op_end(kv->ops, key);
+    return r;
+}
+
+int
+kv_snapshot_make(struct kv *kv, const struct vm_ref *ref, const char *snap,
+                 const struct vmsnapfs_opts *o, bool running, bool temporary,
+                 struct op_report *rep)
+{
+    _cleanup_free_ char *key = NULL, *path = NULL, *body = NULL;
+    struct deadline deadline = deadline_begin(o);
+    uint64_t start = now_monotonic_ns();
+    struct kube_response resp;
+    char why[512];
+    int r;
+
+    if (asprintf(&key, "%s/%s", ref->ns, ref->name) < 0 ||
+        !(path = kv_snapshots_path(kv, ref->ns, NULL)))
+        return -ENOMEM;
 
     /* the deadline goes to KubeVirt too: its controller fails the
      * snapshot and unfreezes at it */
@@ -591,20 +641,18 @@ kv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
                  (unsigned long long) ((o->failure_deadline_ns + NSEC_PER_SEC - 1) / NSEC_PER_SEC));
     if (asprintf(&body, "{\"apiVersion\":\"snapshot.kubevirt.io/%s\",\"kind\":"
                         "\"VirtualMachineSnapshot\",\"metadata\":{\"name\":\"%s\",\"labels\":"
-                        "{\"" KUBE_MADE_BY_LABEL "\":\"vmsnapfs\"},\"annotations\":{\""
+                        "{\"" KUBE_MADE_BY_LABEL "\":\"vmsnapfs\"%s},\"annotations\":{\""
                         KUBE_OWNER_ANNOTATION "\":\"%s\"}},\"spec\":{\"source\":"
                         "{\"apiGroup\":\"kubevirt.io\",\"kind\":\"VirtualMachine\",\"name\":\"%s\"}%s}}",
-                 kv->snap_version, snap, kv->owner, ref->name, fd) < 0) {
-        vm_op_end(kv->ops, key);
+                 kv->snap_version, snap,
+                 temporary ? ",\"" KV_TEMPORARY_LABEL "\":\"true\"" : "", kv->owner,
+                 ref->name, fd) < 0)
         return -ENOMEM;
-    }
     uint64_t seen = kube_cache_changes(cache(kv, C_SNAPS, ref->ns));
     r = kube_request(kv->client, "POST", path, body, NULL, REQUEST_NS, &resp, why, sizeof why);
     kube_response_clear(&resp);
-    if (r < 0) {
-        vm_op_end(kv->ops, key);
+    if (r < 0)
         return say(rep, r, "the cluster refused the snapshot: %s", why);
-    }
 
     /* until it left InProgress (Succeeded counts once readyToUse) */
     struct snapshot_info *s = NULL;
@@ -648,17 +696,14 @@ kv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
         r = say(rep, -ETIMEDOUT, "the snapshot did not finish within the failure deadline");
     }
     snapshot_info_free(s);
-    if (r == 0) {
-        vm_op_end(kv->ops, key);
+    if (r == 0)
         return 0;
-    }
     /* failed: nothing left behind, and never a frozen guest */
-    delete_snapshot(kv, ref->ns, snap);
+    kv_delete_snapshot(kv, ref->ns, snap);
     if (running) {
         unfreeze(kv, ref->ns, ref->name);
         late_thaw_start(kv, key, ref);
     }
-    vm_op_end(kv->ops, key);
     return r;
 }
 
@@ -762,7 +807,7 @@ kv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap, struct o
     if (!ours)
         return -ENOENT;
     if (asprintf(&key, "%s/%s", ref->ns, ref->name) < 0 ||
-        !(path = snapshots_path(kv, ref->ns, snap)))
+        !(path = kv_snapshots_path(kv, ref->ns, snap)))
         return -ENOMEM;
     r = vm_op_begin(kv->ops, key, NULL, 0);
     if (r < 0)
@@ -798,5 +843,7 @@ const struct backend_ops backend_kubevirt = {
     .snapshot_list = kv_snapshot_list,
     .snapshot_create = kv_snapshot_create,
     .snapshot_delete = kv_snapshot_delete,
+    .restore = kv_restore,
+    .clone = kv_clone,
     .volume_open = kv_volume_open,
 };

@@ -40,5 +40,44 @@ cache(struct kv *kv, int c, const char *ns)
     return kube_scope_cache(kv->scope, (size_t) c, ns);
 }
 
+/* Formats into buf; returns r. */
+int kv_sayf(char *buf, size_t size, int r, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#define kv_say(rep, r, ...) kv_sayf((rep)->text, sizeof (rep)->text, (r), __VA_ARGS__)
+/* One API request; its answer parsed into *ret (may be NULL) if ret. */
+int kv_api(struct kv *kv, const char *method, const char *path, const char *body,
+           struct json_object **ret, char *why, size_t size);
+
+/* The label of the temporary snapshots a running VM's disk is read from
+ * (kubevirt-volumes.c): hidden from snapshots/. */
+#define KV_TEMPORARY_LABEL "vmsnapfs.io/temporary"
+
+/* Takes snapshot snap of the VM (running: it has a VMI; temporary: with
+ * KV_TEMPORARY_LABEL) and waits until it is Succeeded and readyToUse, at
+ * most o's failure deadline (and KubeVirt's, the same, 5 s more); a failed
+ * one is deleted and the guest thawed, also later if its freeze lands
+ * late. The caller holds the VM's operation (vm_op_begin). */
+int kv_snapshot_make(struct kv *kv, const struct vm_ref *ref, const char *snap,
+                     const struct vmsnapfs_opts *o, bool running, bool temporary,
+                     struct op_report *rep);
+/* The API path of ns's VirtualMachineSnapshots, or of one (name). */
+char *kv_snapshots_path(struct kv *kv, const char *ns, const char *name);
+/* Deletes a VirtualMachineSnapshot (logged if that fails). */
+void kv_delete_snapshot(struct kv *kv, const char *ns, const char *snap);
+/* Restore and clone (kubevirt-restore.c, kubevirt-clone.c). */
+int kv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
+               const struct vmsnapfs_opts *o, struct restore_status *st);
+/* Finds the restores a killed vmsnapfs left and reports their outcome. */
+void kv_restore_recover(struct kv *kv);
+int kv_clone(void *h, const struct vm_ref *ref, const char *snap, const char *new_name,
+             const struct vmsnapfs_opts *o, struct op_report *rep);
+/* A thread that outlives an operation (kv_close waits for it): 0 or -errno. */
+int kv_thread_start(struct kv *kv, void *(*fn)(void *), void *arg);
+void kv_thread_done(struct kv *kv);
+bool kv_closing(struct kv *kv);
+
 int kv_volume_open(void *h, const struct vm_ref *ref, const char *snap, const char *vol,
                    struct volume_view **ret);
+/* kubevirt-volumes.c: is o a temporary snapshot, made to read a running
+ * VM's disks (hidden from the tree; a killed daemon's are deleted)? */
+bool kv_snapshot_temporary(struct json_object *o);

@@ -6,7 +6,11 @@
 # `kubectl wait --for condition=Ready` and `kubectl get -w` (list + watch),
 # 410 for an expired resourceVersion, and KubeVirt's snapshot controller:
 # phase Succeeded before readyToUse, indications, the deadline, and the
-# upstream race that leaves a guest frozen after a failed snapshot.
+# upstream race that leaves a guest frozen after a failed snapshot;
+# VirtualMachineRestore (the CRD default and enum, the webhooks, the
+# restore of a stopped VM onto new claims holding the snapshot's bytes,
+# FailImmediate) and VirtualMachineClone (Succeeded, the MAC address trap
+# of the restore webhook, printer columns, a cluster without the API).
 . "${0%/*}/lib.sh"
 requires kubectl
 requires curl
@@ -204,4 +208,187 @@ done
 [ "$(jp vmexport/x-vm .status.phase)" = Pending ] || fail "a running VM's export: $(jp vmexport/x-vm .status.phase)"
 [ "$(jp vmexport/x-vm '.status.conditions[?(@.type=="Ready")].message')" = "Virtual Machine default/larry is running" ] ||
     fail "InUse message: $(jp vmexport/x-vm '.status.conditions[?(@.type=="Ready")].message')"
+
+# ---- VirtualMachineRestore (kubevirt-api.md 1.4, 1.5, 3) ----------------------------
+data=$KUBE_DIR/data/default
+# at FILE OFFSET LEN: the bytes there
+at() { dd if="$1" bs=1 skip="$2" count="$3" 2>/dev/null; }
+disk_write() {  # disk_write PVC OFFSET TEXT: as the guest writes
+    kube_api POST /fake/disk "{\"namespace\":\"default\",\"pvc\":\"$1\",\"offset\":$2,\"data\":\"$(printf %s "$3" | base64 -w0)\"}" >/dev/null
+}
+cat <<'Y' | k create -f - >/dev/null || fail "create moe"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: moe-root}
+spec:
+  storageClassName: fake
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 16Mi}}
+---
+apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {name: moe, labels: {app: moe, tier: gold}}
+spec:
+  runStrategy: Halted
+  template:
+    spec:
+      domain:
+        devices:
+          disks: [{name: root, disk: {bus: virtio}}]
+          interfaces: [{name: default, masquerade: {}, macAddress: "02-00-00-00-00-01"}]
+      networks: [{name: default, pod: {}}]
+      volumes:
+      - {name: root, persistentVolumeClaim: {claimName: moe-root}}
+Y
+wait_until 10 test -s "$data/pvc-moe-root.img" || fail "no disk for moe"
+# the VM mutator (v1.7+): a firmware UUID and serial on create
+moe_serial=$(jp vm/moe .spec.template.spec.domain.firmware.serial)
+moe_uuid=$(jp vm/moe .spec.template.spec.domain.firmware.uuid)
+[[ $moe_uuid =~ ^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$ ]] && [ -n "$moe_serial" ] ||
+    fail "no firmware defaults: uuid '$moe_uuid' serial '$moe_serial'"
+disk_write moe-root 4096 "state one"
+sed 's/snap-larry/snap-moe/; s/name: larry/name: moe/' "$wd/snap.yaml" | k create -f - >/dev/null ||
+    fail "create snap-moe"
+k wait vmsnapshot snap-moe --for condition=Ready --timeout=20s >/dev/null || fail "snap-moe not ready"
+vs=$(jp "vmsnapshotcontent/$(jp vmsnapshot/snap-moe .status.virtualMachineSnapshotContentName)" \
+    '.spec.volumeBackups[0].volumeSnapshotName')
+disk_write moe-root 4096 "state two"
+cat >"$wd/restore.yaml" <<'Y'
+apiVersion: snapshot.kubevirt.io/v1beta1
+kind: VirtualMachineRestore
+metadata: {name: restore-moe}
+spec:
+  target: {apiGroup: kubevirt.io, kind: VirtualMachine, name: moe}
+  virtualMachineSnapshotName: snap-moe
+Y
+# the CRD's enum, as the API server checks it (before any webhook)
+out=$(sed '$a\  targetReadinessPolicy: Sometimes' "$wd/restore.yaml" | k create -f - 2>&1) &&
+    fail "an unknown targetReadinessPolicy was accepted"
+grep -qF 'spec.targetReadinessPolicy: Unsupported value: "Sometimes": supported values: "StopTarget", "WaitGracePeriod", "FailImmediate", "WaitEventually"' <<<"$out" ||
+    fail "the enum: $out"
+# the restore webhook: patches are split on "," and ":"
+out=$({ cat "$wd/restore.yaml"
+        echo "  patches: ['{\"op\": \"replace\", \"path\": \"/metadata/name\", \"value\": \"x\"}']"; } |
+      k create -f - 2>&1) && fail "a patch of /metadata/name was admitted"
+grep -qF 'patching is valid only for elements under /spec/ only:  "path": "/metadata/name"' <<<"$out" ||
+    fail "the patch path rule: $out"
+# a restore held by the fault: the VM cannot be started meanwhile
+k annotate vm moe fake.vmsnapfs.io/restore-delay=4 >/dev/null
+k create -f "$wd/restore.yaml" >/dev/null || fail "kubectl create a VirtualMachineRestore"
+[ "$(jp vmrestore/restore-moe .spec.targetReadinessPolicy)" = WaitGracePeriod ] ||
+    fail "no CRD default: $(jp vmrestore/restore-moe .spec)"
+wait_until 10 eval '[ "$(jp vm/moe .status.restoreInProgress)" = restore-moe ]' ||
+    fail "the VM is not marked: $(jp vm/moe .status)"
+out=$(k patch vm moe --type merge -p '{"spec":{"runStrategy":"Always"}}' 2>&1) &&
+    fail "the run strategy changed during a restore"
+grep -qF 'Cannot update VM runStrategy until restore "restore-moe" completes' <<<"$out" ||
+    fail "the VM webhook: $out"
+[ "$(jp vmrestore/restore-moe '.status.conditions[?(@.type=="Ready")].reason')" = "Waiting for new PVCs" ] ||
+    fail "restore-delay: $(jp vmrestore/restore-moe .status.conditions)"
+k wait --for=condition=Ready vmrestore/restore-moe --timeout=30s >/dev/null ||
+    fail "kubectl wait on the restore: $(jp vmrestore/restore-moe .status)"
+[ "$(jp vmrestore/restore-moe .status.complete)" = true ] || fail "not complete"
+[ -n "$(jp vmrestore/restore-moe .status.restoreTime)" ] || fail "no restoreTime"
+new=$(jp vm/moe '.spec.template.spec.volumes[0].persistentVolumeClaim.claimName')
+[ "$new" = "restore-$(jp vmrestore/restore-moe .metadata.uid)-root" ] ||
+    fail "the restored VM's claim: $new"
+[ "$(jp vmrestore/restore-moe '.status.restores[0].persistentVolumeClaim')" = "$new" ] ||
+    fail "status.restores: $(jp vmrestore/restore-moe .status.restores)"
+cmp "$data/pvc-$new.img" "$data/vs-$vs.img" || fail "the new claim does not hold the snapshot's bytes"
+[ "$(at "$data/pvc-$new.img" 4096 9)" = "state one" ] || fail "the new claim's data"
+[ "$(at "$data/pvc-moe-root.img" 4096 9)" = "state two" ] || fail "the old claim was touched"
+[ "$(jp vm/moe .spec.runStrategy)" = Halted ] || fail "the restored VM's run strategy"
+[ -z "$(jp vm/moe .status.restoreInProgress)" ] || fail "restoreInProgress stays"
+[ "$(jp vm/moe '.metadata.annotations.restore\.kubevirt\.io/lastRestoreUID')" = \
+  "restore-moe-$(jp vmrestore/restore-moe .metadata.uid)" ] || fail "lastRestoreUID"
+k get pvc moe-root >/dev/null || fail "RandomizeNames deleted the old claim"
+k annotate vm moe fake.vmsnapfs.io/restore-delay- >/dev/null
+# another restore of the same target while one is not complete: refused
+sed 's/restore-moe/stuck/; s/snap-moe/no-such-snapshot/' "$wd/restore.yaml" | k create -f - >/dev/null ||
+    fail "create a restore of no snapshot"
+wait_until 10 eval '[ "$(jp vmrestore/stuck ".status.conditions[?(@.type==\"Ready\")].reason")" = \
+    "VMSnapshot default/no-such-snapshot does not exist" ]' ||
+    fail "a missing snapshot: $(jp vmrestore/stuck .status.conditions)"
+out=$(sed 's/restore-moe/again/' "$wd/restore.yaml" | k create -f - 2>&1) &&
+    fail "a second restore of moe was admitted"
+grep -qF 'spec.target: VirtualMachineRestore "stuck" in progress' <<<"$out" || fail "in progress: $out"
+k delete vmrestore stuck --timeout=20s >/dev/null || fail "delete a restore (its finalizer)"
+# FailImmediate on a running VM: Failure at once, never tried again
+sed 's/restore-moe/restore-larry/; s/name: moe/name: larry/; s/snap-moe/snap-x/; $a\  targetReadinessPolicy: FailImmediate' \
+    "$wd/restore.yaml" | k create -f - >/dev/null || fail "create the FailImmediate restore"
+k wait --for=condition=Failure vmrestore/restore-larry --timeout=20s >/dev/null ||
+    fail "FailImmediate: $(jp vmrestore/restore-larry .status)"
+for c in Failure Progressing Ready; do
+    [ "$(jp vmrestore/restore-larry ".status.conditions[?(@.type==\"$c\")].reason")" = \
+      "Restore target VMI must be powered off before restore operation" ] ||
+        fail "FailImmediate $c: $(jp vmrestore/restore-larry .status.conditions)"
+done
+[ "$(jp vmrestore/restore-larry .status.complete)" = false ] || fail "FailImmediate complete"
+[ "$(jp vm/larry .status.printableStatus)" = Running ] || fail "FailImmediate touched the VM"
+
+# ---- VirtualMachineClone (kubevirt-api.md 11) -----------------------------------------
+cat >"$wd/clone.yaml" <<'Y'
+apiVersion: clone.kubevirt.io/v1beta1
+kind: VirtualMachineClone
+metadata: {name: clone-moe}
+spec:
+  source: {apiGroup: snapshot.kubevirt.io, kind: VirtualMachineSnapshot, name: snap-moe}
+  target: {apiGroup: kubevirt.io, kind: VirtualMachine, name: moe-clone}
+  labelFilters: ["app"]
+  newMacAddresses: {default: "02-00-00-00-00-2a"}
+Y
+k create -f "$wd/clone.yaml" >/dev/null || fail "kubectl create a VirtualMachineClone"
+k wait --for condition=Ready vmclone/clone-moe --timeout=30s >/dev/null ||
+    fail "the clone: $(jp vmclone/clone-moe .status)"
+[ "$(jp vmclone/clone-moe .status.phase)" = Succeeded ] || fail "clone phase"
+[ "$(jp vmclone/clone-moe .status.targetName)" = moe-clone ] || fail "clone targetName"
+[ "$(jp vm/moe-clone .spec.runStrategy)" = Halted ] || fail "the clone is not Halted"
+[ "$(jp vm/moe-clone '.spec.template.spec.domain.devices.interfaces[0].macAddress')" = 02-00-00-00-00-2a ] ||
+    fail "the clone's MAC: $(jp vm/moe-clone '.spec.template.spec.domain.devices.interfaces[0]')"
+serial=$(jp vm/moe-clone .spec.template.spec.domain.firmware.serial)
+[ -n "$serial" ] && [ "$serial" != "$moe_serial" ] || fail "the clone's serial: '$serial'"
+[ "$(jp vm/moe-clone .spec.template.spec.domain.firmware.uuid)" != "$moe_uuid" ] || fail "the clone's UUID"
+[ "$(jp vm/moe-clone .metadata.labels)" = '{"app":"moe"}' ] ||
+    fail "labelFilters: $(jp vm/moe-clone .metadata.labels)"
+claim=$(jp vm/moe-clone '.spec.template.spec.volumes[0].persistentVolumeClaim.claimName')
+cmp "$data/pvc-$claim.img" "$data/vs-$vs.img" || fail "the clone's disk"
+wait_until 10 eval '[ -z "$(jp vmclone/clone-moe .status.restoreName)" ]' ||
+    fail "the clone's restore stays: $(jp vmclone/clone-moe .status)"
+[ "$(k get vmrestore -o name | grep -c tmp-restore)" = 0 ] || fail "a temporary restore stays"
+# a MAC address with ":": the generated restore is refused by the restore
+# webhook, again and again: the clone stays in RestoreInProgress
+sed 's/clone-moe/clone-colon/; s/moe-clone/moe-colon/; s/02-00-00-00-00-2a/02:00:00:00:00:2b/' \
+    "$wd/clone.yaml" | k create -f - >/dev/null || fail "the clone webhook refused a MAC with colons"
+wait_until 10 eval '[ "$(jp vmclone/clone-colon .status.phase)" = RestoreInProgress ]' ||
+    fail "clone-colon: $(jp vmclone/clone-colon .status)"
+sleep 1
+[ "$(jp vmclone/clone-colon .status.phase)" = RestoreInProgress ] && [ -z "$(jp vmclone/clone-colon .status.restoreName)" ] ||
+    fail "clone-colon moved on: $(jp vmclone/clone-colon .status)"
+[ "$(jp vmclone/clone-colon '.status.conditions[?(@.type=="Progressing")].reason')" = "Still processing" ] ||
+    fail "clone-colon conditions: $(jp vmclone/clone-colon .status.conditions)"
+k get vm moe-colon >/dev/null 2>&1 && fail "clone-colon made a VM"
+# the printer columns
+out=$(k get vmclone)
+grep -q '^NAME  *PHASE  *SOURCEVIRTUALMACHINE  *TARGETVIRTUALMACHINE$' <<<"$out" || fail "vmclone columns: $out"
+grep -q '^clone-moe  *Succeeded  *snap-moe  *moe-clone$' <<<"$out" || fail "vmclone row: $out"
+grep -q '^clone-colon  *RestoreInProgress  *snap-moe  *moe-colon$' <<<"$out" || fail "vmclone row: $out"
+# the clone webhook
+out=$(sed 's/clone-moe/bad/; s/02-00-00-00-00-2a/00-11-22/' "$wd/clone.yaml" | k create -f - 2>&1) &&
+    fail "a 3-octet MAC was admitted"
+grep -qF 'spec.newMacAddresses.default: interface default has malformed MAC address (00-11-22).' <<<"$out" ||
+    fail "the clone webhook: $out"
+
+# a cluster without clone.kubevirt.io (--no-clone)
+nc=$wd/noclone
+mkdir -p "$nc"
+python3 "$srcdir/tests/kube/fake-apiserver.py" --dir "$nc" --port-file "$nc/port" --no-clone 2>"$nc/server.log" &
+ncpid=$!
+at_exit "kill $ncpid 2>/dev/null; wait $ncpid 2>/dev/null || true"
+wait_until 20 test -s "$nc/port" || fail "the --no-clone server did not start: $(cat "$nc/server.log")"
+out=$(KUBECONFIG=$nc/kubeconfig k get vmclone 2>&1) && fail "vmclone served with --no-clone"
+grep -qF 'the server doesn'"'"'t have a resource type "vmclone"' <<<"$out" || fail "--no-clone: $out"
+out=$(KUBECONFIG=$nc/kubeconfig k get --raw /apis/clone.kubevirt.io/v1beta1/namespaces/default/virtualmachineclones 2>&1) &&
+    fail "the clone URL answered with --no-clone"
+grep -q NotFound <<<"$out" || fail "--no-clone URL: $out"
+KUBECONFIG=$nc/kubeconfig k get vmrestore >/dev/null 2>&1 || fail "--no-clone took more than clones"
 echo "PASS: $testname"

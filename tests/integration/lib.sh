@@ -197,6 +197,8 @@ use_fake_cluster() {
     requires openssl
     local i
     KUBE_DIR=$(workdir)/cluster
+    # a second cluster in the same test: a directory of its own
+    for ((i = 2; i < 10; i++)); do [ -e "$KUBE_DIR" ] || break; KUBE_DIR=$(workdir)/cluster-$i; done
     mkdir -p "$KUBE_DIR"
     python3 "$srcdir/tests/kube/fake-apiserver.py" --dir "$KUBE_DIR" \
         --port-file "$KUBE_DIR/port" "$@" 2>"$KUBE_DIR/server.log" &

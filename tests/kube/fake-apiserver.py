@@ -20,12 +20,25 @@ kubectl in tests/integration/kube-fake.sh), never shaped to vmsnapfs:
   while the guest agent runs); the snapshot controller (finalizers, lock,
   content, freeze, VolumeSnapshots cut then ready: phase Succeeded comes
   before readyToUse; indications; failureDeadline; deletion); freeze and
-  unfreeze subresources with the guest's auto-thaw; start/stop.
+  unfreeze subresources with the guest's auto-thaw; start/stop; the
+  restore controller (VirtualMachineRestore: readiness policies, new
+  claims from the VolumeSnapshots, the target VM replaced or created
+  Halted with spec.patches applied); clone.kubevirt.io
+  VirtualMachineClone (v1alpha1, v1beta1) and its controller (temporary
+  snapshot and restore, generated patches, cleanup once the claims are
+  Bound); KubeVirt's webhooks (CRD defaults and enums, the validating
+  webhooks, the VM mutator's firmware uuid/serial on create); server-side
+  tables for the printer columns; owner-reference garbage collection of
+  what the restore and clone controllers make.
 - Faults, per VM, by annotation: fake.vmsnapfs.io/agent: "absent";
   fake.vmsnapfs.io/freeze: "fail" | "hang:SECONDS" (the freeze call fails
   after 1 s, but the guest's freeze lands SECONDS later anyway and holds
   until unfreezeTimeout: upstream's frozen-guest race);
-  fake.vmsnapfs.io/ready-delay: SECONDS (VolumeSnapshots ready late).
+  fake.vmsnapfs.io/ready-delay: SECONDS (VolumeSnapshots ready late);
+  fake.vmsnapfs.io/restore-delay: SECONDS (the claims a VirtualMachineRestore
+  makes stay Pending that long, so the restore waits in "Waiting for new
+  PVCs"; read from the restore's target VM, or from the VM captured in the
+  snapshot when the target does not exist yet).
 
 - RBAC as a namespace-limited user sees it (--team NS,...): a second token
   (context "team") bound by RoleBindings to those namespaces only: requests
@@ -33,9 +46,13 @@ kubectl in tests/integration/kube-fake.sh), never shaped to vmsnapfs:
   Kubernetes' message; discovery stays open.
 
 Usage: fake-apiserver.py --dir DIR [--port-file F] [--history N] [--team NS,...]
+                         [--no-clone]
   DIR gets ca.crt, token, admin.crt/key and kubeconfig (contexts "fake"
   with the token, "fake-cert" with the client certificate, "team" with the
   team token if --team).
+  --no-clone: clone.kubevirt.io is not served at all (an older or trimmed
+  cluster): not in discovery, its URLs answer 404 as for any unknown group,
+  no clone controller.
 """
 
 import argparse
@@ -60,11 +77,14 @@ import uuid
 
 class Res:
     def __init__(self, group, versions, plural, kind, namespaced=True, short=(),
-                 status=True, storage=None):
+                 status=True, storage=None, columns=None):
         self.group, self.versions, self.plural, self.kind = group, versions, plural, kind
         self.namespaced, self.short, self.status = namespaced, list(short), status
         self.singular = kind.lower()
         self.storage = storage or versions[-1]
+        # the CRD's additionalPrinterColumns (name, type, JSONPath): the
+        # server answers kubectl's Accept: ...;as=Table with them
+        self.columns = columns
 
 
 RESOURCES = [
@@ -74,14 +94,36 @@ RESOURCES = [
     Res("kubevirt.io", ["v1"], "virtualmachineinstances", "VirtualMachineInstance",
         short=["vmi", "vmis"]),
     Res("snapshot.kubevirt.io", ["v1alpha1", "v1beta1"], "virtualmachinesnapshots",
-        "VirtualMachineSnapshot", short=["vmsnapshot", "vmsnapshots"]),
+        "VirtualMachineSnapshot", short=["vmsnapshot", "vmsnapshots"],
+        columns=[("SourceKind", "string", ".spec.source.kind"),
+                 ("SourceName", "string", ".spec.source.name"),
+                 ("Phase", "string", ".status.phase"),
+                 ("ReadyToUse", "boolean", ".status.readyToUse"),
+                 ("CreationTime", "date", ".status.creationTime"),
+                 ("Error", "string", ".status.error.message")]),
     Res("snapshot.kubevirt.io", ["v1alpha1", "v1beta1"], "virtualmachinesnapshotcontents",
-        "VirtualMachineSnapshotContent", short=["vmsnapshotcontent", "vmsnapshotcontents"]),
+        "VirtualMachineSnapshotContent", short=["vmsnapshotcontent", "vmsnapshotcontents"],
+        columns=[("ReadyToUse", "boolean", ".status.readyToUse"),
+                 ("CreationTime", "date", ".status.creationTime"),
+                 ("Error", "string", ".status.error.message")]),
     Res("snapshot.kubevirt.io", ["v1alpha1", "v1beta1"], "virtualmachinerestores",
-        "VirtualMachineRestore", short=["vmrestore", "vmrestores"]),
+        "VirtualMachineRestore", short=["vmrestore", "vmrestores"],
+        columns=[("TargetKind", "string", ".spec.target.kind"),
+                 ("TargetName", "string", ".spec.target.name"),
+                 ("Complete", "boolean", ".status.complete"),
+                 ("RestoreTime", "date", ".status.restoreTime")]),
     Res("", ["v1"], "secrets", "Secret", status=False),
     Res("export.kubevirt.io", ["v1beta1"], "virtualmachineexports", "VirtualMachineExport",
-        short=["vmexport", "vmexports"]),
+        short=["vmexport", "vmexports"],
+        columns=[("SourceKind", "string", ".spec.source.kind"),
+                 ("SourceName", "string", ".spec.source.name"),
+                 ("Phase", "string", ".status.phase")]),
+    # kubevirt-api.md 11.1: v1alpha1 served, v1beta1 served and stored
+    Res("clone.kubevirt.io", ["v1alpha1", "v1beta1"], "virtualmachineclones",
+        "VirtualMachineClone", short=["vmclone", "vmclones"],
+        columns=[("Phase", "string", ".status.phase"),
+                 ("SourceVirtualMachine", "string", ".spec.source.name"),
+                 ("TargetVirtualMachine", "string", ".spec.target.name")]),
 ]
 SUBRESOURCES = {  # subresources.kubevirt.io/v1
     ("virtualmachineinstances", "freeze"), ("virtualmachineinstances", "unfreeze"),
@@ -143,15 +185,35 @@ def not_found(r, name):
                     {"name": name, "group": r.group, "kind": r.plural})
 
 
-def invalid(r, name, field, msg, webhook=None):
-    text = "%s: %s" % (field, msg)
+def invalid(r, name, field, msg, webhook=None, reason="FieldValueInvalid"):
     if webhook:
-        text = 'admission webhook "%s" denied the request: %s' % (webhook, msg)
-    else:
-        text = '%s.%s "%s" is invalid: %s' % (r.kind, r.group, name, text)
+        return denied(webhook, [(reason, msg, field)])
+    text = '%s.%s "%s" is invalid: %s: %s' % (r.kind, r.group, name, field, msg)
     return ApiError(422, "Invalid", text,
                     {"name": name, "group": r.group, "kind": r.kind,
-                     "causes": [{"reason": "FieldValueInvalid", "message": msg, "field": field}]})
+                     "causes": [{"reason": reason, "message": msg, "field": field}]})
+
+
+def denied(webhook, causes):
+    """A KubeVirt validating webhook's refusal as kube-apiserver passes it on
+    (webhooks.go ToAdmissionResponse, then apiserver ToStatusErr): 422
+    Invalid, the causes' messages joined with ", ", details = the causes
+    only. causes: [(reason, message, field)]."""
+    msg = ", ".join(m for _, m, _ in causes)
+    return ApiError(422, "Invalid", 'admission webhook "%s" denied the request: %s' % (webhook, msg),
+                    {"causes": [dict({"reason": rs, "message": m}, **({"field": f} if f else {}))
+                                for rs, m, f in causes]})
+
+
+def schema_invalid(r, name, errs):
+    """The CRD's OpenAPI validation failing (apiextensions-apiserver, field
+    ErrorList): errs [(reason, field, detail)]; one error is printed alone,
+    several as [a, b]."""
+    parts = ["%s: %s" % (f, d) for _, f, d in errs]
+    text = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+    return ApiError(422, "Invalid", '%s.%s "%s" is invalid: %s' % (r.kind, r.group, name, text),
+                    {"name": name, "group": r.group, "kind": r.kind,
+                     "causes": [{"reason": rs, "message": d, "field": f} for rs, f, d in errs]})
 
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -190,6 +252,13 @@ class Store:
             items = [copy.deepcopy(o) for (g, p, n, _), o in sorted(self.objects.items())
                      if g == r.group and p == r.plural and (ns is None or n == ns)]
             return items, self.rv
+
+    def scan(self, r, ns=None):
+        """The stored objects themselves, not copies, for reading only (a
+        stored object is never changed in place: updates store a new one)."""
+        with self.lock:
+            return [o for (g, p, n, _), o in self.objects.items()
+                    if g == r.group and p == r.plural and (ns is None or n == ns)]
 
     def create(self, r, ns, obj):
         with self.lock:
@@ -316,13 +385,22 @@ def _pointer(path):
     return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
 
 
-def json_patch(doc, ops):
+def json_patch(doc, ops, v4=False):
+    """RFC 6902. v4: gopkg.in/evanphx/json-patch.v4 as KubeVirt's restore
+    controller applies spec.patches: "replace" of a missing object key
+    sets it, like "add" (its partialDoc.get never reports a missing key)."""
     doc = copy.deepcopy(doc)
     for op in ops:
         kind, parts = op.get("op"), _pointer(op.get("path", ""))
         parent, last = doc, None
-        for p in parts[:-1]:
-            parent = parent[int(p)] if isinstance(parent, list) else parent[p]
+        try:
+            for p in parts[:-1]:
+                parent = parent[int(p)] if isinstance(parent, list) else parent[p]
+            if not isinstance(parent, (dict, list)):
+                raise TypeError(parent)
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise ValueError("%s operation does not apply: %sis missing path: %s" % (
+                kind, "" if kind == "test" else "doc ", op.get("path")))
         last = parts[-1] if parts else None
 
         def present():
@@ -336,7 +414,7 @@ def json_patch(doc, ops):
             if cur != op.get("value"):
                 raise ValueError("testing value %s failed" % op["path"])
         elif kind in ("add", "replace"):
-            if kind == "replace" and not present():
+            if kind == "replace" and not present() and not (v4 and isinstance(parent, dict)):
                 raise ValueError("replace operation does not apply: doc is missing key: " + op["path"])
             if isinstance(parent, list):
                 if last == "-":
@@ -503,6 +581,159 @@ class Disks:
             pass
 
 
+class RestoreRetry(Exception):
+    """An error of the restore controller's pass: its text becomes the
+    reason of Progressing and Ready (doUpdateError), and it is retried."""
+
+
+def run_strategy(vm):
+    """VirtualMachine.RunStrategy(): runStrategy, or running true/false."""
+    spec = vm.get("spec") or {}
+    return spec.get("runStrategy") or ("Always" if spec.get("running") else "Halted")
+
+
+def owner_ref(api, kind, obj):
+    return {"apiVersion": api, "kind": kind, "name": obj["metadata"]["name"],
+            "uid": obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def age_seconds(obj):
+    created = datetime.datetime.strptime(obj["metadata"]["creationTimestamp"],
+                                         "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    return (datetime.datetime.now(datetime.timezone.utc) - created).total_seconds()
+
+
+def vm_volumes(vm):
+    return (((vm.get("spec") or {}).get("template") or {}).get("spec") or {}).get("volumes") or []
+
+
+def backend_storage(vm, cbt=False):
+    """backendstorage.IsBackendStorageNeeded: persistent TPM or EFI; for a
+    live VM also changed block tracking (kubevirt-api.md 11.7)."""
+    dom = (((vm.get("spec") or {}).get("template") or {}).get("spec") or {}).get("domain") or {}
+    if ((dom.get("devices") or {}).get("tpm") or {}).get("persistent"):
+        return True
+    if ((((dom.get("firmware") or {}).get("bootloader") or {}).get("efi")) or {}).get("persistent"):
+        return True
+    return bool(cbt and ((vm.get("status") or {}).get("changedBlockTracking") or {}).get("state")
+                in ("Initializing", "Enabled"))
+
+
+MAC_RE = re.compile(r"^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}$|"
+                    r"^[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}$")
+
+
+def mac_ok(mac):
+    """Go net.ParseMAC, and no more than 6 octets (link.ValidateMacAddress)."""
+    return MAC_RE.match(mac) is not None
+
+
+def naming_get_name(base, suffix, max_len):
+    """openshift library-go naming.GetName: <base>-<suffix>, shortened with
+    an FNV-32a hash of the base when longer than max_len."""
+    def fnv(s):
+        h = 2166136261
+        for b in s.encode():
+            h = ((h ^ b) * 16777619) & 0xffffffff
+        return "%08x" % h
+    name = "%s-%s" % (base, suffix)
+    if len(name) <= max_len:
+        return name
+    base_len = max_len - 10 - len(suffix)
+    if base_len < 0:
+        short = "%s-%s" % (base[:min(len(base), max(0, max_len - 9))], fnv(name))
+        return short[:max_len]
+    return "%s-%s-%s" % (base[:base_len], fnv(base), suffix)
+
+
+def go_json(obj):
+    """Go's json.Marshal of a small object: compact, HTML characters escaped."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).replace(
+        "<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def clone_patches(vm, cspec):
+    """vm-target.go generatePatches (kubevirt-api.md 11.6), as strings."""
+    ops = []
+    spec = vm.get("spec") or {}
+    dom = (((spec.get("template") or {}).get("spec")) or {}).get("domain") or {}
+    macs = cspec.get("newMacAddresses") if isinstance(cspec.get("newMacAddresses"), dict) else {}
+    for i, iface in enumerate((dom.get("devices") or {}).get("interfaces") or []):
+        ops.append({"op": "replace",
+                    "path": "/spec/template/spec/domain/devices/interfaces/%d/macAddress" % i,
+                    "value": macs.get(iface.get("name"), "")})
+    fw = dom.get("firmware")
+    if fw is not None:
+        ops.append({"op": "replace", "path": "/spec/template/spec/domain/firmware/serial",
+                    "value": cspec.get("newSMBiosSerial") or ""})
+
+    def removals(m, filters, base):
+        if filters is None:
+            return
+        regular, negation = [], []
+        for f in filters:
+            if f == "*":
+                regular.append(".*")
+            elif f.startswith("!"):
+                negation.append(f[1:])
+            else:
+                regular.append(f)
+
+        def match(rx, key):             # Go regexp.MatchString: unanchored
+            try:
+                return re.search(rx, key) is not None
+            except re.error:
+                return False
+        for key in sorted(m or {}):
+            if not (any(match(f, key) for f in regular) and
+                    not any(match(f, key) for f in negation)):
+                ops.append({"op": "remove",
+                            "path": "%s/%s" % (base, key.replace("~", "~0").replace("/", "~1"))})
+    meta = vm.get("metadata") or {}
+    removals(meta.get("labels"), cspec.get("labelFilters"), "/metadata/labels")
+    ann = dict(meta.get("annotations") or {})
+    ann.pop("restore.kubevirt.io/lastRestoreUID", None)
+    removals(ann, cspec.get("annotationFilters"), "/metadata/annotations")
+    tmeta = (spec.get("template") or {}).get("metadata") or {}
+    ctmpl = cspec.get("template") if isinstance(cspec.get("template"), dict) else {}
+    removals(tmeta.get("labels"), ctmpl.get("labelFilters"), "/spec/template/metadata/labels")
+    removals(tmeta.get("annotations"), ctmpl.get("annotationFilters"),
+             "/spec/template/metadata/annotations")
+    if fw is not None:
+        ops.append({"op": "replace", "path": "/spec/template/spec/domain/firmware/uuid", "value": ""})
+    return [go_json(o) for o in ops] + [str(p) for p in cspec.get("patches") or []]
+
+
+def patch_vm(vm, patches):
+    """restore.go patchVM: the patches joined into one JSON Patch document,
+    applied with evanphx json-patch v4, the result decoded into the Go type
+    again (empty omitempty strings vanish)."""
+    if not patches:
+        return vm
+    name = vm["metadata"]["name"]
+    doc = "[\n" + ",\n".join(patches) + "\n]"
+    try:
+        ops = json.loads(doc)
+        if not all(isinstance(o, dict) for o in ops):
+            raise ValueError("an operation is not an object")
+    except ValueError as e:
+        raise RestoreRetry("error patching VM %s: cannot decode vm patches %s: %s" % (name, doc, e))
+    try:
+        out = json_patch(vm, ops, v4=True)
+    except (ValueError, KeyError, IndexError, TypeError) as e:
+        raise RestoreRetry("error patching VM %s: failed to apply patch for VM %s: %s" % (name, doc, e))
+    dom = (((out.get("spec") or {}).get("template") or {}).get("spec") or {}).get("domain") or {}
+    for iface in (dom.get("devices") or {}).get("interfaces") or []:
+        if isinstance(iface, dict) and iface.get("macAddress") == "":
+            del iface["macAddress"]
+    fw = dom.get("firmware")
+    if isinstance(fw, dict):
+        for k in ("uuid", "serial"):
+            if fw.get(k) == "":
+                del fw[k]
+    return out
+
+
 class KubeVirt:
     def __init__(self, store, tick, data=None):
         self.s, self.tick = store, tick
@@ -512,6 +743,9 @@ class KubeVirt:
         self.guests = {}            # (ns, vmi name) -> Guest
         self.glock = threading.Lock()
         self.snapshot_started = {}  # snapshot uid -> monotonic start
+        self.pvc_hold = {}          # (ns, pvc) -> monotonic time before which it stays Pending
+        self.clone_served = True    # --no-clone: no clone.kubevirt.io, no clone controller
+        self.passes = 0
 
     # -- VMs -------------------------------------------------------------------
     def should_run(self, vm):
@@ -524,6 +758,8 @@ class KubeVirt:
 
     def reconcile_vms(self):
         vms, _ = self.s.list(R["virtualmachines"], None)
+        pvcs = {(p["metadata"]["namespace"], p["metadata"]["name"]): p
+                for p in self.s.scan(R["persistentvolumeclaims"])} if vms else {}
         for vm in vms:
             ns, name = vm["metadata"]["namespace"], vm["metadata"]["name"]
             vmi = self.s.get(R["virtualmachineinstances"], ns, name)
@@ -548,7 +784,35 @@ class KubeVirt:
                 vmi = None
             if vmi is not None:
                 self.reconcile_vmi(vm, vmi)
-            self.vm_status(vm, vmi)
+            self.vm_status(vm, vmi, self.volume_snapshot_statuses(vm, pvcs))
+
+    @staticmethod
+    def claim_of(v):
+        """The claim of a VM volume that can be snapshotted: PVC, DataVolume
+        (its PVC has its name) or memory dump; None for other kinds."""
+        return (v.get("persistentVolumeClaim") or {}).get("claimName") or \
+            (v.get("dataVolume") or {}).get("name") or \
+            (v.get("memoryDump") or {}).get("claimName")
+
+    def volume_snapshot_statuses(self, vm, pvcs):
+        """VM status.volumeSnapshotStatuses as the snapshot controller keeps
+        them (kubevirt-api.md 2.3): whether each volume can be snapshotted
+        (here: a claim with a storage class, as the fake's snapshots take)."""
+        ns, out = vm["metadata"]["namespace"], []
+        for v in vm.get("spec", {}).get("template", {}).get("spec", {}).get("volumes", []):
+            claim = self.claim_of(v)
+            e = {"name": v.get("name"), "enabled": False}
+            if not claim:
+                e["reason"] = "Snapshot is not supported for this volumeSource type [%s]" % v.get("name")
+            elif (ns, claim) not in pvcs:
+                e["reason"] = "PVC not found"
+            elif not (pvcs[(ns, claim)].get("spec") or {}).get("storageClassName"):
+                e["reason"] = ("No VolumeSnapshotClass: Volume snapshots are not configured for "
+                               "this StorageClass [] [%s]" % v.get("name"))
+            else:
+                e["enabled"] = True
+            out.append(e)
+        return out
 
     def reconcile_vmi(self, vm, vmi):
         ns, name = vmi["metadata"]["namespace"], vmi["metadata"]["name"]
@@ -589,7 +853,7 @@ class KubeVirt:
             st["volumeStatus"] = vols
         self.s.update(R["virtualmachineinstances"], ns, name, fix)
 
-    def vm_status(self, vm, vmi):
+    def vm_status(self, vm, vmi, vss=None):
         ns, name = vm["metadata"]["namespace"], vm["metadata"]["name"]
         agent = vmi is not None and any(c["type"] == "AgentConnected"
                                         for c in vmi.get("status", {}).get("conditions", []))
@@ -613,6 +877,10 @@ class KubeVirt:
                               "lastProbeTime": None, "lastTransitionTime": None})
             elif not agent and have:
                 conds.remove(have[0])
+            if vss:
+                st["volumeSnapshotStatuses"] = vss
+            else:
+                st.pop("volumeSnapshotStatuses", None)
         self.s.update(R["virtualmachines"], ns, name, fix, status_only=True)
 
     def reconcile_pvcs(self):
@@ -624,6 +892,11 @@ class KubeVirt:
                 def fix(o, req=req):
                     o["status"] = {"phase": "Bound", "capacity": {"storage": req}}
                 ns, name = p["metadata"]["namespace"], p["metadata"]["name"]
+                hold = self.pvc_hold.get((ns, name))
+                if hold is not None:
+                    if time.monotonic() < hold:
+                        continue                # fake.vmsnapfs.io/restore-delay
+                    del self.pvc_hold[(ns, name)]
                 if self.disks:
                     src = (p.get("spec", {}).get("dataSource") or {})
                     if src.get("kind") == "VolumeSnapshot":
@@ -730,6 +1003,11 @@ class KubeVirt:
             raise ApiError(500, "InternalError", 'Internal error occurred: admission webhook '
                            '"virtualmachine-validator.kubevirt.io" denied the request: Cannot '
                            'update vm running state until snapshot "%s" completes' % snap)
+        rip = vm.get("status", {}).get("restoreInProgress")
+        if rip:         # the patch of the run strategy refused (vm-storage-status.go)
+            raise ApiError(500, "InternalError", 'Internal error occurred: admission webhook '
+                           '"virtualmachine-validator.kubevirt.io" denied the request: Cannot '
+                           'update VM runStrategy until restore "%s" completes' % rip)
 
         def fix(o):
             o["spec"].pop("running", None)
@@ -845,7 +1123,8 @@ class KubeVirt:
                 continue                # no class: silently skipped (excluded)
             backups.append({"volumeName": v["name"],
                             "persistentVolumeClaim": {
-                                "metadata": {k: pvc["metadata"][k] for k in ("name", "namespace")},
+                                "metadata": {k: val for k, val in pvc["metadata"].items()
+                                             if k != "managedFields"},
                                 "spec": pvc["spec"]},
                             "volumeSnapshotName": "vmsnapshot-%s-volume-%s" %
                                                   (snap["metadata"]["uid"], v["name"])})
@@ -1142,10 +1421,1006 @@ class KubeVirt:
         tok = ((sec or {}).get("data") or {}).get("token")
         return base64.b64decode(tok) if tok else None
 
+    # -- kube-apiserver's write path for these kinds (kubevirt-api.md 1.5, 11.3) -----
+    def create_status(self, r, obj):
+        """What a new object's status is before any controller ran: a
+        PersistentVolumeClaim is Pending (core defaulting)."""
+        if r.plural == "persistentvolumeclaims":
+            obj["status"] = {"phase": "Pending"}
+
+    def prepare(self, r, ns, obj, old, sub=None):
+        """Before a create (old None) or an update is stored: the CRD's
+        structural defaults, the mutating webhooks (CREATE), the CRD's
+        OpenAPI validation, then the validating webhooks. The webhooks
+        match the main resource only: a status write skips them."""
+        if sub == "status":
+            return obj
+        self.default(r, obj)
+        if old is None:
+            self.mutate_create(r, obj)
+            self.default(r, obj)
+        self.validate_schema(r, obj)
+        self.admit(r, ns, obj, old)
+        return obj
+
+    def api_create(self, r, ns, obj):
+        """A create as a controller makes it, through the API (admission
+        included: a webhook can refuse a controller too)."""
+        obj = copy.deepcopy(obj)
+        self.prepare(r, ns, obj, None)
+        if r.status:
+            obj.pop("status", None)
+        self.create_status(r, obj)
+        return self.s.create(r, ns, obj)
+
+    def api_update(self, r, ns, obj):
+        """A PUT of the main resource by a controller (resourceVersion checked)."""
+        name = obj["metadata"]["name"]
+        cur = self.s.get(r, ns, name)
+        if cur is None:
+            raise not_found(r, name)
+        self.prepare(r, ns, obj, cur)
+
+        def replace(o):
+            o.clear()
+            o.update(copy.deepcopy(obj))
+        return self.s.update(r, ns, name, replace, rv=obj["metadata"].get("resourceVersion"),
+                             main_only=True)
+
+    @staticmethod
+    def default(r, obj):
+        """The CRDs' schema defaults: only the restore has one (validations_generated.go)."""
+        spec = obj.get("spec")
+        if r.plural == "virtualmachinerestores" and isinstance(spec, dict):
+            spec.setdefault("targetReadinessPolicy", "WaitGracePeriod")
+
+    @staticmethod
+    def mutate_create(r, obj):
+        """The mutating webhooks on CREATE."""
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            return
+        if r.plural == "virtualmachines":
+            # vm-mutator.go setFirmwareDefaultsIfEmpty (v1.7+)
+            tmpl = spec.get("template")
+            if isinstance(tmpl, dict):
+                tspec = tmpl.get("spec")
+                if not isinstance(tspec, dict):
+                    tspec = tmpl["spec"] = {}
+                dom = tspec.get("domain")
+                if not isinstance(dom, dict):
+                    dom = tspec["domain"] = {}
+                fw = dom.get("firmware")
+                if not isinstance(fw, dict):
+                    fw = dom["firmware"] = {}
+                if not fw.get("uuid"):
+                    fw["uuid"] = str(uuid.uuid4())
+                if not fw.get("serial"):
+                    fw["serial"] = str(uuid.uuid4())
+        elif r.plural == "virtualmachineclones":
+            # clone-create-mutator.go: the target's name, clone-<source>-<5 chars>
+            src = spec.get("source") if isinstance(spec.get("source"), dict) else {}
+            gen = "clone-%s-%s" % (src.get("name", ""),
+                                   "".join(secrets.choice("bcdfghjklmnpqrstvwxz2456789")
+                                           for _ in range(5)))
+            tgt = spec.get("target")
+            if tgt is None:
+                spec["target"] = {"apiGroup": "kubevirt.io", "kind": "VirtualMachine", "name": gen}
+            elif isinstance(tgt, dict) and not tgt.get("name"):
+                tgt["name"] = gen
+            else:
+                return
+            spec.setdefault("template", {})     # "replace /spec" of the Go struct
+
+    @staticmethod
+    def validate_schema(r, obj):
+        """The parts of the CRDs' OpenAPI schemas that matter here:
+        required fields and enums (422 "Required value", "Unsupported value")."""
+        if r.plural not in ("virtualmachinerestores", "virtualmachineclones"):
+            return
+        errs = []
+
+        def required(d, path, keys):
+            for k in keys:
+                if not isinstance(d, dict) or d.get(k) is None:
+                    errs.append(("FieldValueRequired", (path + "." if path else "") + k,
+                                 "Required value"))
+
+        def enum(d, path, key, values):
+            if isinstance(d, dict) and d.get(key) is not None and d[key] not in values:
+                errs.append(("FieldValueNotSupported", path + "." + key,
+                             "Unsupported value: %s: supported values: %s" % (
+                                 json.dumps(d[key]), ", ".join('"%s"' % v for v in values))))
+        spec = obj.get("spec")
+        required(obj, "", ["spec"])
+        if isinstance(spec, dict):
+            if r.plural == "virtualmachinerestores":
+                required(spec, "spec", ["target", "virtualMachineSnapshotName"])
+                if isinstance(spec.get("target"), dict):
+                    required(spec["target"], "spec.target", ["kind", "name"])
+                enum(spec, "spec", "targetReadinessPolicy",
+                     ["StopTarget", "WaitGracePeriod", "FailImmediate", "WaitEventually"])
+            else:
+                required(spec, "spec", ["source"])
+                for k in ("source", "target"):
+                    if isinstance(spec.get(k), dict):
+                        required(spec[k], "spec." + k, ["kind", "name"])
+                enum(spec, "spec", "volumeNamePolicy", ["RandomizeNames", "PrefixTargetName"])
+        if errs:
+            raise schema_invalid(r, obj.get("metadata", {}).get("name", ""), errs)
+
+    def admit(self, r, ns, obj, old):
+        """KubeVirt's validating webhooks (kubevirt-api.md 1.5, 11.3)."""
+        name = obj.get("metadata", {}).get("name", "")
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        if r.plural == "virtualmachinesnapshots":
+            hook = "virtualmachinesnapshot-validator.snapshot.kubevirt.io"
+            if old is not None:
+                if obj.get("spec") != old.get("spec"):
+                    raise invalid(r, name, "spec", "spec in immutable after creation", hook)
+                return
+            ref = spec.get("source") or {}
+            if ref.get("apiGroup") is None:
+                raise invalid(r, name, "spec.source.apiGroup", "missing apiGroup", hook,
+                              reason="FieldValueNotFound")
+            if ref.get("apiGroup") != "kubevirt.io":
+                raise invalid(r, name, "spec.source.apiGroup", "invalid apiGroup", hook)
+            if ref.get("kind") != "VirtualMachine":
+                raise invalid(r, name, "spec.source.kind", "invalid kind", hook)
+            if "failureDeadline" in spec:
+                try:
+                    parse_duration(spec["failureDeadline"])
+                except ValueError:
+                    raise invalid(r, name, "spec.failureDeadline", "invalid duration")
+        elif r.plural == "virtualmachinerestores":
+            self.admit_restore(ns, obj, old)
+        elif r.plural == "virtualmachineclones":
+            self.admit_clone(obj)
+        elif r.plural == "virtualmachines" and old is not None:
+            hook = "virtualmachine-validator.kubevirt.io"
+            st = old.get("status") or {}
+            snap, rip = st.get("snapshotInProgress"), st.get("restoreInProgress")
+            os_, ns_ = old.get("spec", {}), obj.get("spec", {})
+            if snap and os_.get("template", {}).get("spec", {}).get("volumes") != \
+                    ns_.get("template", {}).get("spec", {}).get("volumes"):
+                raise invalid(r, old["metadata"]["name"], "spec.template.spec.volumes",
+                              'Cannot update vm disks or volumes until snapshot "%s" completes' % snap, hook)
+            if snap and (os_.get("runStrategy") != ns_.get("runStrategy") or
+                         os_.get("running") != ns_.get("running")):
+                raise invalid(r, old["metadata"]["name"], "spec.runStrategy",
+                              'Cannot update vm running state until snapshot "%s" completes' % snap, hook)
+            if rip and os_ != ns_ and run_strategy(old) != run_strategy(obj):
+                raise invalid(r, old["metadata"]["name"], "spec",
+                              'Cannot update VM runStrategy until restore "%s" completes' % rip, hook,
+                              reason="FieldValueNotSupported")
+
+    def admit_restore(self, ns, obj, old):
+        """pkg/storage/admitters/vmrestore.go."""
+        r, hook = R["virtualmachinerestores"], "virtualmachinerestore-validator.snapshot.kubevirt.io"
+        name = obj.get("metadata", {}).get("name", "")
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        if old is not None:
+            if obj.get("spec") != old.get("spec"):
+                raise invalid(r, name, "spec", "spec in immutable after creation", hook)
+            return
+        tgt = spec.get("target") if isinstance(spec.get("target"), dict) else {}
+        causes = []
+        if tgt.get("apiGroup") is None:
+            causes = [("FieldValueNotFound", "missing apiGroup", "spec.target.apiGroup")]
+        elif tgt["apiGroup"] != "kubevirt.io":
+            causes = [("FieldValueInvalid", "invalid apiGroup", "spec.target.apiGroup")]
+        elif tgt.get("kind") != "VirtualMachine":
+            causes = [("FieldValueInvalid", "invalid kind", "spec.target.kind")]
+        else:
+            # patches: split on "," then ":" (the trap: a value with ":" or ",")
+            for patch in spec.get("patches") or []:
+                for kv in str(patch).strip("{}").split(","):
+                    parts = kv.split(":")
+                    if len(parts) != 2:
+                        causes.append(("FieldValueInvalid", 'patch format is not valid - one ":" '
+                                       "expected in a single key-value json patch: %s" % kv,
+                                       "spec.patches"))
+                        continue
+                    key, value = parts[0].strip(), parts[1].strip()
+                    if key == '"path"' and not value.startswith(('"/metadata/labels/',
+                                                                  '"/metadata/annotations/',
+                                                                  '"/spec/')):
+                        causes.append(("FieldValueInvalid", "patching is valid only for elements "
+                                       "under /spec/ only: %s" % kv, "spec.patches"))
+            snap = self.s.get(R["virtualmachinesnapshots"], ns,
+                              spec.get("virtualMachineSnapshotName") or "")
+            if snap is not None:
+                target = self.s.get(R["virtualmachines"], ns, tgt.get("name") or "")
+                src_uid = (snap.get("status") or {}).get("sourceUID")
+                if target is None or (src_uid is not None and target["metadata"]["uid"] != src_uid):
+                    cname = (snap.get("status") or {}).get("virtualMachineSnapshotContentName")
+                    content = self.s.get(R["virtualmachinesnapshotcontents"], ns, cname) if cname else None
+                    captured = ((content or {}).get("spec", {}).get("source") or {}).get("virtualMachine")
+                    if captured and backend_storage(captured):
+                        causes.append(("FieldValueInvalid", "Restore to a different VM is not "
+                                       "supported when snapshotted VM has backend storage "
+                                       "(persistent TPM or EFI)", "spec"))
+            for i, o in enumerate(spec.get("volumeRestoreOverrides") or []):
+                o = o if isinstance(o, dict) else {}
+                if not o.get("volumeName"):
+                    causes.append(("FieldValueRequired", "must provide a volume name",
+                                   "spec.volumeRestoreOverrides[%d].volumeName" % i))
+                if not o.get("restoreName") and o.get("annotations") is None and \
+                        o.get("labels") is None:
+                    causes.append(("FieldValueRequired", "must provide at least one overriden field",
+                                   "spec.volumeRestoreOverrides[%d]" % i))
+            vrp = spec.get("volumeRestorePolicy")
+            if vrp is not None and vrp not in ("RandomizeNames", "InPlace", "PrefixTargetName"):
+                causes.append(("FieldValueInvalid", "volume restore policy \"%s\" doesn't exist" % vrp,
+                               "spec.volumeRestorePolicy"))
+            vop = spec.get("volumeOwnershipPolicy")
+            if vop is not None and vop not in ("Vm", "None"):
+                causes.append(("FieldValueInvalid", "volume ownership policy \"%s\" doesn't exist" % vop,
+                               "spec.volumeOwnershipPolicy"))
+        for other in self.s.list(r, ns)[0]:
+            if (other.get("spec") or {}).get("target") == spec.get("target") and \
+                    not (other.get("status") or {}).get("complete"):
+                causes.append(("FieldValueInvalid", 'VirtualMachineRestore "%s" in progress' %
+                               other["metadata"]["name"], "spec.target"))
+        if causes:
+            raise denied(hook, causes)
+
+    @staticmethod
+    def admit_clone(obj):
+        """vmclone-admitter.go (CREATE and UPDATE: no immutability)."""
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        causes = []
+
+        def filters(fl, field):
+            for f in fl or []:
+                f = str(f)
+                if len(f) == 1:
+                    if f == "!":
+                        causes.append(("FieldValueInvalid", "a negation character is not a valid "
+                                       "filter", field))
+                    continue
+                pat = "%s filter %s is invalid: cannot contain a %s character (%s); FilterRules: %s"
+                if "!" in f[1:]:
+                    causes.append(("FieldValueInvalid", pat % (field, f, "negation", "!",
+                                   "NegationChar can be only used at the beginning of the filter"),
+                                   field))
+                if "*" in f[:-1]:
+                    causes.append(("FieldValueInvalid", pat % (field, f, "wildcard", "*",
+                                   "WildcardChar can be only at the end of the filter"), field))
+        tmpl = spec.get("template") if isinstance(spec.get("template"), dict) else {}
+        filters(spec.get("annotationFilters"), "spec.annotations")
+        filters(spec.get("labelFilters"), "spec.labels")
+        filters(tmpl.get("annotationFilters"), "spec.template.annotations")
+        filters(tmpl.get("labelFilters"), "spec.template.labels")
+        src = spec.get("source") if isinstance(spec.get("source"), dict) else None
+        tgt = spec.get("target") if isinstance(spec.get("target"), dict) else None
+        if (src or {}).get("kind") not in ("VirtualMachine", "VirtualMachineSnapshot"):
+            causes.append(("FieldValueInvalid", "Source kind is not supported", "spec.Source.Kind"))
+        if tgt is not None and tgt.get("kind") != "VirtualMachine":
+            causes.append(("FieldValueInvalid", "Target kind is not supported", "spec.Target.Kind"))
+        if src is None:
+            causes.append(("FieldValueInvalid", "Source cannot be nil", "spec.Source"))
+        else:
+            if not src.get("apiGroup"):
+                causes.append(("FieldValueInvalid", "Source's APIGroup cannot be empty",
+                               "spec.Source.APIGroup"))
+            if not src.get("kind"):
+                causes.append(("FieldValueInvalid", "Source's Kind cannot be empty", "spec.Source"))
+            if not src.get("name"):
+                causes.append(("FieldValueInvalid", "Source's name cannot be empty",
+                               "spec.Source.Name"))
+        if src and tgt and src.get("kind") == "VirtualMachine" and \
+                tgt.get("kind") == "VirtualMachine" and tgt.get("name") == src.get("name"):
+            causes.append(("FieldValueInvalid", "Target name cannot be equal to source name when "
+                           "both are VirtualMachines", "spec.target.name"))
+        macs = spec.get("newMacAddresses") if isinstance(spec.get("newMacAddresses"), dict) else {}
+        for iface in sorted(macs):
+            if macs[iface] and not mac_ok(str(macs[iface])):
+                causes.append(("FieldValueInvalid", "interface %s has malformed MAC address (%s)." %
+                               (iface, macs[iface]), "spec.newMacAddresses." + iface))
+        for i, p in enumerate(spec.get("patches") or []):
+            try:
+                json.loads(p, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+            except (ValueError, TypeError):
+                causes.append(("FieldValueInvalid", "patch is not valid JSON (%s)" % p,
+                               "spec.patches[%d]" % i))
+        if causes:
+            raise denied("vm-clone-validator.kubevirt.io", causes)
+
+    # -- the restore controller (kubevirt-api.md 3, restore.go) ----------------------
+    RESTORE_FINALIZER = "snapshot.kubevirt.io/vmrestore-protection"
+    WAIT_GRACE = ("Waiting for target VM to be powered off. Please stop the restore target to "
+                  "proceed with restore, or the operation will fail after 5m0s")
+    WAIT_EVENTUALLY = ("Waiting for target VM to be powered off. Please stop the restore target "
+                       "to proceed with restore")
+    GRACE_EXCEEDED = ("Restore target failed to be ready within 5m0s. Please power off the "
+                      "target VM before attempting restore")
+    STOPPING = "Automatically stopping restore target for restore operation"
+    NOT_POWERED_OFF = "Restore target VMI must be powered off before restore operation"
+
+    def reconcile_restores(self):
+        for rst in self.s.list(R["virtualmachinerestores"], None)[0]:
+            try:
+                self.restore_pass(rst)
+            except ApiError:
+                pass                    # a conflict or a race: the next pass retries
+
+    def restore_status(self, rst, status):
+        """UpdateStatus, only when it changed (doUpdateStatus)."""
+        if status == rst.get("status"):
+            return rst
+        m = rst["metadata"]
+        return self.s.update(R["virtualmachinerestores"], m["namespace"], m["name"],
+                             lambda o: o.update(status=status), rv=m["resourceVersion"],
+                             status_only=True)
+
+    def restore_error(self, rst, text, fail=False):
+        """doUpdateError (retried) / doUpdateErrorWithFailure (terminal): the
+        text is the reason of Progressing and Ready, both False."""
+        out = copy.deepcopy(rst.get("status") or {})
+        conds = out.setdefault("conditions", [])
+        set_condition(conds, "Progressing", "False", text)
+        set_condition(conds, "Ready", "False", text)
+        if fail:
+            set_condition(conds, "Failure", "True", text)
+        self.restore_status(rst, out)
+
+    @staticmethod
+    def restored(rst, obj):
+        """hasLastRestoreAnnotation: obj is what this restore made."""
+        return (obj["metadata"].get("annotations") or {}).get("restore.kubevirt.io/lastRestoreUID") \
+            == "%s-%s" % (rst["metadata"]["name"], rst["metadata"]["uid"])
+
+    def restore_pass(self, rst):
+        rr, rvm = R["virtualmachinerestores"], R["virtualmachines"]
+        meta, spec = rst["metadata"], rst.get("spec") or {}
+        ns, name = meta["namespace"], meta["name"]
+        st = rst.get("status")
+        if st is None:
+            out = {"complete": False, "conditions": []}
+            set_condition(out["conditions"], "Progressing", "True", "Initializing VirtualMachineRestore")
+            set_condition(out["conditions"], "Ready", "False", "Initializing VirtualMachineRestore")
+            self.restore_status(rst, out)
+            return
+        tgt = spec.get("target") or {}
+        if tgt.get("kind") != "VirtualMachine":
+            self.restore_error(rst, "unknown source %s" % json.dumps(tgt, sort_keys=True))
+            return
+        vm = self.s.get(rvm, ns, tgt.get("name") or "")
+        if meta.get("deletionTimestamp"):
+            self.restore_deleting(rst, vm)
+            return
+        if st.get("complete") or any(c.get("type") == "Failure" for c in st.get("conditions") or []):
+            return                      # done, or failed: never tried again
+        fins = meta.get("finalizers") or []
+        if self.RESTORE_FINALIZER not in fins or (vm is not None and not meta.get("ownerReferences")):
+            def own(o):
+                m = o["metadata"]
+                if vm is not None and not m.get("ownerReferences"):
+                    m["ownerReferences"] = [owner_ref("kubevirt.io/v1", "VirtualMachine", vm)]
+                if self.RESTORE_FINALIZER not in (m.get("finalizers") or []):
+                    m.setdefault("finalizers", []).append(self.RESTORE_FINALIZER)
+            rst = self.s.update(rr, ns, name, own, rv=meta["resourceVersion"], main_only=True)
+        if vm is not None and self.s.get(R["virtualmachineinstances"], ns, vm["metadata"]["name"]):
+            self.restore_not_ready(rst, vm)
+            return
+        out = copy.deepcopy(rst["status"])
+        out.setdefault("conditions", [])
+        try:
+            snap, content = self.restore_sources(rst)
+            if vm is not None and not self.restored(rst, vm):
+                src_uid = (snap.get("status") or {}).get("sourceUID")
+                if src_uid is not None and src_uid != vm["metadata"]["uid"]:
+                    raise RestoreRetry("restore source and restore target are different but "
+                                       "restore target already exists")
+                other = (vm.get("status") or {}).get("restoreInProgress")
+                if other and other != name:
+                    raise RestoreRetry("vm restore %s in progress" % other)
+                if not other:
+                    vm = self.s.update(rvm, ns, vm["metadata"]["name"], lambda o: o.setdefault(
+                        "status", {}).update(restoreInProgress=name), status_only=True)
+            if self.restore_volumes(rst, out, vm, content):
+                set_condition(out["conditions"], "Progressing", "True", "Creating new PVCs")
+                set_condition(out["conditions"], "Ready", "False", "Waiting for new PVCs")
+                self.restore_status(rst, out)
+                return
+            if self.restore_target(rst, out, vm, content):
+                set_condition(out["conditions"], "Progressing", "True", "Updating target spec")
+                set_condition(out["conditions"], "Ready", "False", "Waiting for target update")
+                self.restore_status(rst, out)
+                return
+            # deleteObsoleteVolumes: status.deletedDataVolumes name DataVolumes,
+            # which the fake does not serve (no CDI): nothing to delete
+            vm = self.s.get(rvm, ns, tgt.get("name") or "")
+            if vm is None:
+                raise RestoreRetry("At this point target should exist")
+            if (vm.get("status") or {}).get("restoreInProgress") == name:
+                self.restore_done(vm)
+        except RestoreRetry as e:
+            self.restore_error(rst, str(e))
+            return
+        out["complete"] = True
+        out["restoreTime"] = now_str()
+        set_condition(out["conditions"], "Progressing", "False", "Operation complete")
+        set_condition(out["conditions"], "Ready", "True", "Operation complete")
+        self.restore_status(rst, out)
+
+    def restore_done(self, vm):
+        """UpdateDoneRestore: the VM's restoreInProgress cleared."""
+        def clear(o):
+            o.setdefault("status", {}).pop("restoreInProgress", None)
+            o["status"].pop("memoryDumpRequest", None)
+        self.s.update(R["virtualmachines"], vm["metadata"]["namespace"], vm["metadata"]["name"],
+                      clear, status_only=True)
+
+    def restore_deleting(self, rst, vm):
+        meta = rst["metadata"]
+        if self.RESTORE_FINALIZER not in (meta.get("finalizers") or []):
+            return
+        if vm is not None and (vm.get("status") or {}).get("restoreInProgress") == meta["name"]:
+            self.restore_done(vm)
+        out = copy.deepcopy(rst.get("status") or {})
+        set_condition(out.setdefault("conditions", []), "Progressing", "False", "VM restore is deleting")
+        set_condition(out["conditions"], "Ready", "False", "VM restore is deleting")
+        if out != rst.get("status"):
+            self.restore_status(rst, out)
+            return
+        self.s.update(R["virtualmachinerestores"], meta["namespace"], meta["name"],
+                      lambda o: o["metadata"].update(finalizers=[
+                          f for f in o["metadata"].get("finalizers") or []
+                          if f != self.RESTORE_FINALIZER]), rv=meta["resourceVersion"])
+
+    def restore_not_ready(self, rst, vm):
+        """handleVMRestoreTargetNotReady: the target's VMI exists."""
+        policy = (rst.get("spec") or {}).get("targetReadinessPolicy") or "WaitGracePeriod"
+        if policy == "StopTarget":
+            out = copy.deepcopy(rst["status"])
+            set_condition(out.setdefault("conditions", []), "Progressing", "False", self.STOPPING)
+            set_condition(out["conditions"], "Ready", "False", self.STOPPING)
+            try:
+                self.start_stop(vm["metadata"]["namespace"], vm["metadata"]["name"], "stop")
+            except ApiError as e:
+                self.restore_error(rst, e.message)
+                return
+            self.restore_status(rst, out)
+            return
+        if policy == "FailImmediate":
+            self.restore_error(rst, self.NOT_POWERED_OFF, fail=True)
+            return
+        if policy == "WaitGracePeriod":
+            if age_seconds(rst) > 300:
+                self.restore_error(rst, self.GRACE_EXCEEDED, fail=True)
+                return
+            reason = self.WAIT_GRACE
+        elif policy == "WaitEventually":
+            reason = self.WAIT_EVENTUALLY
+        else:
+            return                      # "unknown targetReadinessPolicy": logged, retried
+        out = copy.deepcopy(rst["status"])
+        set_condition(out.setdefault("conditions", []), "Progressing", "False", reason)
+        set_condition(out["conditions"], "Ready", "False", reason)
+        self.restore_status(rst, out)
+
+    def restore_sources(self, rst):
+        """getVMSnapshot + getSnapshotContent, with their error texts."""
+        ns = rst["metadata"]["namespace"]
+        key = "%s/%s" % (ns, (rst.get("spec") or {}).get("virtualMachineSnapshotName"))
+        snap = self.s.get(R["virtualmachinesnapshots"], ns, key.split("/", 1)[1])
+        if snap is None:
+            raise RestoreRetry("VMSnapshot %s does not exist" % key)
+        sst = snap.get("status") or {}
+        if sst.get("phase") == "Failed":
+            raise RestoreRetry("VMSnapshot %s failed and is invalid to use" % key)
+        if not sst.get("readyToUse"):
+            raise RestoreRetry("VMSnapshot %s not ready" % key)
+        cname = sst.get("virtualMachineSnapshotContentName")
+        if not cname:
+            raise RestoreRetry("no snapshot content name in %s" % key)
+        content = self.s.get(R["virtualmachinesnapshotcontents"], ns, cname)
+        if content is None:
+            raise RestoreRetry("VMSnapshotContent %s/%s does not exist" % (ns, cname))
+        if not (content.get("status") or {}).get("readyToUse"):
+            raise RestoreRetry("VMSnapshotContent %s/%s not ready" % (ns, cname))
+        return snap, content
+
+    def restore_claim_name(self, rst, volume, claim):
+        """restoreVolumeName: override, InPlace, PrefixTargetName, RandomizeNames."""
+        spec = rst.get("spec") or {}
+        for o in spec.get("volumeRestoreOverrides") or []:
+            if o.get("volumeName") == volume and o.get("restoreName"):
+                return o["restoreName"]
+        policy = spec.get("volumeRestorePolicy")
+        if policy == "InPlace":
+            return claim
+        if policy == "PrefixTargetName":
+            return naming_get_name((spec.get("target") or {}).get("name", ""), volume, 63)
+        return "restore-%s-%s" % (rst["metadata"]["uid"], volume)
+
+    def restore_volumes(self, rst, out, vm, content):
+        """reconcileVolumeRestores: status.restores, then the claims made from
+        the VolumeSnapshots; True while there is something to wait for."""
+        ns, name = rst["metadata"]["namespace"], rst["metadata"]["name"]
+        captured = content["spec"]["source"]["virtualMachine"]
+        no_restore = {v.get("name") for v in vm_volumes(captured) if "memoryDump" in v}
+        have = {r["volumeName"]: r for r in out.get("restores") or []}
+        restores = []
+        for vb in content["spec"].get("volumeBackups") or []:
+            if vb["volumeName"] in no_restore:
+                continue
+            if vb["volumeName"] in have:
+                restores.append(have[vb["volumeName"]])
+                continue
+            restores.append({"volumeName": vb["volumeName"],
+                             "persistentVolumeClaim": self.restore_claim_name(
+                                 rst, vb["volumeName"], vb["persistentVolumeClaim"]["metadata"]["name"]),
+                             "volumeSnapshotName": vb["volumeSnapshotName"]})
+        if (out.get("restores") or []) != restores:
+            out["restores"] = restores
+            return True
+        rp = R["persistentvolumeclaims"]
+        busy = False
+        for r in restores:
+            pvc = self.s.get(rp, ns, r["persistentVolumeClaim"])
+            if pvc is None:
+                vb = [b for b in content["spec"]["volumeBackups"] if b["volumeName"] == r["volumeName"]][0]
+                self.restore_pvc(rst, vm, vb, r, captured)
+                busy = True
+            elif (rst.get("spec") or {}).get("volumeRestorePolicy") == "InPlace" and \
+                    not self.restored(rst, pvc):
+                self.s.delete(rp, ns, pvc["metadata"]["name"])      # replaced in place
+                if self.disks:
+                    self.disks.drop(ns, pvc["metadata"]["name"])
+                busy = True
+            elif (pvc.get("status") or {}).get("phase") in (None, "Pending"):
+                busy = True             # Immediate binding: waited for
+            elif pvc["status"]["phase"] != "Bound":
+                raise RestoreRetry('PVC %s/%s in status "%s"' % (ns, pvc["metadata"]["name"],
+                                                                 pvc["status"]["phase"]))
+        return busy
+
+    def restore_pvc(self, rst, vm, vb, r, captured):
+        """CreateRestorePVCDefFromVMRestore + createRestorePVC."""
+        ns, name = rst["metadata"]["namespace"], rst["metadata"]["name"]
+        spec = rst.get("spec") or {}
+        src = vb.get("persistentVolumeClaim") or {}
+        smeta, sspec = src.get("metadata") or {}, src.get("spec") or {}
+        labels = {k: v for k, v in (smeta.get("labels") or {}).items() if k != "persistent-state-for"}
+        ann = {k: v for k, v in (smeta.get("annotations") or {}).items()
+               if k == "cdi.kubevirt.io/storage.contentType" or
+               not k.startswith(("pv.kubernetes.io", "volume.beta.kubernetes.io", "cdi.kubevirt.io",
+                                 "volume.kubernetes.io", "k8s.io/CloneRequest", "k8s.io/CloneOf"))}
+        labels["restore.kubevirt.io/source-vm-name"] = captured["metadata"].get("name")
+        labels["restore.kubevirt.io/source-vm-namespace"] = captured["metadata"].get("namespace")
+        ann["restore.kubevirt.io/name"] = name
+        ann["restore.kubevirt.io/lastRestoreUID"] = "%s-%s" % (name, rst["metadata"]["uid"])
+        for o in spec.get("volumeRestoreOverrides") or []:
+            if o.get("volumeName") == vb["volumeName"]:
+                labels.update(o.get("labels") or {})
+                ann.update(o.get("annotations") or {})
+                break
+        pspec = {k: copy.deepcopy(sspec[k]) for k in ("accessModes", "resources", "storageClassName",
+                                                      "volumeMode") if k in sspec}
+        ds = {"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot",
+              "name": vb["volumeSnapshotName"]}
+        pspec["dataSource"], pspec["dataSourceRef"] = ds, dict(ds)
+        pmeta = {"name": r["persistentVolumeClaim"], "labels": labels, "annotations": ann}
+        if r.get("dataVolumeName"):
+            ann["cdi.kubevirt.io/storage.populatedFor"] = r["dataVolumeName"]
+        elif spec.get("volumeOwnershipPolicy") != "None":
+            if vm is not None:
+                pmeta["ownerReferences"] = [owner_ref("kubevirt.io/v1", "VirtualMachine", vm)]
+            elif any(w.get("kind") == "VirtualMachine" and w.get("name") == captured["metadata"].get("name")
+                     and w.get("uid") == captured["metadata"].get("uid")
+                     for w in smeta.get("ownerReferences") or []):
+                ann["restore.kubevirt.io/owned-by-vm"] = name
+        try:
+            delay = float(annotation(vm or captured, "restore-delay", "0"))
+        except ValueError:
+            delay = 0.0
+        if delay > 0:
+            self.pvc_hold[(ns, r["persistentVolumeClaim"])] = time.monotonic() + delay
+        try:
+            self.api_create(R["persistentvolumeclaims"], ns, {"metadata": pmeta, "spec": pspec})
+        except ApiError as e:
+            self.pvc_hold.pop((ns, r["persistentVolumeClaim"]), None)
+            raise RestoreRetry(e.message)
+
+    def restore_target(self, rst, out, vm, content):
+        """vmRestoreTarget.Reconcile: True when something was written."""
+        if vm is not None and self.restored(rst, vm):
+            return False
+        ns = rst["metadata"]["namespace"]
+        rp = R["persistentvolumeclaims"]
+        captured = content["spec"]["source"]["virtualMachine"]
+        cspec = captured.get("spec") or {}
+        tnames = [(t.get("metadata") or {}).get("name") for t in cspec.get("dataVolumeTemplates") or []]
+        # updateVMRestoreRestores: a DataVolume from a template keeps its DataVolume form
+        restores = copy.deepcopy(out.get("restores") or [])
+        for r in restores:
+            for v in vm_volumes(captured):
+                if v.get("name") != r["volumeName"]:
+                    continue
+                dv = (v.get("dataVolume") or {}).get("name")
+                if dv and dv in tnames:
+                    dv_name = self.restore_claim_name(rst, r["volumeName"], dv)
+                    pvc = self.s.get(rp, ns, r["persistentVolumeClaim"])
+                    if pvc is None:
+                        raise RestoreRetry("pvc %s/%s does not exist and should" %
+                                           (ns, r["persistentVolumeClaim"]))
+                    if (pvc["metadata"].get("annotations") or {}).get(
+                            "cdi.kubevirt.io/storage.populatedFor") != dv_name:
+                        def adopt(o, dv_name=dv_name):
+                            o["metadata"].setdefault("annotations", {})[
+                                "cdi.kubevirt.io/storage.populatedFor"] = dv_name
+                            o["metadata"].pop("ownerReferences", None)
+                        self.s.update(rp, ns, pvc["metadata"]["name"], adopt, main_only=True)
+                    r["dataVolumeName"] = dv_name
+                    break
+        if restores != (out.get("restores") or []):
+            out["restores"] = restores
+            return True
+        new = self.restored_vm(rst, out, vm, captured)
+        # reconcileDataVolumes: CDI is not served by the fake, no DataVolume is
+        # made for the renamed templates; the old ones no longer in the spec:
+        if vm is not None:
+            keep = [(t.get("metadata") or {}).get("name") for t in new["spec"].get("dataVolumeTemplates") or []]
+            gone = [(t.get("metadata") or {}).get("name") for t in vm["spec"].get("dataVolumeTemplates") or []
+                    if (t.get("metadata") or {}).get("name") not in keep]
+            if (out.get("deletedDataVolumes") or []) != gone:
+                out["deletedDataVolumes"] = gone
+                return True
+        rvm = R["virtualmachines"]
+        try:
+            if vm is None:
+                new = patch_vm(new, (rst.get("spec") or {}).get("patches") or [])
+                made = self.api_create(rvm, ns, new)
+            else:
+                made = self.api_update(rvm, ns, new)
+            # updateRestorePVCOwnership: claims the VM did not exist for yet
+            if (rst.get("spec") or {}).get("volumeOwnershipPolicy") != "None":
+                for v in vm_volumes(made):
+                    claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
+                    if not claim:
+                        continue
+                    pvc = self.s.get(rp, ns, claim)
+                    if pvc is None:
+                        raise not_found(rp, claim)
+                    if not pvc["metadata"].get("ownerReferences") and (pvc["metadata"].get(
+                            "annotations") or {}).get("restore.kubevirt.io/owned-by-vm") == \
+                            rst["metadata"]["name"]:
+                        def own(o):
+                            o["metadata"]["ownerReferences"] = [
+                                owner_ref("kubevirt.io/v1", "VirtualMachine", made)]
+                            o["metadata"]["annotations"].pop("restore.kubevirt.io/owned-by-vm", None)
+                        self.s.update(rp, ns, claim, own, main_only=True)
+        except ApiError as e:
+            raise RestoreRetry(e.message)
+        return True
+
+    def restored_vm(self, rst, out, vm, captured):
+        """generateRestoredVMSpec."""
+        ns, tname = rst["metadata"]["namespace"], (rst["spec"].get("target") or {}).get("name")
+        cspec = copy.deepcopy(captured.get("spec") or {})
+        templates = cspec.get("dataVolumeTemplates") or []
+        tnames = [(t.get("metadata") or {}).get("name") for t in templates]
+        vols = []
+        for v in vm_volumes(captured):
+            nv = copy.deepcopy(v)
+            if "dataVolume" in nv or "persistentVolumeClaim" in nv:
+                for r in out.get("restores") or []:
+                    if r["volumeName"] != nv.get("name"):
+                        continue
+                    if "dataVolume" not in nv:
+                        nv["persistentVolumeClaim"]["claimName"] = r["persistentVolumeClaim"]
+                        continue
+                    dv = (v.get("dataVolume") or {}).get("name")
+                    if dv in tnames:
+                        if not r.get("dataVolumeName"):
+                            raise RestoreRetry("DataVolumeName for dv %s should have been updated "
+                                               "already" % dv)
+                        i = tnames.index(dv)
+                        t = copy.deepcopy(templates[i])
+                        t.setdefault("metadata", {})["name"] = r["dataVolumeName"]
+                        templates[i] = t
+                        nv["dataVolume"]["name"] = r["dataVolumeName"]
+                    else:               # a DataVolume without template: its claim
+                        nv = {"name": nv.get("name"),
+                              "persistentVolumeClaim": {"claimName": r["persistentVolumeClaim"]}}
+            elif "memoryDump" in nv:
+                continue                # not restored
+            vols.append(nv)
+        if vm is None:
+            meta = {"name": tname, "namespace": ns}
+            for k in ("labels", "annotations"):
+                if captured["metadata"].get(k):
+                    meta[k] = copy.deepcopy(captured["metadata"][k])
+            new = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": meta,
+                   "spec": cspec, "status": {}}
+            if "running" in cspec:
+                cspec["running"] = False
+            else:
+                cspec["runStrategy"] = "Halted"
+        else:
+            new = copy.deepcopy(vm)
+            new["spec"] = cspec
+            if "running" in (vm.get("spec") or {}):
+                cspec["running"] = False
+                cspec.pop("runStrategy", None)
+            else:
+                cspec["runStrategy"] = run_strategy(vm)   # an existing VM keeps its strategy
+                cspec.pop("running", None)
+        if templates:
+            cspec["dataVolumeTemplates"] = templates
+        else:
+            cspec.pop("dataVolumeTemplates", None)
+        tspec = cspec.setdefault("template", {}).setdefault("spec", {})
+        if vols:
+            tspec["volumes"] = vols
+        else:
+            tspec.pop("volumes", None)
+        new["metadata"].setdefault("annotations", {})["restore.kubevirt.io/lastRestoreUID"] = \
+            "%s-%s" % (rst["metadata"]["name"], rst["metadata"]["uid"])
+        if captured["metadata"].get("name") == tname:
+            # setLegacyFirmwareUUID: the guest keeps the SMBIOS UUID of its name
+            fw = tspec.setdefault("domain", {}).setdefault("firmware", {})
+            if not fw.get("uuid"):
+                fw["uuid"] = str(uuid.uuid5(uuid.UUID("6a1a24a1-4061-4607-8bf4-a3963d0c5895"), tname))
+        return new
+
+    # -- the clone controller (kubevirt-api.md 11.4-11.7, clone.go) ------------------
+    def reconcile_clones(self):
+        if not self.clone_served:
+            return
+        for cl in self.s.list(R["virtualmachineclones"], None)[0]:
+            try:
+                self.clone_pass(cl)
+            except ApiError:
+                pass
+
+    def clone_pass(self, cl):
+        rc = R["virtualmachineclones"]
+        meta, spec = cl["metadata"], cl.get("spec") or {}
+        ns, name = meta["namespace"], meta["name"]
+        st = cl.get("status") or {}
+        phase = st.get("phase", "")
+        if phase == "Succeeded" and st.get("targetName") and \
+                self.s.get(R["virtualmachines"], ns, st["targetName"]) is None:
+            if not meta.get("deletionTimestamp"):
+                self.s.delete(rc, ns, name)     # its VM deleted: the clone goes too
+            return
+        if phase == "Failed":
+            return
+        src = spec.get("source") or {}
+        kind, sname = src.get("kind"), src.get("name") or ""
+        info = {"snapshot_name": "", "snapshot_ready": False, "restore_name": "",
+                "restore_ready": False, "target_name": "", "target_created": False,
+                "pvc_bound": False, "fail": None, "pending": None}
+        if kind == "VirtualMachine":
+            source = self.s.get(R["virtualmachines"], ns, sname)
+        elif kind == "VirtualMachineSnapshot":
+            source = self.s.get(R["virtualmachinesnapshots"], ns, sname)
+        else:
+            return                      # "unknown source type": an error, retried
+        if source is None:
+            if phase in ("", "SnapshotInProgress"):
+                info["pending"] = "Source doesnt exist: %s %s/%s" % (kind, ns, sname)
+                self.clone_status(cl, info)
+            return
+        if kind == "VirtualMachine":
+            if backend_storage(source, cbt=True):
+                info["fail"] = "Clone of source with backendstorage is not supported: VM %s/%s" % (ns, sname)
+            elif phase in ("", "SnapshotInProgress") and not st.get("snapshotName"):
+                statuses = {s.get("name"): s for s in
+                            (source.get("status") or {}).get("volumeSnapshotStatuses") or []}
+                bad = []
+                for v in vm_volumes(source):
+                    if "persistentVolumeClaim" not in v and "dataVolume" not in v:
+                        continue
+                    s = statuses.get(v.get("name"))
+                    if s is None:
+                        bad.append("Virtual Machine volume %s snapshot support unknown" % v.get("name"))
+                    elif not s.get("enabled"):
+                        bad.append("Virtual Machine volume %s does not support snapshots" % v.get("name"))
+                if bad:
+                    info["pending"] = "\n".join(bad)
+        if not info["fail"] and not info["pending"]:
+            self.clone_sync(cl, kind, info)
+        self.clone_status(cl, info)
+
+    def clone_sync(self, cl, kind, info):
+        """syncTargetVM: as far as it gets in this pass."""
+        meta, spec = cl["metadata"], cl.get("spec") or {}
+        ns, uid = meta["namespace"], meta["uid"]
+        st = cl.get("status") or {}
+        phase = st.get("phase", "")
+        rs_, rr = R["virtualmachinesnapshots"], R["virtualmachinerestores"]
+        owner = [owner_ref("clone.kubevirt.io/v1beta1", "VirtualMachineClone", cl)]
+        snap = None
+        snap_name = st.get("snapshotName") or (spec["source"]["name"]
+                                               if kind == "VirtualMachineSnapshot" else None)
+        if phase in ("", "SnapshotInProgress"):
+            if kind == "VirtualMachine" and not st.get("snapshotName"):
+                tmp = "tmp-snapshot-" + uid
+                try:
+                    self.api_create(rs_, ns, {
+                        "metadata": {"name": tmp, "ownerReferences": owner},
+                        "spec": {"source": {"apiGroup": "kubevirt.io", "kind": "VirtualMachine",
+                                            "name": spec["source"]["name"]}}})
+                except ApiError as e:
+                    if e.reason != "AlreadyExists":
+                        return
+                info["snapshot_name"] = tmp
+                return
+            snap = self.s.get(rs_, ns, snap_name)
+            if snap is None or not (snap.get("status") or {}).get("readyToUse"):
+                return                  # not created yet / not ready to use yet
+            info["snapshot_ready"] = True
+            phase = "RestoreInProgress"
+        if phase == "RestoreInProgress":
+            if snap is None:
+                snap = self.s.get(rs_, ns, snap_name or "")
+                if snap is None:
+                    info["fail"] = "snapshot %s does not exist anymore" % snap_name
+                    return
+            if not st.get("restoreName"):
+                captured = self.clone_captured(snap, info)
+                if captured is None:
+                    return
+                rspec = {"target": copy.deepcopy(spec.get("target")),
+                         "virtualMachineSnapshotName": snap["metadata"]["name"]}
+                patches = clone_patches(captured, spec)
+                if patches:
+                    rspec["patches"] = patches
+                if spec.get("volumeNamePolicy"):
+                    rspec["volumeRestorePolicy"] = spec["volumeNamePolicy"]
+                tmp = "tmp-restore-" + uid
+                try:
+                    self.api_create(rr, ns, {"apiVersion": "snapshot.kubevirt.io/v1beta1",
+                                             "kind": "VirtualMachineRestore",
+                                             "metadata": {"name": tmp, "ownerReferences": owner},
+                                             "spec": rspec})
+                except ApiError as e:
+                    if e.reason != "AlreadyExists":
+                        return          # Warning RestoreCreationFailed; retried, forever
+                info["restore_name"] = tmp
+                return
+            rst = self.s.get(rr, ns, st["restoreName"])
+            if rst is None:
+                return                  # "restore ... is not created yet": retried
+            rsst = rst.get("status") or {}
+            if not rsst.get("complete") and not any(c.get("type") == "Failure"
+                                                    for c in rsst.get("conditions") or []):
+                return                  # VmRestoreProgressing
+            info["restore_ready"] = True
+            info["target_name"] = (rst.get("spec") or {}).get("target", {}).get("name", "")
+            phase = "CreatingTargetVM"
+        if phase == "CreatingTargetVM":
+            if self.s.get(R["virtualmachines"], ns, (spec.get("target") or {}).get("name") or "") is None:
+                return                  # "target VM ... is not created yet": retried
+            info["target_created"] = True
+            phase = "Succeeded"
+        if phase == "Succeeded" and st.get("restoreName"):
+            rst = self.s.get(rr, ns, st["restoreName"])
+            if rst is None:
+                return
+            for r in (rst.get("status") or {}).get("restores") or []:
+                pvc = self.s.get(R["persistentvolumeclaims"], ns, r.get("persistentVolumeClaim") or "")
+                if pvc is None or (pvc.get("status") or {}).get("phase") != "Bound":
+                    return
+            info["pvc_bound"] = True
+            for r_, n in ((rr, st["restoreName"]),
+                          (rs_, st.get("snapshotName") if kind == "VirtualMachine" else None)):
+                if n:
+                    try:
+                        self.s.delete(r_, ns, n)
+                    except ApiError as e:
+                        if e.code != 404:
+                            raise
+
+    def clone_captured(self, snap, info):
+        """The VM the snapshot captured, after the content checks."""
+        ns, sname = snap["metadata"]["namespace"], snap["metadata"]["name"]
+        cname = (snap.get("status") or {}).get("virtualMachineSnapshotContentName") or \
+            "vmsnapshot-content-" + snap["metadata"]["uid"]
+        content = self.s.get(R["virtualmachinesnapshotcontents"], ns, cname)
+        if content is None:
+            info["fail"] = "snapshot content %s in namespace %s does not exist" % (cname, ns)
+            return None
+        if not (content.get("spec") or {}).get("virtualMachineSnapshotName"):
+            info["fail"] = "cannot get snapshot name from content %s" % cname
+            return None
+        captured = ((content["spec"].get("source") or {}).get("virtualMachine")) or {}
+        if backend_storage(captured):
+            info["fail"] = "Clone of source with backendstorage is not supported: snapshot %s/%s" % (ns, sname)
+            return None
+        backed = {b.get("volumeName") for b in content["spec"].get("volumeBackups") or []}
+        for v in vm_volumes(captured):
+            if ("persistentVolumeClaim" in v or "dataVolume" in v) and v.get("name") not in backed:
+                info["fail"] = "volume %s is not backed up in snapshot %s" % (v.get("name"), sname)
+                return None
+        return captured
+
+    def clone_status(self, cl, info):
+        """updateStatus, the conditions of kubevirt-api.md 11.4."""
+        st = cl.get("status") or {}
+        out = copy.deepcopy(st)
+        conds = out.setdefault("conditions", [])
+        phase = out.get("phase", "")
+        if info["fail"]:
+            phase = "Failed"
+            want = [("Progressing", "False", "Failed"), ("Ready", "False", info["fail"])]
+        elif info["pending"]:
+            want = [("Progressing", "False", "Pending"), ("Ready", "False", info["pending"])]
+        else:
+            want = [("Progressing", "True", "Still processing"), ("Ready", "False", "Still processing")]
+            if phase == "":
+                phase = "SnapshotInProgress"
+            if phase == "SnapshotInProgress":
+                if info["snapshot_name"]:
+                    out["snapshotName"] = info["snapshot_name"]
+                if info["snapshot_ready"]:
+                    phase = "RestoreInProgress"
+            if phase == "RestoreInProgress":
+                if info["restore_name"]:
+                    out["restoreName"] = info["restore_name"]
+                if info["restore_ready"]:
+                    phase = "CreatingTargetVM"
+            if phase == "CreatingTargetVM":
+                if info["target_name"]:
+                    out["targetName"] = info["target_name"]
+                if info["target_created"]:
+                    phase = "Succeeded"
+            if phase == "Succeeded":
+                want = [("Progressing", "False", "Ready"), ("Ready", "True", "Ready")]
+            if info["pvc_bound"]:
+                out.pop("snapshotName", None)
+                out.pop("restoreName", None)
+        for t, s, reason in want:
+            set_condition(conds, t, s, reason)
+        if phase:
+            out["phase"] = phase
+        # Go field order: creationTime, phase, conditions, snapshotName, restoreName, targetName
+        out = {k: out[k] for k in ("creationTime", "phase", "conditions", "snapshotName",
+                                   "restoreName", "targetName") if k in out}
+        if out != st:
+            m = cl["metadata"]
+            self.s.update(R["virtualmachineclones"], m["namespace"], m["name"],
+                          lambda o: o.update(status=out), rv=m["resourceVersion"], status_only=True)
+
+    # -- garbage collection of owned objects ---------------------------------------------
+    def collect_garbage(self):
+        """Kubernetes' garbage collector (background propagation) for what
+        the restore and clone controllers make: an object whose owners
+        (VirtualMachines, VirtualMachineClones) are all gone is deleted."""
+        owners = {"VirtualMachine": R["virtualmachines"],
+                  "VirtualMachineClone": R["virtualmachineclones"]}
+        for r in (R["virtualmachinerestores"], R["virtualmachinesnapshots"],
+                  R["persistentvolumeclaims"]):
+            for o in self.s.scan(r):
+                m = o["metadata"]
+                refs = m.get("ownerReferences") or []
+                if not refs or m.get("deletionTimestamp") or \
+                        any(w.get("kind") not in owners for w in refs):
+                    continue
+                if any(any(x["metadata"].get("uid") == w.get("uid") and
+                           x["metadata"].get("name") == w.get("name")
+                           for x in self.s.scan(owners[w["kind"]], m["namespace"])) for w in refs):
+                    continue
+                try:
+                    self.s.delete(r, m["namespace"], m["name"])
+                except ApiError:
+                    continue
+                if r is R["persistentvolumeclaims"] and self.disks:
+                    self.disks.drop(m["namespace"], m["name"])
+
     def run(self):
         while not self.s.closed:
-            for step in (self.reconcile_pvcs, self.reconcile_vms, self.reconcile_snapshots,
-                         self.reconcile_exports):
+            self.passes += 1
+            steps = [self.reconcile_pvcs, self.reconcile_vms, self.reconcile_snapshots,
+                     self.reconcile_exports, self.reconcile_restores, self.reconcile_clones]
+            if self.passes % 5 == 0:
+                steps.append(self.collect_garbage)
+            for step in steps:
                 try:
                     step()
                 except Exception as e:          # a controller logs and goes on
@@ -1164,7 +2439,7 @@ def resource_list(group, version):
              "kind": r.kind, "verbs": verbs, "storageVersionHash": ""}
         if r.short:
             e["shortNames"] = r.short
-        if r.group in ("kubevirt.io", "snapshot.kubevirt.io"):
+        if r.group in ("kubevirt.io", "snapshot.kubevirt.io", "clone.kubevirt.io"):
             e["categories"] = ["all"]
         out.append(e)
         if r.status:
@@ -1568,6 +2843,108 @@ class Handler(http.server.BaseHTTPRequestHandler):
         obj["apiVersion"] = api_version(r.group, version)
         return obj
 
+    # -- server-side printing (kubectl get: Accept ...;as=Table) -------------------
+    def table_version(self, r):
+        """meta.k8s.io/v1 or v1beta1 when the client asks for a Table first
+        and the resource has printer columns; None for plain JSON."""
+        if not r.columns:
+            return None
+        for part in (self.headers.get("Accept") or "").split(","):
+            fields = [f.strip() for f in part.split(";")]
+            params = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
+            if fields[0] not in ("application/json", "*/*", "application/*"):
+                continue
+            if params.get("as") == "Table":
+                if params.get("g") == "meta.k8s.io" and params.get("v") in ("v1", "v1beta1"):
+                    return params["v"]
+                continue
+            return None
+        return None
+
+    NAME_DESCRIPTION = ("Name must be unique within a namespace. Is required when creating "
+                        "resources, although some resources may allow a client to request the "
+                        "generation of an appropriate name automatically. Name is primarily "
+                        "intended for creation idempotence and configuration definition. Cannot "
+                        "be updated. More info: https://kubernetes.io/docs/concepts/overview/"
+                        "working-with-objects/names#names")
+
+    @staticmethod
+    def human_duration(secs):
+        """apimachinery duration.HumanDuration."""
+        s = int(secs)
+        if s < -1:
+            return "<invalid>"
+        if s < 0:
+            return "0s"
+        if s < 120:
+            return "%ds" % s
+        m = s // 60
+        if m < 10:
+            return "%dm" % m if s % 60 == 0 else "%dm%ds" % (m, s % 60)
+        if m < 180:
+            return "%dm" % m
+        h = s // 3600
+        if h < 8:
+            return "%dh" % h if m % 60 == 0 else "%dh%dm" % (h, m % 60)
+        if h < 48:
+            return "%dh" % h
+        if h < 24 * 8:
+            return "%dd" % (h // 24) if h % 24 == 0 else "%dd%dh" % (h // 24, h % 24)
+        if h < 24 * 365 * 2:
+            return "%dd" % (h // 24)
+        if h < 24 * 365 * 8:
+            y, d = h // 24 // 365, (h // 24) % 365
+            return "%dy" % y if d == 0 else "%dy%dd" % (y, d)
+        return "%dy" % (h // 24 // 365)
+
+    def table_cell(self, type_, value):
+        """apiextensions-apiserver tableconvertor: a CRD column's cell."""
+        if value is None:
+            return None
+        if type_ == "string":
+            if isinstance(value, str):
+                return value
+            return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+        if type_ == "boolean":
+            return value if isinstance(value, bool) else None
+        if type_ == "date":
+            if not isinstance(value, str):
+                return None
+            try:
+                t = datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(
+                    tzinfo=datetime.timezone.utc)
+            except ValueError:
+                return "<invalid>"
+            return self.human_duration((datetime.datetime.now(datetime.timezone.utc) - t)
+                                       .total_seconds())
+        return value
+
+    def table(self, r, tv, objs, meta, q):
+        cols = [{"name": "Name", "type": "string", "format": "name",
+                 "description": self.NAME_DESCRIPTION, "priority": 0}]
+        for name, type_, path in r.columns:
+            cols.append({"name": name, "type": type_, "format": "",
+                         "description": "Custom resource definition column (in JSONPath "
+                                        "format): %s" % path, "priority": 0})
+        include = q.get("includeObject") or "Metadata"
+        rows = []
+        for o in objs:
+            cells = [o["metadata"].get("name")]
+            for _, type_, path in r.columns:
+                v = o
+                for k in path.strip(".").split("."):
+                    v = v.get(k) if isinstance(v, dict) else None
+                cells.append(self.table_cell(type_, v))
+            row = {"cells": cells}
+            if include == "Object":
+                row["object"] = o
+            elif include != "None":
+                row["object"] = {"kind": "PartialObjectMetadata",
+                                 "apiVersion": "meta.k8s.io/" + tv, "metadata": o["metadata"]}
+            rows.append(row)
+        return {"kind": "Table", "apiVersion": "meta.k8s.io/" + tv, "metadata": meta,
+                "columnDefinitions": cols, "rows": rows}
+
     # -- resources --------------------------------------------------------------
     def resource(self, r, version, ns, name, sub, q):
         s = self.server.store
@@ -1592,15 +2969,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         meta["continue"] = base64.b64encode(str(start + limit).encode()).decode()
                         meta["remainingItemCount"] = len(items) - start - limit
                     items = items[start:start + limit]
+                tv = self.table_version(r)
+                if tv:
+                    return self.send_json(200, self.table(r, tv, items, meta, q))
                 return self.send_json(200, {"apiVersion": api_version(r.group, version),
                                             "kind": r.kind + "List", "metadata": meta, "items": items})
             if m == "POST":
                 obj = self.body()
                 if not isinstance(obj, dict):
                     raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
-                self.admit(r, ns, obj, None)
+                kv = self.server.kubevirt
+                kv.prepare(r, ns, obj, None)
                 if r.status:
                     obj.pop("status", None)
+                kv.create_status(r, obj)
                 if q.get("dryRun") == "All":
                     return self.send_json(201, self.served(r, version, obj))
                 return self.send_json(201, self.served(r, version, s.create(r, ns, obj)))
@@ -1609,6 +2991,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             o = s.get(r, ns, name)
             if o is None:
                 raise not_found(r, name)
+            tv = self.table_version(r)
+            if tv:
+                return self.send_json(200, self.table(
+                    r, tv, [self.served(r, version, o)],
+                    {"resourceVersion": o["metadata"]["resourceVersion"]}, q))
             return self.send_json(200, self.served(r, version, o))
         if m == "DELETE":
             o, gone = s.delete(r, ns, name)
@@ -1629,7 +3016,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             cur = s.get(r, ns, name)
             if cur is None:
                 raise not_found(r, name)
-            self.admit(r, ns, obj, cur)
+            self.server.kubevirt.prepare(r, ns, obj, cur, sub)
 
             def replace(o):
                 o.clear()
@@ -1657,7 +3044,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     raise ApiError(415, "UnsupportedMediaType", "unsupported media type " + ctype)
             except (ValueError, KeyError, IndexError, TypeError) as e:
                 raise ApiError(422, "Invalid", str(e))
-            self.admit(r, ns, new, cur)
+            self.server.kubevirt.prepare(r, ns, new, cur, sub)
 
             def apply(o):
                 o.clear()
@@ -1665,43 +3052,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.send_json(200, self.served(r, version, s.update(
                 r, ns, name, apply, status_only=sub == "status", main_only=sub is None)))
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
-
-    def admit(self, r, ns, obj, old):
-        """KubeVirt's validating webhooks (kubevirt-api.md §1.5)."""
-        if r.plural in ("virtualmachinesnapshots", "virtualmachinerestores"):
-            hook = ("virtualmachinesnapshot-validator.snapshot.kubevirt.io"
-                    if r.plural == "virtualmachinesnapshots"
-                    else "virtualmachinerestore-validator.snapshot.kubevirt.io")
-            field = "spec.source" if r.plural == "virtualmachinesnapshots" else "spec.target"
-            ref = obj.get("spec", {}).get(field.split(".")[1]) or {}
-            name = obj.get("metadata", {}).get("name", "")
-            if old is not None:
-                if obj.get("spec") != old.get("spec"):
-                    raise invalid(r, name, "spec", "spec in immutable after creation", hook)
-                return
-            if not ref.get("apiGroup"):
-                raise invalid(r, name, field + ".apiGroup", "missing apiGroup", hook)
-            if ref.get("apiGroup") != "kubevirt.io":
-                raise invalid(r, name, field + ".apiGroup", "invalid apiGroup", hook)
-            if ref.get("kind") != "VirtualMachine":
-                raise invalid(r, name, field + ".kind", "invalid kind", hook)
-            if r.plural == "virtualmachinesnapshots" and "failureDeadline" in obj.get("spec", {}):
-                try:
-                    parse_duration(obj["spec"]["failureDeadline"])
-                except ValueError:
-                    raise invalid(r, name, "spec.failureDeadline", "invalid duration")
-        if r.plural == "virtualmachines" and old is not None:
-            snap = (old.get("status") or {}).get("snapshotInProgress")
-            hook = "virtualmachine-validator.kubevirt.io"
-            os_, ns_ = old.get("spec", {}), obj.get("spec", {})
-            if snap and os_.get("template", {}).get("spec", {}).get("volumes") != \
-                    ns_.get("template", {}).get("spec", {}).get("volumes"):
-                raise invalid(r, old["metadata"]["name"], "spec.template.spec.volumes",
-                              'Cannot update vm disks or volumes until snapshot "%s" completes' % snap, hook)
-            if snap and (os_.get("runStrategy") != ns_.get("runStrategy") or
-                         os_.get("running") != ns_.get("running")):
-                raise invalid(r, old["metadata"]["name"], "spec.runStrategy",
-                              'Cannot update vm running state until snapshot "%s" completes' % snap, hook)
 
     def subresource(self, ns, rest):
         if self.command != "PUT" or len(rest) != 3 or (rest[0], rest[2]) not in SUBRESOURCES:
@@ -1733,7 +3083,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.server.count("WATCH", self.path, self.headers.get("Host"))
 
+        tv = self.table_version(r)
+
         def send(type_, obj):
+            if tv and type_ in ("ADDED", "MODIFIED", "DELETED"):
+                obj = self.table(r, tv, [obj], {"resourceVersion": obj["metadata"].get(
+                    "resourceVersion", "")}, q)
             data = (json.dumps({"type": type_, "object": obj}) + "\n").encode()
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
             self.wfile.flush()
@@ -1910,8 +3265,12 @@ def main():
                     help="make that many stopped VMs (with a PVC each) in that many namespaces")
     ap.add_argument("--team", metavar="NS,...",
                     help="a second token, allowed in these namespaces only (context team)")
+    ap.add_argument("--no-clone", action="store_true",
+                    help="do not serve clone.kubevirt.io (not in discovery, 404, no controller)")
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args()
+    if a.no_clone:
+        RESOURCES[:] = [r for r in RESOURCES if r.group != "clone.kubevirt.io"]
 
     os.makedirs(a.dir, mode=0o700, exist_ok=True)
     make_certs(a.dir)
@@ -1943,6 +3302,7 @@ def main():
     srv.down_until = 0.0
     srv.kubevirt = KubeVirt(store, a.tick, os.path.join(a.dir, "data"))
     srv.kubevirt.ca_pem = open(a.dir + "/ca.crt").read()
+    srv.kubevirt.clone_served = not a.no_clone
     store.create(R["namespaces"], None, {"metadata": {"name": "default"}})
     store.create(R["namespaces"], None, {"metadata": {"name": "kube-system"}})
     if a.populate:

@@ -38,6 +38,7 @@ struct open_file {
     struct volume_view *view;   /* volumes: the point-in-time view */
     struct control_line *line;  /* control files opened for writing */
     struct open_file *prev, *next;  /* volumes: fs->open_views */
+    unsigned refs;          /* volumes: the open, and each read running */
 };
 
 static void
@@ -52,6 +53,23 @@ open_file_free(struct open_file *h)
     }
     free(h->buf);
     free(h);
+}
+
+/* A read of a volume holds the file: the reader may close it, and a
+ * RELEASE run on another thread, as soon as the reply is written, while
+ * the read still sends from the view's memory or lets go of it. */
+static struct open_file *
+open_file_get(struct open_file *h)
+{
+    __atomic_add_fetch(&h->refs, 1, __ATOMIC_ACQ_REL);
+    return h;
+}
+
+static void
+open_file_put(struct open_file *h)
+{
+    if (h && __atomic_sub_fetch(&h->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        open_file_free(h);
 }
 
 /* Open views are listed, so that an unmount with files still open (the
@@ -368,6 +386,7 @@ fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     h = calloc(1, sizeof *h);
     if (!h)
         return (void) fuse_reply_err(req, ENOMEM);
+    h->refs = 1;
     if (tree_is_volume(n->kind)) {
         r = model_volume_open(fs->model, n->ns, n->vm,
                               n->kind == NODE_SNAP_VOLUME ? n->snap : NULL,
@@ -420,6 +439,20 @@ read_volume(fuse_req_t req, struct fs *fs, const struct fs_node *n,
         return (void) fuse_reply_buf(req, NULL, 0);
     if (size > v->size - (uint64_t) off)
         size = (size_t) (v->size - (uint64_t) off);
+    /* held in the view's memory: sent from there, no copy */
+    const void *data = NULL;
+    void *pin = NULL;
+    r = volume_view_peek(v, size, (uint64_t) off, &data, &pin, &reason);
+    if (r == 0) {
+        fuse_reply_buf(req, data, size);
+        volume_view_release(v, pin);
+        return;
+    }
+    if (r != -EAGAIN) {
+        events_add(model_events(fs->model), n->ns, n->vm, "read-volume", n->vol,
+                   r, "%s", reason ? reason : "the backend failed");
+        return (void) fuse_reply_err(req, -r);
+    }
     _cleanup_free_ char *buf = malloc(size);
     if (!buf)
         return (void) fuse_reply_err(req, ENOMEM);
@@ -441,8 +474,10 @@ fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     struct fs_node *n = inode_get(fs, ino);
     struct open_file *h = (struct open_file *) (uintptr_t) fi->fh;
 
-    if (h->view)
-        return read_volume(req, fs, n, h->view, size, off);
+    if (h->view) {
+        read_volume(req, fs, n, open_file_get(h)->view, size, off);
+        return open_file_put(h);
+    }
     if (off < 0 || (size_t) off >= h->len)
         return (void) fuse_reply_buf(req, NULL, 0);
     if (size > h->len - (size_t) off)
@@ -579,7 +614,7 @@ fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     (void) ino;
     if (h && h->view)
         untrack(fs_of(req), h);
-    open_file_free(h);
+    open_file_put(h);
     fuse_reply_err(req, 0);
 }
 

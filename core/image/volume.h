@@ -30,6 +30,13 @@ struct volume_view_ops {
     /* optional: -EIO (and a reason) if what the view serves has changed
      * since it was opened */
     int (*check)(struct volume_view *v, const char **ret_reason);
+    /* optional: count bytes at off where the view holds them in memory,
+     * valid until release(v, pin), so that they are sent without a copy:
+     * 0; -EAGAIN if they are not held so (pread them); else as pread,
+     * with the same check that they are not torn */
+    int (*peek)(struct volume_view *v, size_t count, uint64_t off, const void **ret_data,
+                void **ret_pin, const char **ret_reason);
+    void (*release)(struct volume_view *v, void *pin);
 };
 
 struct volume_view {
@@ -62,6 +69,20 @@ volume_view_pread(struct volume_view *v, void *buf, size_t count, uint64_t off,
                   const char **ret_reason)
 {
     return v->ops->pread(v, buf, count, off, ret_reason);
+}
+
+static inline int
+volume_view_peek(struct volume_view *v, size_t count, uint64_t off, const void **ret_data,
+                 void **ret_pin, const char **ret_reason)
+{
+    return v->ops->peek ? v->ops->peek(v, count, off, ret_data, ret_pin, ret_reason) : -EAGAIN;
+}
+
+static inline void
+volume_view_release(struct volume_view *v, void *pin)
+{
+    if (v->ops->release)
+        v->ops->release(v, pin);
 }
 
 static inline int

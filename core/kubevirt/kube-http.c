@@ -611,8 +611,9 @@ kube_request(struct kube_client *c, const char *method, const char *path, const 
         if (r >= 0) {
             r = kube_status_errno(s.code, s.buf, s.len, &retry, why, size);
             /* a 5xx after a write may have been applied: only 429 and 503
-             * say for sure it was not */
-            if (retry == KUBE_RETRY && !get && s.code != 429 && s.code != 503 && s.code != 409)
+             * say for sure it was not; a 409 Conflict is final for a write
+             * (the same body meets the same state: the caller reads again) */
+            if (retry == KUBE_RETRY && !get && s.code != 429 && s.code != 503)
                 retry = KUBE_FINAL;
         } else {
             retry = again ? KUBE_RETRY : KUBE_FINAL;

@@ -125,7 +125,9 @@ clone_object(struct kv *kv, const char *version, const char *snap, const char *n
         const char *name = kube_get_str(json_object_array_get_idx(ifs, i), "name",
                                         (char *) NULL);
         char mac[18];
-        if (!name || random_mac(mac) < 0) {
+        if (!name)
+            continue;                   /* KubeVirt's webhook refuses these */
+        if (random_mac(mac) < 0) {
             json_object_put(o);
             return NULL;
         }
@@ -177,7 +179,7 @@ kv_clone(void *h, const struct vm_ref *ref, const char *snap, const char *new_na
          const struct vmsnapfs_opts *o, struct op_report *rep)
 {
     struct kv *kv = h;
-    _cleanup_free_ char *key = NULL, *path = NULL, *one = NULL;
+    _cleanup_free_ char *key = NULL, *skey = NULL, *path = NULL, *one = NULL;
     struct json_object *so = NULL, *content = NULL, *obj = NULL, *made = NULL;
     char version[16], why[512], macs[256], serial[37];
     int r;
@@ -202,15 +204,20 @@ kv_clone(void *h, const struct vm_ref *ref, const char *snap, const char *new_na
         r = say(rep, -EBUSY, "the snapshot is not ready to use yet");
     else if (asprintf(&key, "%s/%s", ref->ns, new_name) < 0)
         r = -ENOMEM;
-    else
-        r = vm_op_begin(kv->ops, key, NULL, 0);   /* one clone into new_name at a time */
+    else if (asprintf(&skey, "%s/%s/snapshots/%s", ref->ns, ref->name, snap) < 0)
+        r = -ENOMEM;
+    else if ((r = vm_op_begin(kv->ops, key, NULL, 0)) == 0 &&   /* one clone into new_name */
+             (r = vm_op_begin(kv->ops, skey, NULL, 0)) < 0)    /* rmdir of snap: EBUSY */
+        vm_op_end(kv->ops, key);
     json_object_put(so);
     if (r < 0) {
         json_object_put(content);
-        return r == -EBUSY && !rep->text[0] ? say(rep, r, "another clone into '%s' runs",
-                                                  new_name)
+        return r == -EBUSY && !rep->text[0] ? say(rep, r, "another clone into '%s', or an "
+                                                  "rmdir of '%s', runs", new_name, snap)
                                             : r;
     }
+    bool firmware = kube_get(content, "spec", "source", "virtualMachine", "spec", "template",
+                             "spec", "domain", "firmware", (char *) NULL) != NULL;
     struct json_object *exists = kube_cache_get(cache(kv, C_VMS, ref->ns), ref->ns, new_name);
     json_object_put(exists);
     if (exists)
@@ -249,9 +256,12 @@ kv_clone(void *h, const struct vm_ref *ref, const char *snap, const char *new_na
         }
     }
     json_object_put(made);
+    vm_op_end(kv->ops, skey);
     vm_op_end(kv->ops, key);
     if (r >= 0)
-        r = say(rep, 0, "VM '%s' made, stopped; new MAC addresses %s; new SMBIOS serial %s",
-                new_name, macs[0] ? macs : "(no interfaces)", serial);
+        r = say(rep, 0, "VM '%s' made, stopped; new MAC addresses %s; %s%s", new_name,
+                macs[0] ? macs : "(no interfaces)",
+                firmware ? "new SMBIOS serial " : "no firmware section: no SMBIOS serial",
+                firmware ? serial : "");
     return r;
 }

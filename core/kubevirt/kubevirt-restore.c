@@ -39,6 +39,7 @@
 #include <time.h>
 
 #include <json-c/json.h>
+#include <openssl/rand.h>
 
 #include "cleanup.h"
 #include "clock.h"
@@ -323,7 +324,7 @@ check_type(struct kx *x, const char *field, const char *plural, const char *clus
         return;
     /* kind: VirtualMachine{,Cluster}{Instancetype,Preference}; cluster-wide
      * by default */
-    bool ns_scoped = kind && !strstr(kind, "Cluster");
+    bool ns_scoped = kind && !strcasestr(kind, "cluster");
     if ((ns_scoped ? asprintf(&path, "/apis/instancetype.kubevirt.io/v1beta1/namespaces/%s/%s/%s",
                               x->ref->ns, plural, name)
                    : asprintf(&path, "/apis/instancetype.kubevirt.io/v1beta1/%s/%s",
@@ -336,6 +337,31 @@ check_type(struct kx *x, const char *field, const char *plural, const char *clus
     }
 }
 
+/* The name of a VirtualMachineRestore of ns targeting vm that is neither
+ * complete nor failed, or NULL (none, or they cannot be listed). */
+static char *
+restore_pending(struct kv *kv, const char *ns, const char *vm)
+{
+    _cleanup_free_ char *path = restores_path(kv, ns, NULL);
+    struct json_object *list = NULL;
+    char why[256], *who = NULL;
+
+    if (!path || kv_api(kv, "GET", path, NULL, &list, why, sizeof why) < 0) {
+        log_debug("'%s': cannot list VirtualMachineRestores: %s", ns, path ? why : "");
+        return NULL;
+    }
+    struct json_object *items = kube_get(list, "items", (char *) NULL);
+    for (size_t i = 0; i < array_len(items) && !who; i++) {
+        struct json_object *o = json_object_array_get_idx(items, i);
+        const char *t = kube_get_str(o, "spec", "target", "name", (char *) NULL);
+        if (t && strcmp(t, vm) == 0 && !kube_condition_true(o, "Failure") &&
+            !json_object_get_boolean(kube_get(o, "status", "complete", (char *) NULL)))
+            who = strdup(name_of(o) ? name_of(o) : "?");
+    }
+    json_object_put(list);
+    return who;
+}
+
 static void
 find_conflicts(struct kx *x)
 {
@@ -345,9 +371,12 @@ find_conflicts(struct kx *x)
     const char *uid = kube_get_str(x->vm, "metadata", "uid", (char *) NULL);
     const char *busy = kube_get_str(x->vm, "status", "restoreInProgress", (char *) NULL);
 
-    if (busy) {
+    _cleanup_free_ char *pending = busy ? NULL : restore_pending(x->kv, x->ref->ns, x->ref->name);
+    if (busy || pending) {
+        /* KubeVirt refuses a second one (and sets restoreInProgress only
+         * once the VM is stopped): refused before a safety snapshot */
         restore_status_conflict(x->st, "vm: VirtualMachineRestore '%s' is in progress on it",
-                                busy);
+                                busy ? busy : pending);
         x->in_use = true;
         x->unfixable++;
     }
@@ -427,6 +456,7 @@ restore_read(struct kx *x)
     } else if (!json_object_get_boolean(ready) || !x->captured) {
         restore_status_conflict(x->st, "snapshot: it is not ready to use yet");
         x->unfixable++;
+        x->in_use = true;               /* EBUSY: later it may be */
     } else {
         find_conflicts(x);
     }
@@ -535,7 +565,17 @@ restore_create(struct kx *x)
     struct json_object *ann = json_object_new_object(), *spec = json_object_new_object();
     struct json_object *target = json_object_new_object();
     json_object_object_add(o, "metadata", meta);
-    json_object_object_add(meta, "generateName", json_object_new_string("vmsnapfs-restore-"));
+    /* named here, not by generateName: after an answer that was lost, a
+     * GET tells whether it was made */
+    unsigned char rnd[5];
+    if (RAND_bytes(rnd, sizeof rnd) != 1) {
+        json_object_put(o);
+        json_object_put(meta);
+        return fail(x->st, -EIO, "no random name for the VirtualMachineRestore");
+    }
+    snprintf(x->name, sizeof x->name, "vmsnapfs-restore-%02x%02x%02x%02x%02x", rnd[0], rnd[1],
+             rnd[2], rnd[3], rnd[4]);
+    json_object_object_add(meta, "name", json_object_new_string(x->name));
     json_object_object_add(meta, "labels", labels);
     json_object_object_add(labels, KUBE_MADE_BY_LABEL, json_object_new_string("vmsnapfs"));
     json_object_object_add(meta, "annotations", ann);
@@ -553,21 +593,26 @@ restore_create(struct kx *x)
     json_object_object_add(spec, "targetReadinessPolicy",
                            json_object_new_string(readiness_policy(x->rq->policy)));
 
-    struct json_object *made = NULL;
     int r = kv_api(kv, "POST", path, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
-                   &made, why, sizeof why);
+                   NULL, why, sizeof why);
     json_object_put(o);
-    const char *name = name_of(made);
-    if (r >= 0 && name)
-        snprintf(x->name, sizeof x->name, "%s", name);
-    json_object_put(made);
-    if (r < 0)
+    if (r == -EIO || r == -ETIMEDOUT) {
+        /* no answer, or a 5xx: it may have been made all the same */
+        _cleanup_free_ char *one = restores_path(kv, x->ref->ns, x->name);
+        char err[256];
+        if (one && kv_api(kv, "GET", one, NULL, NULL, err, sizeof err) >= 0)
+            r = 0;
+    }
+    if (r < 0) {
+        /* nothing was changed: the safety snapshot is not needed (a retry
+         * would add one more) */
+        if (x->safety[0])
+            kv_delete_snapshot(kv, x->ref->ns, x->safety);
         return fail(x->st, r == -EINVAL && strstr(why, "in progress") ? -EBUSY
-                           : r == -EINVAL                              ? -EIO
+                           : r == -EINVAL || r == -EEXIST              ? -EIO
                                                                        : r,
                     "the cluster refused the VirtualMachineRestore: %s", why);
-    if (!x->name[0])
-        return fail(x->st, -EIO, "the cluster answered the VirtualMachineRestore without a name");
+    }
     log_info("'%s/%s': VirtualMachineRestore '%s' to '%s' (targetReadinessPolicy %s)",
              x->ref->ns, x->ref->name, x->name, x->rq->snap, readiness_policy(x->rq->policy));
     return 0;
@@ -697,7 +742,8 @@ restore_finish(struct kv *kv, const char *ns, const char *vm, const char *name,
     if (json_object_get_boolean(kube_get(plan, "startAfter", (char *) NULL)) &&
         !vm_running(kv, ns, vm)) {
         int s = vm_action(kv, ns, vm, "start", err, sizeof err);
-        if (s < 0 && s != -EEXIST) {
+        /* 409: it runs already (someone started it meanwhile) */
+        if (s < 0 && s != -EAGAIN) {
             log_error("'%s/%s': cannot start the VM again after the restore: %s", ns, vm, err);
             if (r >= 0)
                 r = say_into(why, size, -EIO, "restored, but the VM could not be started "
@@ -709,6 +755,8 @@ restore_finish(struct kv *kv, const char *ns, const char *vm, const char *name,
     delete_restore(kv, ns, name);
     return r;
 }
+
+static void finish_later(struct kv *kv, const char *ns, const char *name);
 
 static int
 restore_locked(struct kx *x)
@@ -726,6 +774,16 @@ restore_locked(struct kx *x)
     struct deadline until = wait ? deadline_after(wait) : x->deadline;
     r = wait_restore(x->kv, x->ref->ns, x->ref->name, x->name, until, x->st->error,
                      sizeof x->st->error);
+    if (r == -ETIMEDOUT) {
+        /* KubeVirt is in the middle of it: aborting could leave the VM
+         * half restored, or stopped. It goes on; this daemon waits for
+         * it in the background and reports the outcome (finish_later). */
+        size_t n = strlen(x->st->error);
+        snprintf(x->st->error + n, sizeof x->st->error - n, "; it goes on in KubeVirt: its "
+                 "outcome will show here");
+        finish_later(x->kv, x->ref->ns, x->name);
+        return r;
+    }
     r = restore_finish(x->kv, x->ref->ns, x->ref->name, x->name, x->plan, r, x->st->error,
                        sizeof x->st->error);
     if (r >= 0) {
@@ -765,16 +823,15 @@ kv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
     return r;
 }
 
-/* ---- what a killed daemon left -------------------------------------------------------- */
+/* ---- restores finished in the background -------------------------------------------- */
 
+/* A VirtualMachineRestore of ours whose outcome is waited for in the
+ * background: one a killed daemon left, or one past the write's deadline. */
 struct orphan {
-    struct orphan *next;
-    struct json_object *o;
-};
-
-struct recovery {
     struct kv *kv;
-    struct orphan *list;
+    struct json_object *o;
+    bool held;                  /* the VM's operation is taken already */
+    char key[600];
 };
 
 /* The status for `cat VM/restore` of VirtualMachineRestore o. */
@@ -798,85 +855,109 @@ status_of(struct json_object *o, struct json_object *plan, struct restore_status
                                 json_object_get_string(json_object_array_get_idx(conflicts, i)));
 }
 
-static void
-adopt(struct kv *kv, struct json_object *o)
+static const char *
+target_of(struct json_object *o)
 {
-    const char *ns = kube_get_str(o, "metadata", "namespace", (char *) NULL);
-    const char *name = name_of(o);
-    const char *vm = kube_get_str(o, "spec", "target", "name", (char *) NULL);
-    const char *text = kube_get_str(o, "metadata", "annotations", RESTORE_ANNOTATION,
+    return kube_get_str(o, "spec", "target", "name", (char *) NULL);
+}
+
+/* Waits (as long as it takes, or until unmount) for the outcome of p,
+ * does what is left and reports it. */
+static void
+adopt(struct orphan *p)
+{
+    struct kv *kv = p->kv;
+    const char *ns = kube_get_str(p->o, "metadata", "namespace", (char *) NULL);
+    const char *name = name_of(p->o), *vm = target_of(p->o);
+    const char *text = kube_get_str(p->o, "metadata", "annotations", RESTORE_ANNOTATION,
                                     (char *) NULL);
     struct json_object *plan = text ? json_tokener_parse(text) : NULL;
     struct restore_status st = { 0 };
-    _cleanup_free_ char *key = NULL;
 
-    if (!ns || !name || !vm || asprintf(&key, "%s/%s", ns, vm) < 0) {
-        json_object_put(plan);
-        return;
-    }
-    /* the VM's operation, as a restore holds it (the mount may already
-     * serve: a user's restore waits for this one, EBUSY) */
-    while (vm_op_begin(kv->ops, key, NULL, VM_OP_DISKS) < 0) {
+    /* the VM's operation, as a restore holds it: a user's restore waits */
+    while (!p->held && vm_op_begin(kv->ops, p->key, NULL, VM_OP_DISKS) < 0) {
         if (kv_closing(kv)) {
             json_object_put(plan);
             return;
         }
         sleep_ns(NSEC_PER_SEC);
     }
-    log_warning("'%s/%s': VirtualMachineRestore '%s' of a vmsnapfs that was killed: waiting "
-                "for its outcome", ns, vm, name);
-    status_of(o, plan, &st);
-    if (kv->events.restore_found)
-        kv->events.restore_found(kv->events.opaque, ns, vm, &st);
-    struct deadline until = deadline_after(kv->deadline_ns ? kv->deadline_ns : RESTORE_WAIT_NS);
-    int r = wait_restore(kv, ns, vm, name, until, st.error, sizeof st.error);
+    status_of(p->o, plan, &st);
+    int r = wait_restore(kv, ns, vm, name, (struct deadline) { 0 }, st.error, sizeof st.error);
     if (r == -ETIMEDOUT && kv_closing(kv)) {
-        /* this daemon stops: the next one takes it up again */
-        restore_status_clear(&st);
-        json_object_put(plan);
-        vm_op_end(kv->ops, key);
-        return;
+        /* this daemon stops: the next one takes it up */
+        log_info("'%s/%s': VirtualMachineRestore '%s' is not complete at unmount: the next "
+                 "vmsnapfs started here reports it", ns, vm, name);
+    } else {
+        r = restore_finish(kv, ns, vm, name, plan, r, st.error, sizeof st.error);
+        st.finished = time(NULL);
+        st.phase = r >= 0 ? SNAPSHOT_SUCCEEDED : SNAPSHOT_FAILED;
+        if (r >= 0)
+            st.error[0] = '\0';
+        log_info("'%s/%s': the restore to '%s' (VirtualMachineRestore '%s') %s%s", ns, vm,
+                    st.snap, name, r >= 0 ? "is complete" : "failed: ", r >= 0 ? "" : st.error);
+        if (kv->events.restore_found)
+            kv->events.restore_found(kv->events.opaque, ns, vm, &st);
     }
-    r = restore_finish(kv, ns, vm, name, plan, r, st.error, sizeof st.error);
-    st.finished = time(NULL);
-    st.phase = r >= 0 ? SNAPSHOT_SUCCEEDED : SNAPSHOT_FAILED;
-    if (r >= 0)
-        st.error[0] = '\0';
-    log_warning("'%s/%s': the restore to '%s' that a killed vmsnapfs started %s%s%s", ns, vm,
-                st.snap, r >= 0 ? "is complete" : "failed: ", r >= 0 ? "" : st.error, "");
-    if (kv->events.restore_found)
-        kv->events.restore_found(kv->events.opaque, ns, vm, &st);
     restore_status_clear(&st);
     json_object_put(plan);
-    vm_op_end(kv->ops, key);
+    vm_op_end(kv->ops, p->key);
 }
 
 static void *
-recovery_thread(void *opaque)
+adopt_thread(void *opaque)
 {
-    struct recovery *rc = opaque;
-    struct kv *kv = rc->kv;
+    struct orphan *p = opaque;
+    struct kv *kv = p->kv;
 
-    for (struct orphan *p = rc->list, *next; p; p = next) {
-        next = p->next;
-        if (!kv_closing(kv))
-            adopt(kv, p->o);
+    adopt(p);
+    json_object_put(p->o);
+    free(p);
+    kv_thread_done(kv);
+    return NULL;
+}
+
+/* Starts the background wait for o (a reference taken). */
+static void
+adopt_start(struct kv *kv, struct json_object *o, bool held)
+{
+    struct orphan *p = calloc(1, sizeof *p);
+    const char *ns = kube_get_str(o, "metadata", "namespace", (char *) NULL);
+
+    if (!p || !ns || !target_of(o) || !name_of(o)) {
+        free(p);
+        return;
+    }
+    *p = (struct orphan) { .kv = kv, .o = json_object_get(o), .held = held };
+    snprintf(p->key, sizeof p->key, "%s/%s", ns, target_of(o));
+    if (kv_thread_start(kv, adopt_thread, p) < 0) {
+        if (held)
+            vm_op_end(kv->ops, p->key);
         json_object_put(p->o);
         free(p);
     }
-    free(rc);
-    kv_thread_done(kv);
-    return NULL;
+}
+
+static void
+finish_later(struct kv *kv, const char *ns, const char *name)
+{
+    _cleanup_free_ char *path = restores_path(kv, ns, name);
+    struct json_object *o = NULL;
+    char why[256];
+
+    if (!path || kv_api(kv, "GET", path, NULL, &o, why, sizeof why) < 0 || !o) {
+        log_error("'%s': VirtualMachineRestore '%s' is left to KubeVirt; its outcome cannot be "
+                  "followed: %s", ns, name, path ? why : strerror(ENOMEM));
+        json_object_put(o);
+        return;
+    }
+    adopt_start(kv, o, false);
+    json_object_put(o);
 }
 
 void
 kv_restore_recover(struct kv *kv)
 {
-    struct recovery *rc = calloc(1, sizeof *rc);
-
-    if (!rc)
-        return;
-    rc->kv = kv;
     for (size_t i = 0; i < kube_scope_count(kv->scope); i++) {
         const char *ns = kube_scope_ns(kv->scope, i);
         _cleanup_free_ char *base = NULL, *path = NULL;
@@ -896,25 +977,29 @@ kv_restore_recover(struct kv *kv)
         struct json_object *items = kube_get(list, "items", (char *) NULL);
         for (size_t j = 0; j < array_len(items); j++) {
             struct json_object *o = json_object_array_get_idx(items, j);
-            struct orphan *p;
-            if (!kube_owner_gone(kv->owner, o) || !(p = calloc(1, sizeof *p)))
+            const char *ons = kube_get_str(o, "metadata", "namespace", (char *) NULL);
+            const char *vm = target_of(o);
+            const char *text = kube_get_str(o, "metadata", "annotations", RESTORE_ANNOTATION,
+                                            (char *) NULL);
+            char key[600];
+            if (!ons || !vm || !name_of(o) || !kube_owner_gone(kv->owner, o))
                 continue;
-            p->o = json_object_get(o);
-            p->next = rc->list;
-            rc->list = p;
+            /* taken, and shown InProgress, before the mount serves: no
+             * restore of the VM starts meanwhile */
+            snprintf(key, sizeof key, "%s/%s", ons, vm);
+            if (vm_op_begin(kv->ops, key, NULL, VM_OP_DISKS) < 0)
+                continue;           /* another daemon of this host has it */
+            log_warning("'%s/%s': VirtualMachineRestore '%s' of a vmsnapfs that was killed: "
+                        "waiting for its outcome", ons, vm, name_of(o));
+            struct json_object *plan = text ? json_tokener_parse(text) : NULL;
+            struct restore_status st = { 0 };
+            status_of(o, plan, &st);
+            if (kv->events.restore_found)
+                kv->events.restore_found(kv->events.opaque, ons, vm, &st);
+            restore_status_clear(&st);
+            json_object_put(plan);
+            adopt_start(kv, o, true);
         }
         json_object_put(list);
-    }
-    if (!rc->list) {
-        free(rc);
-        return;
-    }
-    if (kv_thread_start(kv, recovery_thread, rc) < 0) {
-        for (struct orphan *p = rc->list, *next; p; p = next) {
-            next = p->next;
-            json_object_put(p->o);
-            free(p);
-        }
-        free(rc);
     }
 }

@@ -3314,7 +3314,7 @@ def main():
             store.create(R["persistentvolumeclaims"], ns, {
                 "metadata": {"name": name + "-root"},
                 "spec": {"storageClassName": "fake", "accessModes": ["ReadWriteOnce"],
-                         "resources": {"requests": {"storage": "1Gi"}}}})
+                         "resources": {"requests": {"storage": "2Gi"}}}})
             store.create(R["virtualmachines"], ns, {
                 "metadata": {"name": name, "labels": {"app": "bench"}},
                 "spec": {"runStrategy": "Halted", "template": {"spec": {

@@ -397,11 +397,12 @@ fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
                        "disk (details in the log)");
         if (r == -ENOTSUP)
             r = -EIO;
+        /* page cache on (cp and qemu-img read it at full speed; the kernel
+         * drops what it had cached of the file at each open), except for
+         * views that ask otherwise (a live disk; an export, whose chunks
+         * are sent as they are) */
         if (r >= 0 && h->view->uncached)
             fi->direct_io = 1;
-
-        /* page cache on: cp and qemu-img read it at full speed; the kernel
-         * drops what it had cached of the file at each open */
     } else {
         r = render_node(fs, n, &h->buf, &h->len);
         fi->direct_io = 1;   /* content may change size between opens */

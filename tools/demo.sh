@@ -76,6 +76,10 @@ fake-apiserver.py, 4 VMs in 2 namespaces). Try:
   kubectl get vmsnapshot -A                    # the cluster sees it
   kubectl -n ns01 patch vm vm0001 --type merge -p '{"spec":{"runStrategy":"Always"}}'
   cat $kmnt/ns01/vm0001/state                  # changes show at once
+  cp --sparse=always $kmnt/ns00/vm0000/volumes/root.img /tmp/   # a running VM's disk, one point in time
+  cp -r --sparse=always $kmnt/ns00/vm0000/snapshots/first /tmp/backup   # an offline backup
+  echo 'first policy=StopTarget' > $kmnt/ns00/vm0000/restore; cat $kmnt/ns00/vm0000/restore
+  echo copy > $kmnt/ns00/vm0000/snapshots/first/clone   # VM copy, stopped, new MACs
   rmdir $kmnt/ns00/vm0000/snapshots/first
 
 Stop it all with: tools/demo.sh down

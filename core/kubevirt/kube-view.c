@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -92,6 +93,31 @@ on_body(char *data, size_t one, size_t n, void *opaque)
     }
     memcpy(in->buf + in->got, data, len);
     in->got += len;
+    return len;
+}
+
+/* The Content-Range of a 206: whether it starts where asked, of a disk of
+ * the view's size (a server or proxy that answered another range must not
+ * put its bytes in the wrong place). */
+struct range_check {
+    uint64_t start, size;
+    bool ok;
+};
+
+static size_t
+on_header(char *data, size_t one, size_t n, void *opaque)
+{
+    struct range_check *rc = opaque;
+    size_t len = one * n;
+    char line[256];
+    unsigned long long a, b, total;
+
+    if (len < sizeof line && len > 14 && strncasecmp(data, "content-range:", 14) == 0) {
+        memcpy(line, data, len);
+        line[len] = '\0';
+        if (sscanf(line + 14, " bytes %llu-%llu/%llu", &a, &b, &total) == 3)
+            rc->ok = a == rc->start && b >= a && (!rc->size || total == rc->size);
+    }
     return len;
 }
 
@@ -183,11 +209,14 @@ request(struct kview *k, void *buf, size_t count, uint64_t off, uint64_t *ret_si
                 curl_easy_cleanup(h);
             return -ENOMEM;
         }
+        struct range_check cr = { off, k->v.size, false };
         if (buf)
             curl_easy_setopt(h, CURLOPT_RANGE, range);
         else
             curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
         CURLcode tls = setup(k, h, headers, err, on_body, &in);
+        curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(h, CURLOPT_HEADERDATA, &cr);
         CURLcode rc = tls != CURLE_OK ? tls : curl_easy_perform(h);
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
         curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
@@ -226,7 +255,7 @@ request(struct kview *k, void *buf, size_t count, uint64_t off, uint64_t *ret_si
         }
         /* 206 with exactly the range; a 200 only if the range was the file */
         if (in.overflow || in.got != count ||
-            !(code == 206 || (code == 200 && off == 0 && count == k->v.size))) {
+            !((code == 206 && cr.ok) || (code == 200 && off == 0 && count == k->v.size))) {
             snprintf(why, size, "GET %s: HTTP %ld, %zu of %zu bytes", range, code, in.got, count);
             *reason = "the export server sent something else than the range asked";
             r = -EIO;
@@ -307,6 +336,7 @@ chunk_len(const struct kview *k, uint64_t idx)
 struct stream {
     struct kview *k;
     CURL *h;
+    struct range_check range;
     bool checked;               /* the answer is the 206 asked for */
     uint64_t idx;               /* the chunk being received */
     bool placed;                /* idx has a place: sl, or skipped (sl NULL) */
@@ -333,6 +363,7 @@ stream_place(struct stream *st)
         st->sl = find(k, st->idx) ? NULL : claim(k, st->idx);
         if (st->sl && !st->sl->data && !(st->sl->data = malloc(CHUNK))) {
             st->sl->state = SLOT_EMPTY;
+            st->sl = NULL;              /* not ours any more */
             return false;
         }
         if (st->sl || find(k, st->idx))
@@ -356,7 +387,7 @@ on_stream(char *data, size_t one, size_t n, void *opaque)
     if (!st->checked) {
         long code = 0;
         curl_easy_getinfo(st->h, CURLINFO_RESPONSE_CODE, &code);
-        if (code != 206)
+        if (code != 206 || !st->range.ok)
             return 0;                   /* not the range: the reads ask themselves */
         st->checked = true;
     }
@@ -396,12 +427,15 @@ stream_run(struct kview *k, uint64_t start)
 {
     char range[64], err[CURL_ERROR_SIZE];
     struct curl_slist *headers = curl_slist_append(NULL, k->token_header);
-    struct stream st = { .k = k, .h = take(k), .idx = start };
+    struct stream st = { .k = k, .h = take(k), .idx = start,
+                         .range = { start * CHUNK, k->v.size, false } };
 
     snprintf(range, sizeof range, "%" PRIu64 "-", start * CHUNK);
     if (st.h && headers) {
         curl_easy_setopt(st.h, CURLOPT_RANGE, range);
         CURLcode rc = setup(k, st.h, headers, err, on_stream, &st);
+        curl_easy_setopt(st.h, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(st.h, CURLOPT_HEADERDATA, &st.range);
         if (rc == CURLE_OK)
             rc = curl_easy_perform(st.h);
         /* a stream ended early is no failure: the reads fetch what they need */
@@ -457,10 +491,19 @@ follow(struct kview *k, uint64_t idx)
 
     if (k->streaming && !k->stream_stop && (k->stream_at < idx || k->stream_at > idx + AHEAD + 1))
         k->stream_stop = true;
-    if (!sequential || !k->has_streamer || idx + 1 >= chunks ||
-        (k->streaming && !k->stream_stop) || k->stream_want != NO_CHUNK)
+    if (!sequential) {
+        k->stream_want = NO_CHUNK;      /* asked for where it no longer reads */
         return;
-    k->stream_want = idx + 1;
+    }
+    if (!k->has_streamer || (k->streaming && !k->stream_stop) || k->stream_want != NO_CHUNK)
+        return;
+    /* from the first chunk after idx not held already, if any is left */
+    uint64_t from = idx + 1;
+    while (from < chunks && from <= idx + AHEAD && find(k, from))
+        from++;
+    if (from >= chunks)
+        return;
+    k->stream_want = from;
     pthread_cond_broadcast(&k->changed);
 }
 
@@ -480,8 +523,11 @@ hold(struct kview *k, uint64_t idx, struct slot **ret, const char **reason)
         }
         if (sl)
             break;
-        if (k->streaming && !k->stream_stop && idx == k->stream_at) {
-            pthread_cond_wait(&k->changed, &k->lock);   /* it comes next */
+        /* the stream's next chunk, and the stream may place it (it stays
+         * AHEAD chunks within the reader): it comes */
+        uint64_t reader = k->last_idx == NO_CHUNK ? 0 : k->last_idx;
+        if (k->streaming && !k->stream_stop && idx == k->stream_at && idx <= reader + AHEAD) {
+            pthread_cond_wait(&k->changed, &k->lock);
             continue;
         }
         sl = claim(k, idx);
@@ -600,13 +646,7 @@ kview_release(struct volume_view *v, void *pin)
 static int
 kview_check(struct volume_view *v, const char **ret_reason)
 {
-    struct kview *k = (struct kview *) v;
-
-    if (k->unchanged && !k->unchanged(k->opaque)) {
-        *ret_reason = "the VM was started: its disk is no longer the one opened";
-        return -EIO;
-    }
-    return 0;
+    return still_unchanged((struct kview *) v, ret_reason);
 }
 
 static int

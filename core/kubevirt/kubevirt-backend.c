@@ -322,7 +322,9 @@ kv_vm_get(void *h, const struct vm_ref *ref, struct vm_info **ret)
 {
     struct kv *kv = h;
     struct json_object *vm = kube_cache_get(cache(kv, C_VMS, ref->ns), ref->ns, ref->name);
-    struct json_object *vmi = vm ? kube_cache_get(cache(kv, C_VMIS, ref->ns), ref->ns, ref->name) : NULL;
+    struct json_object *vmi = vm ? kube_cache_get(cache(kv, C_VMIS, ref->ns), ref->ns,
+                                                  ref->name)
+                                 : NULL;
     int r = vm ? kube_vm_info(vm, vmi, ret) : -ENOENT;
 
     json_object_put(vm);
@@ -351,7 +353,8 @@ kv_snapshot_list(void *h, const struct vm_ref *ref, struct snapshot_info ***ret,
     size_t n = 0, k = 0;
     struct snapshot_info **v = NULL;
     struct json_object *vm = kube_cache_get(cache(kv, C_VMS, ref->ns), ref->ns, ref->name);
-    int r = vm ? kube_cache_list(cache(kv, C_SNAPS, ref->ns), ref->ns, ref->name, &snaps, &n) : -ENOENT;
+    int r = vm ? kube_cache_list(cache(kv, C_SNAPS, ref->ns), ref->ns, ref->name, &snaps, &n)
+               : -ENOENT;
 
     json_object_put(vm);
     if (r >= 0 && !(v = calloc(n + 1, sizeof *v)))
@@ -363,7 +366,8 @@ kv_snapshot_list(void *h, const struct vm_ref *ref, struct snapshot_info ***ret,
             continue;
         const char *cname = kube_get_str(snaps[i], "status", "virtualMachineSnapshotContentName",
                                          (char *) NULL);
-        struct json_object *content = cname ? kube_cache_get(cache(kv, C_CONTENTS, ref->ns), ref->ns,
+        struct json_object *content = cname ? kube_cache_get(cache(kv, C_CONTENTS, ref->ns),
+                                                             ref->ns,
                                                              cname)
                                             : NULL;
         struct snapshot_info *s = NULL;
@@ -416,13 +420,19 @@ kv_api(struct kv *kv, const char *method, const char *path, const char *body,
 }
 
 char *
-kv_snapshots_path(struct kv *kv, const char *ns, const char *name)
+kv_snapshot_api_path(struct kv *kv, const char *plural, const char *ns, const char *name)
 {
     char *p = NULL;
-    if (asprintf(&p, "/apis/snapshot.kubevirt.io/%s/namespaces/%s/virtualmachinesnapshots%s%s",
-                 kv->snap_version, ns, name ? "/" : "", name ? name : "") < 0)
+    if (asprintf(&p, "/apis/snapshot.kubevirt.io/%s/namespaces/%s/%s%s%s", kv->snap_version, ns,
+                 plural, name ? "/" : "", name ? name : "") < 0)
         return NULL;
     return p;
+}
+
+char *
+kv_snapshots_path(struct kv *kv, const char *ns, const char *name)
+{
+    return kv_snapshot_api_path(kv, "virtualmachinesnapshots", ns, name);
 }
 
 /* PUT unfreeze on the VMI: the guest thawed whatever KubeVirt's controller
@@ -536,7 +546,8 @@ kv_delete_snapshot(struct kv *kv, const char *ns, const char *snap)
     _cleanup_free_ char *path = kv_snapshots_path(kv, ns, snap);
     struct kube_response resp;
     char why[256];
-    int r = path ? kube_request(kv->client, "DELETE", path, "{\"propagationPolicy\":\"Background\"}",
+    int r = path ? kube_request(kv->client, "DELETE", path,
+                                "{\"propagationPolicy\":\"Background\"}",
                                 NULL, REQUEST_NS, &resp, why, sizeof why)
                  : -ENOMEM;
     if (path)
@@ -593,7 +604,9 @@ kv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
 
     /* the VM runs while it has a VMI (as vm_info says, without making one) */
     struct json_object *vm = kube_cache_get(cache(kv, C_VMS, ref->ns), ref->ns, ref->name);
-    struct json_object *vmi = vm ? kube_cache_get(cache(kv, C_VMIS, ref->ns), ref->ns, ref->name) : NULL;
+    struct json_object *vmi = vm ? kube_cache_get(cache(kv, C_VMIS, ref->ns), ref->ns,
+                                                  ref->name)
+                                 : NULL;
     bool running = vmi != NULL, agent = kube_vmi_agent(vmi);
     json_object_put(vm);
     json_object_put(vmi);
@@ -643,7 +656,8 @@ kv_snapshot_make(struct kv *kv, const struct vm_ref *ref, const char *snap,
                         "\"VirtualMachineSnapshot\",\"metadata\":{\"name\":\"%s\",\"labels\":"
                         "{\"" KUBE_MADE_BY_LABEL "\":\"vmsnapfs\"%s},\"annotations\":{\""
                         KUBE_OWNER_ANNOTATION "\":\"%s\"}},\"spec\":{\"source\":"
-                        "{\"apiGroup\":\"kubevirt.io\",\"kind\":\"VirtualMachine\",\"name\":\"%s\"}%s}}",
+                        "{\"apiGroup\":\"kubevirt.io\",\"kind\":\"VirtualMachine\","
+                        "\"name\":\"%s\"}%s}}",
                  kv->snap_version, snap,
                  temporary ? ",\"" KV_TEMPORARY_LABEL "\":\"true\"" : "", kv->owner,
                  ref->name, fd) < 0)
@@ -665,12 +679,14 @@ kv_snapshot_make(struct kv *kv, const struct vm_ref *ref, const char *snap,
             break;
         if (now_monotonic_ns() >= until)
             break;
-        (void) kube_cache_wait_change(cache(kv, C_SNAPS, ref->ns), seen, now_monotonic_ns() + NSEC_PER_SEC);
+        (void) kube_cache_wait_change(cache(kv, C_SNAPS, ref->ns), seen,
+                                      now_monotonic_ns() + NSEC_PER_SEC);
         seen = kube_cache_changes(cache(kv, C_SNAPS, ref->ns));
     }
     unsigned ind = s ? s->indications : 0;
     bool quiesced = ind & (1u << INDICATION_GUEST_AGENT) &&
-                    !(ind & ((1u << INDICATION_QUIESCE_FAILED) | (1u << INDICATION_QUIESCE_TIMEOUT)));
+                    !(ind & ((1u << INDICATION_QUIESCE_FAILED) |
+                             (1u << INDICATION_QUIESCE_TIMEOUT)));
     if (state == 1 && running && !quiesced && o && o->consistency == CONSISTENCY_REQUIRED) {
         state = -3;
         r = say(rep, -EAGAIN, "the snapshot is not quiesced and consistency=required: deleted");
@@ -707,56 +723,6 @@ kv_snapshot_make(struct kv *kv, const struct vm_ref *ref, const char *snap,
     return r;
 }
 
-/* A VirtualMachineRestore of ns that uses snapshot snap, is not complete
- * and has not failed (KubeVirt lets the snapshot go meanwhile; the restore
- * then fails half done): its name in who, 1; 0 if none; < 0 if the list
- * cannot be had (why). One request: restores are rare, not worth a watch. */
-static int
-restore_using(struct kv *kv, const char *ns, const char *snap, char *who, size_t who_size,
-              char *why, size_t size)
-{
-    _cleanup_free_ char *path = NULL;
-    struct kube_response resp;
-    int r;
-
-    if (asprintf(&path, "/apis/snapshot.kubevirt.io/%s/namespaces/%s/virtualmachinerestores",
-                 kv->snap_version, ns) < 0)
-        return -ENOMEM;
-    r = kube_request(kv->client, "GET", path, NULL, NULL, REQUEST_NS, &resp, why, size);
-    struct json_object *list = r >= 0 ? json_tokener_parse(resp.body ? resp.body : "") : NULL;
-    long code = resp.code;
-    kube_response_clear(&resp);
-    if (r < 0 && code == 403) {
-        /* RBAC lets these credentials delete snapshots but not see
-         * restores: KubeVirt does not check either */
-        log_info("'%s': may not list VirtualMachineRestores: snapshot '%s' deleted without "
-                 "checking that no restore uses it", ns, snap);
-        return 0;
-    }
-    if (r < 0)
-        return r;
-    if (!list) {
-        snprintf(why, size, "the list of VirtualMachineRestores is not JSON");
-        return -EIO;
-    }
-    struct json_object *items = kube_get(list, "items", (char *) NULL);
-    size_t n = items && json_object_is_type(items, json_type_array)
-                   ? json_object_array_length(items) : 0;
-    r = 0;
-    for (size_t i = 0; i < n && r == 0; i++) {
-        struct json_object *o = json_object_array_get_idx(items, i);
-        const char *uses = kube_get_str(o, "spec", "virtualMachineSnapshotName", (char *) NULL);
-        struct json_object *done = kube_get(o, "status", "complete", (char *) NULL);
-        if (!uses || strcmp(uses, snap) != 0 || json_object_get_boolean(done) ||
-            kube_condition_true(o, "Failure"))
-            continue;                   /* a failed restore is never tried again */
-        snprintf(who, who_size, "%s", kube_get_str(o, "metadata", "name", (char *) NULL) ?: "?");
-        r = 1;
-    }
-    json_object_put(list);
-    return r;
-}
-
 /* rmdir, with the VM's and the snapshot's operation locks held */
 static int
 snapshot_delete_locked(struct kv *kv, const struct vm_ref *ref, const char *snap,
@@ -765,7 +731,16 @@ snapshot_delete_locked(struct kv *kv, const struct vm_ref *ref, const char *snap
     struct kube_response resp;
     struct json_object *o;
     char why[512], who[256];
-    int r = restore_using(kv, ref->ns, snap, who, sizeof who, why, sizeof why);
+    /* KubeVirt lets the snapshot go under a restore, which then fails
+     * half done */
+    int r = kv_restore_active(kv, ref->ns, NULL, snap, who, sizeof who, why, sizeof why);
+    if (r == -EACCES) {
+        /* RBAC lets these credentials delete snapshots but not see
+         * restores: KubeVirt does not check either */
+        log_info("'%s': may not list VirtualMachineRestores: snapshot '%s' deleted without "
+                 "checking that no restore uses it", ref->ns, snap);
+        r = 0;
+    }
 
     if (r > 0)
         return say(rep, -EBUSY, "VirtualMachineRestore %s uses the snapshot and is not "

@@ -60,6 +60,9 @@ int kv_api(struct kv *kv, const char *method, const char *path, const char *body
 int kv_snapshot_make(struct kv *kv, const struct vm_ref *ref, const char *snap,
                      const struct vmsnapfs_opts *o, bool running, bool temporary,
                      struct op_report *rep);
+/* The API path of ns's objects of snapshot.kubevirt.io plural, or of one
+ * (name). */
+char *kv_snapshot_api_path(struct kv *kv, const char *plural, const char *ns, const char *name);
 /* The API path of ns's VirtualMachineSnapshots, or of one (name). */
 char *kv_snapshots_path(struct kv *kv, const char *ns, const char *name);
 /* Deletes a VirtualMachineSnapshot (logged if that fails). */
@@ -67,6 +70,13 @@ void kv_delete_snapshot(struct kv *kv, const char *ns, const char *snap);
 /* Restore and clone (kubevirt-restore.c, kubevirt-clone.c). */
 int kv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
                const struct vmsnapfs_opts *o, struct restore_status *st);
+/* A VirtualMachineRestore of ns targeting vm (if vm) or using snapshot
+ * snap (if snap) that is neither complete nor failed (a failed one is
+ * never tried again): its name in who, 1; 0 if none; < 0 if the list
+ * cannot be had (why; -EACCES: these credentials may not list them). One
+ * request: restores are rare, not worth a watch. */
+int kv_restore_active(struct kv *kv, const char *ns, const char *vm, const char *snap,
+                      char *who, size_t who_size, char *why, size_t size);
 /* Finds the restores a killed vmsnapfs left and reports their outcome. */
 void kv_restore_recover(struct kv *kv);
 int kv_clone(void *h, const struct vm_ref *ref, const char *snap, const char *new_name,

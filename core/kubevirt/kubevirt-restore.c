@@ -75,11 +75,7 @@ name_of(struct json_object *o)
 static char *
 restores_path(struct kv *kv, const char *ns, const char *name)
 {
-    char *p = NULL;
-    if (asprintf(&p, "/apis/snapshot.kubevirt.io/%s/namespaces/%s/virtualmachinerestores%s%s",
-                 kv->snap_version, ns, name ? "/" : "", name ? name : "") < 0)
-        return NULL;
-    return p;
+    return kv_snapshot_api_path(kv, "virtualmachinerestores", ns, name);
 }
 
 /* PUT start or stop on the VM (subresources.kubevirt.io). */
@@ -337,29 +333,30 @@ check_type(struct kx *x, const char *field, const char *plural, const char *clus
     }
 }
 
-/* The name of a VirtualMachineRestore of ns targeting vm that is neither
- * complete nor failed, or NULL (none, or they cannot be listed). */
-static char *
-restore_pending(struct kv *kv, const char *ns, const char *vm)
+int
+kv_restore_active(struct kv *kv, const char *ns, const char *vm, const char *snap, char *who,
+                  size_t who_size, char *why, size_t size)
 {
     _cleanup_free_ char *path = restores_path(kv, ns, NULL);
     struct json_object *list = NULL;
-    char why[256], *who = NULL;
+    int r = path ? kv_api(kv, "GET", path, NULL, &list, why, size) : -ENOMEM;
 
-    if (!path || kv_api(kv, "GET", path, NULL, &list, why, sizeof why) < 0) {
-        log_debug("'%s': cannot list VirtualMachineRestores: %s", ns, path ? why : "");
-        return NULL;
-    }
+    if (r >= 0 && !list)
+        r = kv_sayf(why, size, -EIO, "the list of VirtualMachineRestores is not JSON");
     struct json_object *items = kube_get(list, "items", (char *) NULL);
-    for (size_t i = 0; i < array_len(items) && !who; i++) {
+    for (size_t i = 0; r == 0 && i < array_len(items); i++) {
         struct json_object *o = json_object_array_get_idx(items, i);
         const char *t = kube_get_str(o, "spec", "target", "name", (char *) NULL);
-        if (t && strcmp(t, vm) == 0 && !kube_condition_true(o, "Failure") &&
-            !json_object_get_boolean(kube_get(o, "status", "complete", (char *) NULL)))
-            who = strdup(name_of(o) ? name_of(o) : "?");
+        const char *uses = kube_get_str(o, "spec", "virtualMachineSnapshotName", (char *) NULL);
+        if ((vm && (!t || strcmp(t, vm) != 0)) || (snap && (!uses || strcmp(uses, snap) != 0)) ||
+            kube_condition_true(o, "Failure") ||
+            json_object_get_boolean(kube_get(o, "status", "complete", (char *) NULL)))
+            continue;
+        snprintf(who, who_size, "%s", name_of(o) ? name_of(o) : "?");
+        r = 1;
     }
     json_object_put(list);
-    return who;
+    return r;
 }
 
 static void
@@ -371,8 +368,11 @@ find_conflicts(struct kx *x)
     const char *uid = kube_get_str(x->vm, "metadata", "uid", (char *) NULL);
     const char *busy = kube_get_str(x->vm, "status", "restoreInProgress", (char *) NULL);
 
-    _cleanup_free_ char *pending = busy ? NULL : restore_pending(x->kv, x->ref->ns, x->ref->name);
-    if (busy || pending) {
+    char pending[256] = "", why[256];
+    if (!busy && kv_restore_active(x->kv, x->ref->ns, x->ref->name, NULL, pending,
+                                   sizeof pending, why, sizeof why) < 0)
+        log_debug("'%s': cannot list VirtualMachineRestores: %s", x->ref->ns, why);
+    if (busy || pending[0]) {
         /* KubeVirt refuses a second one (and sets restoreInProgress only
          * once the VM is stopped): refused before a safety snapshot */
         restore_status_conflict(x->st, "vm: VirtualMachineRestore '%s' is in progress on it",

@@ -99,6 +99,22 @@ cmp "$wd/moe.img" "$(disk moe)" || fail "the copy differs from the disk"
 # cp --sparse=always makes the copy sparse (the documented way)
 cp --sparse=always "$M/volumes/root.img" "$wd/moe-sparse.img"
 cmp "$wd/moe-sparse.img" "$(disk moe)" || fail "the sparse copy differs"
+# a reader that jumps (dd skip=, a partition table, then a filesystem):
+# a read just past the stream's readahead window, one behind it, one in
+# it, each the disk's bytes (and no reader waits for a stream that waits
+# for it)
+timeout -k 5 30 python3 - "$M/volumes/root.img" "$(disk moe)" <<'PY' || fail "reads that jump"
+import os, sys, time
+f, d = os.open(sys.argv[1], os.O_RDONLY), os.open(sys.argv[2], os.O_RDONLY)
+MiB = 1 << 20
+for off in (0, None, 36 * MiB, 10 * MiB, 63 * MiB, 20 * MiB, 1 * MiB):
+    if off is None:
+        time.sleep(1)           # the stream runs ahead and waits
+        continue
+    a, b = os.pread(f, MiB, off), os.pread(d, MiB, off)
+    if a != b:
+        raise SystemExit("bytes at %d MiB differ" % (off // MiB))
+PY
 [ "$(du -k "$wd/moe-sparse.img" | cut -f1)" -lt 1024 ] ||
     fail "cp --sparse=always did not make holes: $(du -k "$wd/moe-sparse.img")"
 # the export goes once no reader is left (10 s linger)

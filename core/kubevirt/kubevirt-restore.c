@@ -20,6 +20,9 @@
  *     stopped VM, the VM started again if the policy stopped it, and the
  *     VirtualMachineRestore deleted (the status lives in `cat VM/restore`).
  *
+ * Steps 1-4 are here; step 5, the waiting, and what runs in the background
+ * are in kubevirt-restore-finish.c.
+ *
  * A daemon that finds a VirtualMachineRestore of ours whose maker is gone
  * (kube-owner.h) waits for its outcome, does step 5 and reports it in
  * `cat VM/restore` (kv_restore_recover).
@@ -49,38 +52,24 @@
 #include "kubevirt-private.h"
 #include "log.h"
 #include "name.h"
+#include "kubevirt-restore.h"
 #include "restore-policy.h"
 
 /* without a failure deadline: how long KubeVirt may take */
-#define RESTORE_WAIT_NS (UINT64_C(600) * NSEC_PER_SEC)
-#define RESTORE_ANNOTATION "vmsnapfs.io/restore"
 
 #define fail(st, r, ...) kv_sayf((st)->error, sizeof (st)->error, (r), __VA_ARGS__)
-#define say_into kv_sayf
-
-static size_t
-array_len(struct json_object *a)
-{
-    return a && json_object_is_type(a, json_type_array) ? json_object_array_length(a) : 0;
-}
-
-static const char *
-name_of(struct json_object *o)
-{
-    return kube_get_str(o, "metadata", "name", (char *) NULL);
-}
 
 /* ---- requests -------------------------------------------------------------------- */
 
-static char *
-restores_path(struct kv *kv, const char *ns, const char *name)
+char *
+kvr_restores_path(struct kv *kv, const char *ns, const char *name)
 {
     return kv_snapshot_api_path(kv, "virtualmachinerestores", ns, name);
 }
 
 /* PUT start or stop on the VM (subresources.kubevirt.io). */
-static int
-vm_action(struct kv *kv, const char *ns, const char *vm, const char *action, char *why,
+int
+kvr_vm_action(struct kv *kv, const char *ns, const char *vm, const char *action, char *why,
           size_t size)
 {
     _cleanup_free_ char *path = NULL;
@@ -90,10 +79,10 @@ vm_action(struct kv *kv, const char *ns, const char *vm, const char *action, cha
     return kv_api(kv, "PUT", path, "{}", NULL, why, size);
 }
 
-static void
-delete_restore(struct kv *kv, const char *ns, const char *name)
+void
+kvr_delete(struct kv *kv, const char *ns, const char *name)
 {
-    _cleanup_free_ char *path = restores_path(kv, ns, name);
+    _cleanup_free_ char *path = kvr_restores_path(kv, ns, name);
     char why[256];
     int r = path ? kv_api(kv, "DELETE", path, NULL, NULL, why, sizeof why) : -ENOMEM;
     if (r < 0 && r != -ENOENT)
@@ -101,8 +90,8 @@ delete_restore(struct kv *kv, const char *ns, const char *name)
                     r == -ENOMEM ? strerror(ENOMEM) : why);
 }
 
-static bool
-vm_running(struct kv *kv, const char *ns, const char *vm)
+bool
+kvr_vm_running(struct kv *kv, const char *ns, const char *vm)
 {
     struct json_object *vmi = kube_cache_get(cache(kv, C_VMIS, ns), ns, vm);
     json_object_put(vmi);
@@ -116,7 +105,7 @@ wait_stopped(struct kv *kv, const char *ns, const char *vm, struct deadline unti
     struct kube_cache *vmis = cache(kv, C_VMIS, ns);
     for (;;) {
         uint64_t seen = kube_cache_changes(vmis);
-        if (!vm_running(kv, ns, vm))
+        if (!kvr_vm_running(kv, ns, vm))
             return 0;
         if (deadline_passed(until) || kv_closing(kv))
             return -ETIMEDOUT;
@@ -140,8 +129,8 @@ vm_volumes(struct json_object *vm)
     return kube_get(vm, "spec", "template", "spec", "volumes", (char *) NULL);
 }
 
-static struct json_object *
-vm_interfaces(struct json_object *vm)
+struct json_object *
+kvr_vm_interfaces(struct json_object *vm)
 {
     return kube_get(vm, "spec", "template", "spec", "domain", "devices", "interfaces",
                     (char *) NULL);
@@ -176,7 +165,7 @@ other_vm_using(struct kv *kv, const char *ns, const char *self, const char *clai
         const char *name = name_of(vms[i]);
         if (!name || strcmp(name, self) == 0)
             continue;
-        struct json_object *vols = vm_volumes(vms[i]), *ifs = vm_interfaces(vms[i]);
+        struct json_object *vols = vm_volumes(vms[i]), *ifs = kvr_vm_interfaces(vms[i]);
         for (size_t j = 0; claim && !who && j < array_len(vols); j++) {
             const char *c = volume_claim(json_object_array_get_idx(vols, j));
             if (c && strcmp(c, claim) == 0)
@@ -337,7 +326,7 @@ int
 kv_restore_active(struct kv *kv, const char *ns, const char *vm, const char *snap, char *who,
                   size_t who_size, char *why, size_t size)
 {
-    _cleanup_free_ char *path = restores_path(kv, ns, NULL);
+    _cleanup_free_ char *path = kvr_restores_path(kv, ns, NULL);
     struct json_object *list = NULL;
     int r = path ? kv_api(kv, "GET", path, NULL, &list, why, size) : -ENOMEM;
 
@@ -363,7 +352,7 @@ static void
 find_conflicts(struct kx *x)
 {
     struct json_object *backups = kube_get(x->content, "spec", "volumeBackups", (char *) NULL);
-    struct json_object *vols = vm_volumes(x->captured), *ifs = vm_interfaces(x->captured);
+    struct json_object *vols = vm_volumes(x->captured), *ifs = kvr_vm_interfaces(x->captured);
     const char *src_uid = kube_get_str(x->snap, "status", "sourceUID", (char *) NULL);
     const char *uid = kube_get_str(x->vm, "metadata", "uid", (char *) NULL);
     const char *busy = kube_get_str(x->vm, "status", "restoreInProgress", (char *) NULL);
@@ -439,7 +428,7 @@ restore_read(struct kx *x)
     x->snap = kube_cache_get(cache(kv, C_SNAPS, ns), ns, x->rq->snap);
     if (!x->snap || !kube_snapshot_of(x->snap, x->ref->name))
         return fail(x->st, -ENOENT, "the VM has no snapshot '%s'", x->rq->snap);
-    x->running = vm_running(kv, ns, x->ref->name);
+    x->running = kvr_vm_running(kv, ns, x->ref->name);
     x->plan = json_object_new_object();
     if (!x->plan)
         return -ENOMEM;
@@ -519,7 +508,7 @@ restore_safety(struct kx *x)
             continue;
         }
         r = kv_snapshot_make(x->kv, x->ref, x->safety, x->o,
-                             vm_running(x->kv, x->ref->ns, x->ref->name), false, &rep);
+                             kvr_vm_running(x->kv, x->ref->ns, x->ref->name), false, &rep);
         if (r == -EEXIST)
             sleep_ns(NSEC_PER_SEC);
     }
@@ -535,15 +524,13 @@ restore_safety(struct kx *x)
     return 0;
 }
 
-/* KubeVirt's targetReadinessPolicy: the same names (restore.c) */
-#define readiness_policy restore_policy_to_string
 
 /* The VirtualMachineRestore: from here on KubeVirt restores. */
 static int
 restore_create(struct kx *x)
 {
     struct kv *kv = x->kv;
-    _cleanup_free_ char *path = restores_path(kv, x->ref->ns, NULL);
+    _cleanup_free_ char *path = kvr_restores_path(kv, x->ref->ns, NULL);
     struct json_object *o = json_object_new_object(), *conflicts = json_object_new_array();
     char why[512];
 
@@ -591,14 +578,14 @@ restore_create(struct kx *x)
     json_object_object_add(spec, "virtualMachineSnapshotName",
                            json_object_new_string(x->rq->snap));
     json_object_object_add(spec, "targetReadinessPolicy",
-                           json_object_new_string(readiness_policy(x->rq->policy)));
+                           json_object_new_string(restore_policy_to_string(x->rq->policy)));
 
     int r = kv_api(kv, "POST", path, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
                    NULL, why, sizeof why);
     json_object_put(o);
     if (r == -EIO || r == -ETIMEDOUT) {
         /* no answer, or a 5xx: it may have been made all the same */
-        _cleanup_free_ char *one = restores_path(kv, x->ref->ns, x->name);
+        _cleanup_free_ char *one = kvr_restores_path(kv, x->ref->ns, x->name);
         char err[256];
         if (one && kv_api(kv, "GET", one, NULL, NULL, err, sizeof err) >= 0)
             r = 0;
@@ -614,149 +601,9 @@ restore_create(struct kx *x)
                     "the cluster refused the VirtualMachineRestore: %s", why);
     }
     log_info("'%s/%s': VirtualMachineRestore '%s' to '%s' (targetReadinessPolicy %s)",
-             x->ref->ns, x->ref->name, x->name, x->rq->snap, readiness_policy(x->rq->policy));
+             x->ref->ns, x->ref->name, x->name, x->rq->snap, restore_policy_to_string(x->rq->policy));
     return 0;
 }
-
-/* ---- until KubeVirt is done, and after ----------------------------------------------- */
-
-/* Waits for VirtualMachineRestore name of ns to be complete or failed,
- * until the deadline: 0 complete; -errno with why (the Failure's text, or
- * the last reason it gave while it retried). */
-static int
-wait_restore(struct kv *kv, const char *ns, const char *vm, const char *name,
-             struct deadline until, char *why, size_t size)
-{
-    _cleanup_free_ char *path = restores_path(kv, ns, name);
-    struct kube_cache *vms = cache(kv, C_VMS, ns);
-    char last[512] = "", err[256];
-
-    if (!path)
-        return -ENOMEM;
-    for (;;) {
-        uint64_t seen = kube_cache_changes(vms);
-        struct json_object *o = NULL;
-        int r = kv_api(kv, "GET", path, NULL, &o, err, sizeof err);
-        if (r == -ENOENT)
-            return say_into(why, size, -EIO, "the VirtualMachineRestore was deleted by someone "
-                            "else before it was complete");
-        bool done = r >= 0 && json_object_get_boolean(kube_get(o, "status", "complete",
-                                                               (char *) NULL));
-        const char *failure = kube_condition_true(o, "Failure")
-                                  ? kube_get_str(kube_condition(o, "Failure"), "reason",
-                                                 (char *) NULL)
-                                  : NULL;
-        const char *progress = kube_get_str(kube_condition(o, "Progressing"), "reason",
-                                            (char *) NULL);
-        if (progress)
-            snprintf(last, sizeof last, "%s", progress);
-        if (failure) {
-            r = strstr(failure, "must be powered off")   ? -EBUSY
-                : strstr(failure, "failed to be ready")  ? -ETIMEDOUT
-                                                         : -EIO;
-            say_into(why, size, r, "KubeVirt failed the restore: %s", failure);
-        }
-        json_object_put(o);
-        if (done)
-            return 0;
-        if (failure)
-            return r;
-        if (deadline_passed(until) || kv_closing(kv))
-            return say_into(why, size, -ETIMEDOUT, "KubeVirt did not finish the restore "
-                            "within the failure deadline%s%s", last[0] ? "; it said: " : "", last);
-        (void) vm;
-        (void) kube_cache_wait_change(vms, seen, now_monotonic_ns() + NSEC_PER_SEC / 2);
-    }
-}
-
-static bool
-in_list(struct json_object *a, const char *s)
-{
-    for (size_t i = 0; s && i < array_len(a); i++)
-        if (strcmp(json_object_get_string(json_object_array_get_idx(a, i)), s) == 0)
-            return true;
-    return false;
-}
-
-/* Removes from array a the elements whose "name" is in names. */
-static void
-drop_named(struct json_object *a, struct json_object *names)
-{
-    for (size_t i = array_len(a); i-- > 0;)
-        if (in_list(names, kube_get_str(json_object_array_get_idx(a, i), "name", (char *) NULL)))
-            json_object_array_del_idx(a, i, 1);
-}
-
-/* BestEffort: the volumes and MAC addresses that were in the way go out
- * of the restored (stopped) VM. */
-static int
-apply_drops(struct kv *kv, const char *ns, const char *vm, struct json_object *plan,
-            char *why, size_t size)
-{
-    struct json_object *vols = kube_get(plan, "volumes", (char *) NULL);
-    struct json_object *ifs = kube_get(plan, "interfaces", (char *) NULL);
-    _cleanup_free_ char *path = NULL;
-    int r = -EAGAIN;
-
-    if (!array_len(vols) && !array_len(ifs))
-        return 0;
-    if (asprintf(&path, "/apis/kubevirt.io/v1/namespaces/%s/virtualmachines/%s", ns, vm) < 0)
-        return -ENOMEM;
-    /* read, change, replace with its resourceVersion: a conflict reads again */
-    for (int tries = 0; tries < 5 && r == -EAGAIN; tries++) {
-        struct json_object *o = NULL;
-        r = kv_api(kv, "GET", path, NULL, &o, why, size);
-        if (r >= 0 && !o)
-            r = say_into(why, size, -EIO, "the VM is not JSON");
-        if (r >= 0) {
-            struct json_object *tspec = kube_get(o, "spec", "template", "spec", (char *) NULL);
-            drop_named(kube_get(tspec, "volumes", (char *) NULL), vols);
-            drop_named(kube_get(tspec, "domain", "devices", "disks", (char *) NULL), vols);
-            struct json_object *fs = vm_interfaces(o);
-            for (size_t i = 0; i < array_len(fs); i++) {
-                struct json_object *f = json_object_array_get_idx(fs, i);
-                if (in_list(ifs, kube_get_str(f, "name", (char *) NULL)))
-                    json_object_object_del(f, "macAddress");
-            }
-            r = kv_api(kv, "PUT", path,
-                       json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), NULL, why,
-                       size);
-        }
-        json_object_put(o);
-    }
-    return r;
-}
-
-/* Step 5, for a restore that ended (r: its outcome, why its reason): what
- * BestEffort leaves out goes, the VM is started again if the policy
- * stopped it, the VirtualMachineRestore goes. Returns the outcome. */
-static int
-restore_finish(struct kv *kv, const char *ns, const char *vm, const char *name,
-               struct json_object *plan, int r, char *why, size_t size)
-{
-    char err[256];
-
-    if (r >= 0 && apply_drops(kv, ns, vm, plan, err, sizeof err) < 0)
-        r = say_into(why, size, -EIO, "restored, but what mode=BestEffort leaves out could not "
-                     "be taken out of the VM: %s", err);
-    if (json_object_get_boolean(kube_get(plan, "startAfter", (char *) NULL)) &&
-        !vm_running(kv, ns, vm)) {
-        int s = vm_action(kv, ns, vm, "start", err, sizeof err);
-        /* 409: it runs already (someone started it meanwhile) */
-        if (s < 0 && s != -EAGAIN) {
-            log_error("'%s/%s': cannot start the VM again after the restore: %s", ns, vm, err);
-            if (r >= 0)
-                r = say_into(why, size, -EIO, "restored, but the VM could not be started "
-                             "again: %s", err);
-        } else {
-            log_info("'%s/%s': started again after the restore", ns, vm);
-        }
-    }
-    delete_restore(kv, ns, name);
-    return r;
-}
-
-static void finish_later(struct kv *kv, const char *ns, const char *name);
 
 static int
 restore_locked(struct kx *x)
@@ -772,7 +619,7 @@ restore_locked(struct kx *x)
         return r > 0 ? 0 : r;
     uint64_t wait = x->o && x->o->failure_deadline_ns ? 0 : RESTORE_WAIT_NS;
     struct deadline until = wait ? deadline_after(wait) : x->deadline;
-    r = wait_restore(x->kv, x->ref->ns, x->ref->name, x->name, until, x->st->error,
+    r = kvr_wait(x->kv, x->ref->ns, x->name, until, x->st->error,
                      sizeof x->st->error);
     if (r == -ETIMEDOUT) {
         /* KubeVirt is in the middle of it: aborting could leave the VM
@@ -781,10 +628,10 @@ restore_locked(struct kx *x)
         size_t n = strlen(x->st->error);
         snprintf(x->st->error + n, sizeof x->st->error - n, "; it goes on in KubeVirt: its "
                  "outcome will show here");
-        finish_later(x->kv, x->ref->ns, x->name);
+        kvr_finish_later(x->kv, x->ref->ns, x->name);
         return r;
     }
-    r = restore_finish(x->kv, x->ref->ns, x->ref->name, x->name, x->plan, r, x->st->error,
+    r = kvr_finish(x->kv, x->ref->ns, x->ref->name, x->name, x->plan, r, x->st->error,
                        sizeof x->st->error);
     if (r >= 0) {
         x->st->error[0] = '\0';
@@ -823,183 +670,3 @@ kv_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
     return r;
 }
 
-/* ---- restores finished in the background -------------------------------------------- */
-
-/* A VirtualMachineRestore of ours whose outcome is waited for in the
- * background: one a killed daemon left, or one past the write's deadline. */
-struct orphan {
-    struct kv *kv;
-    struct json_object *o;
-    bool held;                  /* the VM's operation is taken already */
-    char key[600];
-};
-
-/* The status for `cat VM/restore` of VirtualMachineRestore o. */
-static void
-status_of(struct json_object *o, struct json_object *plan, struct restore_status *st)
-{
-    const char *snap = kube_get_str(o, "spec", "virtualMachineSnapshotName", (char *) NULL);
-    const char *mode = kube_get_str(plan, "mode", (char *) NULL);
-    const char *created = kube_get_str(o, "metadata", "creationTimestamp", (char *) NULL);
-    struct json_object *conflicts = kube_get(plan, "conflicts", (char *) NULL);
-    int m = mode ? restore_mode_from_string(mode) : -EINVAL;
-
-    snprintf(st->snap, sizeof st->snap, "%s", snap ? snap : "");
-    st->mode = m >= 0 ? (enum restore_mode) m : RESTORE_STRICT;
-    st->phase = SNAPSHOT_IN_PROGRESS;
-    if (!created || kube_time(created, &st->started) < 0)
-        st->started = time(NULL);
-    st->began = true;
-    for (size_t i = 0; i < array_len(conflicts); i++)
-        restore_status_conflict(st, "%s",
-                                json_object_get_string(json_object_array_get_idx(conflicts, i)));
-}
-
-static const char *
-target_of(struct json_object *o)
-{
-    return kube_get_str(o, "spec", "target", "name", (char *) NULL);
-}
-
-/* Waits (as long as it takes, or until unmount) for the outcome of p,
- * does what is left and reports it. */
-static void
-adopt(struct orphan *p)
-{
-    struct kv *kv = p->kv;
-    const char *ns = kube_get_str(p->o, "metadata", "namespace", (char *) NULL);
-    const char *name = name_of(p->o), *vm = target_of(p->o);
-    const char *text = kube_get_str(p->o, "metadata", "annotations", RESTORE_ANNOTATION,
-                                    (char *) NULL);
-    struct json_object *plan = text ? json_tokener_parse(text) : NULL;
-    struct restore_status st = { 0 };
-
-    /* the VM's operation, as a restore holds it: a user's restore waits */
-    while (!p->held && vm_op_begin(kv->ops, p->key, NULL, VM_OP_DISKS) < 0) {
-        if (kv_closing(kv)) {
-            json_object_put(plan);
-            return;
-        }
-        sleep_ns(NSEC_PER_SEC);
-    }
-    status_of(p->o, plan, &st);
-    int r = wait_restore(kv, ns, vm, name, (struct deadline) { 0 }, st.error, sizeof st.error);
-    if (r == -ETIMEDOUT && kv_closing(kv)) {
-        /* this daemon stops: the next one takes it up */
-        log_info("'%s/%s': VirtualMachineRestore '%s' is not complete at unmount: the next "
-                 "vmsnapfs started here reports it", ns, vm, name);
-    } else {
-        r = restore_finish(kv, ns, vm, name, plan, r, st.error, sizeof st.error);
-        st.finished = time(NULL);
-        st.phase = r >= 0 ? SNAPSHOT_SUCCEEDED : SNAPSHOT_FAILED;
-        if (r >= 0)
-            st.error[0] = '\0';
-        log_info("'%s/%s': the restore to '%s' (VirtualMachineRestore '%s') %s%s", ns, vm,
-                    st.snap, name, r >= 0 ? "is complete" : "failed: ", r >= 0 ? "" : st.error);
-        if (kv->events.restore_found)
-            kv->events.restore_found(kv->events.opaque, ns, vm, &st);
-    }
-    restore_status_clear(&st);
-    json_object_put(plan);
-    vm_op_end(kv->ops, p->key);
-}
-
-static void *
-adopt_thread(void *opaque)
-{
-    struct orphan *p = opaque;
-    struct kv *kv = p->kv;
-
-    adopt(p);
-    json_object_put(p->o);
-    free(p);
-    kv_thread_done(kv);
-    return NULL;
-}
-
-/* Starts the background wait for o (a reference taken). */
-static void
-adopt_start(struct kv *kv, struct json_object *o, bool held)
-{
-    struct orphan *p = calloc(1, sizeof *p);
-    const char *ns = kube_get_str(o, "metadata", "namespace", (char *) NULL);
-
-    if (!p || !ns || !target_of(o) || !name_of(o)) {
-        free(p);
-        return;
-    }
-    *p = (struct orphan) { .kv = kv, .o = json_object_get(o), .held = held };
-    snprintf(p->key, sizeof p->key, "%s/%s", ns, target_of(o));
-    if (kv_thread_start(kv, adopt_thread, p) < 0) {
-        if (held)
-            vm_op_end(kv->ops, p->key);
-        json_object_put(p->o);
-        free(p);
-    }
-}
-
-static void
-finish_later(struct kv *kv, const char *ns, const char *name)
-{
-    _cleanup_free_ char *path = restores_path(kv, ns, name);
-    struct json_object *o = NULL;
-    char why[256];
-
-    if (!path || kv_api(kv, "GET", path, NULL, &o, why, sizeof why) < 0 || !o) {
-        log_error("'%s': VirtualMachineRestore '%s' is left to KubeVirt; its outcome cannot be "
-                  "followed: %s", ns, name, path ? why : strerror(ENOMEM));
-        json_object_put(o);
-        return;
-    }
-    adopt_start(kv, o, false);
-    json_object_put(o);
-}
-
-void
-kv_restore_recover(struct kv *kv)
-{
-    for (size_t i = 0; i < kube_scope_count(kv->scope); i++) {
-        const char *ns = kube_scope_ns(kv->scope, i);
-        _cleanup_free_ char *base = NULL, *path = NULL;
-        struct json_object *list = NULL;
-        char why[256];
-        /* ns NULL: cluster-wide */
-        if (ns ? !(base = restores_path(kv, ns, NULL))
-               : asprintf(&base, "/apis/snapshot.kubevirt.io/%s/virtualmachinerestores",
-                          kv->snap_version) < 0)
-            continue;
-        if (asprintf(&path, "%s?labelSelector=%s", base, KUBE_MADE_BY_LABEL) < 0)
-            continue;
-        if (kv_api(kv, "GET", path, NULL, &list, why, sizeof why) < 0) {
-            log_debug("cannot list VirtualMachineRestores: %s", why);
-            continue;
-        }
-        struct json_object *items = kube_get(list, "items", (char *) NULL);
-        for (size_t j = 0; j < array_len(items); j++) {
-            struct json_object *o = json_object_array_get_idx(items, j);
-            const char *ons = kube_get_str(o, "metadata", "namespace", (char *) NULL);
-            const char *vm = target_of(o);
-            const char *text = kube_get_str(o, "metadata", "annotations", RESTORE_ANNOTATION,
-                                            (char *) NULL);
-            char key[600];
-            if (!ons || !vm || !name_of(o) || !kube_owner_gone(kv->owner, o))
-                continue;
-            /* taken, and shown InProgress, before the mount serves: no
-             * restore of the VM starts meanwhile */
-            snprintf(key, sizeof key, "%s/%s", ons, vm);
-            if (vm_op_begin(kv->ops, key, NULL, VM_OP_DISKS) < 0)
-                continue;           /* another daemon of this host has it */
-            log_warning("'%s/%s': VirtualMachineRestore '%s' of a vmsnapfs that was killed: "
-                        "waiting for its outcome", ons, vm, name_of(o));
-            struct json_object *plan = text ? json_tokener_parse(text) : NULL;
-            struct restore_status st = { 0 };
-            status_of(o, plan, &st);
-            if (kv->events.restore_found)
-                kv->events.restore_found(kv->events.opaque, ons, vm, &st);
-            restore_status_clear(&st);
-            json_object_put(plan);
-            adopt_start(kv, o, true);
-        }
-        json_object_put(list);
-    }
-}

@@ -78,6 +78,7 @@ struct fs {
     /* open volume views (ops.c) */
     pthread_mutex_t vlock;
     struct open_file *open_views;
+    bool store_ahead;       /* fill the kernel's cache ahead of readers */
 
     /* invalidation queue (notify.c) */
     pthread_mutex_t nlock;
@@ -89,6 +90,29 @@ struct fs {
     pthread_t nthread;
     bool nthread_started;
 };
+
+/* An open file (fi->fh). ops.c opens and frees them; volume-read.c reads. */
+struct open_file {
+    char *buf;              /* generated files: the content at open */
+    size_t len;
+    struct volume_view *view;   /* volumes: the point-in-time view */
+    struct control_line *line;  /* control files opened for writing */
+    struct open_file *prev, *next;  /* volumes: fs->open_views */
+    unsigned refs;          /* volumes: the open, and each read running */
+    /* volumes, volume-read.c: filling the kernel's cache ahead */
+    bool storing;           /* a read stores now (atomic) */
+    uint64_t stored_to;     /* stored up to here (by the one storing) */
+    uint64_t read_end;      /* where the last read ended (atomic) */
+    uint64_t beacon;        /* the page left out of the store (atomic) */
+};
+
+/* ops.c: a read holds the file (a RELEASE may come meanwhile) */
+struct open_file *open_file_get(struct open_file *h);
+void open_file_put(struct open_file *h);
+
+/* volume-read.c: answers a read of an open volume */
+void volume_read(fuse_req_t req, struct fs *fs, fuse_ino_t ino, const struct fs_node *n,
+                 struct open_file *h, size_t size, off_t off);
 
 /* inode.c: node table; ino is the node's address (FUSE_ROOT_ID: root). */
 int inode_init(struct fs *fs);
@@ -141,6 +165,8 @@ int notify_start(struct fs *fs);
 void notify_stop(struct fs *fs);
 /* Waits until what was queued so far has reached the kernel. */
 void notify_flush(struct fs *fs);
+/* drops what the kernel caches of inode ino's data (queued) */
+void notify_inval_inode(struct fs *fs, fuse_ino_t ino);
 extern const struct model_listener notify_listener;
 
 /* ops.c */

@@ -341,6 +341,9 @@ run(struct fs *fs)
              * freeze, a merge) holds a worker; libfuse's default of 10
              * would leave listings queued in the kernel behind them */
             struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+            /* stores wait for pages that other workers' reads hold:
+             * only with several workers */
+            fs->store_ahead = true;
             if (!cfg) {
                 r = -ENOMEM;
             } else {

@@ -70,6 +70,12 @@ queue_node(struct fs *fs, struct fs_node *n, void *opaque)
          inode_ino(fs, n));
 }
 
+void
+notify_inval_inode(struct fs *fs, fuse_ino_t ino)
+{
+    push(fs, 0, NULL, ino);
+}
+
 struct listing {
     const char *ns, *vm;
     bool existence;

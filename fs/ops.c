@@ -32,15 +32,6 @@ struct control_line {
     bool bad;               /* a bad write: nothing more runs */
 };
 
-struct open_file {
-    char *buf;              /* generated files: the content at open */
-    size_t len;
-    struct volume_view *view;   /* volumes: the point-in-time view */
-    struct control_line *line;  /* control files opened for writing */
-    struct open_file *prev, *next;  /* volumes: fs->open_views */
-    unsigned refs;          /* volumes: the open, and each read running */
-};
-
 static void
 open_file_free(struct open_file *h)
 {
@@ -58,14 +49,14 @@ open_file_free(struct open_file *h)
 /* A read of a volume holds the file: the reader may close it, and a
  * RELEASE run on another thread, as soon as the reply is written, while
  * the read still sends from the view's memory or lets go of it. */
-static struct open_file *
+struct open_file *
 open_file_get(struct open_file *h)
 {
     __atomic_add_fetch(&h->refs, 1, __ATOMIC_ACQ_REL);
     return h;
 }
 
-static void
+void
 open_file_put(struct open_file *h)
 {
     if (h && __atomic_sub_fetch(&h->refs, 1, __ATOMIC_ACQ_REL) == 0)
@@ -129,6 +120,9 @@ fs_init(void *userdata, struct fuse_conn_info *conn)
     /* volumes: several reads in flight (readahead) */
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
+    /* volumes: replies spliced from the layer files */
+    if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+        conn->want |= FUSE_CAP_SPLICE_WRITE;
     /* ls -l of a large host: names and attributes in one go */
     if (conn->capable & FUSE_CAP_READDIRPLUS)
         conn->want |= FUSE_CAP_READDIRPLUS;
@@ -429,45 +423,6 @@ fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 }
 
 static void
-read_volume(fuse_req_t req, struct fs *fs, const struct fs_node *n,
-            struct volume_view *v, size_t size, off_t off)
-{
-    const char *reason = NULL;
-    int r;
-
-    fs_trace("read", "'%s' %zu at %lld", n->vol, size, (long long) off);
-    if (off < 0 || (uint64_t) off >= v->size)
-        return (void) fuse_reply_buf(req, NULL, 0);
-    if (size > v->size - (uint64_t) off)
-        size = (size_t) (v->size - (uint64_t) off);
-    /* held in the view's memory: sent from there, no copy */
-    const void *data = NULL;
-    void *pin = NULL;
-    r = volume_view_peek(v, size, (uint64_t) off, &data, &pin, &reason);
-    if (r == 0) {
-        fuse_reply_buf(req, data, size);
-        volume_view_release(v, pin);
-        return;
-    }
-    if (r != -EAGAIN) {
-        events_add(model_events(fs->model), n->ns, n->vm, "read-volume", n->vol,
-                   r, "%s", reason ? reason : "the backend failed");
-        return (void) fuse_reply_err(req, -r);
-    }
-    _cleanup_free_ char *buf = malloc(size);
-    if (!buf)
-        return (void) fuse_reply_err(req, ENOMEM);
-    /* checked after the read: data that changed meanwhile is not served */
-    r = volume_view_pread(v, buf, size, (uint64_t) off, &reason);
-    if (r < 0) {
-        events_add(model_events(fs->model), n->ns, n->vm, "read-volume", n->vol,
-                   r, "%s", reason ? reason : "the backend failed");
-        return (void) fuse_reply_err(req, -r);
-    }
-    fuse_reply_buf(req, buf, size);
-}
-
-static void
 fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         struct fuse_file_info *fi)
 {
@@ -476,7 +431,7 @@ fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     struct open_file *h = (struct open_file *) (uintptr_t) fi->fh;
 
     if (h->view) {
-        read_volume(req, fs, n, open_file_get(h)->view, size, off);
+        volume_read(req, fs, ino, n, open_file_get(h), size, off);
         return open_file_put(h);
     }
     if (off < 0 || (size_t) off >= h->len)
@@ -612,9 +567,12 @@ fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct open_file *h = (struct open_file *) (uintptr_t) fi->fh;
 
-    (void) ino;
-    if (h && h->view)
+    if (h && h->view) {
         untrack(fs_of(req), h);
+        /* what the kernel cached of it goes now, off the next open's path
+         * (which would drop it) */
+        notify_inval_inode(fs_of(req), ino);
+    }
     open_file_put(h);
     fuse_reply_err(req, 0);
 }

@@ -181,6 +181,51 @@ chain_pread(struct volume_view *v, void *buf, size_t count, uint64_t off,
 }
 
 static int
+chain_segments(struct volume_view *v, size_t count, uint64_t off,
+               struct volume_segment *seg, size_t max, const char **ret_reason)
+{
+    struct chain_view *cv = (struct chain_view *) v;
+    size_t n = 0;
+    int r = chain_check(v, ret_reason);
+
+    if (r < 0)
+        return r;
+    while (count > 0) {
+        const struct extent *e = extent_find(cv->map, off);
+        size_t len = count;
+        int fd = -1;
+        uint64_t at = 0;
+
+        if (e) {
+            if (e->start + e->length - off < count)
+                len = (size_t) (e->start + e->length - off);
+            if (e->kind == EXTENT_FILE) {
+                const struct layer *l = &cv->layers[e->layer];
+                at = e->offset + (off - e->start);
+                /* a splice short of what was asked ends the reply early:
+                 * only what lies wholly in the file (a raw layer's last
+                 * partial sector is read with pread) */
+                if (!l->regular || at + len > (uint64_t) l->size)
+                    return -EAGAIN;
+                fd = l->fd;
+            } else if (e->kind != EXTENT_ZERO) {
+                return -EAGAIN;
+            }
+        }
+        if (n > 0 && seg[n - 1].fd == fd && (fd < 0 || seg[n - 1].offset + seg[n - 1].length == at)) {
+            seg[n - 1].length += len;
+        } else {
+            if (n == max)
+                return -EAGAIN;
+            seg[n++] = (struct volume_segment) { .fd = fd, .offset = at, .length = len };
+        }
+        off += len;
+        count -= len;
+    }
+    return (int) n;
+}
+
+static int
 chain_seek(struct volume_view *v, uint64_t off, int whence, uint64_t *ret)
 {
     return extent_seek(((struct chain_view *) v)->map, off, whence, ret);
@@ -213,6 +258,7 @@ static const struct volume_view_ops chain_ops = {
     .seek = chain_seek,
     .close = chain_close,
     .check = chain_check,
+    .segments = chain_segments,
 };
 
 int

@@ -19,6 +19,14 @@
 
 struct volume_view;
 
+/* Where a range of a view lies: length bytes of fd at offset, or zeros
+ * (fd -1). */
+struct volume_segment {
+    int fd;
+    uint64_t offset;
+    size_t length;
+};
+
 struct volume_view_ops {
     const char *name;
     /* exactly count bytes (the caller clamps to the size): 0 or -errno;
@@ -37,6 +45,14 @@ struct volume_view_ops {
     int (*peek)(struct volume_view *v, size_t count, uint64_t off, const void **ret_data,
                 void **ret_pin, const char **ret_reason);
     void (*release)(struct volume_view *v, void *pin);
+    /* optional: where count bytes at off lie, in at most max segments, so
+     * that they are spliced to the reader without a copy: the number of
+     * segments, after the check that the view has not changed so far;
+     * -EAGAIN if they are not all in files (pread them); else as pread.
+     * The data is read after this returns: check() after the reply tells
+     * whether it changed meanwhile. */
+    int (*segments)(struct volume_view *v, size_t count, uint64_t off,
+                    struct volume_segment *seg, size_t max, const char **ret_reason);
 };
 
 struct volume_view {
@@ -76,6 +92,13 @@ volume_view_peek(struct volume_view *v, size_t count, uint64_t off, const void *
                  void **ret_pin, const char **ret_reason)
 {
     return v->ops->peek ? v->ops->peek(v, count, off, ret_data, ret_pin, ret_reason) : -EAGAIN;
+}
+
+static inline int
+volume_view_segments(struct volume_view *v, size_t count, uint64_t off,
+                     struct volume_segment *seg, size_t max, const char **ret_reason)
+{
+    return v->ops->segments ? v->ops->segments(v, count, off, seg, max, ret_reason) : -EAGAIN;
 }
 
 static inline void

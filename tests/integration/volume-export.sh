@@ -58,6 +58,56 @@ for off, n in cases:
         sys.exit("mismatch at %d+%d" % (off, n))
 PY
 
+# two copies at once (each filling the kernel's cache ahead of itself)
+cp "$img" "$out/a.raw" &
+pa=$!
+cp "$img" "$out/b.raw"
+wait "$pa" || fail "the first of two copies at once failed"
+cmp "$out/a.raw" "$out/ref.raw" || fail "the first of two copies at once differs"
+cmp "$out/b.raw" "$out/ref.raw" || fail "the second of two copies at once differs"
+rm -f "$out/a.raw" "$out/b.raw"
+
+# a layer that changes under a sequential reader, after the daemon filled
+# the kernel's cache ahead of it: what the reader gets is still the image
+# as it was at open, and the reader is told (a read or close(2) fails with
+# EIO), never a copy that looks complete
+python3 - "$img" "$out/ref.raw" "$d/mid.qcow2" <<'PY' || fail "a layer changed under a reader"
+import errno, os, sys
+img, ref, layer = sys.argv[1:4]
+fd, rf = os.open(img, os.O_RDONLY), os.open(ref, os.O_RDONLY)
+off, failed = 0, None
+for _ in range(4):
+    buf = os.read(fd, 1 << 20)
+    assert buf == os.pread(rf, len(buf), off), "mismatch before the change"
+    off += len(buf)
+os.utime(layer)                     # the layer changed (mtime): not ours
+try:
+    while True:
+        buf = os.read(fd, 1 << 20)
+        if not buf:
+            break
+        if buf != os.pread(rf, len(buf), off):
+            sys.exit("data that is not the image at open, at %d" % off)
+        off += len(buf)
+except OSError as e:
+    assert e.errno == errno.EIO, e
+    failed = "read at %d" % off
+try:
+    os.close(fd)
+except OSError as e:
+    assert e.errno == errno.EIO, e
+    failed = failed or "close"
+if not failed:
+    sys.exit("the copy ended without an error")
+PY
+grep -q "read-volume vda failed the disk changed while it was being read" "$mnt/$vm/events" ||
+    fail "no reason in events for the changed layer"
+expect_log "changed under an open view"
+expect_log "'$vm': read-volume 'vda' failed"
+cp "$img" "$out/again.raw"          # a new open sees the layer as it is now
+cmp "$out/again.raw" "$out/ref.raw" || fail "a copy after the change differs"
+rm -f "$out/again.raw"
+
 # SEEK_DATA / SEEK_HOLE and st_blocks tell the sparse disk's holes
 big=$mnt/$vm/volumes/vdb.img
 [ "$(stat -c %s "$big")" = $((4 << 30)) ] || fail "vdb size"

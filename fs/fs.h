@@ -100,10 +100,13 @@ struct open_file {
     struct open_file *prev, *next;  /* volumes: fs->open_views */
     unsigned refs;          /* volumes: the open, and each read running */
     /* volumes, volume-read.c: filling the kernel's cache ahead */
-    bool storing;           /* a read stores now (atomic) */
-    uint64_t stored_to;     /* stored up to here (by the one storing) */
+    bool storing;           /* a worker fills now (atomic) */
+    bool store_off;         /* the kernel took no store: no more (atomic) */
+    bool released;          /* closed: no more stores (atomic) */
+    uint64_t stored_to;     /* filled up to here (atomic) */
+    uint64_t want_to;       /* to be filled up to here (atomic) */
     uint64_t read_end;      /* where the last read ended (atomic) */
-    uint64_t beacon;        /* the page left out of the store (atomic) */
+    uint64_t beacon;        /* the page left out (atomic) */
 };
 
 /* ops.c: a read holds the file (a RELEASE may come meanwhile) */
@@ -113,6 +116,8 @@ void open_file_put(struct open_file *h);
 /* volume-read.c: answers a read of an open volume */
 void volume_read(fuse_req_t req, struct fs *fs, fuse_ino_t ino, const struct fs_node *n,
                  struct open_file *h, size_t size, off_t off);
+/* no more stores ahead; waits for those running (before the workers stop) */
+void volume_read_stop(struct fs *fs);
 
 /* inode.c: node table; ino is the node's address (FUSE_ROOT_ID: root). */
 int inode_init(struct fs *fs);

@@ -255,6 +255,7 @@ signal_thread(void *opaque)
     else
         log_info("signal %d: unmounting", c);
     stop_notifications(fs);
+    volume_read_stop(fs);
     fuse_session_exit(fs->se);
     pthread_kill(main_thread, SIGUSR2);
     return NULL;

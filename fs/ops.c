@@ -568,6 +568,7 @@ fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     struct open_file *h = (struct open_file *) (uintptr_t) fi->fh;
 
     if (h && h->view) {
+        __atomic_store_n(&h->released, true, __ATOMIC_RELEASE);
         untrack(fs_of(req), h);
         /* what the kernel cached of it goes now, off the next open's path
          * (which would drop it) */

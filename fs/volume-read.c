@@ -1,8 +1,9 @@
 /* fs/volume-read.c: reads of volumes/NAME.img, the export path.
  *
- * Where the view tells where the bytes lie in files (the chain view), the
- * reply is a bufvec of file ranges that libfuse splices to the kernel: the
- * daemon copies nothing. The kernel's cache of the file is also filled
+ * Where the view tells where the bytes lie in files (the chain view), they
+ * are spliced into the worker's pipe (every byte counted: a layer that
+ * cannot be read is EIO, never a short reply) and libfuse moves the pipe's
+ * pages to the kernel: the daemon copies nothing. The kernel's cache of the file is also filled
  * ahead of a sequential reader (FUSE_NOTIFY_STORE, spliced the same way),
  * so that the reader's thread, which is what `cp` waits on, finds the pages
  * there instead of allocating them and waiting for a reply. Other views
@@ -18,14 +19,20 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <unistd.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "cleanup.h"
 #include "fs.h"
 #include "log.h"
 
 /* Zeros to send for holes (never written: they stay the zero page). */
-static char zeros[VOLUME_IO_SIZE];
+static char zeros[VOLUME_IO_SIZE] __attribute__((aligned(4096)));
 
 /* segments of one reply or store at most (more: read with pread) */
 #define MAX_SEGMENTS 64
@@ -42,17 +49,122 @@ static char zeros[VOLUME_IO_SIZE];
 
 static unsigned stores_running;     /* atomic */
 
+/* Each worker's pipe, which replies and stores are spliced into first, so
+ * that every byte is counted: libfuse sends what a failed splice left out
+ * as a short reply, which the kernel takes for the end of the file. */
+struct pipe_pair {
+    int r, w;
+    size_t slots;           /* buffers it holds */
+};
+
+static pthread_key_t pipe_key;
+static pthread_once_t pipe_once = PTHREAD_ONCE_INIT;
+
 static void
-fill_fd_buf(struct fuse_buf *b, const struct volume_segment *seg)
+pipe_free(void *opaque)
 {
-    *b = (struct fuse_buf) {
-        .size = seg->length,
-        /* FD_RETRY: a short splice (a pipe that filled) goes on; without it
-         * libfuse would send the reply short */
-        .flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY,
-        .fd = seg->fd,
-        .pos = (off_t) seg->offset,
-    };
+    struct pipe_pair *p = opaque;
+    if (!p)
+        return;
+    close(p->r);
+    close(p->w);
+    free(p);
+}
+
+static void
+pipe_key_make(void)
+{
+    (void) pthread_key_create(&pipe_key, pipe_free);
+}
+
+static struct pipe_pair *
+thread_pipe(void)
+{
+    pthread_once(&pipe_once, pipe_key_make);
+    struct pipe_pair *p = pthread_getspecific(pipe_key);
+    int fds[2];
+
+    if (p)
+        return p;
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return NULL;
+    /* 1 MiB: as far as a pipe grows without CAP_SYS_RESOURCE */
+    int size = fcntl(fds[1], F_SETPIPE_SZ, (int) VOLUME_IO_SIZE);
+    if (size < 0)
+        size = fcntl(fds[1], F_GETPIPE_SZ);
+    p = malloc(sizeof *p);
+    if (size <= 0 || !p || pthread_setspecific(pipe_key, p) != 0) {
+        close(fds[0]);
+        close(fds[1]);
+        free(p);
+        return NULL;
+    }
+    *p = (struct pipe_pair) { .r = fds[0], .w = fds[1], .slots = (size_t) size / 4096 };
+    return p;
+}
+
+static bool
+pipe_empty(struct pipe_pair *p)
+{
+    int n = 0;
+    return ioctl(p->r, FIONREAD, &n) == 0 && n == 0;
+}
+
+/* A pipe that may still hold bytes is not used again. */
+static void
+thread_pipe_drop(struct pipe_pair *p)
+{
+    (void) pthread_setspecific(pipe_key, NULL);
+    pipe_free(p);
+}
+
+/* Fills this worker's pipe with the segments, every byte of them, and
+ * returns it; else NULL and *ret: -EAGAIN where they may not fit it or a
+ * file cannot be spliced (read them otherwise), -EIO (and *ret_reason) if
+ * a layer could not be read. The pipe is never asked for more than it
+ * holds, so no splice here waits for room. */
+static struct pipe_pair *
+fill_pipe(const struct volume_segment *seg, int n, int *ret, const char **ret_reason)
+{
+    struct pipe_pair *p = thread_pipe();
+    size_t slots = 0;
+
+    *ret = -EAGAIN;
+    if (!p)
+        return NULL;
+    for (int i = 0; i < n; i++)     /* a range off page bounds takes one more */
+        slots += (seg[i].length + 4095) / 4096 + 1;
+    if (slots > p->slots)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        loff_t off = (loff_t) seg[i].offset;
+        size_t left = seg[i].length;
+        while (left > 0) {
+            ssize_t r;
+            if (seg[i].fd < 0) {
+                struct iovec iov = { zeros, left < sizeof zeros ? left : sizeof zeros };
+                r = vmsplice(p->w, &iov, 1, 0);
+            } else {
+                r = splice(seg[i].fd, &off, p->w, NULL, left, 0);
+            }
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0) {
+                int e = r < 0 ? errno : 0;
+                thread_pipe_drop(p);
+                if (e == EINVAL)
+                    return NULL;        /* -EAGAIN: pread it */
+                log_error("splice of a layer at %lld: %s", (long long) off,
+                          e ? strerror(e) : "the file ends before its map does");
+                *ret = -EIO;
+                *ret_reason = "reading a layer file failed";
+                return NULL;
+            }
+            left -= (size_t) r;
+        }
+    }
+    *ret = 0;
+    return p;
 }
 
 /* Replies with count bytes at off of v where the view tells where they lie:
@@ -64,49 +176,47 @@ reply_segments(fuse_req_t req, struct volume_view *v, size_t count, uint64_t off
 {
     struct volume_segment seg[MAX_SEGMENTS];
     int n = volume_view_segments(v, count, off, seg, MAX_SEGMENTS, ret_reason);
+    int r;
 
     if (n < 0)
         return n;
-    size_t bufs = 0;
-    for (int i = 0; i < n; i++)
-        bufs += seg[i].fd >= 0 ? 1 : (seg[i].length + sizeof zeros - 1) / sizeof zeros;
-    _cleanup_free_ struct fuse_bufvec *bv = calloc(1, sizeof *bv + bufs * sizeof bv->buf[0]);
-    if (!bv)
-        return -EAGAIN;
-    bv->count = bufs;
-    size_t b = 0;
-    for (int i = 0; i < n; i++) {
-        if (seg[i].fd >= 0) {
-            fill_fd_buf(&bv->buf[b++], &seg[i]);
-            continue;
-        }
-        for (size_t left = seg[i].length; left > 0;) {
-            size_t len = left < sizeof zeros ? left : sizeof zeros;
-            bv->buf[b++] = (struct fuse_buf) { .size = len, .mem = zeros };
-            left -= len;
-        }
-    }
-    fuse_reply_data(req, bv, 0);
+    struct pipe_pair *p = fill_pipe(seg, n, &r, ret_reason);
+    if (!p)
+        return r;
+    struct fuse_bufvec bv = FUSE_BUFVEC_INIT(count);
+    bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_RETRY;
+    bv.buf[0].fd = p->r;
+    /* not all sent (the request was interrupted): what is left goes */
+    if (fuse_reply_data(req, &bv, 0) != 0 || !pipe_empty(p))
+        thread_pipe_drop(p);
     return 0;
 }
 
-/* Stores what lies in files of [off, off + count) in the kernel's cache of
- * ino; holes are left to reads. false if the kernel took no more. */
+/* Stores [off, off + count) in the kernel's cache of ino where it lies in
+ * files; holes are left to reads. false if the kernel takes no more. */
 static bool
 store_range(struct fs *fs, fuse_ino_t ino, struct volume_view *v, uint64_t off, size_t count)
 {
     struct volume_segment seg[MAX_SEGMENTS];
     const char *reason = NULL;
     int n = volume_view_segments(v, count, off, seg, MAX_SEGMENTS, &reason);
+    int r;
 
     if (n < 0)
         return n == -EAGAIN;    /* not in files: left to reads */
     for (int i = 0; i < n; i++) {
         if (seg[i].fd >= 0) {
+            struct pipe_pair *p = fill_pipe(&seg[i], 1, &r, &reason);
+            if (!p)
+                return r == -EAGAIN;
             struct fuse_bufvec bv = FUSE_BUFVEC_INIT(seg[i].length);
-            fill_fd_buf(&bv.buf[0], &seg[i]);
-            if (fuse_lowlevel_notify_store(fs->se, ino, (off_t) off, &bv, 0) != 0)
+            bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_RETRY;
+            bv.buf[0].fd = p->r;
+            if (fuse_lowlevel_notify_store(fs->se, ino, (off_t) off, &bv, 0) != 0 ||
+                !pipe_empty(p)) {
+                thread_pipe_drop(p);
                 return false;
+            }
         }
         off += seg[i].length;
     }
@@ -130,10 +240,57 @@ advise_range(struct volume_view *v, uint64_t from, uint64_t to)
     }
 }
 
+/* One pass of filling: from where the cache is filled (or the reader is,
+ * if it is past that) to h->want_to, which reads move on meanwhile. One
+ * page half way into the newest window is left out: the reader's read of
+ * it says how far it got. false if this file is to get no more stores
+ * (closed, the daemon stops, or the kernel took none). */
+static bool
+store_pass(struct fs *fs, fuse_ino_t ino, struct open_file *h)
+{
+    struct volume_view *v = h->view;
+
+    for (;;) {
+        uint64_t to = __atomic_load_n(&h->want_to, __ATOMIC_ACQUIRE);
+        uint64_t end = __atomic_load_n(&h->read_end, __ATOMIC_ACQUIRE);
+        uint64_t from = __atomic_load_n(&h->stored_to, __ATOMIC_ACQUIRE);
+        if (from < end || from > to)
+            from = end;         /* the reader went past, or back */
+        if (from >= to) {
+            __atomic_store_n(&h->stored_to, from, __ATOMIC_RELEASE);
+            return true;
+        }
+        uint64_t beacon = (to - STORE_WINDOW / 2) & ~(uint64_t) 4095;
+        advise_range(v, from, to);
+        if (beacon >= from)
+            __atomic_store_n(&h->beacon, beacon, __ATOMIC_RELEASE);
+        while (from < to) {
+            uint64_t stop = from + STORE_CHUNK < to ? from + STORE_CHUNK : to;
+            bool ok;
+            /* closed, or the daemon stops: no more */
+            if (__atomic_load_n(&h->released, __ATOMIC_ACQUIRE) ||
+                !__atomic_load_n(&fs->store_ahead, __ATOMIC_ACQUIRE) ||
+                fuse_session_exited(fs->se))
+                return false;
+            if (beacon >= from && beacon < stop) {
+                ok = store_range(fs, ino, v, from, (size_t) (beacon - from));
+                if (ok && beacon + 4096 < stop)
+                    ok = store_range(fs, ino, v, beacon + 4096, (size_t) (stop - beacon - 4096));
+            } else {
+                ok = store_range(fs, ino, v, from, (size_t) (stop - from));
+            }
+            if (!ok)
+                return false;
+            from = stop;
+            __atomic_store_n(&h->stored_to, from, __ATOMIC_RELEASE);
+        }
+    }
+}
+
 /* After a read of [off, end) was answered: if it continues the reader's
- * last one (or is the page left out below), the kernel's cache is filled
- * from where it was filled up to, to STORE_WINDOW past end. One page half
- * way is left out: the reader's read of it says how far it got. */
+ * last one (or is the page left out), the kernel's cache is to be filled
+ * to STORE_WINDOW past end. One worker fills a file at a time; a read that
+ * comes meanwhile moves its goal on. */
 static void
 store_ahead(struct fs *fs, fuse_ino_t ino, struct open_file *h, uint64_t off, uint64_t end)
 {
@@ -142,41 +299,36 @@ store_ahead(struct fs *fs, fuse_ino_t ino, struct open_file *h, uint64_t off, ui
     bool sequential = (off <= last + STORE_CHUNK && off + STORE_CHUNK >= last) ||
                       off == __atomic_load_n(&h->beacon, __ATOMIC_ACQUIRE);
 
-    if (!fs->store_ahead || v->uncached || !sequential)
+    if (!__atomic_load_n(&fs->store_ahead, __ATOMIC_ACQUIRE) || v->uncached || !sequential ||
+        __atomic_load_n(&h->store_off, __ATOMIC_ACQUIRE))
         return;
-    if (__atomic_exchange_n(&h->storing, true, __ATOMIC_ACQ_REL))
-        return;                 /* this file's store goes on meanwhile */
-    if (__atomic_add_fetch(&stores_running, 1, __ATOMIC_ACQ_REL) > STORES_MAX)
-        goto out;
-
-    uint64_t from = h->stored_to > end && h->stored_to <= end + STORE_WINDOW ? h->stored_to : end;
-    uint64_t to = end + STORE_WINDOW < v->size ? end + STORE_WINDOW : v->size;
-    uint64_t beacon = (end + STORE_WINDOW / 2) & ~(uint64_t) 4095;
-    bool ok = true;
-
-    advise_range(v, from, to);
-    if (beacon >= from && beacon < to)
-        __atomic_store_n(&h->beacon, beacon, __ATOMIC_RELEASE);
-    while (ok && from < to) {
-        uint64_t stop = from + STORE_CHUNK < to ? from + STORE_CHUNK : to;
-        if (beacon >= from && beacon < stop) {
-            ok = store_range(fs, ino, v, from, (size_t) (beacon - from));
-            if (ok && beacon + 4096 < stop)
-                ok = store_range(fs, ino, v, beacon + 4096, (size_t) (stop - beacon - 4096));
-        } else {
-            ok = store_range(fs, ino, v, from, (size_t) (stop - from));
-        }
-        from = stop;
+    /* end <= v->size, far from overflowing */
+    uint64_t to = v->size - end > STORE_WINDOW ? end + STORE_WINDOW : v->size;
+    uint64_t want = __atomic_load_n(&h->want_to, __ATOMIC_ACQUIRE);
+    while (want < to && !__atomic_compare_exchange_n(&h->want_to, &want, to, false,
+                                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        ;
+    /* the worker that sets storing fills; it looks again after letting go,
+     * so that a goal moved on just then is not left */
+    for (int pass = 0; pass < 64 && !__atomic_exchange_n(&h->storing, true, __ATOMIC_ACQ_REL);
+         pass++) {
+        bool ok = true;
+        if (__atomic_add_fetch(&stores_running, 1, __ATOMIC_ACQ_REL) <= STORES_MAX)
+            ok = store_pass(fs, ino, h);
+        __atomic_sub_fetch(&stores_running, 1, __ATOMIC_ACQ_REL);
+        if (!ok)
+            __atomic_store_n(&h->store_off, true, __ATOMIC_RELEASE);
+        __atomic_store_n(&h->storing, false, __ATOMIC_RELEASE);
+        if (!ok || __atomic_load_n(&h->stored_to, __ATOMIC_ACQUIRE) >=
+                       __atomic_load_n(&h->want_to, __ATOMIC_ACQUIRE) ||
+            __atomic_load_n(&stores_running, __ATOMIC_ACQUIRE) >= STORES_MAX)
+            return;
     }
-    h->stored_to = from;
-out:
-    __atomic_sub_fetch(&stores_running, 1, __ATOMIC_ACQ_REL);
-    __atomic_store_n(&h->storing, false, __ATOMIC_RELEASE);
 }
 
 /* A change found after data was sent: see the top of the file. The check
  * logs it and stays failed (the next read, fs_flush). */
-static void
+static int
 check_after_send(struct fs *fs, fuse_ino_t ino, const struct fs_node *n,
                  struct volume_view *v)
 {
@@ -188,6 +340,19 @@ check_after_send(struct fs *fs, fuse_ino_t ino, const struct fs_node *n,
                    reason ? reason : "the disk changed");
         notify_inval_inode(fs, ino);
     }
+    return r;
+}
+
+void
+volume_read_stop(struct fs *fs)
+{
+    struct timespec pause = { 0, 10 * 1000 * 1000 };
+
+    __atomic_store_n(&fs->store_ahead, false, __ATOMIC_RELEASE);
+    /* a store may wait for a page that a read holds, which only a worker
+     * answers: the workers stop after the stores do (at most 10 s) */
+    for (int i = 0; i < 1000 && __atomic_load_n(&stores_running, __ATOMIC_ACQUIRE) > 0; i++)
+        nanosleep(&pause, NULL);
 }
 
 void
@@ -206,8 +371,10 @@ volume_read(fuse_req_t req, struct fs *fs, fuse_ino_t ino, const struct fs_node 
     /* in files: spliced from there, no copy in the daemon */
     r = reply_segments(req, v, size, (uint64_t) off, &reason);
     if (r == 0) {
-        store_ahead(fs, ino, h, (uint64_t) off, (uint64_t) off + size);
-        return check_after_send(fs, ino, n, v);
+        /* first: n may go once the reader closes */
+        if (check_after_send(fs, ino, n, v) == 0)
+            store_ahead(fs, ino, h, (uint64_t) off, (uint64_t) off + size);
+        return;
     }
     /* held in the view's memory: sent from there, no copy */
     const void *data = NULL;

@@ -35,6 +35,27 @@ out=$(workdir)/out
 mkdir -p "$out"
 
 cp "$img" "$out/vda.raw"
+# after the copy the daemon is idle: nothing it did for the reader goes on
+ticks() { awk '{ print $14 + $15 }' "/proc/$VMSNAPFS_PID/stat"; }
+idle_after() {
+    local t0 t1
+    t0=$(ticks)
+    sleep 2
+    t1=$(ticks)
+    [ $((t1 - t0)) -lt 20 ] || fail "the daemon used $((t1 - t0)) ticks of CPU in the 2 s after $1"
+}
+idle_after "a copy"
+# a reader that jumps far ahead while the cache is filled behind it
+python3 - "$img" <<'PY' || fail "a reader that jumps"
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+for i in range(4):
+    os.pread(fd, 1 << 20, i << 20)
+os.pread(fd, 1 << 20, 150 << 20)
+os.pread(fd, 1 << 20, 100 << 20)
+os.close(fd)
+PY
+idle_after "a reader that jumped"
 qemu-img convert -O raw "$d/top.qcow2" "$out/ref.raw"
 cmp "$out/vda.raw" "$out/ref.raw" || fail "export differs from qemu-img convert"
 e2fsck -fn "$out/vda.raw" >"$out/fsck.log" 2>&1 || fail "e2fsck: $(cat "$out/fsck.log")"
@@ -136,9 +157,31 @@ cmp "$out/vdb.raw" "$out/vdb-ref.raw" || fail "sparse export differs"
     fail "data of the sparse disk missing"
 rm -f "$out"/vdb*.raw
 
+# SIGTERM while a reader copies (the daemon fills the kernel's cache ahead
+# of it): the daemon still stops, and the reader gets an error, not a hang
+python3 - "$img" >"$out/reader.log" 2>&1 <<'PY' &
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+try:
+    while os.read(fd, 1 << 20):
+        time.sleep(0.05)
+    print("read to the end")
+except OSError as e:
+    print("error", e.errno)
+PY
+reader=$!
+sleep 1
+kill -TERM "$VMSNAPFS_PID"
+for _ in $(seq 100); do kill -0 "$VMSNAPFS_PID" 2>/dev/null || break; sleep 0.2; done
+kill -0 "$VMSNAPFS_PID" 2>/dev/null && fail "vmsnapfs still runs 20 s after SIGTERM during a copy"
+wait "$VMSNAPFS_PID" || fail "vmsnapfs exited with an error after SIGTERM during a copy"
+for _ in $(seq 100); do kill -0 "$reader" 2>/dev/null || break; sleep 0.2; done
+kill -0 "$reader" 2>/dev/null && fail "the reader hangs after the daemon stopped"
+wait "$reader" || true
+grep -q "^error" "$out/reader.log" || fail "the reader of a stopped daemon: $(cat "$out/reader.log")"
+grep -q " $mnt " /proc/mounts && fusermount3 -u "$mnt"
+
 # compressed clusters: only QEMU can read them (qemu-nbd, then stopped)
-fusermount3 -u "$mnt"
-wait "$VMSNAPFS_PID" || fail "vmsnapfs exited with an error"
 qemu-img convert -q -c -O qcow2 "$d/top.qcow2" "$d/compressed.qcow2"
 guest_virsh detach-disk "$vm" vdb --config >/dev/null
 guest_virsh detach-disk "$vm" vda --config >/dev/null

@@ -28,4 +28,23 @@ man_opts=$(sed -n '/^MOUNT OPTIONS/,/^THE TREE/p' <<<"$text" |
 for o in $man_opts; do
     grep -qE "^  $o(=| )" <<<"$help" || fail "--help lacks option $o"
 done
+
+# vmsnap-apply: every option of --help is in its page, and the other way
+: "${VMSNAP_APPLY:=$srcdir/build/tools/vmsnap-apply}"
+if [ -x "$VMSNAP_APPLY" ]; then
+    page=$(workdir)/vmsnap-apply.1
+    scdoc <"$srcdir/tools/vmsnap-apply.1.scd" >"$page"
+    text=$(MANWIDTH=200 man -l "$page" 2>/dev/null)
+    help=$("$VMSNAP_APPLY" --help)
+    flags=$(grep -oE -- '--[a-z-]+' <<<"$help" | sort -u)
+    [ -n "$flags" ] || fail "could not read vmsnap-apply --help"
+    for f in $flags; do
+        grep -q -- "$f" <<<"$text" || fail "vmsnap-apply's page lacks $f"
+    done
+    man_flags=$(sed -n '/^OPTIONS/,/^EXIT STATUS/p' <<<"$text" | grep -oE -- '--[a-z-]+' | sort -u)
+    [ -n "$man_flags" ] || fail "could not read vmsnap-apply's OPTIONS"
+    for f in $man_flags; do
+        grep -q -- "$f" <<<"$help" || fail "vmsnap-apply --help lacks $f"
+    done
+fi
 echo "PASS: $testname"

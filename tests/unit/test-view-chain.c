@@ -31,7 +31,7 @@ at(const char *name)
     return buf[i];
 }
 
-static void
+__attribute__((format(printf, 1, 2))) static void
 sh(const char *fmt, ...)
 {
     char cmd[2048];

@@ -46,7 +46,8 @@ append(struct extent_map *m, const struct extent *e)
 {
     if (m->n > 0) {
         struct extent *p = &m->v[m->n - 1];
-        bool same = p->kind == e->kind && p->start + p->length == e->start;
+        bool same = p->kind == e->kind && p->start + p->length == e->start &&
+                    p->depth == e->depth && p->present == e->present;
         if (same && e->kind == EXTENT_FILE)
             same = p->layer == e->layer && p->offset + p->length == e->offset;
         if (same) {
@@ -88,6 +89,8 @@ extent_map_parse(const char *json, unsigned n_layers, const bool *direct,
         bool zero = get_bool(o, "zero", false);
         bool present = get_bool(o, "present", true);
         (void) get_u64(o, "depth", &depth);
+        e.depth = depth > UINT32_MAX ? UINT32_MAX : (unsigned) depth;
+        e.present = present;
 
         if (zero || !present || !data) {
             /* zeros, unallocated to the bottom of the chain, or a range

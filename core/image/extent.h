@@ -21,6 +21,9 @@ struct extent {
     enum extent_kind kind;
     unsigned layer;     /* index into the chain, 0 = top */
     uint64_t offset;    /* EXTENT_FILE: host offset in the layer */
+    unsigned depth;     /* the layer that says what the range holds (data
+                           or zeros), as qemu-img reports it */
+    bool present;       /* false: no layer has it (zeros below the base) */
 };
 
 struct extent_map {

@@ -13,7 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "change-map.h"
 #include "cleanup.h"
+#include "layers.h"
 #include "log.h"
 #include "nbd-client.h"
 #include "qemu-img.h"
@@ -261,10 +263,46 @@ static const struct volume_view_ops chain_ops = {
     .segments = chain_segments,
 };
 
-int
-volume_view_open_chain(const char *path, const char *format,
-                       void (*on_close)(void *), bool (*unchanged)(void *),
-                       void *opaque, struct volume_view **ret)
+/* The ranges of m that a layer above depth base wrote (data or zeros), as
+ * a change map; every other range of m becomes a hole. */
+static int
+keep_changes(struct extent_map *m, unsigned base, struct change_map **ret)
+{
+    struct change_map *c = calloc(1, sizeof *c);
+
+    if (!c || !(c->v = calloc(m->n ? m->n : 1, sizeof *c->v))) {
+        free(c);
+        return -ENOMEM;
+    }
+    c->size = m->size;
+    m->allocated = 0;
+    m->needs_qemu = false;
+    for (size_t i = 0; i < m->n; i++) {
+        struct extent *e = &m->v[i];
+        if (!e->present || e->depth >= base) {
+            e->kind = EXTENT_ZERO;      /* as it was at the base: not here */
+            continue;
+        }
+        bool zero = e->kind == EXTENT_ZERO;
+        if (!zero)
+            m->allocated += e->length;
+        m->needs_qemu |= e->kind == EXTENT_QEMU;
+        struct change_extent *last = c->n ? &c->v[c->n - 1] : NULL;
+        if (last && last->zero == zero && last->offset + last->length == e->start)
+            last->length += e->length;
+        else
+            c->v[c->n++] = (struct change_extent) { e->start, e->length, zero };
+    }
+    *ret = c;
+    return 0;
+}
+
+/* The chain view, or with base (a layer of the chain below its top) the
+ * view of what changed above base: see volume.h. */
+static int
+open_chain(const char *path, const char *format, const char *base,
+           void (*on_close)(void *), bool (*unchanged)(void *), void *opaque,
+           struct volume_view **ret, struct change_map **ret_changes)
 {
     struct chain_view *cv = calloc(1, sizeof *cv);
     int r;
@@ -309,6 +347,26 @@ volume_view_open_chain(const char *path, const char *format,
     r = qemu_img_map(cv->chain, &cv->map);
     if (r < 0)
         goto fail;
+    if (base) {
+        _cleanup_free_ char *want = layer_canonical(base);
+        unsigned depth = 0;
+        for (size_t i = 1; want && i < cv->chain->n && !depth; i++) {
+            _cleanup_free_ char *have = layer_canonical(cv->chain->layers[i]);
+            if (have && strcmp(have, want) == 0)
+                depth = (unsigned) i;
+        }
+        if (!want) {
+            r = -ENOMEM;
+            goto fail;
+        }
+        if (!depth) {
+            r = -ENOENT;        /* the caller tells why */
+            goto fail;
+        }
+        r = keep_changes(cv->map, depth, ret_changes);
+        if (r < 0)
+            goto fail;
+    }
     if (cv->chain->qemu_only)
         for (size_t i = 0; i < cv->map->n; i++)
             if (cv->map->v[i].kind == EXTENT_FILE)
@@ -327,8 +385,29 @@ volume_view_open_chain(const char *path, const char *format,
     *ret = &cv->base;
     return 0;
 fail:
+    if (ret_changes) {
+        change_map_free(*ret_changes);
+        *ret_changes = NULL;
+    }
     chain_close(&cv->base);
     return r;
+}
+
+int
+volume_view_open_chain(const char *path, const char *format,
+                       void (*on_close)(void *), bool (*unchanged)(void *),
+                       void *opaque, struct volume_view **ret)
+{
+    return open_chain(path, format, NULL, on_close, unchanged, opaque, ret, NULL);
+}
+
+int
+volume_view_open_changes(const char *path, const char *format, const char *base,
+                         void (*on_close)(void *), void *opaque, struct volume_view **ret,
+                         struct change_map **ret_changes)
+{
+    *ret_changes = NULL;
+    return open_chain(path, format, base, on_close, NULL, opaque, ret, ret_changes);
 }
 
 int

@@ -70,6 +70,17 @@ struct volume_view {
 int volume_view_open_chain(const char *path, const char *format,
                            void (*on_close)(void *), bool (*unchanged)(void *),
                            void *opaque, struct volume_view **ret);
+/* A view of what changed in the chain whose top is path since base, a
+ * layer of that chain below its top (a snapshot's changes since an older
+ * one): the ranges a layer above base wrote hold the chain's data (or
+ * zeros, where it wrote zeros), every other range is a hole (SEEK_DATA and
+ * SEEK_HOLE tell exactly the changed data; allocated counts it); and in
+ * *ret_changes those ranges (its base name NULL: the caller's to set).
+ * -ENOENT if base is not below the top of the chain. */
+struct change_map;
+int volume_view_open_changes(const char *path, const char *format, const char *base,
+                             void (*on_close)(void *), void *opaque,
+                             struct volume_view **ret, struct change_map **ret_changes);
 /* A view of an NBD export. on_close(opaque), for both kinds of view, runs
  * exactly once: when the view is closed, or before a failed open returns. */
 int volume_view_open_nbd(const char *socket, const char *export,

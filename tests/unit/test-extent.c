@@ -38,8 +38,9 @@ test_map(void **state)
     assert_int_equal(extent_map_parse(map_json, 3, NULL, 8 * MiB, &m), 0);
     assert_true(m->size == 8 * MiB);
     assert_true(m->needs_qemu);
-    /* adjacent zeros merge; adjacent file ranges merge when contiguous */
-    assert_int_equal(m->n, 7);
+    /* adjacent ranges merge where they hold the same from the same layer
+     * (file ranges: when contiguous in it) */
+    assert_int_equal(m->n, 9);
     assert_int_equal(m->v[0].kind, EXTENT_FILE);
     assert_int_equal(m->v[0].layer, 2);
     assert_int_equal(m->v[2].kind, EXTENT_FILE);
@@ -48,10 +49,17 @@ test_map(void **state)
     /* top layer, two clusters back to back in the file: one extent */
     assert_int_equal(m->v[4].kind, EXTENT_FILE);
     assert_true(m->v[4].start == 2097152 && m->v[4].length == 131072);
-    /* zero clusters, then unallocated to the end of the chain: one hole */
+    /* zeros of the base, zero clusters of the top, then unallocated to the
+     * end of the chain: three holes, told apart by where they come from */
     assert_int_equal(m->v[5].kind, EXTENT_ZERO);
-    assert_true(m->v[5].start == 2228224 && m->v[5].length == 8323072 - 2228224);
-    assert_int_equal(m->v[6].kind, EXTENT_QEMU);
+    assert_true(m->v[5].start == 2228224 && m->v[5].length == 4194304 - 2228224);
+    assert_true(m->v[5].depth == 2 && m->v[5].present);
+    assert_int_equal(m->v[6].kind, EXTENT_ZERO);
+    assert_true(m->v[6].depth == 0 && m->v[6].present && m->v[6].length == 65536);
+    assert_int_equal(m->v[7].kind, EXTENT_ZERO);
+    assert_true(!m->v[7].present && m->v[7].start + m->v[7].length == 8323072);
+    assert_int_equal(m->v[8].kind, EXTENT_QEMU);
+    assert_true(m->v[8].depth == 0);
     assert_true(m->allocated == 262144 + 131072 + 131072 + 65536);
 
     const struct extent *e = extent_find(m, 2097152 + 70000);
@@ -59,7 +67,7 @@ test_map(void **state)
     assert_true(e->start == 2097152);
     assert_null(extent_find(m, 8 * MiB));
     assert_true(extent_find(m, 0) == &m->v[0]);
-    assert_true(extent_find(m, 8 * MiB - 1) == &m->v[6]);
+    assert_true(extent_find(m, 8 * MiB - 1) == &m->v[8]);
     extent_map_free(m);
 }
 

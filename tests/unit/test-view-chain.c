@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "change-map.h"
 #include "volume.h"
 
 static char dir[256];
@@ -61,6 +62,20 @@ setup(void **state)
        "qemu-io -f qcow2 -c 'write -P 0x11 1M 64k' -c 'write -P 0x22 3M 192k' mid.qcow2 >/dev/null && "
        "qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2 && "
        "qemu-io -f qcow2 -c 'write -z 2M 128k' -c 'write -P 0x33 5M 64k' top.qcow2 >/dev/null",
+       dir);
+    /* changes: pbase.raw <- p.qcow2 (the base snapshot's layer) <-
+     * l1.qcow2 <- s.qcow2; l1 and s write data, zeros, a discard and
+     * over each other */
+    sh("cd '%s' && head -c 8388608 /dev/urandom >pbase.raw && "
+       "qemu-img create -q -f qcow2 -b pbase.raw -F raw p.qcow2 && "
+       "qemu-io -f qcow2 -c 'write -P 0x44 0 64k' p.qcow2 >/dev/null && "
+       "qemu-img create -q -f qcow2 -b p.qcow2 -F qcow2 l1.qcow2 && "
+       "qemu-io -f qcow2 -c 'write -P 0x55 1M 100k' -c 'write -z 3M 64k' "
+       "-c 'discard 5M 128k' -c 'write -P 0x56 6M 64k' l1.qcow2 >/dev/null && "
+       "qemu-img create -q -f qcow2 -b l1.qcow2 -F qcow2 s.qcow2 && "
+       "qemu-io -f qcow2 -c 'write -P 0x66 1M 4k' -c 'write -P 0x67 7M 64k' "
+       "-c 'write -P 0 6M 64k' s.qcow2 >/dev/null && "
+       "qemu-img convert -O raw p.qcow2 p.raw && qemu-img convert -O raw s.qcow2 s.raw",
        dir);
     return 0;
 }
@@ -160,12 +175,104 @@ test_segments_refuse_changed_layer(void **state)
     volume_view_close(v);
 }
 
+static char *
+slurp(const char *path, size_t *ret_len)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, 0, SEEK_END), 0);
+    long n = ftell(f);
+    rewind(f);
+    char *buf = malloc((size_t) n);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t) n, f), (size_t) n);
+    fclose(f);
+    *ret_len = (size_t) n;
+    return buf;
+}
+
+/* The base's export with the changes applied as vmsnap-apply does is the
+ * newer export; unchanged ranges are holes of the view; every changed
+ * byte is in the map, whose ranges are whole clusters. */
+static void
+test_changes(void **state)
+{
+    (void) state;
+    if (!have_qemu)
+        skip();
+    struct volume_view *v = NULL;
+    struct change_map *m = NULL;
+    size_t plen, slen;
+    char *img = slurp(at("p.raw"), &plen), *want = slurp(at("s.raw"), &slen);
+    const char *reason = NULL;
+    assert_int_equal(plen, slen);
+
+    assert_int_equal(volume_view_open_changes(at("s.qcow2"), "qcow2", at("p.qcow2"), NULL, NULL,
+                                              &v, &m), 0);
+    assert_non_null(m);
+    assert_null(m->base);
+    assert_int_equal(m->size, slen);
+    assert_int_equal(v->size, slen);
+    char *buf = malloc(slen);
+    assert_non_null(buf);
+    assert_int_equal(volume_view_pread(v, buf, slen, 0, &reason), 0);
+    uint64_t data = 0, at_ = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        const struct change_extent *e = &m->v[i];
+        assert_true(e->offset % 65536 == 0 && e->length % 65536 == 0);
+        /* outside the changes the view is a hole that reads as zeros */
+        for (uint64_t o = at_; o < e->offset; o++)
+            assert_int_equal(buf[o], 0);
+        if (e->zero)
+            memset(img + e->offset, 0, e->length);
+        else
+            memcpy(img + e->offset, buf + e->offset, e->length);
+        data += e->zero ? 0 : e->length;
+        at_ = e->offset + e->length;
+        uint64_t pos;
+        assert_int_equal(volume_view_seek(v, e->offset, e->zero ? SEEK_HOLE : SEEK_DATA, &pos), 0);
+        assert_true(pos == e->offset);
+    }
+    assert_memory_equal(img, want, slen);
+    assert_true(v->allocated == data);
+    /* what was written: data at 1M (l1, then s over it), zeros at 3M, the
+     * discard at 5M, 6M written twice (the last time zeros), 7M */
+    const uint64_t changed[] = { 1 << 20, 3 << 20, 5 << 20, 6 << 20, 7 << 20 };
+    for (size_t c = 0; c < sizeof changed / sizeof changed[0]; c++) {
+        bool found = false;
+        for (size_t i = 0; i < m->n; i++)
+            found |= m->v[i].offset <= changed[c] && changed[c] < m->v[i].offset + m->v[i].length;
+        assert_true(found);
+    }
+    /* the base snapshot's own write (0) is not a change */
+    assert_true(m->n == 0 || m->v[0].offset > 0);
+    free(buf);
+    change_map_free(m);
+    volume_view_close(v);
+
+    /* a base that is not below the top */
+    assert_int_equal(volume_view_open_changes(at("s.qcow2"), "qcow2", at("s.qcow2"), NULL, NULL,
+                                              &v, &m), -ENOENT);
+    assert_null(m);
+    assert_int_equal(volume_view_open_changes(at("s.qcow2"), "qcow2", at("top.qcow2"), NULL, NULL,
+                                              &v, &m), -ENOENT);
+    /* the base itself as the changes' base of its child: l1's changes */
+    assert_int_equal(volume_view_open_changes(at("l1.qcow2"), "qcow2", at("pbase.raw"), NULL, NULL,
+                                              &v, &m), 0);
+    assert_true(m->n > 0 && m->v[0].offset == 0);     /* p's write is a change now */
+    change_map_free(m);
+    volume_view_close(v);
+    free(img);
+    free(want);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_segments_match_pread),
         cmocka_unit_test(test_segments_refuse_changed_layer),
+        cmocka_unit_test(test_changes),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

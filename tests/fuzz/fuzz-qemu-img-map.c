@@ -59,8 +59,10 @@ check_map(const struct extent_map *m, unsigned n_layers, uint64_t size)
         FUZZ_CHECK(e->start == next && e->length > 0);
         FUZZ_CHECK(e->kind == EXTENT_ZERO || e->kind == EXTENT_QEMU ||
                    (e->kind == EXTENT_FILE && e->layer < n_layers));
-        /* neighbours that continue each other are one extent */
-        FUZZ_CHECK(!p || p->kind != e->kind ||
+        /* neighbours that continue each other (the same from the same
+         * layer) are one extent */
+        FUZZ_CHECK(!p || p->kind != e->kind || p->depth != e->depth ||
+                   p->present != e->present ||
                    (e->kind == EXTENT_FILE &&
                     (p->layer != e->layer || p->offset + p->length != e->offset)));
         FUZZ_CHECK(extent_find(m, e->start) == e);

@@ -219,6 +219,17 @@ struct backend_ops {
     int (*volume_usage)(void *h, const struct vm_ref *vm, const char *snap,
                         const char *vol, uint64_t *ret_size,
                         uint64_t *ret_allocated);
+
+    /* snapshots/S/changes/ (incremental backups). The predecessor of
+     * snapshot snap: the newest older snapshot it builds on; -ENOENT if
+     * none. */
+    int (*changes_base)(void *h, const struct vm_ref *vm, const char *snap,
+                        char **ret_base);
+    /* A view of what changed on volume vol between the predecessor and
+     * snap (holes elsewhere), and the map of it (its base named). */
+    int (*changes_open)(void *h, const struct vm_ref *vm, const char *snap,
+                        const char *vol, struct volume_view **ret,
+                        struct change_map **ret_map);
 };
 
 /* The backend for a SOURCE ("qemu:///system", "kubevirt://ctx", ...), or

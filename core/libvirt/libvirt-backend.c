@@ -528,5 +528,7 @@ const struct backend_ops backend_libvirt = {
     .restore = lv_restore,
     .clone = lv_clone,
     .volume_open = lv_volume_open,
+    .changes_base = lv_changes_base,
+    .changes_open = lv_changes_open,
     .volume_usage = lv_volume_usage,
 };

@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "change-map.h"
 #include "clock.h"
 #include "layers.h"
 #include "libvirt-freeze.h"
@@ -529,6 +530,114 @@ live_view_counted(struct lv *lv, virConnectPtr c, const struct vm_info *vm,
         return r;
     }
     return live_view(lv, c, vm, v, live_counted_release, lc, ret);
+}
+
+/* ---- changes since the snapshot before (snapshots/S/changes/) ---------- */
+
+/* The canonical path of the layer holding snapshot snap's data of disk
+ * vol, read from the overlay's qcow2 header where it can be (no qemu-img
+ * run: the predecessor rule asks it of every older snapshot). */
+static char *
+snapshot_layer_path(struct lv *lv, const struct vm_ref *ref, const char *snap,
+                    const char *vol)
+{
+    _cleanup_free_ char *overlay = NULL, *format = NULL, *backing = NULL;
+    _cleanup_free_ char *path = NULL, *pformat = NULL;
+
+    if (snapshot_overlay(lv, ref, snap, vol, &overlay, &format) < 0)
+        return NULL;
+    if (strcmp(format, "qcow2") == 0 && layer_backing(overlay, &backing) == 0 && backing)
+        return layer_canonical(backing);
+    if (overlay_backing(ref, snap, overlay, format, &path, &pformat) < 0)
+        return NULL;
+    return layer_canonical(path);
+}
+
+/* S's predecessor: the newest snapshot taken before S whose layer is, for
+ * every disk of S, below S's layer in S's chain (S builds on it: nothing
+ * merged it away, no restore went another way). -ENOENT if none. */
+int
+lv_changes_base(void *h, const struct vm_ref *ref, const char *snap, char **ret_base)
+{
+    struct lv *lv = h;
+    struct snapshot_info **v = NULL;
+    size_t n = 0;
+    const struct snapshot_info *s = NULL;
+    int r = lv_snapshot_list(h, ref, &v, &n);
+
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n && !s; i++)
+        if (strcmp(v[i]->name, snap) == 0)
+            s = v[i];
+    if (!s || s->phase != SNAPSHOT_SUCCEEDED) {
+        snapshot_infos_free(v, n);
+        return -ENOENT;
+    }
+    /* S's chains, one per disk it holds */
+    size_t nd = s->n_volumes;
+    char ***chains = calloc(nd ? nd : 1, sizeof *chains);
+    r = chains ? 0 : -ENOMEM;
+    for (size_t d = 0; r >= 0 && d < nd; d++) {
+        _cleanup_free_ char *top = snapshot_layer_path(lv, ref, snap, s->volumes[d].name);
+        r = top && layer_chain(top, &chains[d]) >= 0 ? 0 : -ENOENT;
+    }
+    const struct snapshot_info *best = NULL;
+    for (size_t i = 0; r >= 0 && i < n; i++) {
+        const struct snapshot_info *q = v[i];
+        if (q == s || q->phase != SNAPSHOT_SUCCEEDED || q->created > s->created ||
+            (q->created == s->created && strcmp(q->name, s->name) >= 0))
+            continue;
+        if (best && (q->created < best->created ||
+                     (q->created == best->created && strcmp(q->name, best->name) < 0)))
+            continue;
+        bool below = nd > 0;
+        for (size_t d = 0; below && d < nd; d++) {
+            _cleanup_free_ char *layer = snapshot_layer_path(lv, ref, q->name, s->volumes[d].name);
+            bool found = false;
+            for (size_t k = 1; layer && chains[d][k] && !found; k++)
+                found = strcmp(chains[d][k], layer) == 0;
+            below = found;
+        }
+        if (below)
+            best = q;
+    }
+    if (r >= 0 && !best)
+        r = -ENOENT;
+    if (r >= 0 && !(*ret_base = strdup(best->name)))
+        r = -ENOMEM;
+    for (size_t d = 0; chains && d < nd; d++)
+        strv_free(chains[d]);
+    free(chains);
+    snapshot_infos_free(v, n);
+    return r;
+}
+
+int
+lv_changes_open(void *h, const struct vm_ref *ref, const char *snap, const char *vol,
+                struct volume_view **ret, struct change_map **ret_map)
+{
+    struct lv *lv = h;
+    _cleanup_free_ char *base = NULL, *path = NULL, *format = NULL, *base_layer = NULL;
+    int r = lv_changes_base(h, ref, snap, &base);
+
+    if (r >= 0)
+        r = snapshot_layer(lv, ref, snap, vol, &path, &format);
+    if (r >= 0 && !(base_layer = snapshot_layer_path(lv, ref, base, vol)))
+        r = -ENOENT;
+    if (r < 0)
+        return r;
+    struct view_ref *vr = NULL;
+    r = views_enter(lv, ref->name, &vr);
+    if (r < 0)
+        return r;
+    /* snapshot layers are immutable while a view is open (rmdir: EBUSY) */
+    r = volume_view_open_changes(path, format, base_layer, views_leave, vr, ret, ret_map);
+    if (r >= 0) {
+        (*ret_map)->base = base;
+        base = NULL;
+    }
+    return r;
 }
 
 /* ---- the backend ops ----------------------------------------------------- */

@@ -22,8 +22,14 @@ out=$work/out
 mkdir -p "$mnt" "$out"
 
 cleanup() {
+    for s in inc2 inc1; do
+        rmdir "$mnt/${prefix}inc/snapshots/$s" 2>/dev/null || true
+    done
     grep -q " $mnt fuse.vmsnapfs " /proc/mounts && fusermount3 -u "$mnt"
-    for d in dense sparse; do
+    for d in dense sparse inc; do
+        for s in $(virsh -c qemu:///system snapshot-list "$prefix$d" --name 2>/dev/null); do
+            virsh -c qemu:///system snapshot-delete "$prefix$d" "$s" --metadata >/dev/null 2>&1
+        done
         virsh -c qemu:///system undefine "$prefix$d" >/dev/null 2>&1 || true
     done
     rm -rf "$work"
@@ -45,10 +51,16 @@ rm -f "$work/r1" "$work/r2" "$work/r3"
 # sparse: 4 GiB with a little data
 qemu-img create -q -f qcow2 "$work/sparse.qcow2" 4G
 qemu-io -f qcow2 -c "write -P 0x5a 0 1M" -c "write -P 0xa5 3G 1M" "$work/sparse.qcow2" >/dev/null
+# inc: 2 GiB, 1.5 GiB of data, for incremental backups
+qemu-img create -q -f qcow2 "$work/inc.qcow2" 2G
+head -c 1536M /dev/urandom >"$work/r1"
+qemu-io -f qcow2 -c "write -s $work/r1 0 1536M" "$work/inc.qcow2" >/dev/null
+rm -f "$work/r1"
 
-for d in dense sparse; do
+for d in dense sparse inc; do
     f=$work/top.qcow2
     [ "$d" = sparse ] && f=$work/sparse.qcow2
+    [ "$d" = inc ] && f=$work/inc.qcow2
     cat >"$work/$d.xml" <<XML
 <domain type='qemu'><name>$prefix$d</name><memory unit='MiB'>64</memory>
 <os><type arch='x86_64'>hvm</type></os><devices>
@@ -131,3 +143,30 @@ cmp -s "$img" "$out/x" || { echo "MISMATCH: the sparse export differs" >&2; exit
 alloc=$(du -k "$out/x" | cut -f1)
 echo "sparse 4 GiB, warm: qemu-img convert -O raw: best $q_best s, median $q_med s"
 echo "sparse 4 GiB, warm: cp through vmsnapfs: best $c_best s, median $c_med s (the copy uses $alloc KiB)"
+
+# incremental: after 1 % of the 2 GiB disk changed (320 writes of 64 KiB
+# all over it), cp -r of snapshots/S/changes against cp of the full disk
+rm -f "$out/x"
+S=$mnt/${prefix}inc/snapshots
+mkdir "$S/inc1"
+top=$(virsh -c qemu:///system domblklist "${prefix}inc" | awk '$1 == "vda" { print $2 }')
+head -c 20M /dev/urandom >"$work/r1"
+cmds=()
+for ((i = 0; i < 320; i++)); do
+    cmds+=(-c "write -s $work/r1 $((i * 6553600 % (2047 << 20) / 65536 * 65536)) 64k")
+done
+qemu-io -f qcow2 "${cmds[@]}" "$top" >/dev/null
+rm -f "$work/r1"
+mkdir "$S/inc2"
+sync
+read -r f_best f_med < <(measure warm "$out/x" cp "$S/inc2/volumes/vda.img" "$out/x")
+full_kib=$(du -k "$out/x" | cut -f1)
+rm -rf "$out/x" "$out/changes"
+inc_timed() { rm -rf "$out/changes"; cp -r "$S/inc2/changes" "$out/changes"; }
+read -r i_best i_med < <(measure warm "$out/x" inc_timed)
+inc_kib=$(du -k "$out/changes" | cut -f1)
+echo "incremental, 1 % of 2 GiB changed: cp of the full disk && sync: best $f_best s, median $f_med s, $full_kib KiB"
+echo "incremental, 1 % of 2 GiB changed: cp -r of changes/ && sync:  best $i_best s, median $i_med s, $inc_kib KiB"
+awk -v f="$f_best" -v i="$i_best" -v fk="$full_kib" -v ik="$inc_kib" 'BEGIN {
+    printf "incremental: %.1fx faster, %.1f %% of the bytes\n", f / i, 100 * ik / fk }'
+rm -rf "$out/changes" "$out/x"

@@ -276,6 +276,28 @@ model_volume_open(struct model *m, const char *ns, const char *vm,
     return m->ops->volume_open(m->h, &ref, snap, vol, ret);
 }
 
+int
+model_changes_base(struct model *m, const char *ns, const char *vm, const char *snap,
+                   char **ret_base)
+{
+    struct vm_ref ref = { .ns = ns ? ns : "", .name = vm };
+
+    if (!m->ops->changes_base)
+        return -ENOTSUP;
+    return m->ops->changes_base(m->h, &ref, snap, ret_base);
+}
+
+int
+model_changes_open(struct model *m, const char *ns, const char *vm, const char *snap,
+                   const char *vol, struct volume_view **ret, struct change_map **ret_map)
+{
+    struct vm_ref ref = { .ns = ns ? ns : "", .name = vm };
+
+    if (!m->ops->changes_open)
+        return -ENOTSUP;
+    return m->ops->changes_open(m->h, &ref, snap, vol, ret, ret_map);
+}
+
 static void
 restore_status_free(void *p)
 {

@@ -108,6 +108,14 @@ int model_restore_status(struct model *m, const char *ns, const char *vm,
 /* A point-in-time view of a VM's volume (snap NULL) or a snapshot's. */
 int model_volume_open(struct model *m, const char *ns, const char *vm,
                       const char *snap, const char *vol, struct volume_view **ret);
+/* snapshots/S/changes/: S's predecessor (-ENOENT: none; -ENOTSUP: the
+ * backend has no changes), and a view of what changed on vol since it with
+ * its map (backend.h). */
+int model_changes_base(struct model *m, const char *ns, const char *vm, const char *snap,
+                       char **ret_base);
+struct change_map;
+int model_changes_open(struct model *m, const char *ns, const char *vm, const char *snap,
+                       const char *vol, struct volume_view **ret, struct change_map **ret_map);
 /* st_size and the bytes holding data; cached VOLUME_USAGE_TTL_NS */
 int model_volume_usage(struct model *m, const char *ns, const char *vm,
                        const char *snap, const char *vol, uint64_t *ret_size,

@@ -20,7 +20,8 @@ strv_json(char *const *v)
 
 char *
 snapshot_status_json(const char *ns, const char *vm,
-                     const struct snapshot_info *s)
+                     const struct snapshot_info *s, const char *changes_base,
+                     const char *changes_why)
 {
     json_object *o = json_object_new_object();
     json_object *ind = json_object_new_array();
@@ -63,6 +64,16 @@ snapshot_status_json(const char *ns, const char *vm,
                                json_object_new_int64((int64_t) s->freeze_window_ms));
     if (s->resources)
         json_object_object_add(o, "resources", strv_json(s->resources));
+    if (changes_base || changes_why) {
+        json_object *c = json_object_new_object();
+        if (c) {
+            json_object_object_add(c, "base", changes_base ? json_object_new_string(changes_base)
+                                                           : NULL);
+            if (!changes_base)
+                json_object_object_add(c, "why", json_object_new_string(changes_why));
+            json_object_object_add(o, "changes", c);
+        }
+    }
 
     const char *text = json_object_to_json_string_ext(
         o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);

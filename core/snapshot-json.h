@@ -7,9 +7,12 @@
 
 #include "backend.h"
 
-/* Allocated, newline-terminated JSON text; NULL on OOM. */
+/* Allocated, newline-terminated JSON text; NULL on OOM. changes_base:
+ * the snapshot changes/ is relative to, or NULL and changes_why: why
+ * there is no changes/ (both NULL: say nothing of it). */
 char *snapshot_status_json(const char *ns, const char *vm,
-                           const struct snapshot_info *s);
+                           const struct snapshot_info *s, const char *changes_base,
+                           const char *changes_why);
 
 
 /* What vmsnapfs keeps of a snapshot where libvirt has no field for it, in

@@ -47,6 +47,10 @@ enum node_kind {
     NODE_SNAP_CLONE,
     NODE_SNAP_VOLUMES,
     NODE_SNAP_VOLUME,
+    NODE_SNAP_CHANGES,      /* changes/: since the snapshot before */
+    NODE_CHANGES_BASE,
+    NODE_CHANGES_VOLUME,    /* NAME.img */
+    NODE_CHANGES_MAP,       /* NAME.map */
     _NODE_KIND_MAX,
 };
 

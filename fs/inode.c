@@ -121,7 +121,9 @@ identify(struct fs *fs, struct fs_node *n, const struct fs_node *parent)
         break;
     case NODE_VOLUME:
     case NODE_SNAP_VOLUME:
-        /* "vda.img" shows volume "vda" */
+    case NODE_CHANGES_VOLUME:
+    case NODE_CHANGES_MAP:
+        /* "vda.img" (or "vda.map") shows volume "vda" */
         free(n->vol);
         n->vol = strndup(n->name, strlen(n->name) - 4);
         break;

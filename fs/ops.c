@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "change-map.h"
 #include "cleanup.h"
 #include "fs.h"
 #include "log.h"
@@ -397,6 +398,15 @@ fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
          * are sent as they are) */
         if (r >= 0 && h->view->uncached)
             fi->direct_io = 1;
+    } else if (n->kind == NODE_CHANGES_VOLUME) {
+        struct change_map *m = NULL;
+        r = model_changes_open(fs->model, n->ns, n->vm, n->snap, n->vol, &h->view, &m);
+        change_map_free(m);
+        if (r < 0 && r != -ENOENT)
+            events_add(model_events(fs->model), n->ns, n->vm, "open-changes", n->vol, r,
+                       "cannot open the changes since the snapshot before (details in the log)");
+        if (r == -ENOTSUP)
+            r = -ENOENT;
     } else {
         r = render_node(fs, n, &h->buf, &h->len);
         fi->direct_io = 1;   /* content may change size between opens */

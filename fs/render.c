@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cleanup.h"
+#include "change-map.h"
 #include "fs.h"
 #include "log.h"
 #include "snapshot-json.h"
@@ -93,7 +94,15 @@ render_snapshot(struct fs *fs, const struct fs_node *n, FILE *f)
             r = line(f, s->resources[i]);
         break;
     case NODE_SNAP_STATUS: {
-        _cleanup_free_ char *json = snapshot_status_json(n->ns, n->vm, s);
+        /* changes/: relative to which snapshot, or why there is none */
+        _cleanup_free_ char *base = NULL;
+        int c = model_changes_base(fs->model, n->ns, n->vm, n->snap, &base);
+        const char *why = c >= 0 ? NULL
+            : c == -ENOTSUP ? "this backend keeps no changes between snapshots yet"
+            : c == -ENOENT ? "no older snapshot that this one builds on (the first one, or the "
+                             "first after a restore to another snapshot)"
+            : "the layers could not be read (details in the log)";
+        _cleanup_free_ char *json = snapshot_status_json(n->ns, n->vm, s, base, why);
         r = json ? document(f, json) : -ENOMEM;
         break;
     }
@@ -133,6 +142,28 @@ render_restore(struct fs *fs, const struct fs_node *n, FILE *f)
     return r < 0 ? r : 0;
 }
 
+/* changes/base: the predecessor's name; changes/NAME.map: the map */
+static int
+render_changes(struct fs *fs, const struct fs_node *n, FILE *f)
+{
+    struct volume_view *v = NULL;
+    struct change_map *m = NULL;
+    int r;
+
+    if (n->kind == NODE_CHANGES_BASE) {
+        _cleanup_free_ char *base = NULL;
+        r = model_changes_base(fs->model, n->ns, n->vm, n->snap, &base);
+        return r < 0 ? (r == -ENOTSUP ? -ENOENT : r) : line(f, base);
+    }
+    r = model_changes_open(fs->model, n->ns, n->vm, n->snap, n->vol, &v, &m);
+    if (r < 0)
+        return r == -ENOTSUP ? -ENOENT : r;
+    volume_view_close(v);
+    _cleanup_free_ char *text = change_map_render(m);
+    change_map_free(m);
+    return text ? document(f, text) : -ENOMEM;
+}
+
 int
 render_node(struct fs *fs, const struct fs_node *n, char **ret, size_t *ret_len)
 {
@@ -160,6 +191,10 @@ render_node(struct fs *fs, const struct fs_node *n, char **ret, size_t *ret_len)
     }
     case NODE_VM_RESTORE:
         r = render_restore(fs, n, f);
+        break;
+    case NODE_CHANGES_BASE:
+    case NODE_CHANGES_MAP:
+        r = render_changes(fs, n, f);
         break;
     default:
         r = render_snapshot(fs, n, f);

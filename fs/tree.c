@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "change-map.h"
 #include "cleanup.h"
 #include "fs.h"
 #include "log.h"
@@ -60,6 +61,7 @@ tree_is_dir(enum node_kind k)
     switch (k) {
     case NODE_ROOT: case NODE_NAMESPACE: case NODE_VM: case NODE_VOLUMES:
     case NODE_SNAPSHOTS: case NODE_SNAPSHOT: case NODE_SNAP_VOLUMES:
+    case NODE_SNAP_CHANGES:
         return true;
     default:
         return false;
@@ -113,13 +115,14 @@ fixed_name(const struct fs *fs, const struct fixed *f)
     return f->name ? f->name : tree_definition_name(fs);
 }
 
-/* "vda.img" -> true if a volume vda is listed in vols (and not a cdrom) */
+/* "vda.img" (or with suffix ".map") -> true if a volume vda is listed in
+ * vols (and not a cdrom) */
 static bool
-has_volume(const struct volume *vols, size_t n, const char *file)
+has_volume_file(const struct volume *vols, size_t n, const char *file, const char *suffix)
 {
     size_t len = strlen(file);
 
-    if (len <= 4 || strcmp(file + len - 4, ".img") != 0)
+    if (len <= 4 || strcmp(file + len - 4, suffix) != 0)
         return false;
     for (size_t i = 0; i < n; i++)
         if (!(vols[i].flags & VOLUME_CDROM) &&
@@ -127,6 +130,12 @@ has_volume(const struct volume *vols, size_t n, const char *file)
             strncmp(vols[i].name, file, len - 4) == 0)
             return true;
     return false;
+}
+
+static bool
+has_volume(const struct volume *vols, size_t n, const char *file)
+{
+    return has_volume_file(vols, n, file, ".img");
 }
 
 /* The snapshot a node shows, with its list (unref *ret_list). */
@@ -148,6 +157,16 @@ snapshot_of(struct fs *fs, const struct fs_node *n,
     *ret_list = l;
     *ret_snap = s;
     return 0;
+}
+
+/* Has the snapshot a node shows a predecessor (changes/)? 0 or -ENOENT. */
+static int
+changes_exist(struct fs *fs, const struct fs_node *n)
+{
+    _cleanup_free_ char *base = NULL;
+    int r = model_changes_base(fs->model, n->ns, n->vm, n->snap, &base);
+
+    return r == -ENOTSUP ? -ENOENT : r;
 }
 
 int
@@ -208,6 +227,30 @@ tree_lookup(struct fs *fs, const struct fs_node *parent, const char *name,
         model_snapshots_unref(l);
         *ret_kind = NODE_SNAP_VOLUME;
         return r;
+    }
+    case NODE_SNAPSHOT:
+        if (strcmp(name, "changes") != 0)
+            return -ENOENT;
+        *ret_kind = NODE_SNAP_CHANGES;
+        return changes_exist(fs, parent);
+    case NODE_SNAP_CHANGES: {
+        struct model_snapshots *l = NULL;
+        const struct snapshot_info *s;
+        if (strcmp(name, "base") == 0) {
+            *ret_kind = NODE_CHANGES_BASE;
+            return changes_exist(fs, parent);
+        }
+        r = snapshot_of(fs, parent, &l, &s);
+        if (r < 0)
+            return r;
+        *ret_kind = NODE_CHANGES_VOLUME;
+        r = has_volume(s->volumes, s->n_volumes, name) ? 0 : -ENOENT;
+        if (r < 0 && has_volume_file(s->volumes, s->n_volumes, name, ".map")) {
+            *ret_kind = NODE_CHANGES_MAP;
+            r = 0;
+        }
+        model_snapshots_unref(l);
+        return r < 0 ? r : changes_exist(fs, parent);
     }
     default:
         return -ENOENT;     /* also ENOTDIR cases: the kernel checks those */
@@ -328,6 +371,31 @@ tree_list(struct fs *fs, const struct fs_node *dir, struct tree_entry **ret,
         }
         break;
     }
+    case NODE_SNAPSHOT:
+        if (changes_exist(fs, dir) == 0)
+            r = add_name(&v, &n, "changes", NODE_SNAP_CHANGES);
+        break;
+    case NODE_SNAP_CHANGES: {
+        struct model_snapshots *l = NULL;
+        const struct snapshot_info *s;
+        r = changes_exist(fs, dir);
+        if (r >= 0)
+            r = add_name(&v, &n, "base", NODE_CHANGES_BASE);
+        if (r >= 0)
+            r = snapshot_of(fs, dir, &l, &s);
+        if (r >= 0) {
+            r = add_volumes(&v, &n, s->volumes, s->n_volumes, NODE_CHANGES_VOLUME);
+            for (size_t i = 0; r >= 0 && i < s->n_volumes; i++) {
+                _cleanup_free_ char *file = NULL;
+                if (s->volumes[i].flags & VOLUME_CDROM)
+                    continue;
+                r = asprintf(&file, "%s.map", s->volumes[i].name) < 0 ? -ENOMEM
+                    : add_name(&v, &n, file, NODE_CHANGES_MAP);
+            }
+            model_snapshots_unref(l);
+        }
+        break;
+    }
     default:
         break;
     }
@@ -405,6 +473,8 @@ dir_exists(struct fs *fs, const struct fs_node *n)
         r = snapshot_of(fs, n, &l, &s);
         model_snapshots_unref(l);
         return r;
+    case NODE_SNAP_CHANGES:
+        return changes_exist(fs, n);
     default:
         return model_vm_exists(fs->model, n->ns, n->vm);
     }
@@ -447,6 +517,8 @@ mode_of(enum node_kind k)
     case NODE_SNAP_RESOURCES:
     case NODE_VOLUME:
     case NODE_SNAP_VOLUME:
+    case NODE_CHANGES_VOLUME:
+    case NODE_CHANGES_MAP:
         return S_IFREG | 0440;       /* data: root or admin_group */
     case NODE_VM_RESTORE:
     case NODE_SNAP_CLONE:
@@ -477,6 +549,21 @@ tree_stat(struct fs *fs, const struct fs_node *n, struct stat *st)
          * the kernel drop what it kept once it sees the right one again */
         if (r >= 0 && listing_mtime(fs, n, &st->st_mtim) < 0)
             st->st_mtim = fs->started;
+    } else if (n->kind == NODE_CHANGES_VOLUME) {
+        /* the disk's size; st_blocks: the changed data, so that cp
+         * --sparse=always copies only that */
+        struct volume_view *v = NULL;
+        struct change_map *m = NULL;
+        r = model_changes_open(fs->model, n->ns, n->vm, n->snap, n->vol, &v, &m);
+        if (r >= 0) {
+            size = v->size;
+            st->st_blocks = (blkcnt_t) ((v->allocated + 511) / 512);
+            st->st_blksize = VOLUME_IO_SIZE;
+            volume_view_close(v);
+            change_map_free(m);
+        }
+        if (r == -ENOTSUP)
+            r = -ENOENT;
     } else if (tree_is_volume(n->kind)) {
         uint64_t allocated = 0;
         r = volume_usage(fs, n, &size, &allocated);

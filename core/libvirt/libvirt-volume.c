@@ -63,7 +63,7 @@ find_volume(const struct volume *v, size_t n, const char *name)
  * snapshot's metadata, not the whole list). */
 static int
 snapshot_overlay(struct lv *lv, const struct vm_ref *ref, const char *snap,
-                 const char *vol, char **ret_path, char **ret_format)
+                 const char *vol, bool quiet, char **ret_path, char **ret_format)
 {
     _cleanup_(virConnectClosep) virConnectPtr c = lv_query_conn(lv);
     _cleanup_(virDomainFreep) virDomainPtr d = NULL;
@@ -91,8 +91,9 @@ snapshot_overlay(struct lv *lv, const struct vm_ref *ref, const char *snap,
         if (strcmp(v->name, vol) != 0 || (v->flags & VOLUME_NOT_SNAPSHOTTED))
             continue;
         if (!v->source)
-            r = log_error_errno(-EIO, "snapshot '%s' of '%s': disk '%s' has no "
-                                "file (an internal snapshot?)", snap, ref->name, vol);
+            r = quiet ? -ENOENT
+                      : log_error_errno(-EIO, "snapshot '%s' of '%s': disk '%s' has no "
+                                        "file (an internal snapshot?)", snap, ref->name, vol);
         else if (!(*ret_path = strdup(v->source)) ||
                  !(*ret_format = strdup(v->format ? v->format : "qcow2")))
             r = -ENOMEM;
@@ -130,7 +131,7 @@ snapshot_layer(struct lv *lv, const struct vm_ref *ref, const char *snap,
                const char *vol, char **ret_path, char **ret_format)
 {
     _cleanup_free_ char *overlay = NULL, *format = NULL;
-    int r = snapshot_overlay(lv, ref, snap, vol, &overlay, &format);
+    int r = snapshot_overlay(lv, ref, snap, vol, false, &overlay, &format);
 
     if (r < 0)
         return r;
@@ -544,13 +545,27 @@ snapshot_layer_path(struct lv *lv, const struct vm_ref *ref, const char *snap,
     _cleanup_free_ char *overlay = NULL, *format = NULL, *backing = NULL;
     _cleanup_free_ char *path = NULL, *pformat = NULL;
 
-    if (snapshot_overlay(lv, ref, snap, vol, &overlay, &format) < 0)
+    /* quiet: a snapshot without files (internal) has no changes */
+    if (snapshot_overlay(lv, ref, snap, vol, true, &overlay, &format) < 0)
         return NULL;
-    if (strcmp(format, "qcow2") == 0 && layer_backing(overlay, &backing) == 0 && backing)
-        return layer_canonical(backing);
+    if (strcmp(format, "qcow2") == 0) {
+        if (layer_backing(overlay, &backing) == 0 && backing)
+            return layer_canonical(backing);
+        return NULL;
+    }
     if (overlay_backing(ref, snap, overlay, format, &path, &pformat) < 0)
         return NULL;
     return layer_canonical(path);
+}
+
+static int
+newest_first(const void *a, const void *b)
+{
+    const struct snapshot_info *x = *(const struct snapshot_info *const *) a;
+    const struct snapshot_info *y = *(const struct snapshot_info *const *) b;
+    if (x->created != y->created)
+        return x->created > y->created ? -1 : 1;
+    return -strcmp(x->name, y->name);
 }
 
 /* S's predecessor: the newest snapshot taken before S whose layer is, for
@@ -582,25 +597,32 @@ lv_changes_base(void *h, const struct vm_ref *ref, const char *snap, char **ret_
         _cleanup_free_ char *top = snapshot_layer_path(lv, ref, snap, s->volumes[d].name);
         r = top && layer_chain(top, &chains[d]) >= 0 ? 0 : -ENOENT;
     }
-    const struct snapshot_info *best = NULL;
+    /* older snapshots, newest first: the first that S builds on */
+    const struct snapshot_info **older = calloc(n ? n : 1, sizeof *older);
+    size_t no = 0;
+    if (!older)
+        r = -ENOMEM;
     for (size_t i = 0; r >= 0 && i < n; i++) {
         const struct snapshot_info *q = v[i];
-        if (q == s || q->phase != SNAPSHOT_SUCCEEDED || q->created > s->created ||
-            (q->created == s->created && strcmp(q->name, s->name) >= 0))
-            continue;
-        if (best && (q->created < best->created ||
-                     (q->created == best->created && strcmp(q->name, best->name) < 0)))
-            continue;
+        if (q != s && q->phase == SNAPSHOT_SUCCEEDED &&
+            (q->created < s->created || (q->created == s->created && strcmp(q->name, s->name) < 0)))
+            older[no++] = q;
+    }
+    if (no > 1)
+        qsort(older, no, sizeof *older, newest_first);
+    const struct snapshot_info *best = NULL;
+    for (size_t i = 0; r >= 0 && i < no && !best; i++) {
         bool below = nd > 0;
         for (size_t d = 0; below && d < nd; d++) {
-            _cleanup_free_ char *layer = snapshot_layer_path(lv, ref, q->name, s->volumes[d].name);
+            _cleanup_free_ char *layer = snapshot_layer_path(lv, ref, older[i]->name,
+                                                             s->volumes[d].name);
             bool found = false;
             for (size_t k = 1; layer && chains[d][k] && !found; k++)
                 found = strcmp(chains[d][k], layer) == 0;
             below = found;
         }
         if (below)
-            best = q;
+            best = older[i];
     }
     if (r >= 0 && !best)
         r = -ENOENT;
@@ -609,6 +631,7 @@ lv_changes_base(void *h, const struct vm_ref *ref, const char *snap, char **ret_
     for (size_t d = 0; chains && d < nd; d++)
         strv_free(chains[d]);
     free(chains);
+    free(older);
     snapshot_infos_free(v, n);
     return r;
 }
@@ -653,7 +676,7 @@ lv_volume_usage(void *h, const struct vm_ref *ref, const char *snap,
     if (snap) {
         /* the overlay's chain less the overlay: read in-process first */
         _cleanup_free_ char *overlay = NULL, *ofmt = NULL;
-        r = snapshot_overlay(lv, ref, snap, vol, &overlay, &ofmt);
+        r = snapshot_overlay(lv, ref, snap, vol, false, &overlay, &ofmt);
         if (r < 0)
             return r;
         if (layer_backing_usage(overlay, ofmt, ret_size, ret_allocated) == 0)

@@ -211,7 +211,8 @@ _guest_check_reachable() {
 }
 
 # guest_define NAME [--disk PATH[:FORMAT[:TARGET]]]... [--noagent]
-#              [--nochannel] [--cmdline EXTRA] [--memory MIB]
+#              [--nochannel] [--cmdline EXTRA] [--memory MIB] [--discard]
+# (--discard: the guest's discards reach the images: discard='unmap')
 # Writes the domain XML and defines it (persistent, not started). An existing
 # domain of that name is redefined (its UUID kept; a running one gets the new
 # config at its next start).
@@ -223,12 +224,13 @@ guest_define() {
     local name=$1
     shift
     local -a disks=()
-    local noagent=0 channel=1 extra="" memory=256 nic_xml=""
+    local noagent=0 channel=1 extra="" memory=256 nic_xml="" discard=""
     while (($#)); do
         case "$1" in
             --disk) (($# >= 2)) || { _guest_err "--disk needs a value"; return 2; }
                     disks+=("$2"); shift 2 ;;
             --noagent) noagent=1; shift ;;
+            --discard) discard=" discard='unmap'"; shift ;;
             --nochannel) channel=0; shift ;;
             --nic) (($# >= 2)) || { _guest_err "--nic needs a MAC address"; return 2; }
                    nic_xml+="    <interface type='user'>
@@ -267,7 +269,7 @@ guest_define() {
         fi
         _guest_check_reachable "$path" || return 1
         disk_xml+="    <disk type='file' device='disk'>
-      <driver name='qemu' type='$(_guest_xml_escape "$format")'/>
+      <driver name='qemu' type='$(_guest_xml_escape "$format")'${discard}/>
       <source file='$(_guest_xml_escape "$path")'/>
       <target dev='$(_guest_xml_escape "$target")' bus='virtio'/>
     </disk>

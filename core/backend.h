@@ -226,7 +226,8 @@ struct backend_ops {
     int (*changes_base)(void *h, const struct vm_ref *vm, const char *snap,
                         char **ret_base);
     /* A view of what changed on volume vol between the predecessor and
-     * snap (holes elsewhere), and the map of it (its base named). */
+     * snap (holes elsewhere), and the map of it (its base named); ret NULL:
+     * the map alone (no open view; -EAGAIN if a merge ran meanwhile). */
     int (*changes_open)(void *h, const struct vm_ref *vm, const char *snap,
                         const char *vol, struct volume_view **ret,
                         struct change_map **ret_map);

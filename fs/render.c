@@ -146,7 +146,6 @@ render_restore(struct fs *fs, const struct fs_node *n, FILE *f)
 static int
 render_changes(struct fs *fs, const struct fs_node *n, FILE *f)
 {
-    struct volume_view *v = NULL;
     struct change_map *m = NULL;
     int r;
 
@@ -155,10 +154,11 @@ render_changes(struct fs *fs, const struct fs_node *n, FILE *f)
         r = model_changes_base(fs->model, n->ns, n->vm, n->snap, &base);
         return r < 0 ? (r == -ENOTSUP ? -ENOENT : r) : line(f, base);
     }
-    r = model_changes_open(fs->model, n->ns, n->vm, n->snap, n->vol, &v, &m);
+    r = model_changes_open(fs->model, n->ns, n->vm, n->snap, n->vol, NULL, &m);
+    if (r == -EAGAIN)           /* a merge ran meanwhile: once more */
+        r = model_changes_open(fs->model, n->ns, n->vm, n->snap, n->vol, NULL, &m);
     if (r < 0)
         return r == -ENOTSUP ? -ENOENT : r;
-    volume_view_close(v);
     _cleanup_free_ char *text = change_map_render(m);
     change_map_free(m);
     return text ? document(f, text) : -ENOMEM;

@@ -551,15 +551,19 @@ tree_stat(struct fs *fs, const struct fs_node *n, struct stat *st)
             st->st_mtim = fs->started;
     } else if (n->kind == NODE_CHANGES_VOLUME) {
         /* the disk's size; st_blocks: the changed data, so that cp
-         * --sparse=always copies only that */
-        struct volume_view *v = NULL;
+         * --sparse=always copies only that (from the map alone: a stat is
+         * no open view) */
         struct change_map *m = NULL;
-        r = model_changes_open(fs->model, n->ns, n->vm, n->snap, n->vol, &v, &m);
+        r = model_changes_open(fs->model, n->ns, n->vm, n->snap, n->vol, NULL, &m);
+        if (r == -EAGAIN)       /* a merge ran meanwhile: once more */
+            r = model_changes_open(fs->model, n->ns, n->vm, n->snap, n->vol, NULL, &m);
         if (r >= 0) {
-            size = v->size;
-            st->st_blocks = (blkcnt_t) ((v->allocated + 511) / 512);
+            uint64_t data = 0;
+            for (size_t i = 0; i < m->n; i++)
+                data += m->v[i].zero ? 0 : m->v[i].length;
+            size = m->size;
+            st->st_blocks = (blkcnt_t) ((data + 511) / 512);
             st->st_blksize = VOLUME_IO_SIZE;
-            volume_view_close(v);
             change_map_free(m);
         }
         if (r == -ENOTSUP)

@@ -45,7 +45,8 @@ struct journal_head {
     char magic[8];
     uint64_t size;          /* the disk's size */
     uint64_t n;             /* extents */
-    uint64_t dev, ino;      /* the file it is for */
+    uint64_t dev, ino;      /* the file it is for, */
+    uint64_t btime;         /* and when that was made (0: unknown) */
 };
 
 struct journal_extent {
@@ -138,6 +139,17 @@ full_pwrite(int fd, const void *buf, size_t n, uint64_t off)
     return 0;
 }
 
+/* When the file was made (statx), 0 where the file system does not say:
+ * with dev and ino it tells a file from a later one on the same inode. */
+static uint64_t
+birth_time(int fd)
+{
+    struct statx stx;
+    if (statx(fd, "", AT_EMPTY_PATH, STATX_BTIME, &stx) < 0 || !(stx.stx_mask & STATX_BTIME))
+        return 0;
+    return (uint64_t) stx.stx_btime.tv_sec * 1000000000u + stx.stx_btime.tv_nsec;
+}
+
 /* Size of a regular file or block device. */
 static int
 file_size(int fd, const struct stat *st, uint64_t *ret)
@@ -186,7 +198,8 @@ jwrite(struct writer *w, const void *buf, size_t n)
 
 /* Writes the journal of map m, with the data from changes, and syncs it. */
 static int
-journal_write(const char *path, const struct change_map *m, int changes, const struct stat *base)
+journal_write(const char *path, const struct change_map *m, int changes, const struct stat *base,
+              uint64_t btime)
 {
     struct writer w = { .fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600) };
     unsigned char digest[EVP_MAX_MD_SIZE];
@@ -203,7 +216,7 @@ journal_write(const char *path, const struct change_map *m, int changes, const s
         goto out;
     }
     struct journal_head h = { .size = m->size, .n = m->n, .dev = (uint64_t) base->st_dev,
-                              .ino = (uint64_t) base->st_ino };
+                              .ino = (uint64_t) base->st_ino, .btime = btime };
     memcpy(h.magic, magic_head, sizeof h.magic);
     r = jwrite(&w, &h, sizeof h);
     for (size_t i = 0; r >= 0 && i < m->n; i++) {
@@ -282,6 +295,18 @@ journal_read(int fd, struct journal_head *h, struct journal_extent **ret_v, uint
     v = calloc(h->n ? h->n : 1, sizeof *v);
     if (!v || (h->n && full_pread(fd, v, h->n * sizeof *v, sizeof *h) < 0))
         goto out;
+    /* what its digest vouches for must still make sense: extents in
+     * order, within the disk, and exactly the data the journal holds */
+    uint64_t end = 0, data = 0;
+    for (uint64_t i = 0; i < h->n; i++) {
+        if (v[i].length == 0 || v[i].offset < end || v[i].offset > h->size ||
+            v[i].length > h->size - v[i].offset || v[i].zero > 1)
+            goto out;
+        end = v[i].offset + v[i].length;
+        data += v[i].zero ? 0 : v[i].length;
+    }
+    if (data != body - sizeof *h - h->n * sizeof *v)
+        goto out;
     *ret_data = sizeof *h + h->n * sizeof *v;
     *ret_v = v;
     v = NULL;
@@ -351,19 +376,28 @@ journal_apply(int jfd, int base, bool regular, const struct journal_head *h,
 /* A complete journal left by a killed run is applied first; an incomplete
  * one is dropped (BASE.img was not touched). */
 static void
-finish_journal(const char *jpath, int base, bool regular, const struct stat *st)
+finish_journal(const char *jpath, int base, bool regular, const struct stat *st, uint64_t btime)
 {
-    int jfd = open(jpath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int jfd = open(jpath, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     struct journal_head h;
     struct journal_extent *v = NULL;
     uint64_t data, written, zeroed;
+    struct stat jst;
 
     if (jfd < 0) {
         if (errno == ENOENT)
             return;
         die(EXIT_IO, "%s: %s", jpath, strerror(errno));
     }
+    /* ours: a plain file of this user that nobody else may write */
+    if (fstat(jfd, &jst) < 0 || !S_ISREG(jst.st_mode) || jst.st_uid != geteuid() ||
+        (jst.st_mode & 022))
+        die(EXIT_BAD, "%s is not a journal vmsnap-apply wrote (not a file of yours that only "
+            "you may write); remove it", jpath);
     int r = journal_read(jfd, &h, &v, &data);
+    if (r == -EBADMSG && arg_dry_run)
+        die(EXIT_BAD, "%s: the incomplete journal of an earlier run (it had not changed the "
+            "image); run without --dry-run to drop it", jpath);
     if (r == -EBADMSG) {
         close(jfd);
         if (unlink(jpath) < 0 || sync_dir_of(jpath) < 0)
@@ -375,9 +409,11 @@ finish_journal(const char *jpath, int base, bool regular, const struct stat *st)
     }
     if (r < 0)
         die(EXIT_IO, "%s: %s", jpath, strerror(-r));
-    if (h.dev != (uint64_t) st->st_dev || h.ino != (uint64_t) st->st_ino || arg_dry_run)
+    bool other = h.dev != (uint64_t) st->st_dev || h.ino != (uint64_t) st->st_ino ||
+                 (h.btime && btime && h.btime != btime) || h.size != (uint64_t) st->st_size;
+    if (other || arg_dry_run)
         free(v);
-    if (h.dev != (uint64_t) st->st_dev || h.ino != (uint64_t) st->st_ino)
+    if (other)
         die(EXIT_BAD, "%s is the journal of another file, not of this image; "
             "apply it to that file, or remove it", jpath);
     if (arg_dry_run)
@@ -460,23 +496,31 @@ main(int argc, char **argv)
         die(EXIT_BAD, "%s: %s", base_path, strerror(errno));
     if (changes < 0 || fstat(changes, &cst) < 0)
         die(EXIT_BAD, "%s: %s", changes_path, strerror(errno));
-    if (file_size(base, &bst, &bsize) < 0)
-        die(EXIT_BAD, "%s: not a disk image (a file or a block device)", base_path);
-    if (file_size(changes, &cst, &csize) < 0)
-        die(EXIT_BAD, "%s: not a disk image (a file or a block device)", changes_path);
+    if (!S_ISREG(bst.st_mode) || file_size(base, &bst, &bsize) < 0)
+        die(EXIT_BAD, "%s: not a disk image file", base_path);
+    if (!S_ISREG(cst.st_mode) || file_size(changes, &cst, &csize) < 0)
+        die(EXIT_BAD, "%s: not a disk image file", changes_path);
     if (bst.st_dev == cst.st_dev && bst.st_ino == cst.st_ino)
         die(EXIT_BAD, "%s and %s are the same file", base_path, changes_path);
     /* one run per image at a time */
     if (flock(base, LOCK_EX | LOCK_NB) < 0)
         die(EXIT_IO, "%s: another vmsnap-apply runs on it", base_path);
 
-    if (asprintf(&journal_path, "%s%s", base_path, JOURNAL_SUFFIX) < 0)
-        die(EXIT_IO, "out of memory");
-    finish_journal(journal_path, base, S_ISREG(bst.st_mode), &bst);
+    /* beside the file itself, whatever link named it */
+    char *real = realpath(base_path, NULL);
+    int made = real ? asprintf(&journal_path, "%s%s", real, JOURNAL_SUFFIX) : -1;
+    free(real);
+    if (made < 0)
+        die(EXIT_IO, "%s: %s", base_path, strerror(errno));
+    uint64_t btime = birth_time(base);
+    finish_journal(journal_path, base, true, &bst, btime);
+    if (fstat(base, &bst) < 0 || file_size(base, &bst, &bsize) < 0)
+        die(EXIT_IO, "%s: %s", base_path, strerror(errno));
 
     if (bsize != m->size)
         die(EXIT_BAD, "%s is %" PRIu64 " bytes, the map's disk is %" PRIu64 " bytes: "
-            "not a copy of the same disk; nothing was changed", base_path, bsize, m->size);
+            "not a copy of the same disk, or the disk was resized between the snapshots "
+            "(then make a new full copy); nothing was changed", base_path, bsize, m->size);
     if (csize != m->size)
         die(EXIT_BAD, "%s is %" PRIu64 " bytes, the map's disk is %" PRIu64 " bytes: "
             "not the changes this map describes; nothing was changed", changes_path, csize,
@@ -491,7 +535,7 @@ main(int argc, char **argv)
         return 0;
     }
 
-    int r = journal_write(journal_path, m, changes, &bst);
+    int r = journal_write(journal_path, m, changes, &bst, btime);
     if (r < 0)
         die(EXIT_IO, "writing the journal %s: %s; nothing was changed", journal_path, strerror(-r));
     fault_point("apply-journal-written");

@@ -279,10 +279,12 @@ keep_changes(struct extent_map *m, unsigned base, struct change_map **ret)
     m->needs_qemu = false;
     for (size_t i = 0; i < m->n; i++) {
         struct extent *e = &m->v[i];
-        if (!e->present || e->depth >= base) {
+        if (e->depth >= base) {
             e->kind = EXTENT_ZERO;      /* as it was at the base: not here */
             continue;
         }
+        /* a layer above the base says what it holds: data, or zeros (also
+         * where it is unallocated past a shorter backing file) */
         bool zero = e->kind == EXTENT_ZERO;
         if (!zero)
             m->allocated += e->length;
@@ -295,6 +297,43 @@ keep_changes(struct extent_map *m, unsigned base, struct change_map **ret)
     }
     *ret = c;
     return 0;
+}
+
+/* Where base lies in chain c, below its top: its depth, or -ENOENT. */
+static int
+base_depth(const struct chain *c, const char *base, unsigned *ret)
+{
+    _cleanup_free_ char *want = layer_canonical(base);
+
+    if (!want)
+        return -ENOMEM;
+    for (size_t i = 1; i < c->n; i++) {
+        _cleanup_free_ char *have = layer_canonical(c->layers[i]);
+        if (have && strcmp(have, want) == 0) {
+            *ret = (unsigned) i;
+            return 0;
+        }
+    }
+    return -ENOENT;         /* the caller tells why */
+}
+
+int
+volume_chain_changes(const char *path, const char *format, const char *base,
+                     struct change_map **ret)
+{
+    _cleanup_(chain_freep) struct chain *c = NULL;
+    struct extent_map *m = NULL;
+    unsigned depth = 0;
+    int r = qemu_img_chain(path, format, &c);
+
+    if (r >= 0)
+        r = base_depth(c, base, &depth);
+    if (r >= 0)
+        r = qemu_img_map(c, &m);
+    if (r >= 0)
+        r = keep_changes(m, depth, ret);
+    extent_map_free(m);
+    return r;
 }
 
 /* The chain view, or with base (a layer of the chain below its top) the
@@ -348,22 +387,10 @@ open_chain(const char *path, const char *format, const char *base,
     if (r < 0)
         goto fail;
     if (base) {
-        _cleanup_free_ char *want = layer_canonical(base);
         unsigned depth = 0;
-        for (size_t i = 1; want && i < cv->chain->n && !depth; i++) {
-            _cleanup_free_ char *have = layer_canonical(cv->chain->layers[i]);
-            if (have && strcmp(have, want) == 0)
-                depth = (unsigned) i;
-        }
-        if (!want) {
-            r = -ENOMEM;
-            goto fail;
-        }
-        if (!depth) {
-            r = -ENOENT;        /* the caller tells why */
-            goto fail;
-        }
-        r = keep_changes(cv->map, depth, ret_changes);
+        r = base_depth(cv->chain, base, &depth);
+        if (r >= 0)
+            r = keep_changes(cv->map, depth, ret_changes);
         if (r < 0)
             goto fail;
     }

@@ -78,6 +78,9 @@ int volume_view_open_chain(const char *path, const char *format,
  * *ret_changes those ranges (its base name NULL: the caller's to set).
  * -ENOENT if base is not below the top of the chain. */
 struct change_map;
+/* Only the map of those changes, without a view (no file held open). */
+int volume_chain_changes(const char *path, const char *format, const char *base,
+                         struct change_map **ret);
 int volume_view_open_changes(const char *path, const char *format, const char *base,
                              void (*on_close)(void *), void *opaque,
                              struct volume_view **ret, struct change_map **ret_changes);

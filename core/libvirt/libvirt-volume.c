@@ -642,20 +642,46 @@ lv_changes_open(void *h, const struct vm_ref *ref, const char *snap, const char 
 {
     struct lv *lv = h;
     _cleanup_free_ char *base = NULL, *path = NULL, *format = NULL, *base_layer = NULL;
-    int r = lv_changes_base(h, ref, snap, &base);
+    struct view_ref *vr = NULL;
+    int r;
 
+    /* a view first: no rmdir merges a layer from here on (EBUSY), so the
+     * base found below is the one the view shows */
+    if (ret) {
+        r = views_enter(lv, ref->name, &vr);
+        if (r < 0)
+            return r;
+    }
+    r = lv_changes_base(h, ref, snap, &base);
     if (r >= 0)
         r = snapshot_layer(lv, ref, snap, vol, &path, &format);
     if (r >= 0 && !(base_layer = snapshot_layer_path(lv, ref, base, vol)))
         r = -ENOENT;
-    if (r < 0)
+    if (r < 0) {
+        if (vr)
+            views_leave(vr);
         return r;
-    struct view_ref *vr = NULL;
-    r = views_enter(lv, ref->name, &vr);
-    if (r < 0)
-        return r;
-    /* snapshot layers are immutable while a view is open (rmdir: EBUSY) */
-    r = volume_view_open_changes(path, format, base_layer, views_leave, vr, ret, ret_map);
+    }
+    if (ret) {
+        r = volume_view_open_changes(path, format, base_layer, views_leave, vr, ret, ret_map);
+    } else {
+        /* the map alone (stat, the .map file): not an open view, so that a
+         * listing never holds up a snapshot; checked afterwards against a
+         * merge that ran meanwhile (the base or its layer changed) */
+        struct stat before, after;
+        _cleanup_free_ char *again = NULL;
+        r = stat(base_layer, &before) < 0 ? -ENOENT : 0;
+        if (r >= 0)
+            r = volume_chain_changes(path, format, base_layer, ret_map);
+        if (r >= 0 && (lv_changes_base(h, ref, snap, &again) < 0 || strcmp(again, base) != 0 ||
+                       stat(base_layer, &after) < 0 || after.st_size != before.st_size ||
+                       after.st_mtim.tv_sec != before.st_mtim.tv_sec ||
+                       after.st_mtim.tv_nsec != before.st_mtim.tv_nsec)) {
+            change_map_free(*ret_map);
+            *ret_map = NULL;
+            r = -EAGAIN;        /* read it again */
+        }
+    }
     if (r >= 0) {
         (*ret_map)->base = base;
         base = NULL;

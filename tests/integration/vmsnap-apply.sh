@@ -140,6 +140,28 @@ set -e
 [ "$status" = 2 ] || fail "another file's journal: status $status"
 [ "$(sum t.img)" = "$base_sum" ] || fail "another file's journal changed the image"
 
+# the journal lies beside the file, not beside the link that named it: a
+# run killed through a link is finished by a run through the file's name
+rm -f t.img.vmsnap-apply-journal
+cp --sparse=always base.img t.img
+ln -sf t.img link.img
+VMSNAPFS_FAULT=apply-half "$VMSNAP_APPLY" link.img changes.img changes.map >/dev/null 2>&1 || true
+[ -e t.img.vmsnap-apply-journal ] || fail "the journal is not beside the file"
+"$VMSNAP_APPLY" t.img changes.img wrong-size.map 2>err.txt && fail "bad map applied after a link"
+cmp t.img want.img || fail "the run killed through a link was not finished"
+
+# a journal another user could have written is not applied
+cp --sparse=always base.img t.img
+VMSNAPFS_FAULT=apply-journal-written "$VMSNAP_APPLY" t.img changes.img changes.map >/dev/null 2>&1 || true
+chmod 0666 t.img.vmsnap-apply-journal
+set +e
+"$VMSNAP_APPLY" t.img changes.img changes.map 2>err.txt
+status=$?
+set -e
+[ "$status" = 2 ] || fail "a journal writable by others: status $status"
+grep -q "not a journal vmsnap-apply wrote" err.txt || fail "writable journal: $(cat err.txt)"
+[ "$(sum t.img)" = "$base_sum" ] || fail "a journal writable by others changed the image"
+
 # two runs on one image at once: the second is refused
 rm -f t.img.vmsnap-apply-journal
 cp --sparse=always base.img t.img

@@ -227,7 +227,7 @@ struct backend_ops {
                         char **ret_base);
     /* A view of what changed on volume vol between the predecessor and
      * snap (holes elsewhere), and the map of it (its base named); ret NULL:
-     * the map alone (no open view; -EAGAIN if a merge ran meanwhile). */
+     * the map alone (no open view; -EAGAIN if merges kept changing it). */
     int (*changes_open)(void *h, const struct vm_ref *vm, const char *snap,
                         const char *vol, struct volume_view **ret,
                         struct change_map **ret_map);

@@ -155,8 +155,6 @@ render_changes(struct fs *fs, const struct fs_node *n, FILE *f)
         return r < 0 ? (r == -ENOTSUP ? -ENOENT : r) : line(f, base);
     }
     r = model_changes_open(fs->model, n->ns, n->vm, n->snap, n->vol, NULL, &m);
-    if (r == -EAGAIN)           /* a merge ran meanwhile: once more */
-        r = model_changes_open(fs->model, n->ns, n->vm, n->snap, n->vol, NULL, &m);
     if (r < 0)
         return r == -ENOTSUP ? -ENOENT : r;
     _cleanup_free_ char *text = change_map_render(m);

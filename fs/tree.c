@@ -295,15 +295,16 @@ add_name(struct tree_entry **v, size_t *n, const char *name, enum node_kind kind
     return r;
 }
 
+/* A file NAME+suffix of kind per volume (cdroms left out). */
 static int
 add_volumes(struct tree_entry **v, size_t *n, const struct volume *vols,
-            size_t count, enum node_kind kind)
+            size_t count, enum node_kind kind, const char *suffix)
 {
     for (size_t i = 0; i < count; i++) {
         _cleanup_free_ char *file = NULL;
         if (vols[i].flags & VOLUME_CDROM)
             continue;
-        if (asprintf(&file, "%s.img", vols[i].name) < 0)
+        if (asprintf(&file, "%s%s", vols[i].name, suffix) < 0)
             return -ENOMEM;
         int r = add_name(v, n, file, kind);
         if (r < 0)
@@ -348,7 +349,7 @@ tree_list(struct fs *fs, const struct fs_node *dir, struct tree_entry **ret,
         r = model_vm_get(fs->model, dir->ns, dir->vm, &vm);
         if (r >= 0) {
             r = add_volumes(&v, &n, vm->info->volumes, vm->info->n_volumes,
-                            NODE_VOLUME);
+                            NODE_VOLUME, ".img");
             model_vm_unref(vm);
         }
         break;
@@ -366,7 +367,7 @@ tree_list(struct fs *fs, const struct fs_node *dir, struct tree_entry **ret,
         const struct snapshot_info *s;
         r = snapshot_of(fs, dir, &l, &s);
         if (r >= 0) {
-            r = add_volumes(&v, &n, s->volumes, s->n_volumes, NODE_SNAP_VOLUME);
+            r = add_volumes(&v, &n, s->volumes, s->n_volumes, NODE_SNAP_VOLUME, ".img");
             model_snapshots_unref(l);
         }
         break;
@@ -384,14 +385,9 @@ tree_list(struct fs *fs, const struct fs_node *dir, struct tree_entry **ret,
         if (r >= 0)
             r = snapshot_of(fs, dir, &l, &s);
         if (r >= 0) {
-            r = add_volumes(&v, &n, s->volumes, s->n_volumes, NODE_CHANGES_VOLUME);
-            for (size_t i = 0; r >= 0 && i < s->n_volumes; i++) {
-                _cleanup_free_ char *file = NULL;
-                if (s->volumes[i].flags & VOLUME_CDROM)
-                    continue;
-                r = asprintf(&file, "%s.map", s->volumes[i].name) < 0 ? -ENOMEM
-                    : add_name(&v, &n, file, NODE_CHANGES_MAP);
-            }
+            r = add_volumes(&v, &n, s->volumes, s->n_volumes, NODE_CHANGES_VOLUME, ".img");
+            if (r >= 0)
+                r = add_volumes(&v, &n, s->volumes, s->n_volumes, NODE_CHANGES_MAP, ".map");
             model_snapshots_unref(l);
         }
         break;
@@ -555,8 +551,6 @@ tree_stat(struct fs *fs, const struct fs_node *n, struct stat *st)
          * no open view) */
         struct change_map *m = NULL;
         r = model_changes_open(fs->model, n->ns, n->vm, n->snap, n->vol, NULL, &m);
-        if (r == -EAGAIN)       /* a merge ran meanwhile: once more */
-            r = model_changes_open(fs->model, n->ns, n->vm, n->snap, n->vol, NULL, &m);
         if (r >= 0) {
             uint64_t data = 0;
             for (size_t i = 0; i < m->n; i++)

@@ -636,6 +636,60 @@ lv_changes_base(void *h, const struct vm_ref *ref, const char *snap, char **ret_
     return r;
 }
 
+/* What S's changes of disk vol are made of: the predecessor's name, S's
+ * layer (and its format) and the predecessor's layer. */
+static int
+changes_paths(struct lv *lv, const struct vm_ref *ref, const char *snap, const char *vol,
+              char **ret_base, char **ret_path, char **ret_format, char **ret_base_layer)
+{
+    int r = lv_changes_base(lv, ref, snap, ret_base);
+
+    if (r >= 0)
+        r = snapshot_layer(lv, ref, snap, vol, ret_path, ret_format);
+    if (r >= 0 && !(*ret_base_layer = snapshot_layer_path(lv, ref, *ret_base, vol)))
+        r = -ENOENT;
+    return r;
+}
+
+static bool
+same_file_state(const struct stat *a, const struct stat *b)
+{
+    return a->st_size == b->st_size && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+           a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* The map alone (stat, the .map file): not an open view, so that a listing
+ * never holds up a snapshot. A merge that ran meanwhile (the base or its
+ * layer changed) makes it read again, once; then -EAGAIN. */
+static int
+changes_map(struct lv *lv, const struct vm_ref *ref, const char *snap, const char *vol,
+            struct change_map **ret_map)
+{
+    int r = -EAGAIN;
+
+    for (int attempt = 0; attempt < 2 && r == -EAGAIN; attempt++) {
+        _cleanup_free_ char *base = NULL, *path = NULL, *format = NULL, *base_layer = NULL;
+        _cleanup_free_ char *again = NULL;
+        struct stat before, after;
+        r = changes_paths(lv, ref, snap, vol, &base, &path, &format, &base_layer);
+        if (r >= 0)
+            r = stat(base_layer, &before) < 0 ? -ENOENT : 0;
+        if (r >= 0)
+            r = volume_chain_changes(path, format, base_layer, ret_map);
+        if (r < 0)
+            return r;
+        if (lv_changes_base(lv, ref, snap, &again) < 0 || strcmp(again, base) != 0 ||
+            stat(base_layer, &after) < 0 || !same_file_state(&before, &after)) {
+            change_map_free(*ret_map);
+            *ret_map = NULL;
+            r = -EAGAIN;
+            continue;
+        }
+        (*ret_map)->base = TAKE_PTR(base);
+    }
+    return r;
+}
+
 int
 lv_changes_open(void *h, const struct vm_ref *ref, const char *snap, const char *vol,
                 struct volume_view **ret, struct change_map **ret_map)
@@ -643,49 +697,22 @@ lv_changes_open(void *h, const struct vm_ref *ref, const char *snap, const char 
     struct lv *lv = h;
     _cleanup_free_ char *base = NULL, *path = NULL, *format = NULL, *base_layer = NULL;
     struct view_ref *vr = NULL;
-    int r;
 
+    if (!ret)
+        return changes_map(lv, ref, snap, vol, ret_map);
     /* a view first: no rmdir merges a layer from here on (EBUSY), so the
      * base found below is the one the view shows */
-    if (ret) {
-        r = views_enter(lv, ref->name, &vr);
-        if (r < 0)
-            return r;
-    }
-    r = lv_changes_base(h, ref, snap, &base);
-    if (r >= 0)
-        r = snapshot_layer(lv, ref, snap, vol, &path, &format);
-    if (r >= 0 && !(base_layer = snapshot_layer_path(lv, ref, base, vol)))
-        r = -ENOENT;
+    int r = views_enter(lv, ref->name, &vr);
+    if (r < 0)
+        return r;
+    r = changes_paths(lv, ref, snap, vol, &base, &path, &format, &base_layer);
     if (r < 0) {
-        if (vr)
-            views_leave(vr);
+        views_leave(vr);
         return r;
     }
-    if (ret) {
-        r = volume_view_open_changes(path, format, base_layer, views_leave, vr, ret, ret_map);
-    } else {
-        /* the map alone (stat, the .map file): not an open view, so that a
-         * listing never holds up a snapshot; checked afterwards against a
-         * merge that ran meanwhile (the base or its layer changed) */
-        struct stat before, after;
-        _cleanup_free_ char *again = NULL;
-        r = stat(base_layer, &before) < 0 ? -ENOENT : 0;
-        if (r >= 0)
-            r = volume_chain_changes(path, format, base_layer, ret_map);
-        if (r >= 0 && (lv_changes_base(h, ref, snap, &again) < 0 || strcmp(again, base) != 0 ||
-                       stat(base_layer, &after) < 0 || after.st_size != before.st_size ||
-                       after.st_mtim.tv_sec != before.st_mtim.tv_sec ||
-                       after.st_mtim.tv_nsec != before.st_mtim.tv_nsec)) {
-            change_map_free(*ret_map);
-            *ret_map = NULL;
-            r = -EAGAIN;        /* read it again */
-        }
-    }
-    if (r >= 0) {
-        (*ret_map)->base = base;
-        base = NULL;
-    }
+    r = volume_view_open_changes(path, format, base_layer, views_leave, vr, ret, ret_map);
+    if (r >= 0)
+        (*ret_map)->base = TAKE_PTR(base);
     return r;
 }
 

@@ -48,6 +48,11 @@ mkdir "$S/n3"
 ls "$S/n3/changes" | sort | tr '\n' ' ' | grep -qx "base vda.img vda.map " ||
     fail "n3/changes holds: $(ls "$S/n3/changes" | tr '\n' ' ')"
 grep -q '"zero":true' "$S/n3/changes/vda.map" || fail "the discard is no zero extent in n3's map"
+# data, like volumes: for root and admin_group only (the kernel checks the
+# modes under allow_other)
+for f in vda.img vda.map; do
+    [ "$(stat -c %a "$S/n3/changes/$f")" = 440 ] || fail "changes/$f mode $(stat -c %a "$S/n3/changes/$f")"
+done
 
 # a nightly backup: one full copy, then cp -r of each snapshot (changes/ too)
 cp --sparse=always "$S/n1/volumes/vda.img" "$out/full.img"

@@ -64,6 +64,10 @@ at_exit "rm -rf '$_workdir'"
 workdir() { echo "$_workdir"; }
 # the daemons' durable state (locks, records) is the test's own
 export VMSNAPFS_STATE_DIR=$_workdir/state
+# and kubectl's discovery cache: one kept in $HOME is keyed by host:port, so
+# a fake API server on a port an earlier one used (with other resources,
+# e.g. --no-clone) would be answered from the earlier one's discovery
+export KUBECACHEDIR=$_workdir/kube-cache
 
 # wait_until SECONDS CMD...: poll CMD every 50 ms until it succeeds.
 wait_until() {

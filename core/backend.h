@@ -222,9 +222,10 @@ struct backend_ops {
 
     /* snapshots/S/changes/ (incremental backups). The predecessor of
      * snapshot snap: the newest older snapshot it builds on; -ENOENT if
-     * none. */
+     * none, and then why (for status.json) in *ret_why if ret_why (may
+     * stay NULL). */
     int (*changes_base)(void *h, const struct vm_ref *vm, const char *snap,
-                        char **ret_base);
+                        char **ret_base, char **ret_why);
     /* A view of what changed on volume vol between the predecessor and
      * snap (holes elsewhere), and the map of it (its base named); ret NULL:
      * the map alone (no open view; -EAGAIN if merges kept changing it). */

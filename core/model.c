@@ -278,13 +278,15 @@ model_volume_open(struct model *m, const char *ns, const char *vm,
 
 int
 model_changes_base(struct model *m, const char *ns, const char *vm, const char *snap,
-                   char **ret_base)
+                   char **ret_base, char **ret_why)
 {
     struct vm_ref ref = { .ns = ns ? ns : "", .name = vm };
 
+    if (ret_why)
+        *ret_why = NULL;
     if (!m->ops->changes_base)
         return -ENOTSUP;
-    return m->ops->changes_base(m->h, &ref, snap, ret_base);
+    return m->ops->changes_base(m->h, &ref, snap, ret_base, ret_why);
 }
 
 int

@@ -112,7 +112,7 @@ int model_volume_open(struct model *m, const char *ns, const char *vm,
  * backend has no changes), and a view of what changed on vol since it with
  * its map (backend.h). */
 int model_changes_base(struct model *m, const char *ns, const char *vm, const char *snap,
-                       char **ret_base);
+                       char **ret_base, char **ret_why);
 struct change_map;
 int model_changes_open(struct model *m, const char *ns, const char *vm, const char *snap,
                        const char *vol, struct volume_view **ret, struct change_map **ret_map);

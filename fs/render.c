@@ -95,13 +95,13 @@ render_snapshot(struct fs *fs, const struct fs_node *n, FILE *f)
         break;
     case NODE_SNAP_STATUS: {
         /* changes/: relative to which snapshot, or why there is none */
-        _cleanup_free_ char *base = NULL;
-        int c = model_changes_base(fs->model, n->ns, n->vm, n->snap, &base);
+        _cleanup_free_ char *base = NULL, *told = NULL;
+        int c = model_changes_base(fs->model, n->ns, n->vm, n->snap, &base, &told);
         const char *why = c >= 0 ? NULL
+            : told ? told
             : c == -ENOTSUP ? "this backend keeps no changes between snapshots yet"
-            : c == -ENOENT ? "no older snapshot that this one builds on (the first one, or the "
-                             "first after a restore to another snapshot)"
-            : "the layers could not be read (details in the log)";
+            : c == -ENOENT ? "no older snapshot that this one builds on"
+            : "the changes could not be read (details in the log)";
         _cleanup_free_ char *json = snapshot_status_json(n->ns, n->vm, s, base, why);
         r = json ? document(f, json) : -ENOMEM;
         break;
@@ -151,7 +151,7 @@ render_changes(struct fs *fs, const struct fs_node *n, FILE *f)
 
     if (n->kind == NODE_CHANGES_BASE) {
         _cleanup_free_ char *base = NULL;
-        r = model_changes_base(fs->model, n->ns, n->vm, n->snap, &base);
+        r = model_changes_base(fs->model, n->ns, n->vm, n->snap, &base, NULL);
         return r < 0 ? (r == -ENOTSUP ? -ENOENT : r) : line(f, base);
     }
     r = model_changes_open(fs->model, n->ns, n->vm, n->snap, n->vol, NULL, &m);

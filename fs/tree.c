@@ -164,7 +164,7 @@ static int
 changes_exist(struct fs *fs, const struct fs_node *n)
 {
     _cleanup_free_ char *base = NULL;
-    int r = model_changes_base(fs->model, n->ns, n->vm, n->snap, &base);
+    int r = model_changes_base(fs->model, n->ns, n->vm, n->snap, &base, NULL);
 
     return r == -ENOTSUP ? -ENOENT : r;
 }

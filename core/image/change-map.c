@@ -192,3 +192,104 @@ change_map_bytes(const struct change_map *m)
         n += m->v[i].length;
     return n;
 }
+
+int
+change_map_append(struct change_map *m, uint64_t offset, uint64_t length, bool zero)
+{
+    struct change_extent *last = m->n ? &m->v[m->n - 1] : NULL;
+
+    if (length == 0)
+        return 0;
+    if ((last && offset < last->offset + last->length) || offset > m->size ||
+        length > m->size - offset)
+        return -EINVAL;
+    if (last && last->zero == zero && last->offset + last->length == offset) {
+        last->length += length;
+        return 0;
+    }
+    if (m->n >= m->cap) {
+        size_t cap = m->n >= 8 ? 2 * m->n : 8;
+        struct change_extent *v = reallocarray(m->v, cap, sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        m->v = v;
+        m->cap = cap;
+    }
+    m->v[m->n++] = (struct change_extent) { offset, length, zero };
+    return 0;
+}
+
+int
+change_map_overlay(const struct change_map *older, const struct change_map *newer,
+                   struct change_map **ret)
+{
+    struct change_map *m = calloc(1, sizeof *m);
+    size_t i = 0, j = 0;
+    uint64_t at = 0;            /* everything before is in m */
+    int r = 0;
+
+    if (!m)
+        return -ENOMEM;
+    if (older->size != newer->size) {
+        free(m);
+        return -EINVAL;
+    }
+    m->size = older->size;
+    if (older->base && !(m->base = strdup(older->base))) {
+        free(m);
+        return -ENOMEM;
+    }
+    while (r >= 0 && (i < older->n || j < newer->n)) {
+        const struct change_extent *n = j < newer->n ? &newer->v[j] : NULL;
+        uint64_t limit = n ? n->offset : UINT64_MAX;
+        /* older's changes before newer's next one, from at on */
+        while (r >= 0 && i < older->n && older->v[i].offset < limit) {
+            const struct change_extent *o = &older->v[i];
+            uint64_t start = o->offset > at ? o->offset : at;
+            uint64_t end = o->offset + o->length < limit ? o->offset + o->length : limit;
+            if (end > start)
+                r = change_map_append(m, start, end - start, o->zero);
+            if (o->offset + o->length > limit)
+                break;          /* goes on past newer's: the rest later */
+            i++;
+        }
+        if (!n || r < 0)
+            break;
+        r = change_map_append(m, n->offset, n->length, n->zero);
+        at = n->offset + n->length;
+        j++;
+        while (i < older->n && older->v[i].offset + older->v[i].length <= at)
+            i++;            /* wholly under newer's */
+    }
+    if (r < 0) {
+        change_map_free(m);
+        return r;
+    }
+    *ret = m;
+    return 0;
+}
+
+void
+change_map_coarsen(struct change_map *m, size_t max)
+{
+    uint64_t gap = 65536;
+
+    if (max < 1)
+        max = 1;
+    while (m->n > max) {
+        size_t k = 0;
+        for (size_t i = 0; i < m->n; i++) {
+            struct change_extent *last = k ? &m->v[k - 1] : NULL;
+            const struct change_extent *e = &m->v[i];
+            uint64_t between = last ? e->offset - (last->offset + last->length) : 0;
+            if (last && between <= gap) {
+                last->zero = last->zero && e->zero && between == 0;
+                last->length = e->offset + e->length - last->offset;
+            } else {
+                m->v[k++] = *e;
+            }
+        }
+        m->n = k;
+        gap = gap > UINT64_MAX / 2 ? UINT64_MAX : gap * 2;
+    }
+}

@@ -84,6 +84,13 @@ int volume_chain_changes(const char *path, const char *format, const char *base,
 int volume_view_open_changes(const char *path, const char *format, const char *base,
                              void (*on_close)(void *), void *opaque,
                              struct volume_view **ret, struct change_map **ret_changes);
+/* A view of inner through change map m (volume_view_open_changes()'s
+ * view, for a backend whose changes come as a map): m's data extents read
+ * from inner, everything else (zero extents too) is a hole of zeros. inner
+ * is closed with the view, or before a failed open returns (-EIO: its
+ * size is not m's). */
+int volume_view_open_masked(struct volume_view *inner, const struct change_map *m,
+                            struct volume_view **ret);
 /* A view of an NBD export. on_close(opaque), for both kinds of view, runs
  * exactly once: when the view is closed, or before a failed open returns. */
 int volume_view_open_nbd(const char *socket, const char *export,

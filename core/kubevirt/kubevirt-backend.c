@@ -34,6 +34,7 @@
 #include "kube-owner.h"
 #include "kube-scope.h"
 #include "kubeconfig.h"
+#include "kubevirt-changes.h"
 #include "kubevirt-private.h"
 #include "log.h"
 #include "vm-ops.h"
@@ -136,6 +137,7 @@ recover_orphans(struct kv *kv)
         }
     }
     kube_cache_list_free(snaps, n);
+    kv_changes_recover(kv);
 }
 
 /* ---- open / close ---------------------------------------------------------------- */
@@ -463,6 +465,20 @@ struct late_thaw {
     char ns[256], vm[256];
 };
 
+int
+kv_unfreeze(struct kv *kv, const char *ns, const char *vm)
+{
+    return unfreeze(kv, ns, vm);
+}
+
+void
+kv_late_thaw(struct kv *kv, const struct vm_ref *ref)
+{
+    _cleanup_free_ char *key = NULL;
+    if (asprintf(&key, "%s/%s", ref->ns, ref->name) >= 0)
+        late_thaw_start(kv, key, ref);
+}
+
 bool
 kv_closing(struct kv *kv)
 {
@@ -625,7 +641,13 @@ kv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
     r = vm_op_begin(kv->ops, key, snap, 0);
     if (r < 0)
         return say(rep, r, "%s", vm_op_refusal(r));
-    r = kv_snapshot_make(kv, ref, snap, o, running, false, rep);
+    /* the checkpoint of its changes (changes/) is made with it */
+    struct kv_changes *changes = NULL;
+    r = kv_changes_begin(kv, ref, o, &changes);
+    if (r >= 0) {
+        r = kv_snapshot_make(kv, ref, snap, o, running, false, rep);
+        kv_changes_end(kv, ref, snap, changes, r >= 0);
+    }
     vm_op_end(kv->ops, key);
     return r;
 }
@@ -799,6 +821,11 @@ kv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap, struct o
         return say(rep, r, "%s", r == -EBUSY ? "a volume of the snapshot is open (a copy "
                    "is being read)" : vm_op_refusal(r));
     }
+    /* its changes go to the snapshot that builds on it first */
+    char why[512];
+    if (kv_changes_fold(kv, ref, snap, why, sizeof why) < 0)
+        log_warning("'%s/%s': the snapshot after '%s' keeps no changes: %s", ref->ns,
+                    ref->name, snap, why);
     r = snapshot_delete_locked(kv, ref, snap, path, rep);
     vm_op_end(kv->ops, skey);
     vm_op_end(kv->ops, key);
@@ -821,4 +848,6 @@ const struct backend_ops backend_kubevirt = {
     .restore = kv_restore,
     .clone = kv_clone,
     .volume_open = kv_volume_open,
+    .changes_base = kv_changes_base,
+    .changes_open = kv_changes_open,
 };

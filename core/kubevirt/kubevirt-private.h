@@ -81,6 +81,10 @@ int kv_restore_active(struct kv *kv, const char *ns, const char *vm, const char 
 void kv_restore_recover(struct kv *kv);
 int kv_clone(void *h, const struct vm_ref *ref, const char *snap, const char *new_name,
              const struct vmsnapfs_opts *o, struct op_report *rep);
+/* PUT unfreeze on the VM's instance (logged if it fails). */
+int kv_unfreeze(struct kv *kv, const char *ns, const char *vm);
+/* Thaws the VM's guest if a freeze whose call failed lands later. */
+void kv_late_thaw(struct kv *kv, const struct vm_ref *ref);
 /* A thread that outlives an operation (kv_close waits for it): 0 or -errno. */
 int kv_thread_start(struct kv *kv, void *(*fn)(void *), void *arg);
 void kv_thread_done(struct kv *kv);

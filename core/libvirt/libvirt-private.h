@@ -132,7 +132,8 @@ int lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
 void lv_end_stale_job(virDomainPtr dom);
 int lv_volume_usage(void *h, const struct vm_ref *ref, const char *snap,
                     const char *vol, uint64_t *ret_size, uint64_t *ret_allocated);
-int lv_changes_base(void *h, const struct vm_ref *ref, const char *snap, char **ret_base);
+int lv_changes_base(void *h, const struct vm_ref *ref, const char *snap, char **ret_base,
+                    char **ret_why);
 int lv_changes_open(void *h, const struct vm_ref *ref, const char *snap, const char *vol,
                     struct volume_view **ret, struct change_map **ret_map);
 

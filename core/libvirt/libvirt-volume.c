@@ -572,7 +572,8 @@ newest_first(const void *a, const void *b)
  * every disk of S, below S's layer in S's chain (S builds on it: nothing
  * merged it away, no restore went another way). -ENOENT if none. */
 int
-lv_changes_base(void *h, const struct vm_ref *ref, const char *snap, char **ret_base)
+lv_changes_base(void *h, const struct vm_ref *ref, const char *snap, char **ret_base,
+                char **ret_why)
 {
     struct lv *lv = h;
     struct snapshot_info **v = NULL;
@@ -624,8 +625,12 @@ lv_changes_base(void *h, const struct vm_ref *ref, const char *snap, char **ret_
         if (below)
             best = older[i];
     }
-    if (r >= 0 && !best)
+    if (r >= 0 && !best) {
         r = -ENOENT;
+        if (ret_why)
+            *ret_why = strdup("no older snapshot that this one builds on (the first one, or "
+                              "the first after a restore to another snapshot)");
+    }
     if (r >= 0 && !(*ret_base = strdup(best->name)))
         r = -ENOMEM;
     for (size_t d = 0; chains && d < nd; d++)
@@ -642,7 +647,7 @@ static int
 changes_paths(struct lv *lv, const struct vm_ref *ref, const char *snap, const char *vol,
               char **ret_base, char **ret_path, char **ret_format, char **ret_base_layer)
 {
-    int r = lv_changes_base(lv, ref, snap, ret_base);
+    int r = lv_changes_base(lv, ref, snap, ret_base, NULL);
 
     if (r >= 0)
         r = snapshot_layer(lv, ref, snap, vol, ret_path, ret_format);
@@ -678,7 +683,7 @@ changes_map(struct lv *lv, const struct vm_ref *ref, const char *snap, const cha
             r = volume_chain_changes(path, format, base_layer, ret_map);
         if (r < 0)
             return r;
-        if (lv_changes_base(lv, ref, snap, &again) < 0 || strcmp(again, base) != 0 ||
+        if (lv_changes_base(lv, ref, snap, &again, NULL) < 0 || strcmp(again, base) != 0 ||
             stat(base_layer, &after) < 0 || !same_file_state(&before, &after)) {
             change_map_free(*ret_map);
             *ret_map = NULL;

@@ -378,6 +378,75 @@ out=$(sed 's/clone-moe/bad/; s/02-00-00-00-00-2a/00-11-22/' "$wd/clone.yaml" | k
 grep -qF 'spec.newMacAddresses.default: interface default has malformed MAC address (00-11-22).' <<<"$out" ||
     fail "the clone webhook: $out"
 
+# backup.kubevirt.io (kubevirt-api.md 12) as kubectl sees it
+out=$(k api-resources --api-group=backup.kubevirt.io)
+grep -q '^virtualmachinebackups  *vmbackup,vmbackups  *backup.kubevirt.io/v1alpha1  *true  *VirtualMachineBackup$' <<<"$out" ||
+    fail "backup api-resources: $out"
+cat <<'Y' | k create -f - >/dev/null || fail "the CBT VM"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: cbt-root}
+spec: {storageClassName: fake, accessModes: [ReadWriteOnce], resources: {requests: {storage: 8Mi}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: cbt-scratch}
+spec: {storageClassName: fake, accessModes: [ReadWriteOnce], resources: {requests: {storage: 8Mi}}}
+---
+apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {name: cbt, labels: {changedBlockTracking: "true"}}
+spec:
+  runStrategy: Always
+  template:
+    spec:
+      domain: {devices: {disks: [{name: root, disk: {bus: virtio}}]}}
+      volumes: [{name: root, persistentVolumeClaim: {claimName: cbt-root}}]
+---
+apiVersion: backup.kubevirt.io/v1alpha1
+kind: VirtualMachineBackupTracker
+metadata: {name: cbt-tracker}
+spec: {source: {apiGroup: kubevirt.io, kind: VirtualMachine, name: cbt}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: cbt-token}
+stringData: {token: not-a-secret-here}
+Y
+wait_until 10 eval '[ "$(jp vm/cbt .status.changedBlockTracking.state)" = Enabled ]' ||
+    fail "changed block tracking: $(jp vm/cbt .status.changedBlockTracking)"
+backup() {  # backup NAME [EXTRA SPEC LINES]
+    printf 'apiVersion: backup.kubevirt.io/v1alpha1\nkind: VirtualMachineBackup\nmetadata: {name: %s}\nspec:\n  source: {apiGroup: backup.kubevirt.io, kind: VirtualMachineBackupTracker, name: cbt-tracker}\n  pvcName: cbt-scratch\n%s\n' "$1" "${2:-}" |
+        k create -f - 2>&1
+}
+# CEL: a token is required in pull mode
+out=$(backup bad '  mode: Pull') && fail "a pull backup without tokenSecretRef was admitted"
+grep -qF 'The VirtualMachineBackup "bad" is invalid: spec: Invalid value: "object": tokenSecretRef is required when mode is Pull' <<<"$out" ||
+    grep -qF 'tokenSecretRef is required when mode is Pull' <<<"$out" || fail "CEL: $out"
+backup b1 $'  mode: Pull\n  tokenSecretRef: cbt-token\n  ttlDuration: 3s' >/dev/null || fail "backup b1"
+k wait --for=condition=Complete --timeout=30s vmbackup/b1 >/dev/null || fail "b1 did not complete at its TTL"
+out=$(k get vmbackup b1)
+grep -q '^b1  *VirtualMachineBackupTracker  *cbt-tracker  *Full  *b1-' <<<"$out" || fail "vmbackup columns: $out"
+[ "$(jp vmbackuptracker/cbt-tracker .status.latestCheckpoint.name)" = "$(jp vmbackup/b1 .status.checkpointName)" ] ||
+    fail "the tracker did not move to b1's checkpoint"
+backup b2 $'  mode: Pull\n  tokenSecretRef: cbt-token' >/dev/null || fail "backup b2"
+progressing() { k get vmbackup "$1" -o 'jsonpath={.status.conditions[?(@.type=="Progressing")].reason}'; }
+wait_until 20 eval '[ "$(progressing b2)" = ExportReady ]' ||
+    fail "b2 is not ExportReady: $(jp vmbackup/b2 .status)"
+[ "$(jp vmbackup/b2 .status.type)" = Incremental ] || fail "b2 is not incremental"
+out=$(backup b3 $'  mode: Pull\n  tokenSecretRef: cbt-token') && fail "a second backup of one source was admitted"
+grep -qF 'VirtualMachineBackup "b2" in progress for source' <<<"$out" || fail "in progress: $out"
+url=$(jp vmbackup/b2 '.status.includedVolumes[0].mapEndpoint')
+curl -sS --cacert "$KUBE_DIR/ca.crt" -H 'x-kubevirt-export-token: not-a-secret-here' "$url" >"$wd/map.json" ||
+    fail "the map endpoint"
+grep -q '"next_offset": null' "$wd/map.json" || fail "map: $(cat "$wd/map.json")"
+[ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$KUBE_DIR/ca.crt" "$url")" = 401 ] ||
+    fail "the map endpoint without the token"
+k delete vmbackup b2 >/dev/null || fail "delete b2"
+wait_until 10 eval '! k get vmbackup b2 >/dev/null 2>&1' || fail "b2 stays after delete"
+[[ "$(jp vmbackuptracker/cbt-tracker .status.latestCheckpoint.name)" == b2-* ]] ||
+    fail "a deleted pull backup did not move the tracker"
+
 # a cluster without clone.kubevirt.io (--no-clone)
 nc=$wd/noclone
 mkdir -p "$nc"

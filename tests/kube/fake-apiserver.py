@@ -27,7 +27,22 @@ kubectl in tests/integration/kube-fake.sh), never shaped to vmsnapfs:
   VirtualMachineClone (v1alpha1, v1beta1) and its controller (temporary
   snapshot and restore, generated patches, cleanup once the claims are
   Bound); KubeVirt's webhooks (CRD defaults and enums, the validating
-  webhooks, the VM mutator's firmware uuid/serial on create); server-side
+  webhooks, the VM mutator's firmware uuid/serial on create);
+  backup.kubevirt.io (kubevirt-api.md 12): changed block tracking for VMs
+  labelled changedBlockTracking: "true" (or in a namespace so labelled),
+  Initializing then Enabled from their next start, PendingRestart while a
+  running VM waits for one; each disk's checkpoints and dirty clusters
+  (64 KiB); VirtualMachineBackupTracker; VirtualMachineBackup in Pull mode
+  (CEL rules, the webhook's gate and in-progress checks, prerequisites as
+  Initializing messages, the finalizer, freeze unless skipQuiesce, the
+  checkpoint, Quiesced, a VirtualMachineExport with backups links, the map
+  endpoint with base:allocation merged with the dirty bitmap and paging,
+  the data endpoint streamed without Content-Length, ExportReady; deletion
+  or the TTL ends it as a success and moves the tracker). Not simulated:
+  Push mode (such a backup fails), the utility volume hotplug on the VMI,
+  checkpoint redefinition after a restart (a checkpoint a disk does not
+  have makes the backup Full); --no-incremental-backup turns the gate off.
+  Secrets fold stringData into data. Server-side
   tables for the printer columns; owner-reference garbage collection of
   what the restore and clone controllers make.
 - Faults, per VM, by annotation: fake.vmsnapfs.io/agent: "absent";
@@ -46,7 +61,7 @@ kubectl in tests/integration/kube-fake.sh), never shaped to vmsnapfs:
   Kubernetes' message; discovery stays open.
 
 Usage: fake-apiserver.py --dir DIR [--port-file F] [--history N] [--team NS,...]
-                         [--no-clone]
+                         [--no-clone] [--no-incremental-backup]
   DIR gets ca.crt, token, admin.crt/key and kubeconfig (contexts "fake"
   with the token, "fake-cert" with the client certificate, "team" with the
   team token if --team).
@@ -118,6 +133,19 @@ RESOURCES = [
         columns=[("SourceKind", "string", ".spec.source.kind"),
                  ("SourceName", "string", ".spec.source.name"),
                  ("Phase", "string", ".status.phase")]),
+    # kubevirt-api.md 12.1: backup.kubevirt.io v1alpha1 (KubeVirt 1.8+)
+    Res("backup.kubevirt.io", ["v1alpha1"], "virtualmachinebackups", "VirtualMachineBackup",
+        short=["vmbackup", "vmbackups"],
+        columns=[("SourceKind", "string", ".spec.source.kind"),
+                 ("SourceName", "string", ".spec.source.name"),
+                 ("Type", "string", ".status.type"),
+                 ("CheckpointName", "string", ".status.checkpointName")]),
+    Res("backup.kubevirt.io", ["v1alpha1"], "virtualmachinebackuptrackers",
+        "VirtualMachineBackupTracker", short=["vmbackuptracker", "vmbackuptrackers"],
+        columns=[("SourceKind", "string", ".spec.source.kind"),
+                 ("SourceName", "string", ".spec.source.name"),
+                 ("LatestCheckpoint", "string", ".status.latestCheckpoint.name"),
+                 ("CheckpointTime", "date", ".status.latestCheckpoint.creationTime")]),
     # kubevirt-api.md 11.1: v1alpha1 served, v1beta1 served and stored
     Res("clone.kubevirt.io", ["v1alpha1", "v1beta1"], "virtualmachineclones",
         "VirtualMachineClone", short=["vmclone", "vmclones"],
@@ -525,6 +553,9 @@ def quantity(q):
     return int(float(m.group(1)) * mult)
 
 
+CBT_CLUSTER = 65536                 # libvirt's dirty-bitmap granularity
+
+
 class Disks:
     """The bytes of PersistentVolumeClaims and VolumeSnapshots: sparse files
     under DIR/data (what CSI storage would hold). The tests write into a
@@ -534,6 +565,8 @@ class Disks:
     def __init__(self, d):
         self.d = d
         self.lock = threading.Lock()
+        self.cbt = {}               # (ns, pvc) -> [(checkpoint, set of dirty clusters)]
+        self.cbt_live = set()       # (ns, pvc) under a running VMI with CBT
 
     def path(self, ns, pvc):
         return os.path.join(self.d, ns, "pvc-%s.img" % pvc)
@@ -573,6 +606,50 @@ class Disks:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            self.dirty(ns, pvc, offset, len(data))
+
+    def discard(self, ns, pvc, offset, length):
+        """The guest discards (fstrim): the range becomes a hole."""
+        with self.lock:
+            subprocess.run(["fallocate", "--punch-hole", "--offset", str(offset), "--length",
+                            str(length), self.path(ns, pvc)], check=True)
+            self.dirty(ns, pvc, offset, length)
+
+    # Changed block tracking (kubevirt-api.md 12.2): per disk of a VMI that
+    # has it, libvirt's checkpoints, each with the bitmap of the clusters
+    # written since it was made (the last one is the active bitmap).
+    def tracking(self, ns, pvc, on=True):
+        """A VMI with CBT starts (on) or stops on the disk: only its
+        guest's writes reach the bitmaps (what reaches the disk while it is
+        stopped, a restore or another tool, is not tracked)."""
+        with self.lock:
+            self.cbt.setdefault((ns, pvc), [])
+            (self.cbt_live.add if on else self.cbt_live.discard)((ns, pvc))
+
+    def dirty(self, ns, pvc, offset, length):
+        cps = self.cbt.get((ns, pvc))
+        if cps and length > 0 and (ns, pvc) in self.cbt_live:
+            cps[-1][1].update(range(offset // CBT_CLUSTER, (offset + length - 1) // CBT_CLUSTER + 1))
+
+    def checkpoints(self, ns, pvc):
+        with self.lock:
+            return [c for c, _ in self.cbt.get((ns, pvc)) or []]
+
+    def backup_begin(self, ns, pvc, since, checkpoint, copy_path):
+        """libvirt's BackupBegin for one disk: its point-in-time copy (what
+        the NBD export serves), the clusters written since checkpoint since
+        (None: a full backup), and the new checkpoint."""
+        with self.lock:
+            cps = self.cbt.setdefault((ns, pvc), [])
+            dirty = None
+            if since is not None:
+                names = [c for c, _ in cps]
+                dirty = set()
+                for _, bits in cps[names.index(since):]:
+                    dirty |= bits
+            subprocess.run(["cp", "--sparse=always", self.path(ns, pvc), copy_path], check=True)
+            cps.append((checkpoint, set()))
+            return dirty
 
     def drop(self, ns, pvc):
         try:
@@ -745,6 +822,9 @@ class KubeVirt:
         self.snapshot_started = {}  # snapshot uid -> monotonic start
         self.pvc_hold = {}          # (ns, pvc) -> monotonic time before which it stays Pending
         self.clone_served = True    # --no-clone: no clone.kubevirt.io, no clone controller
+        self.backup_gate = True     # feature gate IncrementalBackup (--no-incremental-backup)
+        self.cbt_vmis = {}          # (ns, vmi) -> CBT state of a VMI started with it
+        self.backup_jobs = {}       # backup uid -> its job (backup_start)
         self.passes = 0
 
     # -- VMs -------------------------------------------------------------------
@@ -776,15 +856,47 @@ class KubeVirt:
                     "spec": copy.deepcopy(vm.get("spec", {}).get("template", {}).get("spec", {}))})
                 with self.glock:
                     self.guests[(ns, name)] = Guest()
+                if self.cbt_selected(vm):
+                    # its disks get CBT overlays (kubevirt-api.md 12.2)
+                    self.cbt_vmis[(ns, name)] = "Initializing" if self.backup_gate else \
+                        "IncrementalBackupFeatureGateDisabled"
+                    if self.disks and self.backup_gate:
+                        for v in vm_volumes(vm):
+                            claim = (v.get("persistentVolumeClaim") or {}).get("claimName") or \
+                                    (v.get("dataVolume") or {}).get("name")
+                            if claim:
+                                self.disks.tracking(ns, claim)
                 vmi = self.s.get(R["virtualmachineinstances"], ns, name)
             elif not run and vmi is not None:
                 self.s.delete(R["virtualmachineinstances"], ns, name)
                 with self.glock:
                     self.guests.pop((ns, name), None)
+                if self.cbt_vmis.pop((ns, name), None) and self.disks:
+                    for v in vm_volumes(vm):
+                        claim = (v.get("persistentVolumeClaim") or {}).get("claimName") or \
+                                (v.get("dataVolume") or {}).get("name")
+                        if claim:
+                            self.disks.tracking(ns, claim, on=False)
                 vmi = None
             if vmi is not None:
                 self.reconcile_vmi(vm, vmi)
             self.vm_status(vm, vmi, self.volume_snapshot_statuses(vm, pvcs))
+
+    def cbt_selected(self, vm):
+        """changedBlockTrackingLabelSelectors as the e2e suite sets them:
+        matchLabels changedBlockTracking: "true" on the VM or its namespace."""
+        ns = self.s.get(R["namespaces"], None, vm["metadata"]["namespace"]) or {}
+        return any(((o.get("metadata") or {}).get("labels") or {}).get("changedBlockTracking")
+                   == "true" for o in (vm, ns))
+
+    def cbt_state(self, vm, vmi):
+        """VM and VMI status.changedBlockTracking.state ("" : none)."""
+        key = (vm["metadata"]["namespace"], vm["metadata"]["name"])
+        if vmi is not None and key in self.cbt_vmis:
+            return self.cbt_vmis[key]
+        if vmi is not None and self.cbt_selected(vm):
+            return "PendingRestart" if self.backup_gate else "IncrementalBackupFeatureGateDisabled"
+        return ""
 
     @staticmethod
     def claim_of(v):
@@ -817,6 +929,9 @@ class KubeVirt:
     def reconcile_vmi(self, vm, vmi):
         ns, name = vmi["metadata"]["namespace"], vmi["metadata"]["name"]
         agent = annotation(vm, "agent") != "absent"
+        cbt = self.cbt_state(vm, vmi)
+        if cbt == "Initializing" and (vmi.get("status") or {}).get("changedBlockTracking"):
+            cbt = self.cbt_vmis[(ns, name)] = "Enabled"     # the overlays are in place
         with self.glock:
             g = self.guests.setdefault((ns, name), Guest())
             if g.frozen and g.thaw_at is not None and time.monotonic() >= g.thaw_at:
@@ -839,6 +954,10 @@ class KubeVirt:
                 st["fsFreezeStatus"] = "frozen"
             else:
                 st.pop("fsFreezeStatus", None)
+            if cbt:
+                st.setdefault("changedBlockTracking", {})["state"] = cbt
+            else:
+                st.pop("changedBlockTracking", None)
             vols = []
             for v in o.get("spec", {}).get("volumes", []):
                 claim = (v.get("persistentVolumeClaim") or {}).get("claimName") or \
@@ -881,6 +1000,13 @@ class KubeVirt:
                 st["volumeSnapshotStatuses"] = vss
             else:
                 st.pop("volumeSnapshotStatuses", None)
+            if cbt:
+                st["changedBlockTracking"] = {"state": cbt}
+            else:
+                st.pop("changedBlockTracking", None)
+        cbt = self.cbt_state(vm, vmi)
+        if vmi is not None:
+            cbt = ((vmi.get("status") or {}).get("changedBlockTracking") or {}).get("state") or cbt
         self.s.update(R["virtualmachines"], ns, name, fix, status_only=True)
 
     def reconcile_pvcs(self):
@@ -1311,6 +1437,7 @@ class KubeVirt:
                   "blockOwnerDeletion": True}]
         phase, reason, message, vm_name = "Pending", "Initializing", "", None
         served = []                             # (link name, served PVC)
+        backups = None                          # a backup's volume names
         if kind == "VirtualMachineSnapshot":
             snap = self.s.get(R["virtualmachinesnapshots"], ns, sname)
             content = self.s.get(R["virtualmachinesnapshotcontents"], ns,
@@ -1361,6 +1488,19 @@ class KubeVirt:
                     reason, message = "InUse", "Virtual Machine %s/%s is running" % (ns, sname)
                 else:
                     phase, reason = "Ready", "PodReady"
+        elif kind == "VirtualMachineBackup":
+            # kubevirt-api.md 12.7: no PVCs; the backup's disks come through
+            # the tunnel from virt-launcher
+            b = self.s.get(R["virtualmachinebackups"], ns, sname)
+            job = self.backup_jobs.get((b or {}).get("metadata", {}).get("uid"))
+            if b is None:
+                reason = "BackupNotFound"
+            elif job is None:
+                reason = "BackupNotStarted"
+            else:
+                vm_name = job["vm"]
+                backups = list(job["volumes"])
+                phase, reason = "Ready", "PodReady"
         else:
             phase, reason = "Skipped", "Unknown"
         token_name = spec.get("tokenSecretRef")
@@ -1377,7 +1517,16 @@ class KubeVirt:
             svc = "virt-export-" + name.replace(".", "-")
             ext = "%s/api/export.kubevirt.io/v1beta1/namespaces/%s/virtualmachineexports/%s" % (
                 self.export_base, ns, name)
+            if backups is not None:
+                ext = ext.replace("/export.kubevirt.io/v1beta1/", "/export.kubevirt.io/v1/")
             for which, base in (("internal", "https://%s.%s.svc" % (svc, ns)), ("external", ext)):
+                if backups is not None:
+                    links[which] = {"cert": self.ca_pem, "backups": [
+                        {"name": vol, "endpoints": [
+                            {"endpoint": "data", "url": "%s/exports/%s/data" % (base, vol)},
+                            {"endpoint": "map", "url": "%s/exports/%s/map" % (base, vol)}]}
+                        for vol in backups]}
+                    continue
                 links[which] = {"cert": self.ca_pem, "volumes": [
                     {"name": link, "formats": [
                         {"format": "raw", "url": "%s/volumes/%s/disk.img" % (base, pvc)},
@@ -1435,6 +1584,11 @@ class KubeVirt:
         match the main resource only: a status write skips them."""
         if sub == "status":
             return obj
+        if r.plural == "secrets" and isinstance(obj.get("stringData"), dict):
+            # the API server folds stringData into data (write-only field)
+            data = obj.setdefault("data", {})
+            for k, v in obj.pop("stringData").items():
+                data[k] = base64.b64encode(str(v).encode()).decode()
         self.default(r, obj)
         if old is None:
             self.mutate_create(r, obj)
@@ -1572,6 +1726,8 @@ class KubeVirt:
                     parse_duration(spec["failureDeadline"])
                 except ValueError:
                     raise invalid(r, name, "spec.failureDeadline", "invalid duration")
+        elif r.plural in ("virtualmachinebackups", "virtualmachinebackuptrackers"):
+            self.admit_backup(r, ns, obj, old)
         elif r.plural == "virtualmachinerestores":
             self.admit_restore(ns, obj, old)
         elif r.plural == "virtualmachineclones":
@@ -1593,6 +1749,66 @@ class KubeVirt:
                 raise invalid(r, old["metadata"]["name"], "spec",
                               'Cannot update VM runStrategy until restore "%s" completes' % rip, hook,
                               reason="FieldValueNotSupported")
+
+    def admit_backup(self, r, ns, obj, old):
+        """The CRDs' CEL rules (422 Invalid) and the backup webhooks
+        (kubevirt-api.md 12.3, 12.4)."""
+        name = obj.get("metadata", {}).get("name", "")
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        backup = r.plural == "virtualmachinebackups"
+        if old is not None:
+            if spec != (old.get("spec") or {}):
+                raise invalid(r, name, "spec", "spec is immutable after creation")
+            return
+        src = spec.get("source") if isinstance(spec.get("source"), dict) else {}
+        errs = []
+        if backup:
+            group, kind = src.get("apiGroup"), src.get("kind")
+            if not group:
+                errs.append(("FieldValueInvalid", "spec.source", "apiGroup is required"))
+            elif group not in ("kubevirt.io", "backup.kubevirt.io"):
+                errs.append(("FieldValueInvalid", "spec.source",
+                             "apiGroup must be kubevirt.io or backup.kubevirt.io"))
+            elif (group, kind) not in (("kubevirt.io", "VirtualMachine"),
+                                       ("backup.kubevirt.io", "VirtualMachineBackupTracker")):
+                errs.append(("FieldValueInvalid", "spec.source",
+                             "kind must be VirtualMachine for kubevirt.io or "
+                             "VirtualMachineBackupTracker for backup.kubevirt.io"))
+            if not src.get("name"):
+                errs.append(("FieldValueInvalid", "spec.source", "name is required"))
+            if spec.get("mode") not in (None, "Push", "Pull"):
+                errs.append(("FieldValueNotSupported", "spec.mode",
+                             'Unsupported value: "%s": supported values: "Push", "Pull"'
+                             % spec.get("mode")))
+            if not spec.get("pvcName"):
+                errs.append(("FieldValueInvalid", "spec", "pvcName is required"))
+            if spec.get("mode") == "Pull" and not spec.get("tokenSecretRef"):
+                errs.append(("FieldValueInvalid", "spec",
+                             "tokenSecretRef is required when mode is Pull"))
+        else:
+            if src.get("apiGroup") != "kubevirt.io":
+                errs.append(("FieldValueInvalid", "spec.source", "apiGroup must be kubevirt.io"))
+            if src.get("kind") != "VirtualMachine":
+                errs.append(("FieldValueInvalid", "spec.source", "kind must be VirtualMachine"))
+            if not src.get("name"):
+                errs.append(("FieldValueInvalid", "spec.source", "name is required"))
+        if errs:
+            raise schema_invalid(r, name, errs)
+        hook = "%s-validator.backup.kubevirt.io" % r.singular
+        if not self.backup_gate:
+            raise ApiError(400, "BadRequest", 'admission webhook "%s" denied the request: '
+                           "IncrementalBackup feature gate not enabled" % hook)
+        if backup:
+            if self.s.get(r, ns, name) is not None:
+                raise denied(hook, [("FieldValueInvalid",
+                                     'VirtualMachineBackup "%s" already exists' % name,
+                                     "metadata.name")])
+            for other in self.s.scan(r, ns):
+                if (other.get("spec") or {}).get("source") == spec.get("source") and \
+                        not self.backup_terminal(other):
+                    raise denied(hook, [("FieldValueInvalid",
+                                         'VirtualMachineBackup "%s" in progress for source'
+                                         % other["metadata"]["name"], "spec.source")])
 
     def admit_restore(self, ns, obj, old):
         """pkg/storage/admitters/vmrestore.go."""
@@ -2168,6 +2384,296 @@ class KubeVirt:
         return new
 
     # -- the clone controller (kubevirt-api.md 11.4-11.7, clone.go) ------------------
+    # -- backup.kubevirt.io (kubevirt-api.md 12): Pull mode ---------------------------
+    # Push mode (a qcow2 written into the PVC) is not simulated: such a
+    # backup starts, then fails with a libvirt-like message.
+    def reconcile_backups(self):
+        rb = R["virtualmachinebackups"]
+        for b in self.s.list(rb, None)[0]:
+            try:
+                self.backup_pass(b)
+            except ApiError:
+                pass
+        alive = {b["metadata"]["uid"] for b in self.s.scan(rb)}
+        for uid in [u for u in self.backup_jobs if u not in alive]:
+            self.backup_job_end(uid)
+
+    def backup_status(self, b, fn):
+        self.s.update(R["virtualmachinebackups"], b["metadata"]["namespace"],
+                      b["metadata"]["name"], lambda o: fn(o.setdefault("status", {})),
+                      status_only=True)
+
+    @staticmethod
+    def backup_condition(st, type_, status, reason, message):
+        """metav1.Condition: lastTransitionTime changes only with status."""
+        conds = st.setdefault("conditions", [])
+        have = [c for c in conds if c["type"] == type_]
+        if have:
+            c = have[0]
+            if c["status"] != status:
+                c["lastTransitionTime"] = now_str()
+            c.update(status=status, reason=reason, message=message)
+        else:
+            conds.append({"type": type_, "status": status, "lastTransitionTime": now_str(),
+                          "reason": reason, "message": message})
+
+    @staticmethod
+    def backup_terminal(b):
+        return any(c["type"] in ("Complete", "Failed") and c["status"] == "True"
+                   for c in (b.get("status") or {}).get("conditions", []))
+
+    def backup_source_vm(self, b):
+        """The VM a backup is of, and the tracker (or None); or an
+        Initializing message."""
+        ns, spec = b["metadata"]["namespace"], b.get("spec") or {}
+        src = spec.get("source") or {}
+        tracker = None
+        if src.get("kind") == "VirtualMachineBackupTracker":
+            tracker = self.s.get(R["virtualmachinebackuptrackers"], ns, src.get("name"))
+            if tracker is None:
+                return None, None, "BackupTracker %s does not exist" % src.get("name")
+            vm_name = ((tracker.get("spec") or {}).get("source") or {}).get("name")
+        else:
+            vm_name = src.get("name")
+        return vm_name, tracker, None
+
+    def backup_pass(self, b):
+        meta, spec = b["metadata"], b.get("spec") or {}
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        job = self.backup_jobs.get(uid)
+        if meta.get("deletionTimestamp"):
+            return self.backup_finish(b, job, deleted=True)
+        if self.backup_terminal(b):
+            return
+        pull = spec.get("mode") == "Pull"
+        if job is None:
+            vm_name, tracker, wait = self.backup_source_vm(b)
+            vm = self.s.get(R["virtualmachines"], ns, vm_name) if vm_name else None
+            vmi = self.s.get(R["virtualmachineinstances"], ns, vm_name) if vm_name else None
+            vols = [v for v in vm_volumes(vm or {}) if self.claim_of(v)]
+            if wait:
+                pass
+            elif vm is None:
+                wait = "VM %s/%s doesnt exist" % (ns, vm_name)
+            elif vmi is None:
+                wait = "vm %s is not running, cannot do backup" % vm_name
+            elif not vols:
+                wait = "vm %s has no volumes to backup" % vm_name
+            elif self.cbt_vmis.get((ns, vm_name)) != "Enabled":
+                wait = "vm %s has no ChangedBlockTracking, cannot start backup" % vm_name
+            elif self.s.get(R["persistentvolumeclaims"], ns, spec.get("pvcName")) is None:
+                wait = "PVC %s/%s doesnt exist" % (ns, spec.get("pvcName"))
+            else:
+                other = [j for j in self.backup_jobs.values()
+                         if j["ns"] == ns and j["vm"] == vm_name]
+                if other:
+                    wait = "another backup %s is already in progress, cannot start backup %s" % (
+                        other[0]["name"], name)
+            if wait:
+                return self.backup_status(b, lambda st: self.backup_condition(
+                    st, "Progressing", "True", "Initializing", wait))
+            return self.backup_start(b, vm, vols, tracker, pull)
+        if not pull:
+            return self.backup_finish(b, job, failed="Backup has failed: push mode is not "
+                                      "simulated by the fake cluster")
+        created = datetime.datetime.strptime(meta["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ") \
+            .replace(tzinfo=datetime.timezone.utc)
+        ttl = parse_duration(spec.get("ttlDuration") or "2h")
+        left = (created + datetime.timedelta(seconds=ttl) -
+                datetime.datetime.now(datetime.timezone.utc)).total_seconds()
+        if left <= 0:
+            return self.backup_finish(b, job, ttl=True)
+        rx = R["virtualmachineexports"]
+        x = self.s.get(rx, ns, name)
+        if x is not None and not any(w.get("uid") == uid for w in
+                                     x["metadata"].get("ownerReferences") or []):
+            return self.backup_status(b, lambda st: self.backup_condition(
+                st, "Progressing", "True", "PreparingExport",
+                "VMExport %s already exists but is not owned by backup %s" % (name, name)))
+        if x is None:
+            self.api_create(rx, ns, {
+                "metadata": {"name": name, "ownerReferences": [owner_ref(
+                    "backup.kubevirt.io/v1alpha1", "VirtualMachineBackup", b)]},
+                "spec": {"source": {"apiGroup": "backup.kubevirt.io",
+                                    "kind": "VirtualMachineBackup", "name": name},
+                         "tokenSecretRef": spec.get("tokenSecretRef"),
+                         "ttlDuration": "%ds" % int(left)}})
+            return self.backup_status(b, lambda st: self.backup_condition(
+                st, "Progressing", "True", "PreparingExport", "Backup export is being initialized"))
+        xst = x.get("status") or {}
+        if xst.get("phase") != "Ready":
+            return
+        links = xst.get("links") or {}
+        link = links.get("external") or links.get("internal") or {}
+        by_vol = {e["name"]: {p["endpoint"]: p["url"] for p in e.get("endpoints", [])}
+                  for e in link.get("backups", [])}
+
+        def ready(st):
+            st["includedVolumes"] = [dict({"volumeName": v},
+                                          **({"dataEndpoint": by_vol[v]["data"],
+                                              "mapEndpoint": by_vol[v]["map"]}
+                                             if v in by_vol else {}))
+                                     for v in job["volumes"]]
+            st["endpointCert"] = link.get("cert", "")
+            st["exportUID"] = x["metadata"]["uid"]
+            self.backup_condition(st, "Progressing", "True", "ExportReady",
+                                  "Backup export is ready to pull")
+        self.backup_status(b, ready)
+
+    def backup_start(self, b, vm, vols, tracker, pull):
+        """Prerequisites met: the finalizer, the freeze (unless skipQuiesce),
+        BackupBegin with a new checkpoint, the thaw."""
+        meta, spec = b["metadata"], b.get("spec") or {}
+        ns, name, uid, vm_name = meta["namespace"], meta["name"], meta["uid"], vm["metadata"]["name"]
+        self.s.update(R["virtualmachinebackups"], ns, name, lambda o: o["metadata"].update(
+            finalizers=list(dict.fromkeys((o["metadata"].get("finalizers") or []) +
+                                          ["backup.kubevirt.io/vmbackup-protection"]))),
+            main_only=True)
+        stamp = datetime.datetime.strptime(meta["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ")
+        checkpoint = "%s-%s" % (name, stamp.strftime("%Y-%m-%d_%H-%M-%S"))
+        since = ((((tracker or {}).get("status") or {}).get("latestCheckpoint")) or {}).get("name")
+        if spec.get("forceFullBackup"):
+            since = None
+        claims = {v["name"]: self.claim_of(v) for v in vols}
+        if since and any(since not in self.disks.checkpoints(ns, c) for c in claims.values()):
+            since = None            # the checkpoint is gone (a new disk): full
+        quiesce = "Skipped"
+        if not spec.get("skipQuiesce"):
+            try:
+                self.freeze(ns, vm_name, {"unfreezeTimeout": "5m"})
+                quiesce = "Succeeded"
+            except ApiError:
+                quiesce = "Failed"
+        job = {"ns": ns, "vm": vm_name, "name": name, "checkpoint": checkpoint,
+               "tracker": (tracker or {}).get("metadata", {}).get("name"),
+               "volumes": {}, "incremental": since is not None, "created": meta["creationTimestamp"]}
+        os.makedirs(os.path.join(self.disks.d, ns), exist_ok=True)
+        for vol, claim in claims.items():
+            path = os.path.join(self.disks.d, ns, "backup-%s-%s.img" % (uid, vol))
+            dirty = self.disks.backup_begin(ns, claim, since, checkpoint, path)
+            job["volumes"][vol] = {"path": path, "dirty": dirty}
+        if quiesce == "Succeeded":
+            try:
+                self.unfreeze(ns, vm_name)
+            except ApiError:
+                pass
+        self.backup_jobs[uid] = job
+
+        def started(st):
+            st["type"] = "Incremental" if since else "Full"
+            st["checkpointName"] = checkpoint
+            st["includedVolumes"] = [{"volumeName": v} for v in claims]
+            self.backup_condition(st, "Quiesced", "True" if quiesce == "Succeeded" else "False",
+                                  "Quiesce" + quiesce,
+                                  {"Succeeded": "Guest filesystem was successfully quiesced",
+                                   "Failed": "Guest filesystem quiesce failed",
+                                   "Skipped": "Guest filesystem quiesce was skipped"}[quiesce])
+            self.backup_condition(st, "Progressing", "True", "Initiated", "Backup is in progress")
+        self.backup_status(b, started)
+
+    def backup_finish(self, b, job, deleted=False, ttl=False, failed=None):
+        """The end: a Pull backup deleted or past its TTL counts as done
+        (the tracker gets the checkpoint); a deletion before it started
+        fails it; then the export goes, and the finalizer."""
+        meta = b["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        if not self.backup_terminal(b):
+            if job is None and deleted:
+                failed = "Backup has failed: backup was deleted during initialization"
+            if failed:
+                self.backup_status(b, lambda st: (
+                    self.backup_condition(st, "Failed", "True", "Failed" if job else
+                                          "DeletedDuringInit", failed),
+                    self.backup_condition(st, "Progressing", "False", "Failed" if job else
+                                          "DeletedDuringInit", failed)))
+            else:
+                if job and job["tracker"]:
+                    vols = [{"volumeName": v} for v in job["volumes"]]
+                    cp = {"name": job["checkpoint"], "creationTime": job["created"],
+                          "volumes": vols}
+                    try:
+                        self.s.update(R["virtualmachinebackuptrackers"], ns, job["tracker"],
+                                      lambda o: o.setdefault("status", {}).update(
+                                          latestCheckpoint=cp), status_only=True)
+                    except ApiError:
+                        pass
+                msg = "Successfully completed VirtualMachineBackup"
+                self.backup_status(b, lambda st: (
+                    self.backup_condition(st, "Complete", "True", "Completed", msg),
+                    self.backup_condition(st, "Progressing", "False", "Completed", msg)))
+        if job is not None:
+            self.backup_job_end(meta["uid"])
+        try:
+            self.s.delete(R["virtualmachineexports"], ns, name)
+        except ApiError:
+            pass
+        if deleted:
+            self.s.update(R["virtualmachinebackups"], ns, name, lambda o: o["metadata"].update(
+                finalizers=[f for f in o["metadata"].get("finalizers") or []
+                            if f != "backup.kubevirt.io/vmbackup-protection"]), main_only=True)
+
+    def backup_job_end(self, uid):
+        job = self.backup_jobs.pop(uid, None)
+        for v in (job or {}).get("volumes", {}).values():
+            try:
+                os.unlink(v["path"])
+            except OSError:
+                pass
+
+    def backup_volume(self, ns, name, vol):
+        """The running job of the backup the export ns/name serves, and its
+        volume vol: (job, volume) or (None, None)."""
+        x = self.s.get(R["virtualmachineexports"], ns, name)
+        src = ((x or {}).get("spec") or {}).get("source") or {}
+        b = self.s.get(R["virtualmachinebackups"], ns, src.get("name")) \
+            if src.get("kind") == "VirtualMachineBackup" else None
+        job = self.backup_jobs.get((b or {}).get("metadata", {}).get("uid"))
+        return (job, job["volumes"].get(vol)) if job else (None, None)
+
+    @staticmethod
+    def backup_extents(job, v, offset, length, page_size):
+        """The map endpoint's extents (kubevirt-api.md 12.7): NBD
+        base:allocation of the point-in-time image, merged with the dirty
+        bitmap for an incremental backup; runs of one type joined."""
+        path, dirty = v["path"], v["dirty"]
+        size = os.path.getsize(path)
+        end = size if length == 0 else min(size, offset + length)
+        data = []                               # [start, end) holding data
+        with open(path, "rb") as f:
+            fd, at = f.fileno(), 0
+            while at < size:
+                try:
+                    start = os.lseek(fd, at, os.SEEK_DATA)
+                except OSError:
+                    break
+                stop = os.lseek(fd, start, os.SEEK_HOLE)
+                data.append((start, stop))
+                at = stop
+        if job["incremental"]:
+            names = {0: "clean", 1: "dirty", 2: "zero", 3: "dirty,zero"}
+        else:
+            names = {0: "data", 3: "hole,zero"}
+
+        def zero_at(a, b):
+            return not any(s < b and a < e for s, e in data)
+        out, at = [], offset
+        while at < end:
+            # one step: to the next cluster boundary
+            stop = min(end, (at // CBT_CLUSTER + 1) * CBT_CLUSTER)
+            z = zero_at(at, stop)
+            if job["incremental"]:
+                t = (1 if at // CBT_CLUSTER in dirty else 0) | (2 if z else 0)
+            else:
+                t = 3 if z else 0
+            if out and out[-1]["type"] == t and out[-1]["offset"] + out[-1]["length"] == at:
+                out[-1]["length"] += stop - at
+            else:
+                if len(out) == page_size:
+                    return out, at
+                out.append({"offset": at, "length": stop - at, "type": t, "description": names[t]})
+            at = stop
+        return out, None
+
     def reconcile_clones(self):
         if not self.clone_served:
             return
@@ -2417,7 +2923,8 @@ class KubeVirt:
         while not self.s.closed:
             self.passes += 1
             steps = [self.reconcile_pvcs, self.reconcile_vms, self.reconcile_snapshots,
-                     self.reconcile_exports, self.reconcile_restores, self.reconcile_clones]
+                     self.reconcile_exports, self.reconcile_restores, self.reconcile_clones,
+                     self.reconcile_backups]
             if self.passes % 5 == 0:
                 steps.append(self.collect_garbage)
             for step in steps:
@@ -2439,7 +2946,8 @@ def resource_list(group, version):
              "kind": r.kind, "verbs": verbs, "storageVersionHash": ""}
         if r.short:
             e["shortNames"] = r.short
-        if r.group in ("kubevirt.io", "snapshot.kubevirt.io", "clone.kubevirt.io"):
+        if r.group in ("kubevirt.io", "snapshot.kubevirt.io", "clone.kubevirt.io",
+                       "backup.kubevirt.io"):
             e["categories"] = ["all"]
         out.append(e)
         if r.status:
@@ -2568,6 +3076,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         kv = self.server.kubevirt
         if rest == "exportready":
             return self.send_raw(200, b"OK", "text/plain; charset=utf-8")
+        bm = re.fullmatch(r"exports/([^/]+)/(map|data)", rest)
+        if bm:
+            return self.handle_backup_export(kv, ns, name, bm.group(1), bm.group(2), q)
         vm = re.fullmatch(r"volumes/([^/]+)/disk\.img", rest)
         path, err = kv.export_volume(ns, name, vm.group(1) if vm else "")
         if err and err[0] in (404, 503) and (err[0] == 503 or
@@ -2583,6 +3094,71 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if err:
             return self.send_raw(err[0], err[1], "text/plain; charset=utf-8")
         return self.serve_content(path)
+
+    def handle_backup_export(self, kv, ns, name, vol, what, q):
+        """A pull-mode backup's map and data endpoints (kubevirt-api.md
+        12.7): the token first, then 405 for other methods, 400 for bad
+        parameters, 503 without the tunnel (no running job)."""
+        x = self.server.store.get(R["virtualmachineexports"], ns, name)
+        if x is None:
+            return self.send_raw(404, b"", "text/plain; charset=utf-8")
+        if (x.get("status") or {}).get("phase") != "Ready":
+            return self.send_raw(503, b"export not ready\n", "text/plain; charset=utf-8")
+        want = kv.export_token(ns, name)
+        got = self.headers.get("x-kubevirt-export-token")
+        if got is None:
+            got = q.get("x-kubevirt-export-token")
+        if want is None or got is None or not secrets.compare_digest(got.encode(), want):
+            return self.send_raw(401, b"", None)
+        if self.command != "GET":
+            return self.send_raw(405, b"", None)
+        params = {}
+        for key in ("offset", "length") + (("page_size",) if what == "map" else ()):
+            raw = q.get(key)
+            if raw is None:
+                params[key] = 512 if key == "page_size" else 0
+                continue
+            try:
+                params[key] = int(raw, 10)
+                if params[key] < 0 or (key == "page_size" and params[key] == 0):
+                    raise ValueError
+            except ValueError:
+                text = ('invalid page_size "%s"' % raw if key == "page_size" else
+                        'invalid %s "%s": strconv.ParseUint: parsing "%s": invalid syntax'
+                        % (key, raw, raw))
+                return self.send_raw(400, text.encode() + b"\n", "text/plain; charset=utf-8")
+        job, v = kv.backup_volume(ns, name, vol)
+        if job is None:
+            msg = b"Backup source (virt-launcher) not connected via tunnel\n" if what == "map" \
+                else b"Backup source not connected\n"
+            return self.send_raw(503, msg, "text/plain; charset=utf-8")
+        if v is None:
+            return self.send_raw(404, b"404 page not found\n", "text/plain; charset=utf-8")
+        if what == "map":
+            extents, nxt = kv.backup_extents(job, v, params["offset"], params["length"],
+                                             params["page_size"])
+            return self.send_json(200, {"extents": extents, "next_offset": nxt})
+        # data: streamed, chunked, no Content-Length, no Range
+        size = os.path.getsize(v["path"])
+        start = params["offset"]
+        end = size if params["length"] == 0 else min(size, start + params["length"])
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if start > size:
+            self.close_connection = True        # the stream is aborted
+            return
+        with open(v["path"], "rb") as f:
+            f.seek(start)
+            left = end - start
+            while left > 0:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                self.wfile.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                left -= len(chunk)
+        self.wfile.write(b"0\r\n\r\n")
 
     def send_raw(self, code, body, ctype, headers=()):
         self.send_response(code)
@@ -2791,14 +3367,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             srv.fail_next.extend((self.body() or {}).get("codes", []))
             return self.send_empty(200)
         if parts == ["disk"] and self.command == "POST":
-            # a guest writes into its disk: {"namespace", "pvc", "offset", "data" (base64)}
+            # a guest writes into its disk: {"namespace", "pvc", "offset", "data" (base64)},
+            # or discards a range of it: {..., "discard": true, "length"}
             b = self.body() or {}
             disks = srv.kubevirt.disks
             path = disks.path(b.get("namespace", ""), b.get("pvc", ""))
             if not os.path.exists(path):
                 raise ApiError(404, "NotFound", "no disk %s" % path)
-            disks.write(b["namespace"], b["pvc"], int(b.get("offset", 0)),
-                        base64.b64decode(b.get("data", "")))
+            if b.get("discard"):
+                disks.discard(b["namespace"], b["pvc"], int(b.get("offset", 0)),
+                              int(b.get("length", 0)))
+            else:
+                disks.write(b["namespace"], b["pvc"], int(b.get("offset", 0)),
+                            base64.b64decode(b.get("data", "")))
             return self.send_empty(200)
         if parts == ["guests"] and self.command == "GET":
             kv = srv.kubevirt
@@ -3267,6 +3848,9 @@ def main():
                     help="a second token, allowed in these namespaces only (context team)")
     ap.add_argument("--no-clone", action="store_true",
                     help="do not serve clone.kubevirt.io (not in discovery, 404, no controller)")
+    ap.add_argument("--no-incremental-backup", action="store_true",
+                    help="feature gate IncrementalBackup off: no changed block tracking, "
+                         "backup.kubevirt.io objects are refused (400)")
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args()
     if a.no_clone:
@@ -3303,6 +3887,7 @@ def main():
     srv.kubevirt = KubeVirt(store, a.tick, os.path.join(a.dir, "data"))
     srv.kubevirt.ca_pem = open(a.dir + "/ca.crt").read()
     srv.kubevirt.clone_served = not a.no_clone
+    srv.kubevirt.backup_gate = not a.no_incremental_backup
     store.create(R["namespaces"], None, {"metadata": {"name": "default"}})
     store.create(R["namespaces"], None, {"metadata": {"name": "kube-system"}})
     if a.populate:

@@ -175,7 +175,7 @@ kube_backup_map_fetch(const char *url, const char *ca_pem, const char *token,
 {
     struct change_map *m = calloc(1, sizeof *m);
     struct curl_slist *headers = NULL;
-    _cleanup_free_ char *header = NULL;
+    char *header = NULL;
     CURL *h = curl_easy_init();
     uint64_t at = 0;
     int r = 0;
@@ -214,10 +214,10 @@ kube_backup_map_fetch(const char *url, const char *ca_pem, const char *token,
     if (r == -EINVAL)
         r = -EIO;
 out:
+    if (headers)
+        explicit_bzero(headers->data, strlen(headers->data));  /* the list's copy */
     curl_slist_free_all(headers);
-    if (header) {
-        explicit_bzero(header, strlen(header));
-    }
+    wipe_free(header);
     curl_easy_cleanup(h);
     if (r < 0) {
         change_map_free(m);

@@ -79,14 +79,6 @@ dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
-static void
-wipe_free(char *s)
-{
-    if (s)
-        explicit_bzero(s, strlen(s));
-    free(s);
-}
-
 /* ---- the client ---------------------------------------------------------------- */
 
 /* base URL and --connect-to for tls-server-name: the URL names the host

@@ -49,8 +49,8 @@ get_bool(struct json_object *o, const char *k1, const char *k2)
     return v && json_object_is_type(v, json_type_boolean) && json_object_get_boolean(v);
 }
 
-static size_t
-array_len(struct json_object *a)
+size_t
+kube_array_len(struct json_object *a)
 {
     return a && json_object_is_type(a, json_type_array) ? json_object_array_length(a) : 0;
 }
@@ -59,7 +59,7 @@ array_len(struct json_object *a)
 static struct json_object *
 find_by(struct json_object *a, const char *key, const char *value)
 {
-    for (size_t i = 0; value && i < array_len(a); i++) {
+    for (size_t i = 0; value && i < kube_array_len(a); i++) {
         struct json_object *e = json_object_array_get_idx(a, i);
         const char *v = kube_get_str(e, key, (char *) NULL);
         if (v && strcmp(v, value) == 0)
@@ -247,7 +247,7 @@ volume_size(struct json_object *vm, struct json_object *vmi, const char *name,
         return size;
     struct json_object *t = NULL;
     struct json_object *tpl = kube_get(vm, "spec", "dataVolumeTemplates", (char *) NULL);
-    for (size_t i = 0; dv && i < array_len(tpl); i++) {
+    for (size_t i = 0; dv && i < kube_array_len(tpl); i++) {
         const char *n = kube_get_str(json_object_array_get_idx(tpl, i), "metadata", "name",
                                      (char *) NULL);
         if (n && strcmp(n, dv) == 0)
@@ -266,7 +266,7 @@ vm_volumes(struct json_object *vm, struct json_object *vmi, struct vm_info *info
     struct json_object *vols = kube_get(vm, "spec", "template", "spec", "volumes", (char *) NULL);
     struct json_object *disks = kube_get(vm, "spec", "template", "spec", "domain", "devices",
                                          "disks", (char *) NULL);
-    size_t n = array_len(vols);
+    size_t n = kube_array_len(vols);
 
     info->volumes = calloc(n ? n : 1, sizeof *info->volumes);
     if (!info->volumes)
@@ -306,7 +306,7 @@ hide_secrets(struct json_object *spec)
                                           "networkDataBase64" };
     struct json_object *vols = kube_get(spec, "template", "spec", "volumes", (char *) NULL);
 
-    for (size_t i = 0; i < array_len(vols); i++)
+    for (size_t i = 0; i < kube_array_len(vols); i++)
         for (size_t s = 0; s < sizeof sources / sizeof *sources; s++) {
             struct json_object *src = kube_get(json_object_array_get_idx(vols, i), sources[s],
                                                (char *) NULL);
@@ -402,10 +402,10 @@ indications_of(struct json_object *snap)
     unsigned bits = 0;
     int i;
 
-    for (size_t k = 0; k < array_len(old); k++)
+    for (size_t k = 0; k < kube_array_len(old); k++)
         if ((i = indication_from_string(json_object_get_string(json_object_array_get_idx(old, k)))) >= 0)
             bits |= 1u << i;
-    for (size_t k = 0; k < array_len(src); k++)
+    for (size_t k = 0; k < kube_array_len(src); k++)
         if ((i = indication_from_string(kube_get_str(json_object_array_get_idx(src, k),
                                                      "indication", (char *) NULL))) >= 0)
             bits |= 1u << i;
@@ -415,7 +415,7 @@ indications_of(struct json_object *snap)
 static int
 strv_of(struct json_object *a, char ***ret)
 {
-    size_t n = array_len(a), k = 0;
+    size_t n = kube_array_len(a), k = 0;
     char **v = calloc(n + 1, sizeof *v);
 
     if (!v)
@@ -439,7 +439,7 @@ snapshot_volumes(struct json_object *snap, struct json_object *content, struct s
     struct json_object *inc = kube_get(snap, "status", "snapshotVolumes", "includedVolumes",
                                        (char *) NULL);
     struct json_object *backups = kube_get(content, "spec", "volumeBackups", (char *) NULL);
-    size_t n = array_len(inc);
+    size_t n = kube_array_len(inc);
 
     s->volumes = calloc(n ? n : 1, sizeof *s->volumes);
     if (!s->volumes)

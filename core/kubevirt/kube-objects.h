@@ -26,6 +26,8 @@ struct json_object;
 struct json_object *kube_get(struct json_object *o, ...) __attribute__((sentinel));
 /* The same for a string value. */
 const char *kube_get_str(struct json_object *o, ...) __attribute__((sentinel));
+/* The length of array a; 0 if a is NULL or no array. */
+size_t kube_array_len(struct json_object *a);
 
 /* "10Gi", "1G", "1.5Ti", "1e9", "512": bytes; -EINVAL (or -ERANGE). */
 int kube_quantity_bytes(const char *s, uint64_t *ret);

@@ -679,10 +679,7 @@ kview_close(struct volume_view *v)
     pthread_cond_destroy(&k->changed);
     for (size_t i = 0; i < k->n_pool; i++)
         curl_easy_cleanup(k->pool[i]);
-    if (k->token_header) {
-        explicit_bzero(k->token_header, strlen(k->token_header));
-        free(k->token_header);
-    }
+    wipe_free(k->token_header);
     free(k->url);
     free(k->ca_pem);
     pthread_mutex_destroy(&k->lock);

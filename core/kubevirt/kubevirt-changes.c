@@ -20,10 +20,7 @@
  * frozen throughout. The changed data is read from the snapshot's own
  * export (volumes/NAME.img), through the map: no backup data is copied.
  *
- * The annotation: {"checkpoint": C, "claims": {VOLUME: CLAIM}, "vmi": UID,
- * "base": P, "base_uid": UID, "volumes": {VOLUME: {"size": N, "extents":
- * [[OFFSET, LENGTH, ZERO], ...]}}} or {"why": "..."} when there are none.
- * P is the snapshot whose checkpoint the backup started from, taken while
+ * The record (kube-changes-record.h) names the base P: the snapshot whose checkpoint the backup started from, taken while
  * the same instance ran (what reaches a stopped VM's disks, a restore or
  * another tool, no bitmap sees) on the same claims (a restore replaces
  * them); P's uid too, so that another snapshot of P's name is never taken
@@ -50,6 +47,7 @@
 #include "cleanup.h"
 #include "clock.h"
 #include "kube-backup.h"
+#include "kube-changes-record.h"
 #include "kube-objects.h"
 #include "kube-owner.h"
 #include "kubevirt-changes.h"
@@ -57,16 +55,12 @@
 #include "log.h"
 #include "volume.h"
 
-#define CHANGES_ANNOTATION "vmsnapfs.io/changes"
 #define SCRATCH_ANNOTATION "vmsnapfs.io/backup-scratch-pvc"
 #define VM_ANNOTATION "vmsnapfs.io/vm"
 #define BACKUP_API "/apis/backup.kubevirt.io/v1alpha1/namespaces/"
 #define START_NS (UINT64_C(30) * NSEC_PER_SEC)  /* for the backup to make its checkpoint */
 #define GONE_NS (UINT64_C(30) * NSEC_PER_SEC)   /* for a deleted backup to go */
 #define POLL_NS (UINT64_C(200) * NSEC_PER_MSEC)
-/* an annotation holds at most 256 KiB with the others: extents are joined
- * past this many (the map stays a superset of the changes) */
-#define MAX_EXTENTS 4000
 
 struct kv_changes {
     char *why;                  /* why there are none; NULL while they may come */
@@ -81,15 +75,6 @@ struct kv_changes {
     char *vmi;                  /* the uid of the VM's instance: a restart ends a chain */
     uint64_t span_ns;           /* how long reading the maps may take */
 };
-
-static void
-wipe_free(char *s)
-{
-    if (s) {
-        explicit_bzero(s, strlen(s));
-        free(s);
-    }
-}
 
 static void
 changes_free(struct kv_changes *c)
@@ -118,12 +103,6 @@ none(struct kv_changes *c, const char *fmt, ...)
     va_end(ap);
 }
 
-static bool
-is(struct json_object *o, json_type t)
-{
-    return o && json_object_is_type(o, t);
-}
-
 /* VOLUME: CLAIM of the VM's disks (the spec's volumes with a claim). */
 static struct json_object *
 vm_claims(struct json_object *vm)
@@ -131,8 +110,7 @@ vm_claims(struct json_object *vm)
     struct json_object *out = json_object_new_object();
     struct json_object *vols = kube_get(vm, "spec", "template", "spec", "volumes", (char *) NULL);
 
-    for (size_t i = 0; out && is(vols, json_type_array) && i < json_object_array_length(vols);
-         i++) {
+    for (size_t i = 0; out && i < kube_array_len(vols); i++) {
         struct json_object *v = json_object_array_get_idx(vols, i);
         const char *name = kube_get_str(v, "name", (char *) NULL);
         const char *claim = kube_get_str(v, "persistentVolumeClaim", "claimName", (char *) NULL)
@@ -152,37 +130,56 @@ backup_path(const char *ns, const char *plural, const char *name)
     return p;
 }
 
-/* The VM's tracker exists (made if not; ret_from NULL), or its latest
- * checkpoint in *ret_from (NULL: none). Read once the backup has started,
- * that is the checkpoint it started from: the tracker moves only when a
- * backup ends, and KubeVirt runs one backup of a source at a time. */
-static int
-tracker(struct kv *kv, const struct vm_ref *ref, char **ret_from, char *why, size_t size)
+/* The API path of the VM's tracker, vmsnapfs-VM (one), or of the
+ * namespace's trackers. */
+static char *
+tracker_path(const struct vm_ref *ref, bool one)
 {
-    _cleanup_free_ char *name = NULL, *path = NULL, *one = NULL, *body = NULL;
+    _cleanup_free_ char *name = NULL;
+    if (one && asprintf(&name, "vmsnapfs-%s", ref->name) < 0)
+        return NULL;
+    return backup_path(ref->ns, "virtualmachinebackuptrackers", name);
+}
+
+/* The VM's tracker exists (made if not). */
+static int
+tracker_ensure(struct kv *kv, const struct vm_ref *ref, char *why, size_t size)
+{
+    _cleanup_free_ char *one = tracker_path(ref, true), *all = tracker_path(ref, false);
+    _cleanup_free_ char *body = NULL;
+
+    if (!one || !all)
+        return -ENOMEM;
+    int r = kv_api(kv, "GET", one, NULL, NULL, why, size);
+    if (r != -ENOENT)
+        return r;
+    if (asprintf(&body, "{\"apiVersion\":\"backup.kubevirt.io/v1alpha1\",\"kind\":"
+                        "\"VirtualMachineBackupTracker\",\"metadata\":{\"name\":\"vmsnapfs-%s\","
+                        "\"labels\":{\"" KUBE_MADE_BY_LABEL "\":\"vmsnapfs\"}},\"spec\":"
+                        "{\"source\":{\"apiGroup\":\"kubevirt.io\",\"kind\":"
+                        "\"VirtualMachine\",\"name\":\"%s\"}}}", ref->name, ref->name) < 0)
+        return -ENOMEM;
+    r = kv_api(kv, "POST", all, body, NULL, why, size);
+    return r == -EEXIST ? 0 : r;
+}
+
+/* The tracker's latest checkpoint in *ret (NULL: none). Read once the
+ * backup has started, that is the checkpoint it started from: the tracker
+ * moves only when a backup ends, and KubeVirt runs one backup of a source
+ * at a time. */
+static int
+tracker_checkpoint(struct kv *kv, const struct vm_ref *ref, char **ret, char *why, size_t size)
+{
+    _cleanup_free_ char *one = tracker_path(ref, true);
     struct json_object *t = NULL;
 
-    if (ret_from)
-        *ret_from = NULL;
-    if (asprintf(&name, "vmsnapfs-%s", ref->name) < 0 ||
-        !(path = backup_path(ref->ns, "virtualmachinebackuptrackers", NULL)) ||
-        !(one = backup_path(ref->ns, "virtualmachinebackuptrackers", name)))
+    *ret = NULL;
+    if (!one)
         return -ENOMEM;
     int r = kv_api(kv, "GET", one, NULL, &t, why, size);
-    if (r == -ENOENT && !ret_from) {
-        if (asprintf(&body, "{\"apiVersion\":\"backup.kubevirt.io/v1alpha1\",\"kind\":"
-                            "\"VirtualMachineBackupTracker\",\"metadata\":{\"name\":\"%s\","
-                            "\"labels\":{\"" KUBE_MADE_BY_LABEL "\":\"vmsnapfs\"}},\"spec\":"
-                            "{\"source\":{\"apiGroup\":\"kubevirt.io\",\"kind\":"
-                            "\"VirtualMachine\",\"name\":\"%s\"}}}", name, ref->name) < 0)
-            return -ENOMEM;
-        r = kv_api(kv, "POST", path, body, NULL, why, size);
-        return r == -EEXIST ? 0 : r;
-    }
-    if (r < 0)
-        return r;
-    const char *from = kube_get_str(t, "status", "latestCheckpoint", "name", (char *) NULL);
-    r = ret_from && from && !(*ret_from = strdup(from)) ? -ENOMEM : 0;
+    const char *cp = kube_get_str(t, "status", "latestCheckpoint", "name", (char *) NULL);
+    if (r >= 0 && cp && !(*ret = strdup(cp)))
+        r = -ENOMEM;
     json_object_put(t);
     return r;
 }
@@ -235,6 +232,18 @@ delete_quietly(struct kv *kv, const char *path, const char *what)
     int r = kv_api(kv, "DELETE", path, NULL, NULL, why, sizeof why);
     if (r < 0 && r != -ENOENT)
         log_warning("cannot delete %s: %s", what, why);
+}
+
+/* The guest thawed, if this code froze it (also later, if its freeze
+ * call failed and may land). */
+static void
+thaw(struct kv *kv, const struct vm_ref *ref, struct kv_changes *c)
+{
+    if (c->frozen)
+        kv_unfreeze(kv, ref->ns, ref->name);
+    if (c->freeze_failed)
+        kv_late_thaw(kv, ref);
+    c->frozen = c->freeze_failed = false;
 }
 
 /* The backup and its Secret go. Deleting a pull-mode backup ends it as a
@@ -357,7 +366,7 @@ kv_changes_begin(struct kv *kv, const struct vm_ref *ref, const struct vmsnapfs_
     if (c->why)
         return 0;
 
-    r = tracker(kv, ref, NULL, why, sizeof why);
+    r = tracker_ensure(kv, ref, why, sizeof why);
     if (r >= 0)
         r = secret_make(kv, ref, c, why, sizeof why);
     /* the guest is frozen from before the checkpoint until KubeVirt has
@@ -402,7 +411,7 @@ kv_changes_begin(struct kv *kv, const struct vm_ref *ref, const struct vmsnapfs_
     if (r >= 0)
         r = backup_start_wait(kv, ref->ns, c, why, sizeof why);
     if (r >= 0 && c->incremental)
-        r = tracker(kv, ref, &c->from, why, sizeof why);
+        r = tracker_checkpoint(kv, ref, &c->from, why, sizeof why);
     if (r < 0) {
         log_warning("'%s/%s': no changes for the snapshot: %s", ref->ns, ref->name,
                     why[0] ? why : strerror(-r));
@@ -410,47 +419,14 @@ kv_changes_begin(struct kv *kv, const struct vm_ref *ref, const struct vmsnapfs_
              why[0] ? why : strerror(-r));
         /* thawed first: the snapshot freezes anew, and the backup may
          * take a while to go */
-        if (c->frozen) {
-            kv_unfreeze(kv, ref->ns, ref->name);
-            if (c->freeze_failed)
-                kv_late_thaw(kv, ref);
-            c->frozen = c->freeze_failed = false;
-        }
+        thaw(kv, ref, c);
         backup_drop(kv, ref->ns, c);
     }
     return 0;
 }
 
-/* Extents as the annotation keeps them: [[OFFSET, LENGTH, ZERO], ...]. */
-static struct json_object *
-extents_json(const struct change_map *m)
-{
-    struct json_object *entry = json_object_new_object(), *e = json_object_new_array();
-
-    if (!entry || !e) {
-        json_object_put(entry);
-        json_object_put(e);
-        return NULL;
-    }
-    for (size_t k = 0; k < m->n; k++) {
-        struct json_object *x = json_object_new_array();
-        if (!x) {
-            json_object_put(entry);
-            json_object_put(e);
-            return NULL;
-        }
-        json_object_array_add(x, json_object_new_int64((int64_t) m->v[k].offset));
-        json_object_array_add(x, json_object_new_int64((int64_t) m->v[k].length));
-        json_object_array_add(x, json_object_new_int(m->v[k].zero));
-        json_object_array_add(e, x);
-    }
-    json_object_object_add(entry, "size", json_object_new_int64((int64_t) m->size));
-    json_object_object_add(entry, "extents", e);
-    return entry;
-}
-
 /* The backup's export is ready: each volume's map into out (VOLUME:
- * extents_json), all by deadline_ns. */
+ * kube_changes_extents), all by deadline_ns. */
 static int
 collect_maps(struct kv *kv, const char *ns, struct kv_changes *c, uint64_t deadline_ns,
              struct json_object *out, char *why, size_t size)
@@ -479,14 +455,14 @@ collect_maps(struct kv *kv, const char *ns, struct kv_changes *c, uint64_t deadl
     }
     const char *cert = kube_get_str(b, "status", "endpointCert", (char *) NULL);
     struct json_object *vols = kube_get(b, "status", "includedVolumes", (char *) NULL);
-    size_t nv = is(vols, json_type_array) ? json_object_array_length(vols) : 0;
+    size_t nv = kube_array_len(vols);
     r = nv ? 0 : kv_sayf(why, size, -EIO, "the backup includes no volumes");
     for (size_t i = 0; r >= 0 && i < nv; i++) {
         struct json_object *v = json_object_array_get_idx(vols, i);
         const char *name = kube_get_str(v, "volumeName", (char *) NULL);
         const char *url = kube_get_str(v, "mapEndpoint", (char *) NULL);
         struct change_map *m = NULL;
-        size_t max = MAX_EXTENTS / nv ? MAX_EXTENTS / nv : 1;
+        size_t max = kube_changes_max_extents(nv);
         if (!name || !url) {
             r = kv_sayf(why, size, -EIO, "volume %zu of the backup has no map endpoint", i);
             break;
@@ -500,7 +476,7 @@ collect_maps(struct kv *kv, const char *ns, struct kv_changes *c, uint64_t deadl
         if (r < 0)
             break;
         change_map_coarsen(m, max);
-        struct json_object *entry = extents_json(m);
+        struct json_object *entry = kube_changes_extents(m);
         change_map_free(m);
         if (!entry) {
             r = -ENOMEM;
@@ -510,20 +486,6 @@ collect_maps(struct kv *kv, const char *ns, struct kv_changes *c, uint64_t deadl
     }
     json_object_put(b);
     return r;
-}
-
-/* The recorded changes of snapshot o (its annotation parsed), or NULL. */
-static struct json_object *
-recorded(struct json_object *o)
-{
-    const char *text = kube_get_str(o, "metadata", "annotations", CHANGES_ANNOTATION,
-                                    (char *) NULL);
-    struct json_object *j = text ? json_tokener_parse(text) : NULL;
-    if (j && !json_object_is_type(j, json_type_object)) {
-        json_object_put(j);
-        j = NULL;
-    }
-    return j;
 }
 
 /* The snapshot of the VM (not being deleted) whose recorded checkpoint is
@@ -544,7 +506,7 @@ snapshot_with_checkpoint(struct kv *kv, const struct vm_ref *ref, const struct k
         if (!kube_snapshot_of(v[i], ref->name) || kv_snapshot_temporary(v[i]) ||
             kube_get(v[i], "metadata", "deletionTimestamp", (char *) NULL))
             continue;
-        struct json_object *j = recorded(v[i]), *x = NULL;
+        struct json_object *j = kube_changes_recorded(v[i]), *x = NULL;
         const char *cp = kube_get_str(j, "checkpoint", (char *) NULL);
         const char *vmi = kube_get_str(j, "vmi", (char *) NULL);
         const char *name = kube_get_str(v[i], "metadata", "name", (char *) NULL);
@@ -581,7 +543,7 @@ record(struct kv *kv, const char *ns, const char *snap, struct json_object *rec,
         json_object_put(ann);
         return -ENOMEM;
     }
-    json_object_object_add(ann, CHANGES_ANNOTATION,
+    json_object_object_add(ann, KUBE_CHANGES_ANNOTATION,
                            json_object_new_string(json_object_to_json_string_ext(
                                rec, JSON_C_TO_STRING_PLAIN)));
     json_object_object_add(meta, "annotations", ann);
@@ -606,10 +568,7 @@ kv_changes_end(struct kv *kv, const struct vm_ref *ref, const char *snap, struct
 
     if (!c)
         return;
-    if (c->frozen)
-        kv_unfreeze(kv, ref->ns, ref->name);    /* made: KubeVirt thawed it already */
-    if (c->freeze_failed)
-        kv_late_thaw(kv, ref);
+    thaw(kv, ref, c);                           /* made: KubeVirt thawed it already */
     if (!made || !(rec = json_object_new_object())) {
         backup_drop(kv, ref->ns, c);
         changes_free(c);
@@ -670,7 +629,7 @@ lookup(struct kv *kv, const struct vm_ref *ref, const char *snap, struct json_ob
         json_object_put(o);
         return -ENOENT;
     }
-    struct json_object *j = recorded(o);
+    struct json_object *j = kube_changes_recorded(o);
     json_object_put(o);
     const char *base = kube_get_str(j, "base", (char *) NULL);
     const char *base_uid = kube_get_str(j, "base_uid", (char *) NULL);
@@ -711,50 +670,6 @@ kv_changes_base(void *h, const struct vm_ref *ref, const char *snap, char **ret_
     return *ret_base ? 0 : -ENOMEM;
 }
 
-/* The change map of volume vol in record j (its base named): -ENOENT if
- * j has none, -EIO if what it has is not a map. */
-static int
-map_of(struct json_object *j, const char *vol, struct change_map **ret)
-{
-    struct json_object *v = kube_get(j, "volumes", vol, (char *) NULL);
-    struct json_object *e = kube_get(v, "extents", (char *) NULL);
-    struct json_object *sz = kube_get(v, "size", (char *) NULL);
-    struct change_map *m = NULL;
-    int r = 0;
-
-    if (!is(v, json_type_object))
-        return -ENOENT;
-    if (!is(e, json_type_array) || !is(sz, json_type_int) || json_object_get_int64(sz) <= 0)
-        return -EIO;
-    if (!(m = calloc(1, sizeof *m)))
-        return -ENOMEM;
-    m->size = (uint64_t) json_object_get_int64(sz);
-    for (size_t i = 0; r >= 0 && i < json_object_array_length(e); i++) {
-        struct json_object *x = json_object_array_get_idx(e, i);
-        if (!is(x, json_type_array) || json_object_array_length(x) != 3 ||
-            !is(json_object_array_get_idx(x, 0), json_type_int) ||
-            !is(json_object_array_get_idx(x, 1), json_type_int) ||
-            !is(json_object_array_get_idx(x, 2), json_type_int)) {
-            r = -EINVAL;
-            break;
-        }
-        int64_t off = json_object_get_int64(json_object_array_get_idx(x, 0));
-        int64_t len = json_object_get_int64(json_object_array_get_idx(x, 1));
-        bool zero = json_object_get_int64(json_object_array_get_idx(x, 2)) != 0;
-        r = off >= 0 && len > 0 && off < INT64_MAX && len < INT64_MAX
-                ? change_map_append(m, (uint64_t) off, (uint64_t) len, zero)
-                : -EINVAL;
-    }
-    if (r >= 0 && !(m->base = strdup(kube_get_str(j, "base", (char *) NULL) ?: "")))
-        r = -ENOMEM;
-    if (r < 0) {
-        change_map_free(m);
-        return r == -EINVAL ? -EIO : r;
-    }
-    *ret = m;
-    return 0;
-}
-
 int
 kv_changes_open(void *h, const struct vm_ref *ref, const char *snap, const char *vol,
                 struct volume_view **ret, struct change_map **ret_map)
@@ -767,7 +682,7 @@ kv_changes_open(void *h, const struct vm_ref *ref, const char *snap, const char 
 
     if (r < 0)
         return r;
-    r = map_of(j, vol, &m);
+    r = kube_changes_map(j, vol, &m);
     json_object_put(j);
     if (r == -EIO)
         log_error("'%s/%s': snapshot '%s': the recorded changes of volume '%s' are not a map",
@@ -790,63 +705,6 @@ kv_changes_open(void *h, const struct vm_ref *ref, const char *snap, const char 
 
 /* ---- rmdir: a snapshot's changes go to its successor -------------------------------- */
 
-/* next's record, once it builds on what gone built on, with gone's
- * changes under its own; NULL (no memory). */
-static struct json_object *
-folded(struct json_object *gone, struct json_object *next)
-{
-    struct json_object *rec = json_object_new_object(), *vols = json_object_new_object(), *x;
-    const char *gbase = kube_get_str(gone, "base", (char *) NULL);
-    const char *guid = kube_get_str(gone, "base_uid", (char *) NULL);
-    struct json_object *nvols = kube_get(next, "volumes", (char *) NULL);
-    int r = gbase && guid && is(nvols, json_type_object) ? 0 : -ENOENT;
-
-    if (!rec || !vols) {
-        json_object_put(rec);
-        json_object_put(vols);
-        return NULL;
-    }
-    for (const char *k = "checkpoint"; k; k = strcmp(k, "checkpoint") == 0 ? "claims"
-                                            : strcmp(k, "claims") == 0 ? "vmi" : NULL)
-        if (json_object_object_get_ex(next, k, &x))
-            json_object_object_add(rec, k, json_object_get(x));
-    size_t nv = r >= 0 ? (size_t) json_object_object_length(nvols) : 0;
-    if (r >= 0) {
-        json_object_object_foreach(nvols, vol, val) {
-            (void) val;
-            struct change_map *older = NULL, *newer = NULL, *both = NULL;
-            r = map_of(gone, vol, &older);
-            if (r >= 0)
-                r = map_of(next, vol, &newer);
-            if (r >= 0)
-                r = change_map_overlay(older, newer, &both);
-            if (r >= 0) {
-                change_map_coarsen(both, MAX_EXTENTS / nv ? MAX_EXTENTS / nv : 1);
-                struct json_object *entry = extents_json(both);
-                if (entry)
-                    json_object_object_add(vols, vol, entry);
-                else
-                    r = -ENOMEM;
-            }
-            change_map_free(older);
-            change_map_free(newer);
-            change_map_free(both);
-            if (r < 0)
-                break;
-        }
-    }
-    if (r >= 0) {
-        json_object_object_add(rec, "base", json_object_new_string(gbase));
-        json_object_object_add(rec, "base_uid", json_object_new_string(guid));
-        json_object_object_add(rec, "volumes", vols);
-    } else {
-        json_object_put(vols);
-        json_object_object_add(rec, "why", json_object_new_string(
-            "the snapshot it built on was deleted, and its changes could not be kept"));
-    }
-    return rec;
-}
-
 int
 kv_changes_fold(struct kv *kv, const struct vm_ref *ref, const char *snap, char *why,
                 size_t size)
@@ -862,14 +720,15 @@ kv_changes_fold(struct kv *kv, const struct vm_ref *ref, const char *snap, char 
     for (size_t i = 0; i < n; i++) {
         const char *name = kube_get_str(v[i], "metadata", "name", (char *) NULL);
         if (name && strcmp(name, snap) == 0 && kube_snapshot_of(v[i], ref->name)) {
-            gone = recorded(v[i]);
+            gone = kube_changes_recorded(v[i]);
             gone_uid = kube_get_str(v[i], "metadata", "uid", (char *) NULL);
             break;
         }
     }
     for (size_t i = 0; gone_uid && i < n && !next; i++) {
         const char *name = kube_get_str(v[i], "metadata", "name", (char *) NULL);
-        struct json_object *j = kube_snapshot_of(v[i], ref->name) ? recorded(v[i]) : NULL;
+        struct json_object *j = kube_snapshot_of(v[i], ref->name)
+                                ? kube_changes_recorded(v[i]) : NULL;
         const char *buid = kube_get_str(j, "base_uid", (char *) NULL);
         if (name && buid && strcmp(buid, gone_uid) == 0) {
             next = j;
@@ -879,7 +738,7 @@ kv_changes_fold(struct kv *kv, const struct vm_ref *ref, const char *snap, char 
         }
     }
     if (next && next_name) {
-        struct json_object *rec = gone ? folded(gone, next) : NULL;
+        struct json_object *rec = gone ? kube_changes_folded(gone, next) : NULL;
         /* before the delete: if the delete fails, next's changes are
          * still right (from an older base: a superset) */
         r = rec ? record(kv, ref->ns, next_name, rec, why, size) : -ENOMEM;
@@ -926,7 +785,7 @@ recover_kind(struct kv *kv, const char *ns, bool backups)
         return;
     }
     struct json_object *items = kube_get(list, "items", (char *) NULL);
-    for (size_t i = 0; is(items, json_type_array) && i < json_object_array_length(items); i++) {
+    for (size_t i = 0; i < kube_array_len(items); i++) {
         struct json_object *o = json_object_array_get_idx(items, i);
         const char *ons = kube_get_str(o, "metadata", "namespace", (char *) NULL);
         const char *name = kube_get_str(o, "metadata", "name", (char *) NULL);

@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 #include <pthread.h>
 
@@ -30,6 +31,15 @@ fclosep(FILE **f)
 {
     if (*f)
         (void) fclose(*f);
+}
+
+/* Frees a string that held a secret (a token, a key), wiped first. */
+static inline void
+wipe_free(char *s)
+{
+    if (s)
+        explicit_bzero(s, strlen(s));
+    free(s);
 }
 
 static inline void

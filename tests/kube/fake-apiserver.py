@@ -680,6 +680,13 @@ def age_seconds(obj):
     return (datetime.datetime.now(datetime.timezone.utc) - created).total_seconds()
 
 
+def disk_claim(v):
+    """The claim of a VM volume that is a disk on a claim (PVC or
+    DataVolume, whose PVC has its name), or None."""
+    return (v.get("persistentVolumeClaim") or {}).get("claimName") or \
+        (v.get("dataVolume") or {}).get("name")
+
+
 def vm_volumes(vm):
     return (((vm.get("spec") or {}).get("template") or {}).get("spec") or {}).get("volumes") or []
 
@@ -861,26 +868,24 @@ class KubeVirt:
                     self.cbt_vmis[(ns, name)] = "Initializing" if self.backup_gate else \
                         "IncrementalBackupFeatureGateDisabled"
                     if self.disks and self.backup_gate:
-                        for v in vm_volumes(vm):
-                            claim = (v.get("persistentVolumeClaim") or {}).get("claimName") or \
-                                    (v.get("dataVolume") or {}).get("name")
-                            if claim:
-                                self.disks.tracking(ns, claim)
+                        self.cbt_disks(vm, True)
                 vmi = self.s.get(R["virtualmachineinstances"], ns, name)
             elif not run and vmi is not None:
                 self.s.delete(R["virtualmachineinstances"], ns, name)
                 with self.glock:
                     self.guests.pop((ns, name), None)
                 if self.cbt_vmis.pop((ns, name), None) and self.disks:
-                    for v in vm_volumes(vm):
-                        claim = (v.get("persistentVolumeClaim") or {}).get("claimName") or \
-                                (v.get("dataVolume") or {}).get("name")
-                        if claim:
-                            self.disks.tracking(ns, claim, on=False)
+                    self.cbt_disks(vm, False)
                 vmi = None
             if vmi is not None:
                 self.reconcile_vmi(vm, vmi)
             self.vm_status(vm, vmi, self.volume_snapshot_statuses(vm, pvcs))
+
+    def cbt_disks(self, vm, on):
+        """The VM's disks are tracked from its start (on) to its stop."""
+        for v in vm_volumes(vm):
+            if disk_claim(v):
+                self.disks.tracking(vm["metadata"]["namespace"], disk_claim(v), on=on)
 
     def cbt_selected(self, vm):
         """changedBlockTrackingLabelSelectors as the e2e suite sets them:
@@ -960,8 +965,7 @@ class KubeVirt:
                 st.pop("changedBlockTracking", None)
             vols = []
             for v in o.get("spec", {}).get("volumes", []):
-                claim = (v.get("persistentVolumeClaim") or {}).get("claimName") or \
-                        (v.get("dataVolume") or {}).get("name")
+                claim = disk_claim(v)
                 pvc = self.s.get(R["persistentvolumeclaims"], ns, claim) if claim else None
                 entry = {"name": v["name"], "target": ""}
                 if pvc:
@@ -1477,8 +1481,7 @@ class KubeVirt:
                 reason = "VMNotFound"
             else:
                 for v in vm["spec"].get("template", {}).get("spec", {}).get("volumes", []):
-                    claim = (v.get("persistentVolumeClaim") or {}).get("claimName") or \
-                            (v.get("dataVolume") or {}).get("name")
+                    claim = disk_claim(v)
                     if claim:
                         served.append((claim, claim))
                 vmi = self.s.get(R["virtualmachineinstances"], ns, sname)
@@ -3085,15 +3088,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                             self.server.store.get(R["virtualmachineexports"], ns,
                                                                   name) is None):
             return self.send_raw(err[0], err[1], "text/plain; charset=utf-8")
-        want = kv.export_token(ns, name)
-        got = self.headers.get("x-kubevirt-export-token")
-        if got is None:
-            got = q.get("x-kubevirt-export-token")
-        if want is None or got is None or not secrets.compare_digest(got.encode(), want):
+        if not self.export_token_ok(kv, ns, name, q):
             return self.send_raw(401, b"", None)
         if err:
             return self.send_raw(err[0], err[1], "text/plain; charset=utf-8")
         return self.serve_content(path)
+
+    def export_token_ok(self, kv, ns, name, q):
+        """The export's token, in the header or the query, exact bytes."""
+        want = kv.export_token(ns, name)
+        got = self.headers.get("x-kubevirt-export-token")
+        if got is None:
+            got = q.get("x-kubevirt-export-token")
+        return want is not None and got is not None and secrets.compare_digest(got.encode(), want)
 
     def handle_backup_export(self, kv, ns, name, vol, what, q):
         """A pull-mode backup's map and data endpoints (kubevirt-api.md
@@ -3104,11 +3111,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.send_raw(404, b"", "text/plain; charset=utf-8")
         if (x.get("status") or {}).get("phase") != "Ready":
             return self.send_raw(503, b"export not ready\n", "text/plain; charset=utf-8")
-        want = kv.export_token(ns, name)
-        got = self.headers.get("x-kubevirt-export-token")
-        if got is None:
-            got = q.get("x-kubevirt-export-token")
-        if want is None or got is None or not secrets.compare_digest(got.encode(), want):
+        if not self.export_token_ok(kv, ns, name, q):
             return self.send_raw(401, b"", None)
         if self.command != "GET":
             return self.send_raw(405, b"", None)

@@ -242,6 +242,20 @@ mkdir "$L/snapshots/s1" || fail "mkdir of a new s1"
 [ ! -e "$L/snapshots/s3/changes" ] || fail "s3 builds on a new snapshot of its base's name"
 grep -q 'deleted by another tool' "$L/snapshots/s3/status.json" || fail "s3: $(cat "$L/snapshots/s3/status.json")"
 
+# the API server goes away for 2 s (a restart) as a mkdir begins: its
+# requests are tried again, the chain goes on (from the new s1) and is
+# right, no guest stays frozen (and below: no backup, no Secret is left)
+gw larry $((7 * MiB)) "$(rnd 65536)"
+expect_log "the watch of .* failed|cannot list .*: .*trying again"
+kube_api POST /fake/outage '{"seconds": 2}' >/dev/null
+mkdir "$L/snapshots/s6" || fail "mkdir across an outage: $(tail -n 3 "$L/events")"
+[ "$(cat "$L/snapshots/s6/changes/base")" = s1 ] || fail "s6 after the outage: $(cat "$L/snapshots/s6/status.json")"
+for s in s1 s6; do
+    cp "$L/snapshots/$s/volumes/root.img" "$wd/$s.img" || fail "cp of $s"
+done
+check_chain s1 s6
+wait_until 20 eval '[ "$(frozen larry)" = False ]' || fail "larry stays frozen after the outage"
+
 # nothing left behind, no token in the log
 [ -z "$(k -n prod get vmbackup -o name)" ] || fail "backups left: $(k -n prod get vmbackup -o name)"
 [ -z "$(k -n prod get secret -o name | grep vmsnapfs-backup-token)" ] || fail "token Secrets left"

@@ -15,6 +15,8 @@ packages=(
     # tests; tests/fuzz: clang, its libFuzzer and sanitizer runtimes
     # (libclang-rt-14-dev, only recommended by clang), llvm-symbolizer (llvm)
     man-db procps util-linux python3 clang libclang-rt-14-dev llvm
+    # systemd-analyze verify and systemd-escape check the units (no systemd runs)
+    systemd
     # the fake Kubernetes API server (tests/kube) and what checks it;
     # nghttpx puts HTTP/2 in front of it (the fake speaks HTTP/1.1)
     openssl curl nghttp2-proxy

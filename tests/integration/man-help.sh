@@ -47,4 +47,23 @@ if [ -x "$VMSNAP_APPLY" ]; then
         grep -q -- "$f" <<<"$help" || fail "vmsnap-apply --help lacks $f"
     done
 fi
+
+# vmsnap-rotate: the same, both ways
+: "${VMSNAP_ROTATE:=$srcdir/build/tools/vmsnap-rotate}"
+[ -x "$VMSNAP_ROTATE" ] || fail "no vmsnap-rotate at $VMSNAP_ROTATE"
+page=$(workdir)/vmsnap-rotate.1
+scdoc <"$srcdir/tools/vmsnap-rotate.1.scd" >"$page"
+text=$(MANWIDTH=200 man -l "$page" 2>/dev/null)
+help=$("$VMSNAP_ROTATE" --help)
+flags=$(sed -n '/^Options:/,/^$/p' <<<"$help" | grep -oE -- '(^| )-[a-zA-Z],|--[a-z-]+' | tr -d ' ,' | sort -u)
+[ "$(wc -l <<<"$flags")" -ge 14 ] || fail "could not read vmsnap-rotate --help: $flags"
+for f in $flags; do
+    grep -qE -- "(^|[ ,])$f([ ,]|$)" <<<"$text" || fail "vmsnap-rotate's page lacks $f"
+done
+man_flags=$(sed -n '/^OPTIONS/,/^PRUNE RULES/p' <<<"$text" | grep -oE -- '(^ +|, )-[a-zA-Z]\b|--[a-z-]+' |
+    tr -d ' ,' | sort -u)
+[ "$(wc -l <<<"$man_flags")" -ge 14 ] || fail "could not read vmsnap-rotate's OPTIONS: $man_flags"
+for f in $man_flags; do
+    grep -qE -- "(^|[ ,])$f([ ,=]|$)" <<<"$help" || fail "vmsnap-rotate --help lacks $f"
+done
 echo "PASS: $testname"

@@ -94,6 +94,7 @@ snapshot_info_free(struct snapshot_info *s)
     volumes_free(s->volumes, s->n_volumes);
     strv_free(s->excluded);
     strv_free(s->resources);
+    free(s->sums);
     free(s);
 }
 

@@ -118,6 +118,8 @@ struct snapshot_info {
     char **resources;           /* KubeVirt: "apiGroup kind namespace name" */
     uint64_t freeze_window_ms;  /* freeze to thaw, where measured */
     bool has_freeze_window;
+    char *sums;                 /* the record of its SHA256SUMS kept with it
+                                   (sums.h), or NULL */
 };
 
 /* What a changing op did, or why it failed: for the events file. */
@@ -232,6 +234,11 @@ struct backend_ops {
     int (*changes_open)(void *h, const struct vm_ref *vm, const char *snap,
                         const char *vol, struct volume_view **ret,
                         struct change_map **ret_map);
+    /* Keeps record (sums.h: a snapshot's SHA256SUMS) with snapshot snap,
+     * where snapshot_list finds it (snapshot_info.sums) from then on, for
+     * every mount; -EBUSY: not now (an operation on the VM runs). */
+    int (*snapshot_set_sums)(void *h, const struct vm_ref *vm, const char *snap,
+                             const char *record);
 };
 
 /* The backend for a SOURCE ("qemu:///system", "kubevirt://ctx", ...), or

@@ -24,6 +24,7 @@ struct model {
     struct hashmap *names;        /* ns -> struct names_entry (model-cache.c) */
     char **namespaces;            /* sorted, namespaced backends */
     struct hashmap *restores;     /* "ns/vm" -> struct restore_status */
+    struct sums *sums;            /* SHA256SUMS (NULL: no_checksums) */
 };
 
 /* "ns/name": the key of a VM (allocated; NULL on -ENOMEM). */

@@ -14,6 +14,7 @@
 #include "hashmap.h"
 #include "log.h"
 #include "model-private.h"
+#include "sums.h"
 
 static void restore_status_free(void *p);
 
@@ -148,6 +149,10 @@ model_open_ops(const struct backend_ops *ops, const char *source,
         model_close(m);
         return r;
     }
+    if (o && !o->no_checksums && !(m->sums = sums_new(m))) {
+        model_close(m);
+        return -ENOMEM;
+    }
     log_debug("opened '%s' with the %s backend", source, ops->name);
     *ret = m;
     return 0;
@@ -158,6 +163,7 @@ model_close(struct model *m)
 {
     if (!m)
         return;
+    sums_free(m->sums);             /* its worker uses the backend */
     cache_wait_fetches(m);          /* they use the backend */
     if (m->h)
         m->ops->close(m->h);       /* stops the event thread first */
@@ -239,6 +245,8 @@ model_snapshot_create(struct model *m, const char *ns, const char *vm,
         changed_here(m, ns, vm, false);
         tell(m, ns, vm, VM_CHANGE_STATE | VM_CHANGE_DEFINITION | VM_CHANGE_SNAPSHOTS);
     }
+    if (r >= 0)
+        sums_snapshot_made(m->sums, ref.ns, vm, snap);
     return events_add(m->events, ns, vm, "snapshot", snap, r, "%s",
                       rep.text[0] ? rep.text : r < 0 ? strerror(-r) : "done");
 }
@@ -261,6 +269,8 @@ model_snapshot_delete(struct model *m, const char *ns, const char *vm,
         changed_here(m, ns, vm, false);
         tell(m, ns, vm, VM_CHANGE_STATE | VM_CHANGE_DEFINITION | VM_CHANGE_SNAPSHOTS);
     }
+    if (r >= 0)
+        sums_snapshot_gone(m->sums, ref.ns, vm, snap);
     return events_add(m->events, ns, vm, "delete-snapshot", snap, r, "%s",
                       rep.text[0] ? rep.text : r < 0 ? strerror(-r) : "done");
 }
@@ -271,9 +281,15 @@ model_volume_open(struct model *m, const char *ns, const char *vm,
 {
     struct vm_ref ref = { .ns = ns ? ns : "", .name = vm };
 
+    _cleanup_free_ char *path = NULL;
+    int r;
+
     if (!m->ops->volume_open)
         return -ENOTSUP;
-    return m->ops->volume_open(m->h, &ref, snap, vol, ret);
+    r = m->ops->volume_open(m->h, &ref, snap, vol, ret);
+    if (r >= 0 && snap && m->sums && asprintf(&path, "volumes/%s.img", vol) >= 0)
+        *ret = sums_tap(m->sums, ref.ns, vm, snap, path, *ret);
+    return r;
 }
 
 int
@@ -295,9 +311,32 @@ model_changes_open(struct model *m, const char *ns, const char *vm, const char *
 {
     struct vm_ref ref = { .ns = ns ? ns : "", .name = vm };
 
+    _cleanup_free_ char *path = NULL;
+    int r;
+
     if (!m->ops->changes_open)
         return -ENOTSUP;
-    return m->ops->changes_open(m->h, &ref, snap, vol, ret, ret_map);
+    r = m->ops->changes_open(m->h, &ref, snap, vol, ret, ret_map);
+    if (r >= 0 && ret && m->sums && asprintf(&path, "changes/%s.img", vol) >= 0)
+        *ret = sums_tap(m->sums, ref.ns, vm, snap, path, *ret);
+    return r;
+}
+
+int
+model_snapshot_set_sums(struct model *m, const char *ns, const char *vm, const char *snap,
+                        const char *record)
+{
+    struct vm_ref ref = { .ns = ns ? ns : "", .name = vm };
+
+    if (!m->ops->snapshot_set_sums)
+        return -ENOTSUP;
+    return m->ops->snapshot_set_sums(m->h, &ref, snap, record);
+}
+
+struct sums *
+model_sums(struct model *m)
+{
+    return m->sums;
 }
 
 static void

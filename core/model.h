@@ -116,6 +116,12 @@ int model_changes_base(struct model *m, const char *ns, const char *vm, const ch
 struct change_map;
 int model_changes_open(struct model *m, const char *ns, const char *vm, const char *snap,
                        const char *vol, struct volume_view **ret, struct change_map **ret_map);
+/* Keeps a snapshot's sums with it (backend_ops.snapshot_set_sums). */
+int model_snapshot_set_sums(struct model *m, const char *ns, const char *vm, const char *snap,
+                            const char *record);
+/* SHA256SUMS of snapshots (sums.h); NULL with -o no_checksums. */
+struct sums;
+struct sums *model_sums(struct model *m);
 /* st_size and the bytes holding data; cached VOLUME_USAGE_TTL_NS */
 int model_volume_usage(struct model *m, const char *ns, const char *vm,
                        const char *snap, const char *vol, uint64_t *ret_size,

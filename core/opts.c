@@ -110,6 +110,10 @@ opts_apply(struct vmsnapfs_opts *o, const char *opt)
         o->no_safety_snapshot = true;
         return 1;
     }
+    if (strcmp(opt, "no_checksums") == 0) {
+        o->no_checksums = true;
+        return 1;
+    }
     if (strcmp(opt, "allow_other") == 0) {
         o->allow_other = true;
         return 0;                   /* FUSE needs it too */
@@ -117,7 +121,7 @@ opts_apply(struct vmsnapfs_opts *o, const char *opt)
     /* a key of ours without a value, or with one where none is taken */
     if (strcmp(opt, "failure_deadline") == 0 || strcmp(opt, "consistency") == 0 ||
         strcmp(opt, "admin_group") == 0 || strcmp(opt, "export_link") == 0 ||
-        value_of(opt, "no_safety_snapshot"))
+        value_of(opt, "no_safety_snapshot") || value_of(opt, "no_checksums"))
         return -EINVAL;
     return 0;
 }

@@ -26,6 +26,7 @@ struct vmsnapfs_opts {
     enum export_link export_link;
     char *admin_group;              /* NULL: root only */
     bool no_safety_snapshot;
+    bool no_checksums;              /* no snapshots/S/SHA256SUMS */
     bool allow_other;
 };
 

@@ -8,6 +8,7 @@
 
 #include "clock.h"
 #include "snapshot-json.h"
+#include "sums.h"
 
 static json_object *
 strv_json(char *const *v)
@@ -21,7 +22,7 @@ strv_json(char *const *v)
 char *
 snapshot_status_json(const char *ns, const char *vm,
                      const struct snapshot_info *s, const char *changes_base,
-                     const char *changes_why)
+                     const char *changes_why, const struct sums_status *sums)
 {
     json_object *o = json_object_new_object();
     json_object *ind = json_object_new_array();
@@ -75,6 +76,26 @@ snapshot_status_json(const char *ns, const char *vm,
         }
     }
 
+    if (sums) {
+        json_object *c = json_object_new_object();
+        if (c) {
+            json_object_object_add(c, "state", json_object_new_string(
+                                                   sums_state_to_string(sums->state)));
+            json_object_object_add(c, "stored", json_object_new_boolean(sums->stored));
+            if (sums->state == SUMS_STATE_FAILED)
+                json_object_object_add(c, "error", json_object_new_string(sums->error));
+            json_object_object_add(o, "checksums", c);
+        }
+        if (sums->state == SUMS_STATE_COMPUTING || sums->state == SUMS_STATE_QUEUED) {
+            json_object *p = json_object_new_object();
+            if (p) {
+                json_object_object_add(p, "done", json_object_new_int64((int64_t) sums->done));
+                json_object_object_add(p, "total", json_object_new_int64((int64_t) sums->total));
+                json_object_object_add(o, "progress", p);
+            }
+        }
+    }
+
     const char *text = json_object_to_json_string_ext(
         o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE);
     if (text && asprintf(&out, "%s\n", text) < 0)
@@ -104,6 +125,13 @@ snapshot_meta_encode(const struct snapshot_meta *m)
     json_object_object_add(o, "excluded", strv_json(m->excluded));
     if (m->have_freeze)
         json_object_object_add(o, "freezeWindowMs", json_object_new_int64((int64_t) m->freeze_ms));
+    if (m->sums) {
+        json_object *sums = json_tokener_parse(m->sums);
+        if (sums && json_object_is_type(sums, json_type_object))
+            json_object_object_add(o, "sha256", sums);
+        else
+            json_object_put(sums);
+    }
     const char *text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
     if (text && asprintf(&out, META_PREFIX "%s", text) < 0)
         out = NULL;
@@ -150,7 +178,20 @@ snapshot_meta_decode(const char *text, struct snapshot_meta *ret)
         m.freeze_ms = (uint64_t) json_object_get_int64(v);
         m.have_freeze = true;
     }
+    if (json_object_object_get_ex(o, "sha256", &v) && json_object_is_type(v, json_type_object))
+        m.sums = strdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
     json_object_put(o);
     *ret = m;
     return 0;
+}
+
+void
+snapshot_meta_clear(struct snapshot_meta *m)
+{
+    for (size_t i = 0; m->excluded && m->excluded[i]; i++)
+        free(m->excluded[i]);
+    free(m->excluded);
+    free(m->sums);
+    m->excluded = NULL;
+    m->sums = NULL;
 }

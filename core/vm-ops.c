@@ -20,7 +20,14 @@ struct vm_op {
     char *snap;             /* the snapshot it makes (InProgress) or NULL */
     time_t started;
     int lock_fd;            /* the host-wide lock, flock'd (-1: none) */
-    bool disks;             /* no view of the VM may open meanwhile */
+    unsigned flags;         /* VM_OP_DISKS, VM_OP_LIVE_DISKS */
+};
+
+/* The open views of one key. */
+struct view_counts {
+    unsigned live;          /* of the VM's own disks */
+    unsigned snap;          /* of snapshots */
+    struct vm_view *background;     /* list: views a disk operation ends */
 };
 
 /* A copy that just ended: close(2) has returned, but the kernel tells the
@@ -33,13 +40,21 @@ struct vm_ops {
     pthread_mutex_t lock;   /* ops, views */
     pthread_cond_t views_left;
     struct hashmap *ops;    /* key -> struct vm_op */
-    struct hashmap *views;  /* key -> open views (count) */
+    struct hashmap *views;  /* key -> struct view_counts */
 };
 
 struct vm_view {
     struct vm_ops *o;
+    unsigned flags;         /* VM_VIEW_* */
+    bool background;
+    int cancelled;          /* background: a disk operation waits (atomic) */
+    struct vm_view *prev, *next;    /* background: the key's list */
     char key[];
 };
+
+/* Views entered on this thread are background ones (vm_view_background). */
+static __thread bool tls_background;
+static __thread struct vm_view *tls_last_background;
 
 static void
 op_free(void *p)
@@ -81,7 +96,7 @@ vm_ops_free(struct vm_ops *o)
     if (!o)
         return;
     hashmap_free(o->ops, op_free);
-    hashmap_free(o->views, NULL);   /* views end before the backend */
+    hashmap_free(o->views, free);   /* views end before the backend */
     pthread_cond_destroy(&o->views_left);
     pthread_mutex_destroy(&o->lock);
     free(o);
@@ -112,6 +127,28 @@ host_lock(const char *key)
     return r;
 }
 
+/* Do the views of c keep an operation with flags out? */
+static bool
+views_block(const struct view_counts *c, unsigned flags)
+{
+    if (!c)
+        return false;
+    if (flags & VM_OP_DISKS)
+        return c->live || c->snap;
+    return (flags & VM_OP_LIVE_DISKS) && c->live;
+}
+
+/* Do c's background views stand in an operation's way (they end)? */
+static bool
+background_blocks(const struct view_counts *c, unsigned flags)
+{
+    for (const struct vm_view *v = c ? c->background : NULL; v; v = v->next)
+        if ((flags & VM_OP_DISKS) ||
+            ((flags & VM_OP_LIVE_DISKS) && !(v->flags & VM_VIEW_SNAPSHOT)))
+            return true;
+    return false;
+}
+
 int
 vm_op_begin(struct vm_ops *o, const char *key, const char *snap, unsigned flags)
 {
@@ -124,17 +161,17 @@ vm_op_begin(struct vm_ops *o, const char *key, const char *snap, unsigned flags)
         return -ENOMEM;
     }
     op->started = time(NULL);
-    op->disks = flags & VM_OP_DISKS;
+    op->flags = flags;
     LOCK_FOR_SCOPE(&o->lock);
-    if (op->disks && !hashmap_get(o->ops, key) && hashmap_get(o->views, key)) {
+    if (!hashmap_get(o->ops, key) && views_block(hashmap_get(o->views, key), flags)) {
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);
         until.tv_sec += VIEW_CLOSE_WAIT_S;
-        while (hashmap_get(o->views, key) && !hashmap_get(o->ops, key) &&
+        while (views_block(hashmap_get(o->views, key), flags) && !hashmap_get(o->ops, key) &&
                pthread_cond_timedwait(&o->views_left, &o->lock, &until) == 0)
             ;
     }
-    if (hashmap_get(o->ops, key) || (op->disks && hashmap_get(o->views, key))) {
+    if (hashmap_get(o->ops, key) || views_block(hashmap_get(o->views, key), flags)) {
         op_free(op);
         return -EBUSY;
     }
@@ -147,6 +184,16 @@ vm_op_begin(struct vm_ops *o, const char *key, const char *snap, unsigned flags)
     if (hashmap_put(o->ops, key, op, NULL) < 0) {
         op_free(op);
         return -ENOMEM;
+    }
+    /* background views (checksums) give way: they are told, and stop at
+     * their next step; the operation waits for them, never EBUSY */
+    struct view_counts *c = hashmap_get(o->views, key);
+    if (background_blocks(c, flags)) {
+        for (struct vm_view *v = c->background; v; v = v->next)
+            if ((flags & VM_OP_DISKS) || !(v->flags & VM_VIEW_SNAPSHOT))
+                __atomic_store_n(&v->cancelled, 1, __ATOMIC_RELEASE);
+        while ((c = hashmap_get(o->views, key)) && background_blocks(c, flags))
+            pthread_cond_wait(&o->views_left, &o->lock);
     }
     return 0;
 }
@@ -188,25 +235,46 @@ vm_op_refusal(int r)
 }
 
 int
-vm_view_enter(struct vm_ops *o, const char *key, struct vm_view **ret)
+vm_view_enter(struct vm_ops *o, const char *key, unsigned flags, struct vm_view **ret)
 {
     struct vm_view *v = calloc(1, sizeof *v + strlen(key) + 1);
 
     if (!v)
         return -ENOMEM;
     v->o = o;
+    v->flags = flags;
+    v->background = tls_background;
     strcpy(v->key, key);
     LOCK_FOR_SCOPE(&o->lock);
     struct vm_op *op = hashmap_get(o->ops, key);
-    if (op && op->disks) {
+    if (op && ((op->flags & VM_OP_DISKS) ||
+               ((op->flags & VM_OP_LIVE_DISKS) && !(flags & VM_VIEW_SNAPSHOT)))) {
+        bool quiet = v->background;     /* it tries again later */
         free(v);
+        if (quiet)
+            return -EBUSY;
         return log_error_errno(-EBUSY, "'%s': an operation changes its disks right now: "
                                "no volume opens meanwhile", key);
     }
-    uintptr_t n = (uintptr_t) hashmap_get(o->views, key);
-    if (hashmap_put(o->views, key, (void *) (n + 1), NULL) < 0) {
-        free(v);
-        return -ENOMEM;
+    struct view_counts *c = hashmap_get(o->views, key);
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c || hashmap_put(o->views, key, c, NULL) < 0) {
+            free(c);
+            free(v);
+            return -ENOMEM;
+        }
+    }
+    if (v->background) {
+        v->next = c->background;
+        if (v->next)
+            v->next->prev = v;
+        c->background = v;
+        tls_last_background = v;
+    } else if (flags & VM_VIEW_SNAPSHOT) {
+        c->snap++;
+    } else {
+        c->live++;
     }
     *ret = v;
     return 0;
@@ -219,13 +287,43 @@ vm_view_leave(struct vm_view *v)
         return;
     {
         LOCK_FOR_SCOPE(&v->o->lock);
-        uintptr_t n = (uintptr_t) hashmap_get(v->o->views, v->key);
-        if (n <= 1) {
-            hashmap_remove(v->o->views, v->key);
-            pthread_cond_broadcast(&v->o->views_left);
-        } else {
-            hashmap_put(v->o->views, v->key, (void *) (n - 1), NULL);
+        struct view_counts *c = hashmap_get(v->o->views, v->key);
+        if (c) {
+            if (v->background) {
+                if (v->prev)
+                    v->prev->next = v->next;
+                else
+                    c->background = v->next;
+                if (v->next)
+                    v->next->prev = v->prev;
+            } else if (v->flags & VM_VIEW_SNAPSHOT) {
+                c->snap--;
+            } else {
+                c->live--;
+            }
+            if (!c->live && !c->snap && !c->background)
+                free(hashmap_remove(v->o->views, v->key));
         }
+        pthread_cond_broadcast(&v->o->views_left);
     }
     free(v);
+}
+
+void
+vm_view_background(bool on)
+{
+    tls_background = on;
+    tls_last_background = NULL;
+}
+
+struct vm_view *
+vm_view_last_background(void)
+{
+    return tls_last_background;
+}
+
+bool
+vm_view_cancelled(const struct vm_view *v)
+{
+    return __atomic_load_n(&v->cancelled, __ATOMIC_ACQUIRE);
 }

@@ -26,6 +26,13 @@ void vm_ops_free(struct vm_ops *o);
 
 enum vm_op_flags {
     VM_OP_DISKS = 1 << 0,     /* changes the disks: no view may be open */
+    VM_OP_LIVE_DISKS = 1 << 1, /* changes the VM's own disks only (a new
+                                 snapshot's overlays): views of snapshots
+                                 stay open meanwhile */
+};
+
+enum vm_view_flags {
+    VM_VIEW_SNAPSHOT = 1 << 0,  /* a view of a snapshot (else: the VM's disks) */
 };
 
 /* -EBUSY if an operation runs on key here or in another daemon of the host
@@ -43,5 +50,15 @@ const char *vm_op_refusal(int r);
 
 /* One more open view of key: -EBUSY while an operation that changes its
  * disks runs. vm_view_leave() when the view closes. */
-int vm_view_enter(struct vm_ops *o, const char *key, struct vm_view **ret);
+int vm_view_enter(struct vm_ops *o, const char *key, unsigned flags, struct vm_view **ret);
 void vm_view_leave(struct vm_view *v);
+
+/* Background views (checksums): views entered on this thread between
+ * vm_view_background(true) and (false) never make an operation EBUSY.
+ * An operation on the disks tells them instead (vm_view_cancelled()) and
+ * waits until they are closed, which their reader does at its next step.
+ * vm_view_last_background(): the last one this thread entered (or NULL),
+ * valid until that view is closed. */
+void vm_view_background(bool on);
+struct vm_view *vm_view_last_background(void);
+bool vm_view_cancelled(const struct vm_view *v);

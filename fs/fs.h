@@ -47,6 +47,7 @@ enum node_kind {
     NODE_SNAP_CLONE,
     NODE_SNAP_VOLUMES,
     NODE_SNAP_VOLUME,
+    NODE_SNAP_SUMS,         /* SHA256SUMS */
     NODE_SNAP_CHANGES,      /* changes/: since the snapshot before */
     NODE_CHANGES_BASE,
     NODE_CHANGES_VOLUME,    /* NAME.img */
@@ -101,6 +102,7 @@ struct open_file {
     size_t len;
     struct volume_view *view;   /* volumes: the point-in-time view */
     struct control_line *line;  /* control files opened for writing */
+    bool sums;                  /* SHA256SUMS: reads wait for the sums */
     struct open_file *prev, *next;  /* volumes: fs->open_views */
     unsigned refs;          /* volumes: the open, and each read running */
     /* volumes, volume-read.c: filling the kernel's cache ahead */

@@ -63,6 +63,7 @@ usage(FILE *f)
 "                          checked by the kernel: default_permissions)\n"
 "  admin_group=GROUP       the group that may read data and make changes\n"
 "  no_safety_snapshot      no pre-restore snapshot before a restore\n"
+"  no_checksums            no snapshots/S/SHA256SUMS (nothing is hashed)\n"
 "  export_link=LINK        KubeVirt disks: auto (default: internal in the\n"
 "                          cluster, else external), internal or external\n"
 "  and the generic FUSE and mount options (ro, nosuid, nodev, ...)\n"

@@ -17,6 +17,7 @@
 #include "change-map.h"
 #include "cleanup.h"
 #include "fs.h"
+#include "sums.h"
 #include "log.h"
 #include "name.h"
 #include "restore.h"
@@ -407,6 +408,11 @@ fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
                        "cannot open the changes since the snapshot before (details in the log)");
         if (r == -ENOTSUP)
             r = -ENOENT;
+    } else if (n->kind == NODE_SNAP_SUMS) {
+        /* read: the sums, once they are there (sums_read) */
+        h->sums = true;
+        fi->direct_io = 1;
+        r = model_sums(fs->model) ? 0 : -ENOENT;
     } else {
         r = render_node(fs, n, &h->buf, &h->len);
         fi->direct_io = 1;   /* content may change size between opens */
@@ -432,6 +438,87 @@ fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
 }
 
+/* ---- SHA256SUMS: a read waits for the sums --------------------------------
+ *
+ * The reply comes from the thread that finished them (or at once). A
+ * waiting read the reader gives up (a signal: INTERRUPT) is answered EINTR
+ * at once; the sums' answer then finds it gone from the list. The list
+ * only ever compares the interrupt's pointer, never follows it. */
+
+struct sums_read {
+    fuse_req_t req;
+    size_t size;
+    off_t off;
+    struct sums_read *next;
+};
+
+static pthread_mutex_t sums_reads_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sums_read *sums_reads;
+
+/* Takes sr out of the list: whether it was there (the caller answers). */
+static bool
+sums_read_take(struct sums_read *sr)
+{
+    LOCK_FOR_SCOPE(&sums_reads_lock);
+    for (struct sums_read **p = &sums_reads; *p; p = &(*p)->next)
+        if (*p == sr) {
+            *p = sr->next;
+            return true;
+        }
+    return false;
+}
+
+static void
+sums_read_interrupted(fuse_req_t req, void *data)
+{
+    if (sums_read_take(data))
+        fuse_reply_err(req, EINTR);
+}
+
+static void
+sums_read_done(void *opaque, int r, const char *text, size_t len)
+{
+    struct sums_read *sr = opaque;
+
+    if (!sums_read_take(sr)) {
+        free(sr);       /* interrupted: answered */
+        return;
+    }
+    if (r == -ESHUTDOWN) {
+        free(sr);       /* the session ends: nobody to answer */
+        return;
+    }
+    if (r < 0)
+        fuse_reply_err(sr->req, r == -ENOENT ? ENOENT : EIO);
+    else if (sr->off < 0 || (size_t) sr->off >= len)
+        fuse_reply_buf(sr->req, NULL, 0);
+    else
+        fuse_reply_buf(sr->req, text + sr->off,
+                       sr->size < len - (size_t) sr->off ? sr->size : len - (size_t) sr->off);
+    free(sr);
+}
+
+static void
+sums_read(fuse_req_t req, struct fs *fs, const struct fs_node *n, size_t size, off_t off)
+{
+    struct sums_read *sr = calloc(1, sizeof *sr);
+
+    if (!sr)
+        return (void) fuse_reply_err(req, ENOMEM);
+    *sr = (struct sums_read) { req, size, off, NULL };
+    {
+        LOCK_FOR_SCOPE(&sums_reads_lock);
+        sr->next = sums_reads;
+        sums_reads = sr;
+    }
+    fuse_req_interrupt_func(req, sums_read_interrupted, sr);
+    if (sums_wait(model_sums(fs->model), n->ns, n->vm, n->snap, sums_read_done, sr) < 0) {
+        if (sums_read_take(sr))
+            fuse_reply_err(req, ENOMEM);
+        free(sr);
+    }
+}
+
 static void
 fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         struct fuse_file_info *fi)
@@ -444,6 +531,8 @@ fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         volume_read(req, fs, ino, n, open_file_get(h), size, off);
         return open_file_put(h);
     }
+    if (h->sums)
+        return sums_read(req, fs, n, size, off);
     if (off < 0 || (size_t) off >= h->len)
         return (void) fuse_reply_buf(req, NULL, 0);
     if (size > h->len - (size_t) off)

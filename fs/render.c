@@ -13,6 +13,7 @@
 #include "fs.h"
 #include "log.h"
 #include "snapshot-json.h"
+#include "sums.h"
 
 static int
 line(FILE *f, const char *s)
@@ -102,7 +103,11 @@ render_snapshot(struct fs *fs, const struct fs_node *n, FILE *f)
             : c == -ENOTSUP ? "this backend keeps no changes between snapshots yet"
             : c == -ENOENT ? "no older snapshot that this one builds on"
             : "the changes could not be read (details in the log)";
-        _cleanup_free_ char *json = snapshot_status_json(n->ns, n->vm, s, base, why);
+        struct sums_status sums;
+        bool have_sums = model_sums(fs->model) &&
+                         sums_status(model_sums(fs->model), n->ns, n->vm, n->snap, &sums) >= 0;
+        _cleanup_free_ char *json = snapshot_status_json(n->ns, n->vm, s, base, why,
+                                                         have_sums ? &sums : NULL);
         r = json ? document(f, json) : -ENOMEM;
         break;
     }

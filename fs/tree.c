@@ -12,6 +12,7 @@
 #include "change-map.h"
 #include "cleanup.h"
 #include "fs.h"
+#include "sums.h"
 #include "log.h"
 
 /* How long the kernel may cache names and attributes. What events report
@@ -47,6 +48,7 @@ static const struct fixed snapshot_children[] = {
     { "volumes", NODE_SNAP_VOLUMES, false },
     { "status.json", NODE_SNAP_STATUS, false },
     { "clone", NODE_SNAP_CLONE, false },
+    { "SHA256SUMS", NODE_SNAP_SUMS, false },
 };
 
 const char *
@@ -106,6 +108,8 @@ fixed_children(enum node_kind k, size_t *ret_n)
 static bool
 fixed_shown(const struct fs *fs, const struct fixed *f)
 {
+    if (f->kind == NODE_SNAP_SUMS)
+        return model_sums(fs->model) != NULL;      /* not with no_checksums */
     return !f->kubevirt_only || model_namespaced(fs->model);
 }
 
@@ -515,6 +519,7 @@ mode_of(enum node_kind k)
     case NODE_SNAP_VOLUME:
     case NODE_CHANGES_VOLUME:
     case NODE_CHANGES_MAP:
+    case NODE_SNAP_SUMS:
         return S_IFREG | 0440;       /* data: root or admin_group */
     case NODE_VM_RESTORE:
     case NODE_SNAP_CLONE:
@@ -562,6 +567,14 @@ tree_stat(struct fs *fs, const struct fs_node *n, struct stat *st)
         }
         if (r == -ENOTSUP)
             r = -ENOENT;
+    } else if (n->kind == NODE_SNAP_SUMS) {
+        /* its size is known before the sums are (reading waits for them) */
+        int64_t len = model_sums(fs->model)
+                          ? sums_size(model_sums(fs->model), n->ns, n->vm, n->snap)
+                          : -ENOENT;
+        r = len < 0 ? (int) len : 0;
+        size = len < 0 ? 0 : (uint64_t) len;
+        st->st_blocks = (blkcnt_t) ((size + 511) / 512);
     } else if (tree_is_volume(n->kind)) {
         uint64_t allocated = 0;
         r = volume_usage(fs, n, &size, &allocated);

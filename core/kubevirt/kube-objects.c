@@ -505,6 +505,10 @@ kube_snapshot_info(struct json_object *snap, struct json_object *content,
                     &s->excluded);
     if (r >= 0)
         r = snapshot_volumes(snap, content, s);
+    const char *sums = kube_get_str(snap, "metadata", "annotations", KUBE_SUMS_ANNOTATION,
+                                    (char *) NULL);
+    if (r >= 0 && sums)
+        r = dup_str(sums, &s->sums);
     if (r < 0) {
         snapshot_info_free(s);
         return r;

@@ -52,6 +52,9 @@ bool kube_vmi_agent(struct json_object *vmi);
 
 /* vmi may be NULL (the VM does not run). */
 int kube_vm_info(struct json_object *vm, struct json_object *vmi, struct vm_info **ret);
+/* A VirtualMachineSnapshot's SHA256SUMS record (core/sums.h), kept by vmsnapfs. */
+#define KUBE_SUMS_ANNOTATION "vmsnapfs.io/sha256sums"
+
 /* content may be NULL (not made yet, or not readable). */
 int kube_snapshot_info(struct json_object *snap, struct json_object *content,
                        struct snapshot_info **ret);

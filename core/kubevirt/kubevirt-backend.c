@@ -833,6 +833,40 @@ kv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap, struct o
 }
 
 
+/* backend_ops.snapshot_set_sums: an annotation of the VirtualMachineSnapshot
+ * (a merge patch: nothing else of it changes; 404 if it is gone). */
+static int
+kv_snapshot_set_sums(void *h, const struct vm_ref *ref, const char *snap, const char *record)
+{
+    struct kv *kv = h;
+    _cleanup_free_ char *path = kv_snapshots_path(kv, ref->ns, snap), *body = NULL;
+    struct json_object *p = json_object_new_object(), *meta = json_object_new_object(),
+                       *ann = json_object_new_object();
+    struct kube_response resp;
+    char why[512] = "";
+
+    if (!path || !p || !meta || !ann) {
+        json_object_put(p);
+        json_object_put(meta);
+        json_object_put(ann);
+        return -ENOMEM;
+    }
+    json_object_object_add(ann, KUBE_SUMS_ANNOTATION, json_object_new_string(record));
+    json_object_object_add(meta, "annotations", ann);
+    json_object_object_add(p, "metadata", meta);
+    body = strdup(json_object_to_json_string_ext(p, JSON_C_TO_STRING_PLAIN));
+    json_object_put(p);
+    if (!body)
+        return -ENOMEM;
+    int r = kube_request(kv->client, "PATCH", path, body, "application/merge-patch+json",
+                         UINT64_C(20) * NSEC_PER_SEC, &resp, why, sizeof why);
+    kube_response_clear(&resp);
+    if (r < 0 && r != -ENOENT)
+        log_info("'%s/%s': snapshot '%s': cannot keep its sums: %s", ref->ns, ref->name, snap,
+                 why);
+    return r;
+}
+
 const struct backend_ops backend_kubevirt = {
     .name = "kubevirt",
     .namespaced = true,
@@ -850,4 +884,5 @@ const struct backend_ops backend_kubevirt = {
     .volume_open = kv_volume_open,
     .changes_base = kv_changes_base,
     .changes_open = kv_changes_open,
+    .snapshot_set_sums = kv_snapshot_set_sums,
 };

@@ -545,7 +545,7 @@ kv_volume_open(void *h, const struct vm_ref *ref, const char *snap, const char *
         return -ENOMEM;
     }
     *use = (struct use) { kv, strdup(ref->ns), strdup(ref->name), false, NULL, NULL, NULL };
-    r = use->ns && use->vm ? vm_view_enter(kv->ops, key, &use->view) : -ENOMEM;
+    r = use->ns && use->vm ? vm_view_enter(kv->ops, key, snap ? VM_VIEW_SNAPSHOT : 0, &use->view) : -ENOMEM;
     /* the VM's own disk: from its temporary snapshot if it runs (or if
      * another view reads one) */
     if (r >= 0 && !snap) {

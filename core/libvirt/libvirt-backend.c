@@ -525,6 +525,7 @@ const struct backend_ops backend_libvirt = {
     .snapshot_list = lv_snapshot_list,
     .snapshot_create = lv_snapshot_create,
     .snapshot_delete = lv_snapshot_delete,
+    .snapshot_set_sums = lv_snapshot_set_sums,
     .restore = lv_restore,
     .clone = lv_clone,
     .volume_open = lv_volume_open,

@@ -114,6 +114,9 @@ struct lv_vm {
 };
 int lv_vm_open(struct lv *lv, const char *name, struct lv_vm *ret, char *why, size_t size);
 int lv_vm_op(struct lv_vm *v, const char *snap, unsigned flags, char *why, size_t size);
+
+/* backend_ops.snapshot_set_sums: in the snapshot's description */
+int lv_snapshot_set_sums(void *h, const struct vm_ref *ref, const char *snap, const char *record);
 void lv_vm_close(struct lv_vm *v);
 
 /* libvirt-query.c: the ops that read */

@@ -172,7 +172,8 @@ snapshot_from_xml(const char *xml, const struct vm_info *now,
         s->indications = meta.indications;
         s->freeze_window_ms = meta.freeze_ms;
         s->has_freeze_window = meta.have_freeze;
-        strv_free(meta.excluded);   /* the XML's snapshot='no' disks say it */
+        s->sums = TAKE_PTR(meta.sums);
+        snapshot_meta_clear(&meta); /* the XML's snapshot='no' disks say which */
     } else if (x.state && strcmp(x.state, "shutoff") != 0) {
         s->indications |= 1u << INDICATION_ONLINE;     /* made elsewhere */
     }

@@ -133,41 +133,93 @@ snapshot_xml(const char *snap, const char *description, const struct plan_disk *
     return buf;
 }
 
-/* Sets the snapshot's description (the final metadata) by redefining it. */
-static void
+/* Sets the snapshot's description (the final metadata) by redefining it:
+ * 0, or -errno (logged). */
+static int
 set_description(virDomainPtr dom, virDomainSnapshotPtr snap, const char *desc)
 {
     _cleanup_free_ char *xml = virDomainSnapshotGetXMLDesc(snap, VIR_DOMAIN_SNAPSHOT_XML_SECURE);
     char *start, *end;
+    int r = 0;
 
-    if (!xml || !(start = strstr(xml, "<description>")) ||
-        !(end = strstr(start, "</description>"))) {
+    if (xml && (start = strstr(xml, "<description>")) && (end = strstr(start, "</description>"))) {
+        start += strlen("<description>");
+    } else if (xml && (start = strstr(xml, "</name>"))) {
+        start += strlen("</name>");     /* none yet: one after the name */
+        end = start;
+    } else {
         virResetLastError();
         log_warning("'%s': cannot update the description of snapshot '%s'",
                     virDomainGetName(dom), virDomainSnapshotGetName(snap));
-        return;
+        return -EIO;
     }
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (!f)
-        return;
-    fprintf(f, "%.*s<description>", (int) (start - xml), xml);
+        return -ENOMEM;
+    bool insert = start == end;
+    fprintf(f, "%.*s%s", (int) (start - xml), xml, insert ? "\n  <description>" : "");
     xml_attr(f, desc);
-    fprintf(f, "%s", end);
+    fprintf(f, "%s%s", insert ? "</description>" : "", end);
     if (fclose(f) != 0) {
         free(buf);
-        return;
+        return -ENOMEM;
     }
     virDomainSnapshotPtr s = virDomainSnapshotCreateXML(dom, buf,
                                                         VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE);
     if (!s) {
-        lv_errno("update the description of a snapshot of", virDomainGetName(dom));
+        r = lv_errno("update the description of a snapshot of", virDomainGetName(dom));
         virResetLastError();
     } else {
         virDomainSnapshotFree(s);
     }
     free(buf);
+    return r;
+}
+
+int
+lv_snapshot_set_sums(void *h, const struct vm_ref *ref, const char *snap, const char *record)
+{
+    _cleanup_(lv_vm_close) struct lv_vm v = { 0 };
+    char why[256];
+    int r = lv_vm_open(h, ref->name, &v, why, sizeof why);
+
+    if (r >= 0)
+        r = lv_vm_op(&v, NULL, 0, why, sizeof why);   /* no rmdir redefines it meanwhile */
+    if (r < 0)
+        return r;
+    _cleanup_(virDomainSnapshotFreep) virDomainSnapshotPtr s =
+        virDomainSnapshotLookupByName(v.dom, snap, 0);
+    if (!s) {
+        virResetLastError();
+        return -ENOENT;
+    }
+    _cleanup_free_ char *xml = virDomainSnapshotGetXMLDesc(s, VIR_DOMAIN_SNAPSHOT_XML_SECURE);
+    struct lv_xml_snapshot x;
+    if (!xml || lv_xml_snapshot_parse(xml, &x) < 0) {
+        virResetLastError();
+        return -EIO;
+    }
+    struct snapshot_meta meta = { 0 };
+    r = snapshot_meta_decode(x.description, &meta);
+    if (r == -ENOENT && x.description && *x.description) {
+        /* somebody's own words: not ours to replace */
+        lv_xml_snapshot_clear(&x);
+        return -ENOTSUP;
+    }
+    if (r == -ENOENT && x.state && strcmp(x.state, "shutoff") != 0)
+        meta.indications |= 1u << INDICATION_ONLINE;    /* as the listing says */
+    lv_xml_snapshot_clear(&x);
+    if (r < 0 && r != -ENOENT)
+        return -EIO;
+    free(meta.sums);
+    meta.sums = strdup(record);
+    _cleanup_free_ char *desc = meta.sums ? snapshot_meta_encode(&meta) : NULL;
+    snapshot_meta_clear(&meta);
+    if (!desc)
+        return -ENOMEM;
+    return set_description(v.dom, s, desc);
 }
 
 /* ---- create -------------------------------------------------------------- */
@@ -261,7 +313,7 @@ lv_snapshot_create(void *h, const struct vm_ref *ref, const char *snap,
     int r = lv_vm_open(h, ref->name, &v, rep->text, sizeof rep->text);
 
     if (r >= 0)
-        r = lv_vm_op(&v, snap, VM_OP_DISKS, rep->text, sizeof rep->text);
+        r = lv_vm_op(&v, snap, VM_OP_LIVE_DISKS, rep->text, sizeof rep->text);
     if (r < 0)
         return r;
     r = create_locked(h, v.dom, snap, o, rep, &handed_over);
@@ -558,7 +610,7 @@ create_finish(struct create *x)
         x->meta.have_freeze = true;
         _cleanup_free_ char *desc = snapshot_meta_encode(&x->meta);
         if (desc)
-            set_description(x->dom, x->made, desc);
+            (void) set_description(x->dom, x->made, desc);
     }
     if (deadline_passed(x->deadline)) {
         /* too late: undo all of it */

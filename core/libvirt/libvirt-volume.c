@@ -471,10 +471,10 @@ struct view_ref {
 };
 
 static int
-views_enter(struct lv *lv, const char *vm, struct view_ref **ret)
+views_enter(struct lv *lv, const char *vm, unsigned flags, struct view_ref **ret)
 {
     struct view_ref *v = calloc(1, sizeof *v);
-    int r = v ? vm_view_enter(lv->vmops, vm, &v->counted) : -ENOMEM;
+    int r = v ? vm_view_enter(lv->vmops, vm, flags, &v->counted) : -ENOMEM;
 
     if (r < 0) {
         free(v);
@@ -524,7 +524,7 @@ live_view_counted(struct lv *lv, virConnectPtr c, const struct vm_info *vm,
                   const struct volume *v, struct volume_view **ret)
 {
     struct live_counted *lc = calloc(1, sizeof *lc);
-    int r = lc ? views_enter(lv, vm->name, &lc->vr) : -ENOMEM;
+    int r = lc ? views_enter(lv, vm->name, 0, &lc->vr) : -ENOMEM;
 
     if (r < 0) {
         free(lc);
@@ -707,7 +707,7 @@ lv_changes_open(void *h, const struct vm_ref *ref, const char *snap, const char 
         return changes_map(lv, ref, snap, vol, ret_map);
     /* a view first: no rmdir merges a layer from here on (EBUSY), so the
      * base found below is the one the view shows */
-    int r = views_enter(lv, ref->name, &vr);
+    int r = views_enter(lv, ref->name, VM_VIEW_SNAPSHOT, &vr);
     if (r < 0)
         return r;
     r = changes_paths(lv, ref, snap, vol, &base, &path, &format, &base_layer);
@@ -778,7 +778,7 @@ lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
         if (r < 0)
             return r;
         struct view_ref *vr = NULL;
-        r = views_enter(lv, ref->name, &vr);
+        r = views_enter(lv, ref->name, VM_VIEW_SNAPSHOT, &vr);
         if (r < 0)
             return r;
         /* snapshot layers are immutable while a view is open (rmdir: EBUSY) */
@@ -803,7 +803,7 @@ lv_volume_open(void *h, const struct vm_ref *ref, const char *snap,
                             "running VM: no point-in-time view of it", vol, ref->name);
     else {
         struct view_ref *vr = NULL;
-        r = views_enter(lv, ref->name, &vr);
+        r = views_enter(lv, ref->name, 0, &vr);
         if (r >= 0 && !vm->running)
             snprintf(vr->uuid, sizeof vr->uuid, "%s", vm->uid);
         if (r >= 0)

@@ -162,6 +162,7 @@ fuzz_snapshot_meta(const char *text)
     FUZZ_CHECK(again.have_freeze == m.have_freeze);
     FUZZ_CHECK(!m.have_freeze || again.freeze_ms == m.freeze_ms);
     FUZZ_CHECK(strv_equal(again.excluded, m.excluded));
-    strv_free(m.excluded);
-    strv_free(again.excluded);
+    FUZZ_CHECK(!m.sums == !again.sums && (!m.sums || strcmp(m.sums, again.sums) == 0));
+    snapshot_meta_clear(&m);
+    snapshot_meta_clear(&again);
 }

@@ -3238,6 +3238,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         break
                     self.wfile.write(chunk)
                     n -= len(chunk)
+                    with self.server.count_lock:
+                        self.server.export_bytes += len(chunk)
             if len(ranges) == 1:
                 start, n = ranges[0]
                 self.send_response(206)
@@ -3361,6 +3363,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 srv.requests.clear()
                 srv.hosts.clear()
             return self.send_empty(200)
+        if parts == ["export-bytes"] and self.command == "GET":
+            # disk bytes the export servers sent (Range reads of volumes)
+            with srv.count_lock:
+                return self.send_json(200, {"bytes": srv.export_bytes})
         if parts == ["outage"] and self.command == "POST":
             # the API server goes away for a while (a restart): connections
             # are cut, watches end mid-stream, new requests get no answer
@@ -3886,6 +3892,7 @@ def main():
     srv.team_token, srv.team_ns = team_token, team_ns
     srv.bookmark_interval, srv.watch_max = a.bookmark_interval, a.watch_max
     srv.requests, srv.hosts, srv.count_lock, srv.fail_next = [], [], threading.Lock(), []
+    srv.export_bytes = 0
     srv.down_until = 0.0
     srv.kubevirt = KubeVirt(store, a.tick, os.path.join(a.dir, "data"))
     srv.kubevirt.ca_pem = open(a.dir + "/ca.crt").read()

@@ -67,7 +67,7 @@ test_status_json(void **state)
         .freeze_window_ms = 25, .has_freeze_window = true,
     };
     (void) state;
-    char *j = snapshot_status_json("", "larry", &s, "s0", NULL);
+    char *j = snapshot_status_json("", "larry", &s, "s0", NULL, NULL);
     assert_non_null(j);
     /* compare without white space (the layout is json-c's) */
     char *p = j, *q = j;
@@ -84,7 +84,7 @@ test_status_json(void **state)
     assert_null(strstr(j, "namespace"));
     assert_non_null(strstr(j, "\"changes\":{\"base\":\"s0\"}"));
     free(j);
-    j = snapshot_status_json("ns", "larry", &s, NULL, "no older snapshot");
+    j = snapshot_status_json("ns", "larry", &s, NULL, "no older snapshot", NULL);
     assert_non_null(strstr(j, "\"base\": null"));
     assert_non_null(strstr(j, "\"why\": \"no older snapshot\""));
     free(j);

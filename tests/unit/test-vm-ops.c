@@ -97,12 +97,12 @@ test_disks_and_views(void **s)
     struct vm_ops *o = *s;
     struct vm_view *v1 = NULL, *v2 = NULL, *v3 = NULL;
 
-    assert_int_equal(vm_view_enter(o, "a", &v1), 0);
-    assert_int_equal(vm_view_enter(o, "a", &v2), 0);
+    assert_int_equal(vm_view_enter(o, "a", 0, &v1), 0);
+    assert_int_equal(vm_view_enter(o, "a", 0, &v2), 0);
     /* a view is open: rmdir (disks) is refused, a clone (not disks) runs */
     assert_int_equal(vm_op_begin(o, "a", NULL, VM_OP_DISKS), -EBUSY);
     assert_int_equal(vm_op_begin(o, "a", NULL, 0), 0);
-    assert_int_equal(vm_view_enter(o, "a", &v3), 0);
+    assert_int_equal(vm_view_enter(o, "a", 0, &v3), 0);
     vm_view_leave(v3);
     vm_op_end(o, "a");
     vm_view_leave(v1);
@@ -111,13 +111,81 @@ test_disks_and_views(void **s)
     /* all closed: the op runs, and no view opens meanwhile */
     assert_int_equal(vm_op_begin(o, "a", NULL, VM_OP_DISKS), 0);
     v3 = NULL;
-    assert_int_equal(vm_view_enter(o, "a", &v3), -EBUSY);
+    assert_int_equal(vm_view_enter(o, "a", 0, &v3), -EBUSY);
     assert_null(v3);
-    assert_int_equal(vm_view_enter(o, "b", &v3), 0);     /* another VM */
+    assert_int_equal(vm_view_enter(o, "b", 0, &v3), 0);     /* another VM */
     vm_view_leave(v3);
     vm_op_end(o, "a");
-    assert_int_equal(vm_view_enter(o, "a", &v3), 0);
+    assert_int_equal(vm_view_enter(o, "a", 0, &v3), 0);
     vm_view_leave(v3);
+}
+
+/* a snapshot being copied does not keep a new snapshot out (its layers
+ * stay as they are), but it keeps a merge out; the VM's own disk keeps both */
+static void
+test_snapshot_views(void **s)
+{
+    struct vm_ops *o = *s;
+    struct vm_view *sv = NULL, *lv = NULL, *v = NULL;
+
+    assert_int_equal(vm_view_enter(o, "a", VM_VIEW_SNAPSHOT, &sv), 0);
+    assert_int_equal(vm_op_begin(o, "a", "s2", VM_OP_LIVE_DISKS), 0);
+    assert_int_equal(vm_view_enter(o, "a", VM_VIEW_SNAPSHOT, &v), 0);  /* another copy */
+    vm_view_leave(v);
+    v = NULL;
+    assert_int_equal(vm_view_enter(o, "a", 0, &v), -EBUSY);   /* the VM's disk */
+    vm_op_end(o, "a");
+    assert_int_equal(vm_op_begin(o, "a", NULL, VM_OP_DISKS), -EBUSY);
+    assert_int_equal(vm_view_enter(o, "a", 0, &lv), 0);
+    vm_view_leave(sv);
+    assert_int_equal(vm_op_begin(o, "a", "s3", VM_OP_LIVE_DISKS), -EBUSY);
+    vm_view_leave(lv);
+    assert_int_equal(vm_op_begin(o, "a", "s3", VM_OP_LIVE_DISKS), 0);
+    vm_op_end(o, "a");
+}
+
+static void *
+close_when_told(void *p)
+{
+    struct vm_view *v = p;
+    while (!vm_view_cancelled(v))
+        usleep(10 * 1000);
+    usleep(100 * 1000);      /* the step it was in */
+    vm_view_leave(v);
+    return NULL;
+}
+
+/* background views (checksums) never make an operation EBUSY: it tells
+ * them, waits for them to close, and runs */
+static void
+test_background_views(void **s)
+{
+    struct vm_ops *o = *s;
+    struct vm_view *bg = NULL, *fg = NULL;
+    pthread_t t;
+
+    vm_view_background(true);
+    assert_int_equal(vm_view_enter(o, "a", VM_VIEW_SNAPSHOT, &bg), 0);
+    assert_ptr_equal(vm_view_last_background(), bg);
+    vm_view_background(false);
+    assert_null(vm_view_last_background());
+    assert_int_equal(vm_view_enter(o, "a", VM_VIEW_SNAPSHOT, &fg), 0);
+    assert_null(vm_view_last_background());
+    vm_view_leave(fg);
+    /* a new snapshot leaves it be */
+    assert_int_equal(vm_op_begin(o, "a", "s1", VM_OP_LIVE_DISKS), 0);
+    assert_false(vm_view_cancelled(bg));
+    vm_op_end(o, "a");
+    /* a merge ends it */
+    assert_int_equal(pthread_create(&t, NULL, close_when_told, bg), 0);
+    assert_int_equal(vm_op_begin(o, "a", NULL, VM_OP_DISKS), 0);
+    pthread_join(t, NULL);
+    /* and none opens meanwhile */
+    vm_view_background(true);
+    bg = NULL;
+    assert_int_equal(vm_view_enter(o, "a", VM_VIEW_SNAPSHOT, &bg), -EBUSY);
+    vm_view_background(false);
+    vm_op_end(o, "a");
 }
 
 static void *
@@ -139,7 +207,7 @@ test_view_closing(void **s)
     pthread_t t;
     struct timespec a, b;
 
-    assert_int_equal(vm_view_enter(o, "a", &v), 0);
+    assert_int_equal(vm_view_enter(o, "a", 0, &v), 0);
     assert_int_equal(pthread_create(&t, NULL, leave_later, v), 0);
     clock_gettime(CLOCK_MONOTONIC, &a);
     assert_int_equal(vm_op_begin(o, "a", NULL, VM_OP_DISKS), 0);
@@ -178,6 +246,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_one_op_per_vm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_host_wide, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unusable_state_dir, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_views, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_background_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disks_and_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_view_closing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_in_progress, setup, teardown),

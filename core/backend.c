@@ -46,6 +46,17 @@ restore_status_clear(struct restore_status *st)
 }
 
 void
+restore_status_progress(struct restore_status *st, uint64_t done, uint64_t total)
+{
+    if (st->progress_done == done && st->progress_total == total)
+        return;
+    st->progress_done = done;
+    st->progress_total = total;
+    if (st->on_progress)
+        st->on_progress(st->progress_opaque, done, total);
+}
+
+void
 restore_status_conflict(struct restore_status *st, const char *fmt, ...)
 {
     va_list ap;

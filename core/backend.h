@@ -138,9 +138,17 @@ struct restore_status {
     char *conflicts[RESTORE_MAX_CONFLICTS + 1];  /* NULL-terminated, owned */
     size_t n_conflicts;
     bool began;                 /* the backend took the VM (not EBUSY at once) */
+    /* progress: bytes of the disks restored so far, of all (total 0: not
+     * known yet); restore_status_progress() sets them and tells the model,
+     * which shows them while the restore runs */
+    uint64_t progress_done, progress_total;
+    void (*on_progress)(void *opaque, uint64_t done, uint64_t total);
+    void *progress_opaque;
 };
 
 void restore_status_clear(struct restore_status *st);
+/* A restore's progress (see restore_status); backends call it as they go. */
+void restore_status_progress(struct restore_status *st, uint64_t done, uint64_t total);
 /* Appends one conflict line (printf); silently caps the count. */
 void restore_status_conflict(struct restore_status *st, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -361,6 +361,8 @@ publish_restore(struct model *m, const char *key, const struct restore_status *s
 
     if (copy) {
         *copy = *st;
+        copy->on_progress = NULL;
+        copy->progress_opaque = NULL;
         memset(copy->conflicts, 0, sizeof copy->conflicts);
         copy->n_conflicts = 0;
         for (size_t i = 0; i < st->n_conflicts; i++)
@@ -378,6 +380,27 @@ publish_restore(struct model *m, const char *key, const struct restore_status *s
     else
         restore_status_free(copy);
     return false;
+}
+
+/* A running restore's progress, into its published status (`cat VM/restore`). */
+struct restore_watch {
+    struct model *m;
+    const char *ns, *vm, *key;
+};
+
+static void
+restore_progress(void *opaque, uint64_t done, uint64_t total)
+{
+    struct restore_watch *w = opaque;
+    {
+        LOCK_FOR_SCOPE(&w->m->lock);
+        struct restore_status *now = w->key ? hashmap_get(w->m->restores, w->key) : NULL;
+        if (!now || now->phase != SNAPSHOT_IN_PROGRESS)
+            return;
+        now->progress_done = done;
+        now->progress_total = total;
+    }
+    tell(w->m, w->ns, w->vm, VM_CHANGE_LOCAL);
 }
 
 int
@@ -401,7 +424,14 @@ model_restore(struct model *m, const char *ns, const char *vm,
     bool running = publish_restore(m, key, &st, true);
     if (!running)
         tell(m, ns, vm, VM_CHANGE_LOCAL);
+    struct restore_watch watch = { m, ns, vm, key };
+    if (!running) {
+        st.on_progress = restore_progress;
+        st.progress_opaque = &watch;
+    }
     r = m->ops->restore(m->h, &ref, rq, o, &st);
+    st.on_progress = NULL;
+    st.progress_opaque = NULL;
     st.finished = time(NULL);
     st.phase = r < 0 ? SNAPSHOT_FAILED : SNAPSHOT_SUCCEEDED;
     if (r < 0 && !st.error[0])

@@ -32,6 +32,10 @@
  * the sums: again after this */
 #define RETRY_NS (UINT64_C(2000) * 1000000)
 #define STORE_TRIES 10
+/* after a mkdir the snapshot settles first: the worker's qemu-img (at a
+ * view's open) must not race what an admin does to the VM right after
+ * (QEMU's block jobs take image locks that a concurrent qemu-img breaks) */
+#define SETTLE_NS (UINT64_C(10) * 1000000000)
 /* a reader's data that arrives ahead of the hash (reads complete out of
  * order) is kept this far ahead, up to this much per file, until the
  * hash gets there; the worker reads what is still missing once the reader
@@ -81,6 +85,7 @@ struct entry {
     bool stored;            /* kept by the backend */
     unsigned store_tries;
     uint64_t retry_at;      /* monotonic ns: not before (worker) */
+    uint64_t settle_until;  /* after a mkdir: not before, unless wanted */
     bool queued;            /* after a mkdir: the worker's even if nobody asks */
     unsigned wanted;        /* waiters and readers */
     uint64_t seq;           /* order of first interest */
@@ -760,9 +765,12 @@ consider(const char *key, void *value, void *opaque)
     (void) key;
     if (e->failed)
         return;
-    if (e->retry_at > p->now) {
-        if (!p->next_retry || e->retry_at < p->next_retry)
-            p->next_retry = e->retry_at;
+    uint64_t not_before = e->retry_at;
+    if (!e->wanted && e->settle_until > not_before)
+        not_before = e->settle_until;
+    if (not_before > p->now) {
+        if (!p->next_retry || not_before < p->next_retry)
+            p->next_retry = not_before;
         return;
     }
     bool hash = !e->text && (e->wanted || e->queued);
@@ -929,6 +937,7 @@ sums_snapshot_made(struct sums *s, const char *ns, const char *vm, const char *s
         return;
     LOCK_FOR_SCOPE(&s->lock);
     e->queued = true;
+    e->settle_until = now_monotonic_ns() + SETTLE_NS;   /* unless someone asks */
     pthread_cond_broadcast(&s->cond);
     entry_unref(e);
 }
@@ -1199,6 +1208,8 @@ sums_tap(struct sums *s, const char *ns, const char *vm, const char *snap, const
     t->s = s;
     t->e = e;           /* the reference is the tap's */
     e->wanted++;        /* the worker takes this one first, behind the reader */
+    struct sums_file *f = file_of(e, path);
+    f->reader_ns = now_monotonic_ns();     /* about to read: the worker waits for it */
     pthread_cond_broadcast(&s->cond);
     return &t->v;
 }

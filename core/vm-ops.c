@@ -35,10 +35,14 @@ struct view_counts {
  * long for the views to go before it answers EBUSY: `cp ...; rmdir ...`
  * works. */
 #define VIEW_CLOSE_WAIT_S 2
+/* A metadata write (VM_OP_META) lasts a moment: an operation waits up to
+ * this long for it, and for another daemon's host-wide lock held for it. */
+#define META_WAIT_MS 3000
 
 struct vm_ops {
     pthread_mutex_t lock;   /* ops, views */
     pthread_cond_t views_left;
+    pthread_cond_t op_ended;
     struct hashmap *ops;    /* key -> struct vm_op */
     struct hashmap *views;  /* key -> struct view_counts */
 };
@@ -80,6 +84,7 @@ vm_ops_new(void)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&o->views_left, &ca);
+    pthread_cond_init(&o->op_ended, &ca);
     pthread_condattr_destroy(&ca);
     o->ops = hashmap_new();
     o->views = hashmap_new();
@@ -98,6 +103,7 @@ vm_ops_free(struct vm_ops *o)
     hashmap_free(o->ops, op_free);
     hashmap_free(o->views, free);   /* views end before the backend */
     pthread_cond_destroy(&o->views_left);
+    pthread_cond_destroy(&o->op_ended);
     pthread_mutex_destroy(&o->lock);
     free(o);
 }
@@ -163,6 +169,15 @@ vm_op_begin(struct vm_ops *o, const char *key, const char *snap, unsigned flags)
     op->started = time(NULL);
     op->flags = flags;
     LOCK_FOR_SCOPE(&o->lock);
+    struct timespec meta_until;
+    clock_gettime(CLOCK_MONOTONIC, &meta_until);
+    meta_until.tv_sec += META_WAIT_MS / 1000;
+    if (!(flags & VM_OP_META)) {
+        struct vm_op *cur;
+        while ((cur = hashmap_get(o->ops, key)) && (cur->flags & VM_OP_META) &&
+               pthread_cond_timedwait(&o->op_ended, &o->lock, &meta_until) == 0)
+            ;
+    }
     if (!hashmap_get(o->ops, key) && views_block(hashmap_get(o->views, key), flags)) {
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);
@@ -176,6 +191,17 @@ vm_op_begin(struct vm_ops *o, const char *key, const char *snap, unsigned flags)
         return -EBUSY;
     }
     int fd = host_lock(key);
+    /* another daemon's lock may be held for a metadata write: a moment */
+    for (int i = 0; fd == -EBUSY && !(flags & VM_OP_META) && i < META_WAIT_MS / 100; i++) {
+        pthread_mutex_unlock(&o->lock);
+        usleep(100 * 1000);
+        pthread_mutex_lock(&o->lock);
+        if (hashmap_get(o->ops, key)) {
+            op_free(op);
+            return -EBUSY;
+        }
+        fd = host_lock(key);
+    }
     if (fd < 0) {
         op_free(op);
         return fd;
@@ -203,6 +229,7 @@ vm_op_end(struct vm_ops *o, const char *key)
 {
     LOCK_FOR_SCOPE(&o->lock);
     op_free(hashmap_remove(o->ops, key));
+    pthread_cond_broadcast(&o->op_ended);
 }
 
 void

@@ -29,6 +29,10 @@ enum vm_op_flags {
     VM_OP_LIVE_DISKS = 1 << 1, /* changes the VM's own disks only (a new
                                  snapshot's overlays): views of snapshots
                                  stay open meanwhile */
+    VM_OP_META = 1 << 2,      /* a moment's write of metadata for the daemon
+                                 itself (a snapshot's sums): EBUSY for it if
+                                 anything runs; an operation that comes
+                                 meanwhile waits for it, never EBUSY */
 };
 
 enum vm_view_flags {

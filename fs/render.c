@@ -140,6 +140,11 @@ render_restore(struct fs *fs, const struct fs_node *n, FILE *f)
                                                  : "") < 0 ||
         fprintf(f, "error: %s\n", st.error) < 0)
         r = -EIO;
+    /* bytes of the disks restored, of all: while it runs, and after */
+    if (r >= 0 && st.progress_total &&
+        fprintf(f, "progress: %llu/%llu\n", (unsigned long long) st.progress_done,
+                (unsigned long long) st.progress_total) < 0)
+        r = -EIO;
     for (size_t i = 0; r >= 0 && i < st.n_conflicts; i++)
         if (fprintf(f, "conflict: %s\n", st.conflicts[i]) < 0)
             r = -EIO;

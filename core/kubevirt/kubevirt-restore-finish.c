@@ -25,12 +25,48 @@
 
 /* ---- until KubeVirt is done, and after ----------------------------------------------- */
 
+/* The progress of restore o: the bytes of its new claims (status.restores)
+ * that are Bound, of all of them; nothing before KubeVirt lists them. */
+static void
+restore_progress(struct kv *kv, const char *ns, struct json_object *o, struct restore_status *st)
+{
+    struct json_object *list = kube_get(o, "status", "restores", (char *) NULL);
+    uint64_t done = 0, total = 0;
+    size_t n = kube_array_len(list);
+
+    for (size_t i = 0; i < n; i++) {
+        const char *claim = kube_get_str(json_object_array_get_idx(list, i),
+                                         "persistentVolumeClaim", (char *) NULL);
+        _cleanup_free_ char *path = NULL;
+        struct json_object *pvc = NULL;
+        char err[256];
+        uint64_t bytes = 0;
+        if (!claim || !kube_name_ok(claim) ||
+            asprintf(&path, "/api/v1/namespaces/%s/persistentvolumeclaims/%s", ns, claim) < 0)
+            continue;
+        if (kv_api(kv, "GET", path, NULL, &pvc, err, sizeof err) < 0)
+            continue;       /* not made yet */
+        const char *q = kube_get_str(pvc, "status", "capacity", "storage", (char *) NULL);
+        if (!q)
+            q = kube_get_str(pvc, "spec", "resources", "requests", "storage", (char *) NULL);
+        if (q && kube_quantity_bytes(q, &bytes) == 0) {
+            total += bytes;
+            const char *phase = kube_get_str(pvc, "status", "phase", (char *) NULL);
+            if (phase && strcmp(phase, "Bound") == 0)
+                done += bytes;
+        }
+        json_object_put(pvc);
+    }
+    if (total)
+        restore_status_progress(st, done, total);
+}
+
 /* Waits for VirtualMachineRestore name of ns to be complete or failed,
  * until the deadline: 0 complete; -errno with why (the Failure's text, or
- * the last reason it gave while it retried). */
+ * the last reason it gave while it retried). st (may be NULL): its progress. */
 int
-kvr_wait(struct kv *kv, const char *ns, const char *name, struct deadline until, char *why,
-         size_t size)
+kvr_wait(struct kv *kv, const char *ns, const char *name, struct deadline until,
+         struct restore_status *st, char *why, size_t size)
 {
     _cleanup_free_ char *path = kvr_restores_path(kv, ns, name);
     struct kube_cache *vms = cache(kv, C_VMS, ns);
@@ -47,6 +83,8 @@ kvr_wait(struct kv *kv, const char *ns, const char *name, struct deadline until,
                             "else before it was complete");
         bool done = r >= 0 && json_object_get_boolean(kube_get(o, "status", "complete",
                                                                (char *) NULL));
+        if (r >= 0 && st)
+            restore_progress(kv, ns, o, st);
         const char *failure = kube_condition_true(o, "Failure")
                                   ? kube_get_str(kube_condition(o, "Failure"), "reason",
                                                  (char *) NULL)
@@ -220,7 +258,7 @@ adopt(struct orphan *p)
         sleep_ns(NSEC_PER_SEC);
     }
     status_of(p->o, plan, &st);
-    int r = kvr_wait(kv, ns, name, (struct deadline) { 0 }, st.error, sizeof st.error);
+    int r = kvr_wait(kv, ns, name, (struct deadline) { 0 }, NULL, st.error, sizeof st.error);
     if (r == -ETIMEDOUT && kv_closing(kv)) {
         /* this daemon stops: the next one takes it up */
         log_info("'%s/%s': VirtualMachineRestore '%s' is not complete at unmount: the next "

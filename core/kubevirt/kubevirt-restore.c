@@ -619,7 +619,7 @@ restore_locked(struct kx *x)
         return r > 0 ? 0 : r;
     uint64_t wait = x->o && x->o->failure_deadline_ns ? 0 : RESTORE_WAIT_NS;
     struct deadline until = wait ? deadline_after(wait) : x->deadline;
-    r = kvr_wait(x->kv, x->ref->ns, x->name, until, x->st->error,
+    r = kvr_wait(x->kv, x->ref->ns, x->name, until, x->st, x->st->error,
                      sizeof x->st->error);
     if (r == -ETIMEDOUT) {
         /* KubeVirt is in the middle of it: aborting could leave the VM

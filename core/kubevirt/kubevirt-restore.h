@@ -44,8 +44,8 @@ struct json_object *kvr_vm_interfaces(struct json_object *vm);
 
 /* Waits for VirtualMachineRestore name of ns to be complete or failed, until
  * `until` (none: until unmount): 0 complete; -errno with why. */
-int kvr_wait(struct kv *kv, const char *ns, const char *name, struct deadline until, char *why,
-             size_t size);
+int kvr_wait(struct kv *kv, const char *ns, const char *name, struct deadline until,
+             struct restore_status *st, char *why, size_t size);
 /* What comes after a restore that ended with r (why its reason): returns
  * the outcome. */
 int kvr_finish(struct kv *kv, const char *ns, const char *vm, const char *name,

@@ -575,6 +575,19 @@ restore_overlays(struct restore_ctx *x)
     x->made = calloc(x->n_targets + 1, sizeof(char *));
     if (!x->made)
         r = -ENOMEM;
+    /* progress: the disks' sizes, each done once its overlay is there */
+    uint64_t *sizes = calloc(x->n_targets + 1, sizeof *sizes), total = 0, done = 0;
+    for (size_t i = 0, k = 0; sizes && i < x->sp.n && k < x->n_targets; i++) {
+        const struct lv_source_disk *sd = &x->sp.disks[i];
+        uint64_t allocated;
+        if (strcmp(sd->name, x->targets[k]) != 0)
+            continue;
+        if (layer_chain_usage(sd->layer, sd->format, &sizes[k], &allocated) < 0)
+            sizes[k] = 0;
+        total += sizes[k++];
+    }
+    if (total)
+        restore_status_progress(x->st, 0, total);
     for (size_t i = 0, k = 0; r >= 0 && i < x->sp.n && k < x->n_targets; i++) {
         const struct lv_source_disk *sd = &x->sp.disks[i];
         if (strcmp(sd->name, x->targets[k]) != 0)
@@ -582,8 +595,11 @@ restore_overlays(struct restore_ctx *x)
         r = lv_make_overlay(x->plan.overlays[k], sd->layer, sd->format);
         if (r >= 0)
             r = strv_push(&x->made, &x->n_made, x->plan.overlays[k]);
+        if (r >= 0 && sizes && total)
+            restore_status_progress(x->st, done += sizes[k], total);
         k++;
     }
+    free(sizes);
     if (r < 0) {
         lv_drop_overlays(x->made);      /* only what this restore made */
         r = r == -EEXIST ? -EEXIST : -EIO;

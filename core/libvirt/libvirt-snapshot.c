@@ -186,7 +186,7 @@ lv_snapshot_set_sums(void *h, const struct vm_ref *ref, const char *snap, const 
     int r = lv_vm_open(h, ref->name, &v, why, sizeof why);
 
     if (r >= 0)
-        r = lv_vm_op(&v, NULL, 0, why, sizeof why);   /* no rmdir redefines it meanwhile */
+        r = lv_vm_op(&v, NULL, VM_OP_META, why, sizeof why);   /* no rmdir meanwhile */
     if (r < 0)
         return r;
     _cleanup_(virDomainSnapshotFreep) virDomainSnapshotPtr s =

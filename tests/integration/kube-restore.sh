@@ -86,6 +86,8 @@ old=$(claim moe)
 echo s1 >"$M/restore" || fail "restore s1: $(tail -n 3 "$M/events")"
 grep -qx "phase: Succeeded" "$M/restore" || fail "cat restore: $(cat "$M/restore")"
 grep -qx "snapshot: s1" "$M/restore" || fail "cat restore: $(cat "$M/restore")"
+# progress: the bytes of the new claims that are bound, of all (one 16Mi claim)
+grep -qx "progress: 16777216/16777216" "$M/restore" || fail "progress: $(cat "$M/restore")"
 new=$(claim moe)
 [ "$new" != "$old" ] || fail "the VM still uses its old claim"
 [ "$(at "$data/pvc-$new.img" 4096 9)" = "state one" ] || fail "the restored disk lacks the snapshot's data"

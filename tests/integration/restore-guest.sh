@@ -80,6 +80,8 @@ echo 's1 policy=StopTarget' >"$V/restore" || fail "restore failed: $(cat "$V/res
 [ "$(field mode)" = Strict ] || fail "mode: $(cat "$V/restore")"
 [ -n "$(field started)" ] && [ -n "$(field finished)" ] || fail "times: $(cat "$V/restore")"
 [ -z "$(field error)" ] || fail "error: $(cat "$V/restore")"
+# progress: the bytes of the disks restored, of all (the one 128M disk)
+[ "$(field progress)" = "$((128 << 20))/$((128 << 20))" ] || fail "progress: $(cat "$V/restore")"
 ! grep -q '^conflict:' "$V/restore" || fail "conflicts: $(cat "$V/restore")"
 [ "$(guest_state "$v")" = running ] || fail "the VM was not started again"
 guest_wait_agent "$v"

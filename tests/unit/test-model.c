@@ -179,11 +179,16 @@ f_restore(void *h, const struct vm_ref *ref, const struct restore_request *rq,
     }
     fake.restore_running = true;
     st->began = true;
+    pthread_mutex_unlock(&fake.lock);
+    restore_status_progress(st, 3, 8);     /* half-way (shown while it runs) */
+    pthread_mutex_lock(&fake.lock);
     while (fake.restore_blocked)
         pthread_cond_wait(&fake.cond, &fake.lock);
     fake.restore_running = false;
     int r = fake.op_error;
     pthread_mutex_unlock(&fake.lock);
+    if (!r)
+        restore_status_progress(st, 8, 8);
     if (r) {
         restore_status_conflict(st, "interface 52:54:00:00:00:01: VM 'b' has it");
         snprintf(st->error, sizeof st->error, "%s", fake.op_reason);
@@ -644,6 +649,9 @@ test_refused_restore_keeps_status(void **state)
     assert_string_equal(st.snap, "s1");
     assert_int_equal(st.phase, SNAPSHOT_IN_PROGRESS);
     assert_int_equal(st.finished, 0);
+    /* its progress shows while it runs */
+    assert_int_equal(st.progress_done, 3);
+    assert_int_equal(st.progress_total, 8);
     restore_status_clear(&st);
     assert_string_equal(last_event(m), "restore other failed another operation runs on this VM");
     pthread_mutex_lock(&fake.lock);
@@ -654,6 +662,8 @@ test_refused_restore_keeps_status(void **state)
     assert_int_equal(model_restore_status(m, "", "a", &st), 1);
     assert_string_equal(st.snap, "s1");
     assert_int_equal(st.phase, SNAPSHOT_SUCCEEDED);
+    assert_int_equal(st.progress_done, 8);
+    assert_int_equal(st.progress_total, 8);
     restore_status_clear(&st);
 }
 

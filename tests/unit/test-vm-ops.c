@@ -144,6 +144,38 @@ test_snapshot_views(void **s)
     vm_op_end(o, "a");
 }
 
+struct ender {
+    struct vm_ops *o;
+};
+
+static void *
+end_meta_later(void *p)
+{
+    struct ender *e = p;
+    usleep(200 * 1000);
+    vm_op_end(e->o, "a");
+    return NULL;
+}
+
+/* a metadata write (the sums) never makes an operation EBUSY: it waits for
+ * the write; the write itself gives way to any operation (EBUSY for it) */
+static void
+test_meta_op(void **s)
+{
+    struct vm_ops *o = *s;
+    struct ender e = { o };
+    pthread_t t;
+
+    assert_int_equal(vm_op_begin(o, "a", NULL, 0), 0);
+    assert_int_equal(vm_op_begin(o, "a", NULL, VM_OP_META), -EBUSY);
+    vm_op_end(o, "a");
+    assert_int_equal(vm_op_begin(o, "a", NULL, VM_OP_META), 0);
+    assert_int_equal(pthread_create(&t, NULL, end_meta_later, &e), 0);
+    assert_int_equal(vm_op_begin(o, "a", "s1", VM_OP_DISKS), 0);   /* waited */
+    pthread_join(t, NULL);
+    vm_op_end(o, "a");
+}
+
 static void *
 close_when_told(void *p)
 {
@@ -248,6 +280,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_unusable_state_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_background_views, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_meta_op, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disks_and_views, setup, teardown),
         cmocka_unit_test_setup_teardown(test_view_closing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_in_progress, setup, teardown),

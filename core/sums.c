@@ -1,4 +1,4 @@
-/* core/sums.c: see sums.h. */
+/* core/sums.c: see sums.h; the entries and the worker. */
 #define LOG_MODULE "sums"
 
 #include <errno.h>
@@ -11,16 +11,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <json-c/json.h>
-#include <openssl/evp.h>
-
 #include "change-map.h"
 #include "cleanup.h"
 #include "clock.h"
-#include "hashmap.h"
 #include "log.h"
-#include "model.h"
-#include "sums.h"
+#include "sums-private.h"
 #include "vm-ops.h"
 #include "volume.h"
 
@@ -36,75 +31,6 @@
  * view's open) must not race what an admin does to the VM right after
  * (QEMU's block jobs take image locks that a concurrent qemu-img breaks) */
 #define SETTLE_NS (UINT64_C(10) * 1000000000)
-/* a reader's data that arrives ahead of the hash (reads complete out of
- * order) is kept this far ahead, up to this much per file, until the
- * hash gets there; the worker reads what is still missing once the reader
- * is that far past it */
-#define AHEAD_WINDOW (UINT64_C(16) << 20)
-#define AHEAD_MAX ((size_t) 16 << 20)
-
-struct ahead {
-    uint64_t off;
-    size_t len;
-    struct ahead *next;     /* by offset */
-    unsigned char data[];
-};
-
-struct sums_file {
-    char *path;             /* "volumes/vda.img", "changes/vda.img" */
-    char *vol;
-    bool changes;
-    uint64_t size;          /* once known (a view was open) */
-    uint64_t expect;        /* before: the size the snapshot says (progress) */
-    EVP_MD_CTX *ctx;        /* hashing: [0, pos) is in it */
-    uint64_t pos;
-    char hex[65];           /* "" until done */
-    uint64_t reader_end;    /* how far a reader of the file got (taps) */
-    uint64_t reader_ns;     /* and when it last read */
-    struct ahead *ahead;    /* a reader's data past pos */
-    size_t ahead_bytes;
-};
-
-struct waiter {
-    void (*done)(void *opaque, int r, const char *text, size_t len);
-    void *opaque;
-    struct waiter *next;
-};
-
-struct entry {
-    unsigned refs;          /* the map's, and the worker's while it works */
-    char *key, *ns, *vm, *snap;
-    time_t created;         /* the snapshot's: another of the same name is another */
-    bool have_base;
-    char *base;             /* the changes files' base */
-    struct sums_file *files;
-    size_t n_files;
-    bool failed;
-    char error[256];
-    char *text;             /* once every file is done */
-    bool stored;            /* kept by the backend */
-    unsigned store_tries;
-    uint64_t retry_at;      /* monotonic ns: not before (worker) */
-    uint64_t settle_until;  /* after a mkdir: not before, unless wanted */
-    bool queued;            /* after a mkdir: the worker's even if nobody asks */
-    unsigned wanted;        /* waiters and readers */
-    uint64_t seq;           /* order of first interest */
-    bool running;           /* the worker hashes it now */
-    bool gone;              /* out of the map */
-    struct waiter *waiters;
-};
-
-struct sums {
-    struct model *m;
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    struct hashmap *entries;    /* "ns/vm/snap" -> struct entry */
-    uint64_t seq;
-    bool quit;
-    pthread_t thread;
-    bool started;
-};
-
 static __thread bool on_worker;
 
 bool
@@ -133,8 +59,8 @@ ahead_drop(struct sums_file *f)
     f->ahead_bytes = 0;
 }
 
-static void
-files_free(struct sums_file *f, size_t n)
+void
+sums_files_free(struct sums_file *f, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         ahead_drop(&f[i]);
@@ -145,12 +71,12 @@ files_free(struct sums_file *f, size_t n)
     free(f);
 }
 
-static void
-entry_unref(struct entry *e)
+void
+sums_entry_unref(struct entry *e)
 {
     if (!e || --e->refs > 0)
         return;
-    files_free(e->files, e->n_files);
+    sums_files_free(e->files, e->n_files);
     free(e->key);
     free(e->ns);
     free(e->vm);
@@ -180,8 +106,8 @@ take_waiters(struct entry *e)
     return w;
 }
 
-static void
-tell_waiters(struct waiter *w, int r, const char *text)
+void
+sums_tell_waiters(struct waiter *w, int r, const char *text)
 {
     while (w) {
         struct waiter *next = w->next;
@@ -223,77 +149,6 @@ build_text(struct entry *e)
     return 0;
 }
 
-/* ---- the record kept with the snapshot ------------------------------------ */
-
-int
-sums_record_parse(const char *record, const char *vol, bool changes, const char *base,
-                  char hex[65])
-{
-    json_object *o = record ? json_tokener_parse(record) : NULL, *part, *v;
-    int r = -ENOENT;
-
-    if (!o || !json_object_is_type(o, json_type_object))
-        goto out;
-    if (!json_object_object_get_ex(o, changes ? "changes" : "volumes", &part) ||
-        !json_object_is_type(part, json_type_object))
-        goto out;
-    if (changes) {
-        json_object *b, *files;
-        if (!base || !json_object_object_get_ex(part, "base", &b) ||
-            !json_object_is_type(b, json_type_string) ||
-            strcmp(json_object_get_string(b), base) != 0 ||
-            !json_object_object_get_ex(part, "files", &files) ||
-            !json_object_is_type(files, json_type_object))
-            goto out;
-        part = files;
-    }
-    if (!json_object_object_get_ex(part, vol, &v) || !json_object_is_type(v, json_type_string))
-        goto out;
-    const char *h = json_object_get_string(v);
-    if (strlen(h) != 64 || strspn(h, "0123456789abcdef") != 64)
-        goto out;
-    memcpy(hex, h, 65);
-    r = 0;
-out:
-    json_object_put(o);
-    return r;
-}
-
-static char *
-record_of(const struct entry *e)
-{
-    json_object *o = json_object_new_object(), *vols = json_object_new_object();
-    json_object *files = NULL;
-    char *out = NULL;
-
-    if (!o || !vols) {
-        json_object_put(vols);
-        goto out;
-    }
-    json_object_object_add(o, "volumes", vols);     /* o owns it from here */
-    for (size_t i = 0; i < e->n_files; i++) {
-        const struct sums_file *f = &e->files[i];
-        if (f->changes && !files) {
-            json_object *ch = json_object_new_object();
-            files = json_object_new_object();
-            if (!ch || !files) {
-                json_object_put(ch);
-                json_object_put(files);
-                goto out;
-            }
-            json_object_object_add(ch, "base", json_object_new_string(e->base ? e->base : ""));
-            json_object_object_add(ch, "files", files);
-            json_object_object_add(o, "changes", ch);
-        }
-        json_object_object_add(f->changes ? files : vols, f->vol,
-                               json_object_new_string(f->hex));
-    }
-    out = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
-out:
-    json_object_put(o);
-    return out;
-}
-
 /* ---- what a snapshot holds now ------------------------------------------- */
 
 /* The files of snapshot snap now, in the order of SHA256SUMS, and the
@@ -309,7 +164,7 @@ struct layout {
 static void
 layout_clear(struct layout *l)
 {
-    files_free(l->files, l->n_files);
+    sums_files_free(l->files, l->n_files);
     free(l->base);
     free(l->record);
     memset(l, 0, sizeof *l);
@@ -417,19 +272,18 @@ entry_sync(struct entry *e, struct layout *l)
     for (size_t i = 0; i < l->n_files; i++)
         if (!l->files[i].hex[0])
             from_record = false;
-    files_free(e->files, e->n_files);
+    sums_files_free(e->files, e->n_files);
     e->files = TAKE_PTR(l->files);
     e->n_files = l->n_files;
     l->n_files = 0;
     free(e->base);
     e->base = TAKE_PTR(l->base);
-    e->have_base = e->base != NULL;
     e->created = l->created;
     free(e->text);
     e->text = NULL;
     if (from_record && l->record && e->n_files) {
         /* all of it as kept: nothing to hash, nothing to write */
-        char *rec = record_of(e);
+        char *rec = sums_record_render(e->files, e->n_files, e->base);
         e->stored = rec && strcmp(rec, l->record) == 0;
         free(rec);
     } else {
@@ -440,8 +294,8 @@ entry_sync(struct entry *e, struct layout *l)
 
 /* The entry of a snapshot, in step with what the snapshot holds now, with
  * a reference: -ENOENT if there is no such snapshot. */
-static int
-entry_get(struct sums *s, const char *ns, const char *vm, const char *snap,
+int
+sums_entry_get(struct sums *s, const char *ns, const char *vm, const char *snap,
           struct entry **ret)
 {
     _cleanup_free_ char *key = key_of(ns, vm, snap);
@@ -459,10 +313,10 @@ entry_get(struct sums *s, const char *ns, const char *vm, const char *snap,
             hashmap_remove(s->entries, key);
             e->gone = true;
             w = take_waiters(e);
-            entry_unref(e);
+            sums_entry_unref(e);
         }
         pthread_mutex_unlock(&s->lock);
-        tell_waiters(w, -ENOENT, NULL);
+        sums_tell_waiters(w, -ENOENT, NULL);
         return r;
     }
     if (!e) {
@@ -472,7 +326,7 @@ entry_get(struct sums *s, const char *ns, const char *vm, const char *snap,
             hashmap_put(s->entries, key, e, NULL) < 0) {
             if (e)
                 e->refs = 1;
-            entry_unref(e);
+            sums_entry_unref(e);
             pthread_mutex_unlock(&s->lock);
             layout_clear(&l);
             return -ENOMEM;
@@ -491,8 +345,8 @@ entry_get(struct sums *s, const char *ns, const char *vm, const char *snap,
 
 /* ---- hashing -------------------------------------------------------------- */
 
-static struct sums_file *
-file_of(struct entry *e, const char *path)
+struct sums_file *
+sums_file_of(struct entry *e, const char *path)
 {
     for (size_t i = 0; i < e->n_files; i++)
         if (strcmp(e->files[i].path, path) == 0)
@@ -503,8 +357,8 @@ file_of(struct entry *e, const char *path)
 /* len bytes at off of file f (with the lock): what of them continues the
  * hash goes in; the file is done at its end. Returns whether e became
  * done (its waiters then in *ret_done). */
-static bool
-feed(struct entry *e, struct sums_file *f, const void *data, size_t len, uint64_t off,
+bool
+sums_feed(struct entry *e, struct sums_file *f, const void *data, size_t len, uint64_t off,
      struct waiter **ret_done)
 {
     if (f->hex[0] || !f->size)
@@ -662,7 +516,7 @@ hash_file(struct sums *s, struct entry *e, size_t i)
         bool follow;
         {
             LOCK_FOR_SCOPE(&s->lock);
-            struct sums_file *f = file_of(e, path);
+            struct sums_file *f = sums_file_of(e, path);
             if (!f || e->gone || s->quit) {
                 r = -EAGAIN;
                 break;
@@ -703,7 +557,7 @@ hash_file(struct sums *s, struct entry *e, size_t i)
         size_t n = size - pos < CHUNK ? (size_t) (size - pos) : CHUNK;
         r = volume_view_pread(view, buf, n, pos, &reason);
         LOCK_FOR_SCOPE(&s->lock);
-        struct sums_file *f = file_of(e, path);
+        struct sums_file *f = sums_file_of(e, path);
         if (r < 0) {
             if (!e->gone && !(vv && vm_view_cancelled(vv)))
                 fail(e, r, path, reason);
@@ -711,7 +565,7 @@ hash_file(struct sums *s, struct entry *e, size_t i)
                 r = -EAGAIN;
             break;
         }
-        if (f && feed(e, f, buf, n, pos, &done))
+        if (f && sums_feed(e, f, buf, n, pos, &done))
             break;
         if (f && f->hex[0])
             break;
@@ -723,7 +577,7 @@ hash_file(struct sums *s, struct entry *e, size_t i)
             LOCK_FOR_SCOPE(&s->lock);
             text = e->text;     /* stays while e does */
         }
-        tell_waiters(done, 0, text);
+        sums_tell_waiters(done, 0, text);
     }
     return r;
 }
@@ -735,7 +589,7 @@ store(struct sums *s, struct entry *e)
     _cleanup_free_ char *rec = NULL;
     {
         LOCK_FOR_SCOPE(&s->lock);
-        rec = record_of(e);
+        rec = sums_record_render(e->files, e->n_files, e->base);
     }
     int r = rec ? model_snapshot_set_sums(s->m, e->ns, e->vm, e->snap, rec) : -ENOMEM;
     LOCK_FOR_SCOPE(&s->lock);
@@ -821,7 +675,7 @@ worker(void *opaque)
         if (lr == -ENOENT && !e->gone) {
             hashmap_remove(s->entries, e->key);
             e->gone = true;
-            entry_unref(e);     /* the map's */
+            sums_entry_unref(e);     /* the map's */
         } else if (lr >= 0 && !p.store) {
             entry_sync(e, &l);
         } else if (lr < 0) {
@@ -859,7 +713,7 @@ worker(void *opaque)
                 fail(e, r, i < e->n_files ? e->files[i].path : "?", NULL);
             struct waiter *w = e->failed ? take_waiters(e) : NULL;
             pthread_mutex_unlock(&s->lock);
-            tell_waiters(w, -EIO, NULL);
+            sums_tell_waiters(w, -EIO, NULL);
         }
 
         pthread_mutex_lock(&s->lock);
@@ -867,10 +721,10 @@ worker(void *opaque)
         if (e->gone) {
             struct waiter *w = take_waiters(e);
             pthread_mutex_unlock(&s->lock);
-            tell_waiters(w, -ENOENT, NULL);
+            sums_tell_waiters(w, -ENOENT, NULL);
             pthread_mutex_lock(&s->lock);
         }
-        entry_unref(e);
+        sums_entry_unref(e);
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
@@ -906,8 +760,8 @@ drop_entry(void *value)
 {
     struct entry *e = value;
     e->gone = true;
-    tell_waiters(take_waiters(e), -ESHUTDOWN, NULL);
-    entry_unref(e);
+    sums_tell_waiters(take_waiters(e), -ESHUTDOWN, NULL);
+    sums_entry_unref(e);
 }
 
 void
@@ -933,13 +787,13 @@ sums_snapshot_made(struct sums *s, const char *ns, const char *vm, const char *s
 {
     struct entry *e = NULL;
 
-    if (!s || entry_get(s, ns, vm, snap, &e) < 0)
+    if (!s || sums_entry_get(s, ns, vm, snap, &e) < 0)
         return;
     LOCK_FOR_SCOPE(&s->lock);
     e->queued = true;
     e->settle_until = now_monotonic_ns() + SETTLE_NS;   /* unless someone asks */
     pthread_cond_broadcast(&s->cond);
-    entry_unref(e);
+    sums_entry_unref(e);
 }
 
 void
@@ -958,16 +812,16 @@ sums_snapshot_gone(struct sums *s, const char *ns, const char *vm, const char *s
         e->gone = true;
         if (!e->running)
             w = take_waiters(e);
-        entry_unref(e);     /* the worker's reference keeps it while it runs */
+        sums_entry_unref(e);     /* the worker's reference keeps it while it runs */
     }
-    tell_waiters(w, -ENOENT, NULL);
+    sums_tell_waiters(w, -ENOENT, NULL);
 }
 
 int64_t
 sums_size(struct sums *s, const char *ns, const char *vm, const char *snap)
 {
     struct entry *e = NULL;
-    int r = entry_get(s, ns, vm, snap, &e);
+    int r = sums_entry_get(s, ns, vm, snap, &e);
     int64_t size = 0;
 
     if (r < 0)
@@ -975,7 +829,7 @@ sums_size(struct sums *s, const char *ns, const char *vm, const char *snap)
     LOCK_FOR_SCOPE(&s->lock);
     for (size_t i = 0; i < e->n_files; i++)
         size += 64 + 2 + (int64_t) strlen(e->files[i].path) + 1;
-    entry_unref(e);
+    sums_entry_unref(e);
     return size;
 }
 
@@ -984,7 +838,7 @@ sums_wait(struct sums *s, const char *ns, const char *vm, const char *snap,
           void (*done)(void *opaque, int r, const char *text, size_t len), void *opaque)
 {
     struct entry *e = NULL;
-    int r = entry_get(s, ns, vm, snap, &e);
+    int r = sums_entry_get(s, ns, vm, snap, &e);
     _cleanup_free_ char *text = NULL;
 
     if (r == -ENOMEM)
@@ -1003,7 +857,7 @@ sums_wait(struct sums *s, const char *ns, const char *vm, const char *snap,
         } else {
             struct waiter *w = calloc(1, sizeof *w);
             if (!w) {
-                entry_unref(e);
+                sums_entry_unref(e);
                 return -ENOMEM;
             }
             w->done = done;
@@ -1012,10 +866,10 @@ sums_wait(struct sums *s, const char *ns, const char *vm, const char *snap,
             e->waiters = w;
             e->wanted++;
             pthread_cond_broadcast(&s->cond);
-            entry_unref(e);
+            sums_entry_unref(e);
             return 0;
         }
-        entry_unref(e);
+        sums_entry_unref(e);
     }
     if (r == -ENOMEM)
         return r;
@@ -1028,7 +882,7 @@ sums_status(struct sums *s, const char *ns, const char *vm, const char *snap,
             struct sums_status *ret)
 {
     struct entry *e = NULL;
-    int r = entry_get(s, ns, vm, snap, &e);
+    int r = sums_entry_get(s, ns, vm, snap, &e);
 
     if (r < 0)
         return r;
@@ -1052,164 +906,7 @@ sums_status(struct sums *s, const char *ns, const char *vm, const char *snap,
     else
         ret->state = SUMS_STATE_QUEUED;
     snprintf(ret->error, sizeof ret->error, "%s", e->failed ? e->error : "");
-    entry_unref(e);
+    sums_entry_unref(e);
     return 0;
 }
 
-/* ---- a reader's view, feeding the sums ------------------------------------ */
-
-struct tap {
-    struct volume_view v;
-    struct volume_view *inner;
-    struct sums *s;
-    struct entry *e;
-    char *path;
-};
-
-/* The reader got len bytes at off (data: them, or NULL if it got them
- * without this process seeing them: spliced). */
-static void
-tap_feed(struct tap *t, const void *data, size_t len, uint64_t off)
-{
-    struct waiter *done = NULL;
-    const char *text = NULL;
-    {
-        LOCK_FOR_SCOPE(&t->s->lock);
-        struct sums_file *f = file_of(t->e, t->path);
-        if (!f || t->e->gone)
-            return;
-        f->reader_ns = now_monotonic_ns();
-        if (off + len > f->reader_end)
-            f->reader_end = off + len;
-        if (!data)
-            return;
-        if (f->ctx && !f->hex[0] && off > f->pos && off - f->pos < AHEAD_WINDOW &&
-            f->ahead_bytes + len <= AHEAD_MAX) {
-            /* ahead of the hash: kept until it gets there */
-            struct ahead *a = malloc(sizeof *a + len), **at = &f->ahead;
-            if (a) {
-                a->off = off;
-                a->len = len;
-                memcpy(a->data, data, len);
-                while (*at && (*at)->off < off)
-                    at = &(*at)->next;
-                a->next = *at;
-                *at = a;
-                f->ahead_bytes += len;
-            }
-            return;
-        }
-        if (!f->size)
-            f->size = t->inner->size;
-        if (feed(t->e, f, data, len, off, &done))
-            text = t->e->text;
-    }
-    if (done)
-        tell_waiters(done, 0, text);
-}
-
-static int
-tap_pread(struct volume_view *v, void *buf, size_t count, uint64_t off, const char **ret_reason)
-{
-    struct tap *t = (struct tap *) v;
-    int r = volume_view_pread(t->inner, buf, count, off, ret_reason);
-    if (r >= 0)
-        tap_feed(t, buf, count, off);
-    return r;
-}
-
-static int
-tap_seek(struct volume_view *v, uint64_t off, int whence, uint64_t *ret)
-{
-    struct tap *t = (struct tap *) v;
-    return t->inner->ops->seek(t->inner, off, whence, ret);
-}
-
-static int
-tap_check(struct volume_view *v, const char **ret_reason)
-{
-    struct tap *t = (struct tap *) v;
-    return t->inner->ops->check ? t->inner->ops->check(t->inner, ret_reason) : 0;
-}
-
-static int
-tap_peek(struct volume_view *v, size_t count, uint64_t off, const void **ret_data,
-         void **ret_pin, const char **ret_reason)
-{
-    struct tap *t = (struct tap *) v;
-    int r = volume_view_peek(t->inner, count, off, ret_data, ret_pin, ret_reason);
-    if (r >= 0)
-        tap_feed(t, *ret_data, count, off);
-    return r;
-}
-
-static void
-tap_release(struct volume_view *v, void *pin)
-{
-    struct tap *t = (struct tap *) v;
-    volume_view_release(t->inner, pin);
-}
-
-static int
-tap_segments(struct volume_view *v, size_t count, uint64_t off, struct volume_segment *seg,
-             size_t max, const char **ret_reason)
-{
-    struct tap *t = (struct tap *) v;
-    /* spliced: the worker reads it after the reader, from the page cache */
-    int r = volume_view_segments(t->inner, count, off, seg, max, ret_reason);
-    if (r >= 0)
-        tap_feed(t, NULL, count, off);
-    return r;
-}
-
-static void
-tap_close(struct volume_view *v)
-{
-    struct tap *t = (struct tap *) v;
-    {
-        LOCK_FOR_SCOPE(&t->s->lock);
-        t->e->wanted--;
-        entry_unref(t->e);
-    }
-    volume_view_close(t->inner);
-    free(t->path);
-    free(t);
-}
-
-static const struct volume_view_ops tap_ops = {
-    .name = "sums-tap",
-    .pread = tap_pread,
-    .seek = tap_seek,
-    .close = tap_close,
-    .check = tap_check,
-    .peek = tap_peek,
-    .release = tap_release,
-    .segments = tap_segments,
-};
-
-struct volume_view *
-sums_tap(struct sums *s, const char *ns, const char *vm, const char *snap, const char *path,
-         struct volume_view *inner)
-{
-    struct entry *e = NULL;
-
-    if (!s || on_worker || entry_get(s, ns, vm, snap, &e) < 0)
-        return inner;
-    struct tap *t = calloc(1, sizeof *t);
-    LOCK_FOR_SCOPE(&s->lock);
-    if (!t || e->text || e->failed || !file_of(e, path) || !(t->path = strdup(path))) {
-        free(t);
-        entry_unref(e);
-        return inner;
-    }
-    t->v = *inner;
-    t->v.ops = &tap_ops;
-    t->inner = inner;
-    t->s = s;
-    t->e = e;           /* the reference is the tap's */
-    e->wanted++;        /* the worker takes this one first, behind the reader */
-    struct sums_file *f = file_of(e, path);
-    f->reader_ns = now_monotonic_ns();     /* about to read: the worker waits for it */
-    pthread_cond_broadcast(&s->cond);
-    return &t->v;
-}

@@ -71,6 +71,15 @@ find_by(struct json_object *a, const char *key, const char *value)
 /* ---- values ------------------------------------------------------------------ */
 
 int
+kube_claim_bytes(struct json_object *pvc, uint64_t *ret)
+{
+    const char *q = kube_get_str(pvc, "status", "capacity", "storage", (char *) NULL);
+    if (!q)
+        q = kube_get_str(pvc, "spec", "resources", "requests", "storage", (char *) NULL);
+    return q ? kube_quantity_bytes(q, ret) : -EINVAL;
+}
+
+int
 kube_quantity_bytes(const char *s, uint64_t *ret)
 {
     unsigned __int128 num = 0, den = 1;

@@ -31,6 +31,9 @@ size_t kube_array_len(struct json_object *a);
 
 /* "10Gi", "1G", "1.5Ti", "1e9", "512": bytes; -EINVAL (or -ERANGE). */
 int kube_quantity_bytes(const char *s, uint64_t *ret);
+/* A PersistentVolumeClaim's size: its capacity once bound, else what it
+ * requests; -EINVAL if it says neither (pvc may be NULL). */
+int kube_claim_bytes(struct json_object *pvc, uint64_t *ret);
 /* RFC 3339 as the API writes it ("2026-12-06T07:39:04Z", fractions and
  * offsets allowed); -EINVAL. */
 int kube_time(const char *s, time_t *ret);

@@ -337,11 +337,7 @@ kv_vm_get(void *h, const struct vm_ref *ref, struct vm_info **ret)
         if (v->size || !v->source)
             continue;
         struct json_object *pvc = kube_cache_get(cache(kv, C_PVCS, ref->ns), ref->ns, v->source);
-        const char *q = kube_get_str(pvc, "status", "capacity", "storage", (char *) NULL);
-        if (!q)
-            q = kube_get_str(pvc, "spec", "resources", "requests", "storage", (char *) NULL);
-        if (q)
-            (void) kube_quantity_bytes(q, &v->size);
+        (void) kube_claim_bytes(pvc, &v->size);
         json_object_put(pvc);
     }
     return r;
@@ -833,17 +829,14 @@ kv_snapshot_delete(void *h, const struct vm_ref *ref, const char *snap, struct o
 }
 
 
-/* backend_ops.snapshot_set_sums: an annotation of the VirtualMachineSnapshot
- * (a merge patch: nothing else of it changes; 404 if it is gone). */
-static int
-kv_snapshot_set_sums(void *h, const struct vm_ref *ref, const char *snap, const char *record)
+int
+kv_snapshot_annotate(struct kv *kv, const char *ns, const char *snap, const char *key,
+                     const char *value, char *why, size_t size)
 {
-    struct kv *kv = h;
-    _cleanup_free_ char *path = kv_snapshots_path(kv, ref->ns, snap), *body = NULL;
+    _cleanup_free_ char *path = kv_snapshots_path(kv, ns, snap), *body = NULL;
     struct json_object *p = json_object_new_object(), *meta = json_object_new_object(),
                        *ann = json_object_new_object();
     struct kube_response resp;
-    char why[512] = "";
 
     if (!path || !p || !meta || !ann) {
         json_object_put(p);
@@ -851,7 +844,7 @@ kv_snapshot_set_sums(void *h, const struct vm_ref *ref, const char *snap, const 
         json_object_put(ann);
         return -ENOMEM;
     }
-    json_object_object_add(ann, KUBE_SUMS_ANNOTATION, json_object_new_string(record));
+    json_object_object_add(ann, key, json_object_new_string(value));
     json_object_object_add(meta, "annotations", ann);
     json_object_object_add(p, "metadata", meta);
     body = strdup(json_object_to_json_string_ext(p, JSON_C_TO_STRING_PLAIN));
@@ -859,8 +852,18 @@ kv_snapshot_set_sums(void *h, const struct vm_ref *ref, const char *snap, const 
     if (!body)
         return -ENOMEM;
     int r = kube_request(kv->client, "PATCH", path, body, "application/merge-patch+json",
-                         UINT64_C(20) * NSEC_PER_SEC, &resp, why, sizeof why);
+                         UINT64_C(20) * NSEC_PER_SEC, &resp, why, size);
     kube_response_clear(&resp);
+    return r;
+}
+
+/* backend_ops.snapshot_set_sums: an annotation of the VirtualMachineSnapshot */
+static int
+kv_snapshot_set_sums(void *h, const struct vm_ref *ref, const char *snap, const char *record)
+{
+    char why[512] = "";
+    int r = kv_snapshot_annotate(h, ref->ns, snap, KUBE_SUMS_ANNOTATION, record, why, sizeof why);
+
     if (r < 0 && r != -ENOENT)
         log_info("'%s/%s': snapshot '%s': cannot keep its sums: %s", ref->ns, ref->name, snap,
                  why);

@@ -532,30 +532,9 @@ static int
 record(struct kv *kv, const char *ns, const char *snap, struct json_object *rec, char *why,
        size_t size)
 {
-    _cleanup_free_ char *path = kv_snapshots_path(kv, ns, snap), *body = NULL;
-    struct json_object *p = json_object_new_object(), *meta = json_object_new_object(),
-                       *ann = json_object_new_object();
-    struct kube_response resp;
-
-    if (!path || !p || !meta || !ann) {
-        json_object_put(p);
-        json_object_put(meta);
-        json_object_put(ann);
-        return -ENOMEM;
-    }
-    json_object_object_add(ann, KUBE_CHANGES_ANNOTATION,
-                           json_object_new_string(json_object_to_json_string_ext(
-                               rec, JSON_C_TO_STRING_PLAIN)));
-    json_object_object_add(meta, "annotations", ann);
-    json_object_object_add(p, "metadata", meta);
-    body = strdup(json_object_to_json_string_ext(p, JSON_C_TO_STRING_PLAIN));
-    json_object_put(p);
-    if (!body)
-        return -ENOMEM;
-    int r = kube_request(kv->client, "PATCH", path, body, "application/merge-patch+json",
-                         UINT64_C(20) * NSEC_PER_SEC, &resp, why, size);
-    kube_response_clear(&resp);
-    return r;
+    return kv_snapshot_annotate(kv, ns, snap, KUBE_CHANGES_ANNOTATION,
+                                json_object_to_json_string_ext(rec, JSON_C_TO_STRING_PLAIN),
+                                why, size);
 }
 
 void

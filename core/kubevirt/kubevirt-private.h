@@ -65,6 +65,10 @@ int kv_snapshot_make(struct kv *kv, const struct vm_ref *ref, const char *snap,
 char *kv_snapshot_api_path(struct kv *kv, const char *plural, const char *ns, const char *name);
 /* The API path of ns's VirtualMachineSnapshots, or of one (name). */
 char *kv_snapshots_path(struct kv *kv, const char *ns, const char *name);
+/* Sets annotation key of VirtualMachineSnapshot ns/snap to value (a merge
+ * patch: nothing else of it changes; -ENOENT if it is gone). */
+int kv_snapshot_annotate(struct kv *kv, const char *ns, const char *snap, const char *key,
+                         const char *value, char *why, size_t size);
 /* Deletes a VirtualMachineSnapshot (logged if that fails). */
 void kv_delete_snapshot(struct kv *kv, const char *ns, const char *snap);
 /* Restore and clone (kubevirt-restore.c, kubevirt-clone.c). */

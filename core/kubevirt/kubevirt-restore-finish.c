@@ -46,10 +46,7 @@ restore_progress(struct kv *kv, const char *ns, struct json_object *o, struct re
             continue;
         if (kv_api(kv, "GET", path, NULL, &pvc, err, sizeof err) < 0)
             continue;       /* not made yet */
-        const char *q = kube_get_str(pvc, "status", "capacity", "storage", (char *) NULL);
-        if (!q)
-            q = kube_get_str(pvc, "spec", "resources", "requests", "storage", (char *) NULL);
-        if (q && kube_quantity_bytes(q, &bytes) == 0) {
+        if (kube_claim_bytes(pvc, &bytes) == 0) {
             total += bytes;
             const char *phase = kube_get_str(pvc, "status", "phase", (char *) NULL);
             if (phase && strcmp(phase, "Bound") == 0)

@@ -62,13 +62,11 @@ Y
 k create ns prod >/dev/null
 vm moe Halted
 wait_until 10 test -s "$(disk moe)" || fail "the fake made no disk for moe"
-# 8 MiB of data the guest wrote (the body from a file: too long for argv)
+# 8 MiB of data the guest wrote (the body from a file, curl's @: too long for argv)
 head -c $((8 << 20)) /dev/urandom >"$wd/random"
 printf '{"namespace":"prod","pvc":"moe-root","offset":%d,"data":"%s"}' $((4 << 20)) \
     "$(base64 -w0 "$wd/random")" >"$wd/random.json"
-curl -sS --cacert "$KUBE_DIR/ca.crt" -H "Authorization: Bearer $(cat "$KUBE_DIR/token")" \
-    -H 'Content-Type: application/json' --data-binary @"$wd/random.json" \
-    "$KUBE_URL/fake/disk" >/dev/null || fail "cannot write the guest's data"
+kube_api POST /fake/disk "@$wd/random.json" >/dev/null || fail "cannot write the guest's data"
 guest_write moe $((63 << 20)) "the last MiB, s0"
 M=$mnt/prod/moe
 

@@ -57,6 +57,7 @@ struct entry {
     struct sums_file *files;
     size_t n_files;
     bool failed;
+    unsigned attempts;      /* failed reads so far (sums.c: FAIL_TRIES) */
     char error[256];
     char *text;             /* once every file is done */
     bool stored;            /* kept by the backend */

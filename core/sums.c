@@ -27,6 +27,8 @@
  * the sums: again after this */
 #define RETRY_NS (UINT64_C(2000) * 1000000)
 #define STORE_TRIES 10
+/* reading a disk for its sums fails this often before they fail */
+#define FAIL_TRIES 3
 /* after a mkdir the snapshot settles first: the worker's qemu-img (at a
  * view's open) must not race what an admin does to the VM right after
  * (QEMU's block jobs take image locks that a concurrent qemu-img breaks) */
@@ -453,13 +455,22 @@ others_wanted(struct sums *s, const struct entry *e)
     return q.found;
 }
 
-static void
+/* A failed attempt (with the lock): tried again a little later (the API
+ * server or libvirtd restarting is no reason to give up), failed for good
+ * after FAIL_TRIES; whether that is now. */
+static bool
 fail(struct entry *e, int r, const char *path, const char *why)
 {
-    e->failed = true;
     snprintf(e->error, sizeof e->error, "reading %.100s: %.140s", path,
              why ? why : strerror(-r));
+    if (++e->attempts < FAIL_TRIES) {
+        log_info("'%s': SHA256SUMS: %s; trying again", e->key, e->error);
+        e->retry_at = now_monotonic_ns() + RETRY_NS;
+        return false;
+    }
+    e->failed = true;
     log_error("'%s': no SHA256SUMS: %s", e->key, e->error);
+    return true;
 }
 
 /* Hashes file i of e from where it stands (the worker; without the lock):
@@ -559,9 +570,7 @@ hash_file(struct sums *s, struct entry *e, size_t i)
         LOCK_FOR_SCOPE(&s->lock);
         struct sums_file *f = sums_file_of(e, path);
         if (r < 0) {
-            if (!e->gone && !(vv && vm_view_cancelled(vv)))
-                fail(e, r, path, reason);
-            else
+            if (e->gone || (vv && vm_view_cancelled(vv)) || !fail(e, r, path, reason))
                 r = -EAGAIN;
             break;
         }
@@ -852,9 +861,11 @@ sums_wait(struct sums *s, const char *ns, const char *vm, const char *snap,
         if (e->text) {
             text = strdup(e->text);
             r = text ? 0 : -ENOMEM;
-        } else if (e->failed) {
-            r = -EIO;
         } else {
+            if (e->failed) {        /* asked again: another chance */
+                e->failed = false;
+                e->attempts = 0;
+            }
             struct waiter *w = calloc(1, sizeof *w);
             if (!w) {
                 sums_entry_unref(e);

@@ -149,4 +149,16 @@ mkdir "$M/snapshots/s4" || fail "mkdir while s3 is hashed: $(tail -n 2 "$M/event
 rmdir "$M/snapshots/s3" || fail "rmdir s3 while hashed: $(tail -n 2 "$M/events")"
 wait_until 60 sums_are s4 done || fail "s4's sums: $(cat "$M/snapshots/s4/status.json")"
 (cd "$M/snapshots/s4" && sha256sum --quiet -c SHA256SUMS) || fail "sha256sum -c in the mount (s4)"
+# -- the API server restarts while the sums are computed: they come all the same
+mkdir "$M/snapshots/s5" || fail "mkdir s5: $(tail -n 2 "$M/events")"
+sha_s5=$(sha256sum <"$(disk moe)" | cut -d' ' -f1)
+kube_api POST /fake/outage '{"seconds":4}' >/dev/null
+[ "$(timeout 120 cat "$M/snapshots/s5/SHA256SUMS")" = "$sha_s5  volumes/root.img" ] ||
+    fail "SHA256SUMS of s5 across an outage: $(cat "$M/snapshots/s5/status.json")"
+# the outage as the log tells it: watches listed again, the export's
+# creation refused once (the sums then try again)
+expect_log "the watch of .* failed|cannot list .*: .*trying again"
+expect_log "volume 'root' of snapshot s5: .*(Empty reply|Couldn't connect|timed out)"
+grep -q "'prod/moe/s5': SHA256SUMS: .*trying again" "$VMSNAPFS_LOG" ||
+    echo "(the outage ended before the sums needed the API server)"
 echo "PASS: $testname"

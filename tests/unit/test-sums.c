@@ -32,6 +32,7 @@ static struct {
     unsigned set_calls;
     uint64_t bytes_read;        /* by every view */
     int read_error;             /* views fail with it (0: no) */
+    unsigned fail_reads;        /* ... this many reads more (0: every one) */
 } fake = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static unsigned char
@@ -49,6 +50,8 @@ mem_pread(struct volume_view *v, void *buf, size_t count, uint64_t off, const ch
 {
     pthread_mutex_lock(&fake.lock);
     int err = fake.read_error;
+    if (err && fake.fail_reads && --fake.fail_reads == 0)
+        fake.read_error = 0;       /* the last one that fails */
     fake.bytes_read += count;
     pthread_mutex_unlock(&fake.lock);
     if (err) {
@@ -226,6 +229,7 @@ reset(void)
     fake.set_calls = 0;
     fake.bytes_read = 0;
     fake.read_error = 0;
+    fake.fail_reads = 0;
     pthread_mutex_unlock(&fake.lock);
 }
 
@@ -334,6 +338,21 @@ test_failure_has_reason(void **state)
     fake.read_error = 0;
 }
 
+/* a disk that fails once (a backend restarting) is read again later */
+static void
+test_transient_failure(void **state)
+{
+    char text[512], hex[65];
+    reset();
+    expected_hex(hex);
+    fake.read_error = EIO;
+    fake.fail_reads = 1;
+    struct model *m = open_model();
+    assert_int_equal(wait_sums(m, text, sizeof text), 0);
+    assert_memory_equal(text, hex, 64);
+    model_close(m);
+}
+
 int
 main(void)
 {
@@ -342,6 +361,7 @@ main(void)
         cmocka_unit_test(test_record_checked),
         cmocka_unit_test(test_reader_feeds),
         cmocka_unit_test(test_failure_has_reason),
+        cmocka_unit_test(test_transient_failure),
     };
     int r = cmocka_run_group_tests(tests, NULL, NULL);
     reset();
